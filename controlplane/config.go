@@ -1,0 +1,134 @@
+// Package controlplane wires the control plane's processes: `up` (everything
+// in one process, with embedded NATS, a private PostgreSQL when no database
+// URL is given and a local agent), `serve` (chosen roles) and `migrate`.
+package controlplane
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/rahatback/rahatback/events"
+)
+
+// Config is the control plane's configuration, from flags or their
+// RAHATBACK_* environment equivalents (flag --data-dir ↔ RAHATBACK_DATA_DIR).
+type Config struct {
+	HTTP          string        // --http: API listen address; default 127.0.0.1:8080
+	PublicURL     string        // --public-url: URL agents use; default http://<--http>
+	DataDir       string        // --data-dir: keys, NATS store, private PostgreSQL; default ./data
+	DatabaseURL   string        // --database-url: PostgreSQL; default a private cluster in the data dir
+	NATSListen    string        // --nats-listen: embedded NATS; default 127.0.0.1:4223
+	NATSURL       string        // --nats-url: external NATS instead of embedding one
+	NATSAdvertise string        // --nats-advertise: NATS URL given to agents; default the one in use
+	NATSConfig    string        // --nats-config: file replacing the embedded nats.conf
+	EventsMaxAge  time.Duration // --events-max-age: how long EVENTS keeps events; default 30 days
+	Roles         []string      // --roles (serve): api, projector; up runs all
+	LogFormat     string        // --log-format: text or json; default text
+	LogLevel      string        // --log-level: debug, info, warn, error; default info
+	OfflineAfter  time.Duration // --agent-offline-after: agent offline after silence; default 30s
+}
+
+var knownRoles = []string{"api", "projector"}
+
+// parse reads flags for command cmd from args, falling back to
+// RAHATBACK_* variables from getenv for flags not given.
+func parse(cmd string, args []string, getenv func(string) string, stderr io.Writer) (*Config, error) {
+	c := &Config{}
+	fs := flag.NewFlagSet("rahatback "+cmd, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&c.HTTP, "http", "127.0.0.1:8080", "API listen address")
+	fs.StringVar(&c.PublicURL, "public-url", "", "URL at which agents reach the API (default http://<http>)")
+	fs.StringVar(&c.DataDir, "data-dir", "./data", "directory for keys, the NATS store and the private PostgreSQL")
+	fs.StringVar(&c.DatabaseURL, "database-url", "", "PostgreSQL URL (default: a private cluster inside the data dir)")
+	fs.StringVar(&c.NATSListen, "nats-listen", "127.0.0.1:4223", "embedded NATS listen address")
+	fs.StringVar(&c.NATSURL, "nats-url", "", "external NATS URL (nats://user:pass@host:4222) instead of the embedded server")
+	fs.StringVar(&c.NATSAdvertise, "nats-advertise", "", "NATS URL given to enrolling agents (default: the one in use)")
+	fs.StringVar(&c.NATSConfig, "nats-config", "", "NATS server config file replacing the built-in nats.conf")
+	fs.DurationVar(&c.EventsMaxAge, "events-max-age", events.DefaultEventsMaxAge, "how long the EVENTS stream keeps events")
+	fs.StringVar(&c.LogFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
+	fs.DurationVar(&c.OfflineAfter, "agent-offline-after", 30*time.Second, "an agent silent for this long is offline")
+	roles := fs.String("roles", strings.Join(knownRoles, ","), "serve only: comma-separated roles ("+strings.Join(knownRoles, ", ")+")")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var envErr error
+	fs.VisitAll(func(f *flag.Flag) {
+		if set[f.Name] {
+			return
+		}
+		key := "RAHATBACK_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v := getenv(key); v != "" {
+			if err := fs.Set(f.Name, v); err != nil && envErr == nil {
+				envErr = fmt.Errorf("%s: %w", key, err)
+			}
+		}
+	})
+	if envErr != nil {
+		return nil, envErr
+	}
+	for _, r := range strings.Split(*roles, ",") {
+		r = strings.TrimSpace(r)
+		if r == "" {
+			continue
+		}
+		if !contains(knownRoles, r) {
+			return nil, fmt.Errorf("--roles: unknown role %q (known: %s)", r, strings.Join(knownRoles, ", "))
+		}
+		c.Roles = append(c.Roles, r)
+	}
+	abs, err := filepath.Abs(c.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	c.DataDir = abs
+	if c.PublicURL == "" {
+		c.PublicURL = "http://" + c.HTTP
+	}
+	return c, nil
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func (c *Config) hasRole(r string) bool { return contains(c.Roles, r) }
+
+func (c *Config) logger(w io.Writer) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.LogLevel)); err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	ho := &slog.HandlerOptions{Level: level}
+	switch c.LogFormat {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, ho)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, ho)), nil
+	}
+	return nil, fmt.Errorf("--log-format: %q is not text or json", c.LogFormat)
+}
+
+func (c *Config) natsConfigText() (string, error) {
+	if c.NATSConfig == "" {
+		return "", nil
+	}
+	b, err := os.ReadFile(c.NATSConfig)
+	return string(b), err
+}

@@ -1,0 +1,442 @@
+package controlplane
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/rahatback/rahatback"
+	"github.com/rahatback/rahatback/agent"
+	"github.com/rahatback/rahatback/auth"
+	"github.com/rahatback/rahatback/db"
+	"github.com/rahatback/rahatback/events"
+	"github.com/rahatback/rahatback/events/natsd"
+	"github.com/rahatback/rahatback/handlers/api"
+	"github.com/rahatback/rahatback/handlers/projector"
+	"github.com/rahatback/rahatback/pgcluster"
+	"github.com/rahatback/rahatback/sealed"
+	"github.com/rahatback/rahatback/securefile"
+	"github.com/rahatback/rahatback/vault"
+	"github.com/rahatback/rahatback/version"
+)
+
+const usage = `usage: rahatback <command> [flags]
+
+commands:
+  up        start everything in one process: embedded NATS, PostgreSQL (private
+            cluster unless --database-url), migrations, API, projector, local agent
+  serve     start chosen roles (--roles api,projector) against --database-url
+  migrate   apply database migrations and exit
+  version   print the version
+
+Run "rahatback <command> -h" for the flags of a command. Every flag has an
+environment equivalent: --data-dir is RAHATBACK_DATA_DIR.
+`
+
+// Run is the rahatback command line. It returns when the command is done or,
+// for up and serve, after ctx ends and everything has shut down.
+func Run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return errors.New("no command given")
+	}
+	cmd, rest := args[0], args[1:]
+	switch cmd {
+	case "version":
+		fmt.Fprintln(stdout, version.String())
+		return nil
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	case "up", "serve", "migrate":
+	default:
+		fmt.Fprint(stderr, usage)
+		return fmt.Errorf("unknown command %q", cmd)
+	}
+	cfg, err := parse(cmd, rest, getenv, stderr)
+	if err != nil {
+		return err
+	}
+	if cmd == "up" {
+		cfg.Roles = knownRoles
+	}
+	log, err := cfg.logger(stderr)
+	if err != nil {
+		return err
+	}
+	s := &system{cfg: cfg, log: log, getenv: getenv, up: cmd == "up"}
+	defer s.close()
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return err
+	}
+	if err := s.openDatabase(ctx); err != nil {
+		return err
+	}
+	if cmd == "migrate" {
+		log.Info("migrations applied")
+		return nil
+	}
+	return s.serve(ctx)
+}
+
+// system holds what Run opened, closed in reverse order by close.
+type system struct {
+	cfg    *Config
+	log    *slog.Logger
+	getenv func(string) string
+	up     bool
+
+	cluster *pgcluster.Cluster
+	pool    *pgxpool.Pool
+	nsrv    *natsd.Server
+	nc      *nats.Conn
+
+	// registered receives registrations; the local agent waits for the first.
+	registered chan uuid.UUID
+}
+
+func (s *system) close() {
+	if s.nc != nil {
+		_ = s.nc.Drain()
+	}
+	if s.nsrv != nil {
+		s.nsrv.Shutdown()
+	}
+	if s.pool != nil {
+		s.pool.Close()
+	}
+	if s.cluster != nil {
+		if err := s.cluster.Stop(); err != nil {
+			s.log.Warn("stopping PostgreSQL", "err", err)
+		}
+	}
+}
+
+// openDatabase connects to --database-url, or starts the private cluster in
+// the data dir (creating it at first start), then applies migrations.
+func (s *system) openDatabase(ctx context.Context) error {
+	dbURL := s.cfg.DatabaseURL
+	if dbURL == "" {
+		var err error
+		dbURL, err = s.startPrivateCluster(ctx)
+		if err != nil {
+			return err
+		}
+	}
+	pcfg, err := pgxpool.ParseConfig(dbURL)
+	if err != nil {
+		return fmt.Errorf("--database-url: %w", err)
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
+	if err != nil {
+		return err
+	}
+	s.pool = pool
+	pingCtx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	if err := pool.Ping(pingCtx); err != nil {
+		return fmt.Errorf("cannot reach PostgreSQL at %s:%d: %w", pcfg.ConnConfig.Host, pcfg.ConnConfig.Port, err)
+	}
+	return db.Migrate(ctx, pool)
+}
+
+const privateDBName = "rahatback"
+
+func (s *system) startPrivateCluster(ctx context.Context) (string, error) {
+	if _, err := pgcluster.BinDir(); err != nil {
+		return "", fmt.Errorf("no --database-url given and %w", err)
+	}
+	password, err := readOrCreateSecret(filepath.Join(s.cfg.DataDir, "postgres.password"))
+	if err != nil {
+		return "", err
+	}
+	dir := filepath.Join(s.cfg.DataDir, "postgres")
+	if os.Geteuid() == 0 {
+		// PostgreSQL runs as the postgres OS user, which must reach its
+		// directory; the secrets beside it stay 0600.
+		if err := os.Chmod(s.cfg.DataDir, 0o711); err != nil {
+			return "", err
+		}
+	}
+	s.log.Info("starting private PostgreSQL", "dir", dir)
+	c, err := pgcluster.Start(ctx, pgcluster.Options{Dir: dir, Password: password, Logger: s.log})
+	if errors.Is(err, pgcluster.ErrUnreachableDir) {
+		// The data dir sits below a directory the postgres user cannot
+		// enter (such as /root): keep the cluster under /var/lib instead,
+		// at a place derived from the data dir so every start finds it.
+		sum := sha256.Sum256([]byte(s.cfg.DataDir))
+		dir = filepath.Join("/var/lib/rahatback/clusters", hex.EncodeToString(sum[:8]))
+		s.log.Warn("the postgres user cannot reach the data dir; keeping the private cluster elsewhere", "dir", dir)
+		c, err = pgcluster.Start(ctx, pgcluster.Options{Dir: dir, Password: password, Logger: s.log})
+	}
+	if err != nil {
+		return "", err
+	}
+	s.cluster = c
+	conn, err := pgx.Connect(ctx, c.URL("postgres"))
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close(ctx)
+	var exists bool
+	if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)", privateDBName).Scan(&exists); err != nil {
+		return "", err
+	}
+	if !exists {
+		if _, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{privateDBName}.Sanitize()); err != nil {
+			return "", err
+		}
+	}
+	return c.URL(privateDBName), nil
+}
+
+// readOrCreateSecret returns the secret in path, creating a random one (0600)
+// when the file is missing.
+func readOrCreateSecret(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err == nil {
+		if v := strings.TrimSpace(string(b)); v != "" {
+			return v, nil
+		}
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return "", err
+	}
+	raw := make([]byte, 24)
+	if _, err := rand.Read(raw); err != nil {
+		return "", err
+	}
+	v := base64.RawURLEncoding.EncodeToString(raw)
+	return v, securefile.Write(path, []byte(v+"\n"))
+}
+
+// connectNATS starts the embedded server (unless --nats-url) and connects.
+// It returns the URL enrolling agents are given.
+func (s *system) connectNATS(ctx context.Context) (string, error) {
+	opts := []nats.Option{
+		nats.Name("rahatback control plane"),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(time.Second),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				s.log.Warn("disconnected from NATS", "err", err)
+			}
+		}),
+	}
+	var agentURL string
+	if s.cfg.NATSURL != "" {
+		nc, err := nats.Connect(s.cfg.NATSURL, opts...)
+		if err != nil {
+			return "", fmt.Errorf("--nats-url: %w", err)
+		}
+		s.nc = nc
+		u, err := url.Parse(s.cfg.NATSURL)
+		if err == nil {
+			u.User = nil
+			agentURL = u.String()
+		}
+	} else {
+		conf, err := s.cfg.natsConfigText()
+		if err != nil {
+			return "", fmt.Errorf("--nats-config: %w", err)
+		}
+		if conf == "" {
+			conf = rahatback.NATSConf
+		}
+		cpPassword, err := readOrCreateSecret(filepath.Join(s.cfg.DataDir, "nats.secret"))
+		if err != nil {
+			return "", err
+		}
+		srv, err := natsd.Start(natsd.Options{
+			Config: conf, Listen: s.cfg.NATSListen, StoreDir: filepath.Join(s.cfg.DataDir, "nats"),
+			ControlPlanePassword: cpPassword, AuthenticateAgent: api.AgentAuthenticator(s.pool), Logger: s.log,
+		})
+		if err != nil {
+			return "", fmt.Errorf("embedded NATS on %s: %w", s.cfg.NATSListen, err)
+		}
+		s.nsrv = srv
+		nc, err := nats.Connect(srv.ClientURL(), append(opts, nats.UserInfo(natsd.ControlPlaneUser, cpPassword))...)
+		if err != nil {
+			return "", err
+		}
+		s.nc = nc
+		agentURL = srv.ClientURL()
+	}
+	if s.cfg.NATSAdvertise != "" {
+		agentURL = s.cfg.NATSAdvertise
+	}
+	return agentURL, nil
+}
+
+func (s *system) serve(ctx context.Context) error {
+	agentURL, err := s.connectNATS(ctx)
+	if err != nil {
+		return err
+	}
+	js, err := jetstream.New(s.nc)
+	if err != nil {
+		return err
+	}
+	if err := events.EnsureStreams(ctx, js, events.StreamOpts{EventsMaxAge: s.cfg.EventsMaxAge}); err != nil {
+		return err
+	}
+
+	g, gctx := errgroup.WithContext(ctx)
+	if s.cfg.hasRole("projector") {
+		g.Go(func() error {
+			return projector.Run(gctx, projector.Opts{Pool: s.pool, JS: js, Logger: s.log.With("role", "projector")})
+		})
+	}
+	if s.cfg.hasRole("api") {
+		a, err := s.newAPI(js, agentURL)
+		if err != nil {
+			return err
+		}
+		ln, err := net.Listen("tcp", s.cfg.HTTP)
+		if err != nil {
+			return fmt.Errorf("--http %s: %w", s.cfg.HTTP, err)
+		}
+		srv := &http.Server{Handler: a, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
+		g.Go(func() error {
+			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+				return err
+			}
+			return nil
+		})
+		g.Go(func() error {
+			<-gctx.Done()
+			shCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			return srv.Shutdown(shCtx)
+		})
+		s.log.Info("RahatBack is up", "url", "http://"+ln.Addr().String(), "version", version.String())
+		if s.up {
+			g.Go(func() error { return s.runLocalAgent(gctx, a) })
+		}
+	}
+	if s.cluster != nil {
+		g.Go(func() error {
+			select {
+			case <-s.cluster.Done():
+				return fmt.Errorf("private PostgreSQL stopped unexpectedly; see %s", s.cluster.LogPath())
+			case <-gctx.Done():
+				return nil
+			}
+		})
+	}
+	err = g.Wait()
+	s.log.Info("shutting down")
+	return err
+}
+
+func (s *system) newAPI(js jetstream.JetStream, agentURL string) (*api.API, error) {
+	v, err := vault.LoadOrCreate(filepath.Join(s.cfg.DataDir, "master.keys"), s.getenv("RAHATBACK_MASTER_KEY"))
+	if err != nil {
+		return nil, err
+	}
+	key, err := auth.LoadOrCreateKey(filepath.Join(s.cfg.DataDir, "jwt.key"), s.getenv("RAHATBACK_JWT_SECRET"))
+	if err != nil {
+		return nil, err
+	}
+	issuer, err := auth.NewIssuer(key, 0)
+	if err != nil {
+		return nil, err
+	}
+	s.registered = make(chan uuid.UUID, 1)
+	opts := api.Opts{
+		Pool: s.pool, NC: s.nc, JS: js, Vault: v, Issuer: issuer, Logger: s.log.With("role", "api"),
+		AgentNATSURL: agentURL, PublicURL: s.cfg.PublicURL, OfflineAfter: s.cfg.OfflineAfter,
+		UserRegistered: func(_ context.Context, id uuid.UUID) {
+			select {
+			case s.registered <- id:
+			default:
+			}
+		},
+	}
+	if s.nsrv != nil {
+		opts.DisconnectAgent = s.nsrv.DisconnectAgent
+	}
+	return api.New(opts)
+}
+
+// runLocalAgent runs the agent embedded in `up`. Its state lives in
+// <data-dir>/agent; at first start it enrolls to the first registered user,
+// waiting for one if nobody has registered yet.
+func (s *system) runLocalAgent(ctx context.Context, a *api.API) error {
+	dir := filepath.Join(s.cfg.DataDir, "agent")
+	log := s.log.With("role", "local-agent")
+	st, err := agent.LoadState(dir)
+	if errors.Is(err, agent.ErrNotEnrolled) {
+		st, err = s.enrollLocalAgent(ctx, a, dir, log)
+	}
+	if err != nil || st == nil {
+		return err
+	}
+	err = agent.Run(ctx, agent.RunOpts{State: st, Logger: log})
+	if err != nil {
+		// The control plane keeps serving; the local agent is one agent among others.
+		log.Error("local agent stopped", "err", err)
+	}
+	return nil
+}
+
+func (s *system) enrollLocalAgent(ctx context.Context, a *api.API, dir string, log *slog.Logger) (*agent.State, error) {
+	var owner uuid.UUID
+	u, err := db.New().FirstUser(ctx, s.pool)
+	switch {
+	case err == nil:
+		owner = u.ID
+	case errors.Is(db.MapErr(err), db.ErrNotFound):
+		log.Info("local agent waiting for the first user to register")
+		select {
+		case owner = <-s.registered:
+		case <-ctx.Done():
+			return nil, nil
+		}
+	default:
+		return nil, err
+	}
+	token, _, err := a.CreateEnrollmentToken(ctx, owner)
+	if err != nil {
+		return nil, err
+	}
+	id, err := sealed.NewIdentity()
+	if err != nil {
+		return nil, err
+	}
+	hostname, _ := os.Hostname()
+	resp, err := a.Enroll(ctx, api.EnrollRequest{
+		Token: token, Name: "local (" + hostname + ")", Hostname: hostname,
+		OS: runtime.GOOS + "/" + runtime.GOARCH, Version: version.String(), PublicKey: id.Recipient().String(),
+	}, true)
+	if err != nil {
+		return nil, fmt.Errorf("enrolling the local agent: %w", err)
+	}
+	st := &agent.State{AgentID: resp.AgentID.String(), Server: s.cfg.PublicURL, NATSURL: resp.NATSURL,
+		NATSUser: resp.NATSUser, NATSPassword: resp.NATSPassword, Identity: id.String()}
+	if err := agent.SaveState(dir, st); err != nil {
+		return nil, err
+	}
+	log.Info("local agent enrolled", "agentId", st.AgentID, "userId", owner)
+	return st, nil
+}

@@ -1,0 +1,108 @@
+package events
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// DefaultEventsMaxAge is how long StreamEvents keeps events by default.
+const DefaultEventsMaxAge = 30 * 24 * time.Hour
+
+// StreamOpts configures EnsureStreams.
+type StreamOpts struct {
+	// EventsMaxAge bounds how long events are kept; default DefaultEventsMaxAge.
+	EventsMaxAge time.Duration
+	// Replicas of each stream; default 1.
+	Replicas int
+}
+
+// EnsureStreams creates or updates StreamCommands (work queue over
+// rahat.cmd.>) and StreamEvents (limits retention over rahat.evt.>). It is
+// idempotent and safe to call at every start.
+func EnsureStreams(ctx context.Context, js jetstream.JetStream, o StreamOpts) error {
+	if o.EventsMaxAge == 0 {
+		o.EventsMaxAge = DefaultEventsMaxAge
+	}
+	if o.Replicas == 0 {
+		o.Replicas = 1
+	}
+	cfgs := []jetstream.StreamConfig{
+		{
+			Name:        StreamCommands,
+			Description: "RahatBack commands, control plane to one agent",
+			Subjects:    []string{commandsPrefix + ">"},
+			Retention:   jetstream.WorkQueuePolicy,
+			Storage:     jetstream.FileStorage,
+			Replicas:    o.Replicas,
+			Duplicates:  24 * time.Hour,
+			MaxAge:      7 * 24 * time.Hour,
+		},
+		{
+			Name:        StreamEvents,
+			Description: "RahatBack events, agents to everyone",
+			Subjects:    []string{eventsPrefix + ">"},
+			Retention:   jetstream.LimitsPolicy,
+			Storage:     jetstream.FileStorage,
+			Replicas:    o.Replicas,
+			Duplicates:  10 * time.Minute,
+			MaxAge:      o.EventsMaxAge,
+		},
+	}
+	for _, cfg := range cfgs {
+		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
+			return fmt.Errorf("stream %s: %w", cfg.Name, err)
+		}
+	}
+	return nil
+}
+
+// EnsureAgentConsumer creates or updates the durable pull consumer through
+// which agentID reads its commands. Commands not acked within AckWait are
+// redelivered; the agent extends it with InProgress during long work.
+func EnsureAgentConsumer(ctx context.Context, js jetstream.JetStream, agentID string) error {
+	_, err := js.CreateOrUpdateConsumer(ctx, StreamCommands, jetstream.ConsumerConfig{
+		Durable:       AgentConsumer(agentID),
+		Description:   "commands of agent " + agentID,
+		FilterSubject: commandsPrefix + agentID + ".>",
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       time.Minute,
+		MaxDeliver:    5,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+	})
+	if err != nil {
+		return fmt.Errorf("consumer for agent %s: %w", agentID, err)
+	}
+	return nil
+}
+
+// DeleteAgentConsumer removes agentID's consumer; a missing one is not an error.
+func DeleteAgentConsumer(ctx context.Context, js jetstream.JetStream, agentID string) error {
+	err := js.DeleteConsumer(ctx, StreamCommands, AgentConsumer(agentID))
+	if err != nil && err != jetstream.ErrConsumerNotFound {
+		return err
+	}
+	return nil
+}
+
+// ProjectorConsumer is the durable consumer of the history projector.
+const ProjectorConsumer = "projector"
+
+// EnsureEventConsumer creates or updates a durable pull consumer over every
+// event in StreamEvents, from the first one kept, and returns it.
+func EnsureEventConsumer(ctx context.Context, js jetstream.JetStream, durable string) (jetstream.Consumer, error) {
+	c, err := js.CreateOrUpdateConsumer(ctx, StreamEvents, jetstream.ConsumerConfig{
+		Durable:       durable,
+		FilterSubject: eventsPrefix + ">",
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       30 * time.Second,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		MaxAckPending: 1000,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("consumer %s: %w", durable, err)
+	}
+	return c, nil
+}

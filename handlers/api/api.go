@@ -1,0 +1,206 @@
+// Package api is the REST API of SPEC §3 (chi). Handlers return errors;
+// handle writes them in one place.
+package api
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/go-chi/chi/v5/middleware"
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/time/rate"
+
+	"github.com/rahatback/rahatback/auth"
+	"github.com/rahatback/rahatback/db"
+	"github.com/rahatback/rahatback/events"
+	"github.com/rahatback/rahatback/vault"
+)
+
+// Opts configures New. Zero durations and limits take the defaults named.
+type Opts struct {
+	Pool   *pgxpool.Pool       // required
+	NC     *nats.Conn          // required
+	JS     jetstream.JetStream // required
+	Vault  *vault.Vault        // required
+	Issuer *auth.Issuer        // required
+	Logger *slog.Logger        // default slog.Default()
+
+	// AgentNATSURL is the NATS URL enrolling agents are given; required.
+	AgentNATSURL string
+	// PublicURL is this API's URL as agents reach it, shown in the enroll
+	// command; default http://127.0.0.1:8080.
+	PublicURL string
+
+	RefreshTTL    time.Duration // default 30 days
+	EnrollmentTTL time.Duration // default 1 hour
+	OfflineAfter  time.Duration // agent offline after this long without presence; default 30 s
+	RPCTimeout    time.Duration // request/reply to agents; default events.DefaultRPCTimeout
+	MaxBodyBytes  int64         // default 1 MiB
+
+	// AuthRate and AuthBurst limit register and login per client IP; default
+	// 10 per minute with a burst of 10.
+	AuthRate  rate.Limit
+	AuthBurst int
+
+	// DisconnectAgent, when set, cuts the NATS connections of a revoked agent.
+	DisconnectAgent func(agentID string)
+	// UserRegistered, when set, is called after each registration commits.
+	UserRegistered func(ctx context.Context, userID uuid.UUID)
+}
+
+func (o *Opts) validate() error {
+	switch {
+	case o.Pool == nil:
+		return errors.New("api: Pool is required")
+	case o.NC == nil || o.JS == nil:
+		return errors.New("api: NC and JS are required")
+	case o.Vault == nil:
+		return errors.New("api: Vault is required")
+	case o.Issuer == nil:
+		return errors.New("api: Issuer is required")
+	case o.AgentNATSURL == "":
+		return errors.New("api: AgentNATSURL is required")
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.PublicURL == "" {
+		o.PublicURL = "http://127.0.0.1:8080"
+	}
+	if o.RefreshTTL == 0 {
+		o.RefreshTTL = 30 * 24 * time.Hour
+	}
+	if o.EnrollmentTTL == 0 {
+		o.EnrollmentTTL = time.Hour
+	}
+	if o.OfflineAfter == 0 {
+		o.OfflineAfter = 30 * time.Second
+	}
+	if o.RPCTimeout == 0 {
+		o.RPCTimeout = events.DefaultRPCTimeout
+	}
+	if o.MaxBodyBytes == 0 {
+		o.MaxBodyBytes = 1 << 20
+	}
+	if o.AuthRate == 0 {
+		o.AuthRate = rate.Every(6 * time.Second)
+	}
+	if o.AuthBurst == 0 {
+		o.AuthBurst = 10
+	}
+	return nil
+}
+
+// API serves the REST API.
+type API struct {
+	opts    Opts
+	pool    *pgxpool.Pool
+	q       *db.Queries
+	log     *slog.Logger
+	maxBody int64
+	limiter *ipLimiter
+	handler http.Handler
+}
+
+// New validates opts and builds the API.
+func New(opts Opts) (*API, error) {
+	if err := opts.validate(); err != nil {
+		return nil, err
+	}
+	a := &API{
+		opts:    opts,
+		pool:    opts.Pool,
+		q:       db.New(),
+		log:     opts.Logger,
+		maxBody: opts.MaxBodyBytes,
+		limiter: newIPLimiter(opts.AuthRate, opts.AuthBurst),
+	}
+	a.handler = a.routes()
+	return a, nil
+}
+
+// ServeHTTP implements http.Handler.
+func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) { a.handler.ServeHTTP(w, r) }
+
+// routes is every route of the API, with its method and path.
+func (a *API) routes() http.Handler {
+	r := chi.NewRouter()
+	r.Use(middleware.RequestID, middleware.Recoverer)
+	r.NotFound(a.handle(func(http.ResponseWriter, *http.Request) error { return notFound("route") }))
+	r.MethodNotAllowed(a.handle(func(http.ResponseWriter, *http.Request) error {
+		return errorf(http.StatusMethodNotAllowed, "method not allowed")
+	}))
+
+	r.Get("/healthz", a.handle(a.healthz))
+	r.Get("/readyz", a.handle(a.readyz))
+
+	r.Route("/v1", func(r chi.Router) {
+		r.With(a.rateLimited).Post("/auth/register", a.handle(a.register))
+		r.With(a.rateLimited).Post("/auth/login", a.handle(a.login))
+		r.Post("/auth/refresh-tokens", a.handle(a.refreshTokens))
+		r.Post("/auth/logout", a.handle(a.logout))
+		r.Post("/agents/enroll", a.handle(a.enrollAgent))
+
+		r.Group(func(r chi.Router) {
+			r.Use(a.authenticated)
+			r.Get("/auth/me", a.handle(a.me))
+
+			r.Get("/agents", a.handle(a.listAgents))
+			r.Post("/agents/enrollment-tokens", a.handle(a.createEnrollmentToken))
+			r.Delete("/agents/{id}", a.handle(a.revokeAgent))
+
+			r.Post("/databases/test-connection", a.handle(a.testConnection))
+			r.Get("/databases", a.handle(a.listDatabases))
+			r.Post("/databases", a.handle(a.createDatabase))
+			r.Get("/databases/{id}", a.handle(a.getDatabase))
+			r.Patch("/databases/{id}", a.handle(a.updateDatabase))
+			r.Delete("/databases/{id}", a.handle(a.deleteDatabase))
+		})
+	})
+	return r
+}
+
+// healthz answers 200 while the process serves HTTP.
+func (a *API) healthz(w http.ResponseWriter, _ *http.Request) error {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	return nil
+}
+
+// readyz answers 200 when PostgreSQL and NATS are reachable, 503 otherwise.
+func (a *API) readyz(w http.ResponseWriter, r *http.Request) error {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	checks := map[string]string{"database": "ok", "nats": "ok"}
+	ready := true
+	if err := a.pool.Ping(ctx); err != nil {
+		checks["database"] = "unreachable"
+		ready = false
+	}
+	if !a.opts.NC.IsConnected() {
+		checks["nats"] = "disconnected"
+		ready = false
+	}
+	code := http.StatusOK
+	if !ready {
+		code = http.StatusServiceUnavailable
+	}
+	writeJSON(w, code, map[string]any{"ready": ready, "checks": checks})
+	return nil
+}
+
+// pathID parses the {id} URL parameter; a malformed id is 404 like any id
+// the user does not own.
+func pathID(r *http.Request, what string) (uuid.UUID, error) {
+	id, err := uuid.Parse(chi.URLParam(r, "id"))
+	if err != nil {
+		return uuid.Nil, notFound(what)
+	}
+	return id, nil
+}

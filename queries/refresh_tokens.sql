@@ -1,0 +1,13 @@
+-- name: CreateRefreshToken :exec
+INSERT INTO refresh_tokens (id, user_id, family_id, token_hash, expires_at)
+VALUES ($1, $2, $3, $4, $5);
+
+-- name: GetRefreshTokenForUpdate :one
+SELECT * FROM refresh_tokens WHERE token_hash = $1 FOR UPDATE;
+
+-- name: MarkRefreshTokenUsed :exec
+UPDATE refresh_tokens SET used_at = now() WHERE id = $1;
+
+-- name: RevokeRefreshFamily :exec
+UPDATE refresh_tokens SET revoked_at = now()
+WHERE family_id = $1 AND revoked_at IS NULL;
