@@ -142,24 +142,39 @@ func HashToken(token string) []byte {
 	return h[:]
 }
 
-// HashPassword returns the bcrypt hash of a user password.
-func HashPassword(password string) (string, error) {
-	h, err := bcrypt.GenerateFromPassword([]byte(password), BcryptCost)
+// Passwords hashes and checks user passwords with bcrypt.
+type Passwords struct {
+	cost  int
+	dummy func() []byte
+}
+
+// NewPasswords returns a Passwords hashing at cost; 0 means BcryptCost. Costs
+// below 10 are refused.
+func NewPasswords(cost int) (*Passwords, error) {
+	if cost == 0 {
+		cost = BcryptCost
+	}
+	if cost < 10 || cost > bcrypt.MaxCost {
+		return nil, fmt.Errorf("auth: bcrypt cost %d out of range 10-%d", cost, bcrypt.MaxCost)
+	}
+	return &Passwords{cost: cost, dummy: sync.OnceValue(func() []byte {
+		h, _ := bcrypt.GenerateFromPassword([]byte("rahatback-dummy-password"), cost)
+		return h
+	})}, nil
+}
+
+// Hash returns the bcrypt hash of a user password.
+func (p *Passwords) Hash(password string) (string, error) {
+	h, err := bcrypt.GenerateFromPassword([]byte(password), p.cost)
 	return string(h), err
 }
 
-// dummyHash is compared against when a login names an unknown email, so that
-// the response time does not tell which emails exist.
-var dummyHash = sync.OnceValue(func() []byte {
-	h, _ := bcrypt.GenerateFromPassword([]byte("rahatback-dummy-password"), BcryptCost)
-	return h
-})
-
-// CheckPassword reports whether password matches hash; with an empty hash it
-// still spends the time of one comparison and returns false.
-func CheckPassword(hash, password string) bool {
+// Check reports whether password matches hash. With an empty hash (unknown
+// user) it still spends the time of one comparison, so the response time does
+// not tell which emails exist, and returns false.
+func (p *Passwords) Check(hash, password string) bool {
 	if hash == "" {
-		_ = bcrypt.CompareHashAndPassword(dummyHash(), []byte(password))
+		_ = bcrypt.CompareHashAndPassword(p.dummy(), []byte(password))
 		return false
 	}
 	return bcrypt.CompareHashAndPassword([]byte(hash), []byte(password)) == nil

@@ -43,6 +43,9 @@ type Opts struct {
 	OfflineAfter  time.Duration // agent offline after this long without presence; default 30 s
 	RPCTimeout    time.Duration // request/reply to agents; default events.DefaultRPCTimeout
 	MaxBodyBytes  int64         // default 1 MiB
+	// PasswordCost is the bcrypt cost of user passwords; default
+	// auth.BcryptCost, at least 10.
+	PasswordCost int
 
 	// AuthRate and AuthBurst limit register and login per client IP; default
 	// 10 per minute with a burst of 10.
@@ -106,6 +109,7 @@ type API struct {
 	log     *slog.Logger
 	maxBody int64
 	limiter *ipLimiter
+	pw      *auth.Passwords
 	handler http.Handler
 }
 
@@ -114,7 +118,12 @@ func New(opts Opts) (*API, error) {
 	if err := opts.validate(); err != nil {
 		return nil, err
 	}
+	pw, err := auth.NewPasswords(opts.PasswordCost)
+	if err != nil {
+		return nil, err
+	}
 	a := &API{
+		pw:      pw,
 		opts:    opts,
 		pool:    opts.Pool,
 		q:       db.New(),

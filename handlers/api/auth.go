@@ -82,7 +82,7 @@ func (a *API) register(w http.ResponseWriter, r *http.Request) error {
 	if err := f.err(); err != nil {
 		return err
 	}
-	hash, err := auth.HashPassword(req.Password)
+	hash, err := a.pw.Hash(req.Password)
 	if err != nil {
 		return err
 	}
@@ -138,7 +138,7 @@ func (a *API) login(w http.ResponseWriter, r *http.Request) error {
 	if err = db.MapErr(err); err != nil && !errors.Is(err, db.ErrNotFound) {
 		return err
 	}
-	if !auth.CheckPassword(u.PasswordHash, req.Password) {
+	if !a.pw.Check(u.PasswordHash, req.Password) {
 		return errorf(http.StatusUnauthorized, "incorrect email or password")
 	}
 	var resp authResponse
