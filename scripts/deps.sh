@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Installs what RahatBack needs on a Debian machine, idempotently: the
+# PostgreSQL server binaries (the private cluster of `rahatback up` and of the
+# tests is made with them). Sourced by scripts/up and scripts/test.
+set -euo pipefail
+
+as_root() {
+	if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi
+}
+
+have_pg_server() {
+	command -v initdb >/dev/null 2>&1 && return 0
+	compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null
+}
+
+apt_updated=
+apt_install() {
+	if [[ -z $apt_updated ]]; then
+		as_root apt-get update -qq
+		apt_updated=1
+	fi
+	DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "$@"
+}
+
+ensure_postgres_binaries() {
+	if ! have_pg_server; then
+		echo "installing PostgreSQL server binaries (Debian package postgresql)…" >&2
+		apt_install postgresql
+	fi
+}
+
+# ensure_postgres_running starts the machine's PostgreSQL cluster when one is
+# installed but stopped. RahatBack's tests use private clusters of their own;
+# this only keeps a machine's usual service up.
+ensure_postgres_running() {
+	command -v pg_lsclusters >/dev/null 2>&1 || return 0
+	pg_lsclusters --no-header 2>/dev/null | while read -r ver name port status _; do
+		if [[ $status != online* ]]; then
+			as_root pg_ctlcluster --skip-systemctl-redirect "$ver" "$name" start || true
+		fi
+	done
+}
+
+ensure_go() {
+	if ! command -v go >/dev/null 2>&1; then
+		if [[ -x /usr/local/go/bin/go ]]; then
+			export PATH=/usr/local/go/bin:$PATH
+		else
+			echo "Go is required (https://go.dev/doc/install); 'go' is not on PATH" >&2
+			exit 1
+		fi
+	fi
+}
