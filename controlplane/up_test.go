@@ -196,7 +196,9 @@ func TestNewcomer(t *testing.T) {
 	if err := testsupport.AdminExec(ctx, fmt.Sprintf(`CREATE DATABASE "%s" OWNER %s`, appDB, appRole)); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = testsupport.AdminExec(ctx, fmt.Sprintf(`DROP DATABASE IF EXISTS "%s" WITH (FORCE)`, appDB)) })
+	t.Cleanup(func() {
+		_ = testsupport.AdminExec(ctx, fmt.Sprintf(`DROP DATABASE IF EXISTS "%s" WITH (FORCE)`, appDB))
+	})
 	pgPort := testsupport.Cluster().Port()
 
 	dataDir := t.TempDir()
