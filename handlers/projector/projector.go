@@ -56,8 +56,13 @@ func Run(ctx context.Context, o Opts) error {
 		return err
 	}
 	p := &projector{pool: o.Pool, q: db.New(), log: o.Logger}
+	// Events already delivered are applied even while shutting down (the
+	// consumer drains), so their writes must not die with ctx.
+	applyCtx := context.WithoutCancel(ctx)
 	cc, err := cons.Consume(func(msg jetstream.Msg) {
-		err := p.apply(ctx, msg)
+		actx, cancel := context.WithTimeout(applyCtx, 30*time.Second)
+		err := p.apply(actx, msg)
+		cancel()
 		switch {
 		case err == nil:
 			_ = msg.Ack()
