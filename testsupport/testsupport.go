@@ -126,8 +126,10 @@ func NewDatabase(t testing.TB) (string, *pgxpool.Pool) {
 // connection to it.
 type NATS struct {
 	Server *natsd.Server
-	NC     *nats.Conn
-	JS     jetstream.JetStream
+	// ControlPlanePassword authenticates natsd.ControlPlaneUser.
+	ControlPlanePassword string
+	NC                   *nats.Conn
+	JS                   jetstream.JetStream
 }
 
 // StartNATS starts a NATS server for t on a random loopback port with the
@@ -157,7 +159,7 @@ func StartNATS(t testing.TB, authAgent natsd.AgentAuthenticator) *NATS {
 	if err := events.EnsureStreams(context.Background(), js, events.StreamOpts{}); err != nil {
 		t.Fatal(err)
 	}
-	return &NATS{Server: srv, NC: nc, JS: js}
+	return &NATS{Server: srv, ControlPlanePassword: password, NC: nc, JS: js}
 }
 
 // Logger returns a logger writing to t.Log until t's cleanups have run;
