@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/rahatback/rahatback/securefile"
@@ -47,6 +48,9 @@ func New(keys map[uint32][]byte) (*Vault, error) {
 	}
 	v := &Vault{keys: make(map[uint32]cipher.AEAD, len(keys))}
 	for ver, k := range keys {
+		if ver == 0 {
+			return nil, errors.New("vault: master key versions start at 1")
+		}
 		if len(k) != KeySize {
 			return nil, fmt.Errorf("vault: master key version %d is %d bytes, want %d", ver, len(k), KeySize)
 		}
@@ -157,10 +161,11 @@ func LoadOrCreate(path, envKey string) (*Vault, error) {
 	}
 	sort.Strings(vers)
 	for _, ver := range vers {
-		var n uint32
-		if _, err := fmt.Sscanf(ver, "%d", &n); err != nil || n == 0 {
-			return nil, fmt.Errorf("vault: %s: bad key version %q", path, ver)
+		n64, err := strconv.ParseUint(ver, 10, 32)
+		if err != nil || n64 == 0 || strconv.FormatUint(n64, 10) != ver {
+			return nil, fmt.Errorf("vault: %s: bad key version %q (want 1, 2, …)", path, ver)
 		}
+		n := uint32(n64)
 		k, err := base64.StdEncoding.DecodeString(kf.Keys[ver])
 		if err != nil {
 			return nil, fmt.Errorf("vault: %s: key version %s: %w", path, ver, err)

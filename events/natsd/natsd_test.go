@@ -571,6 +571,11 @@ func TestAuthentication(t *testing.T) {
 		}
 	})
 	t.Run("Success", func(t *testing.T) {
+		cp, err := nats.Connect(url, nats.UserInfo(natsd.ControlPlaneUser, e.n.ControlPlanePassword), nats.NoReconnect())
+		if err != nil {
+			t.Fatalf("control plane connects: %v", err)
+		}
+		cp.Close()
 		for _, ag := range []struct{ id, pw string }{{e.a, e.pwA}, {e.b, e.pwB}} {
 			c := e.mustConnectAgent(t, ag.id, ag.pw)
 			if !c.nc.IsConnected() {
