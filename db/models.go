@@ -30,6 +30,61 @@ type AgentPresence struct {
 	Version    string
 }
 
+type BackupHistory struct {
+	ID                 uuid.UUID
+	UserID             uuid.UUID
+	BackupJobID        uuid.UUID
+	DatabaseID         uuid.UUID
+	AgentID            uuid.UUID
+	Status             string
+	QueuedAt           time.Time
+	StartedAt          *time.Time
+	CompletedAt        *time.Time
+	DurationMs         *int64
+	FileName           *string
+	FileSize           *int64
+	RawSize            *int64
+	StorageType        string
+	StorageKey         *string
+	ChecksumValue      *string
+	ChecksumAlgorithm  *string
+	Compression        string
+	IsEncrypted        bool
+	ErrorMessage       *string
+	ProgressStep       *string
+	ProgressBytes      *int64
+	ProgressPercent    *int32
+	ProgressSeq        int64
+	Manifest           []byte
+	VerificationStatus string
+	VerificationResult []byte
+	VerifiedAt         *time.Time
+	LastRestoreStatus  *string
+	DeletedAt          *time.Time
+}
+
+type BackupJob struct {
+	ID                     uuid.UUID
+	UserID                 uuid.UUID
+	DatabaseID             uuid.UUID
+	Name                   string
+	ScheduleType           string
+	CronExpression         *string
+	AdvancedScheduleConfig []byte
+	Timezone               string
+	BackupType             string
+	Compression            string
+	IsEncrypted            bool
+	AutoVerifyAfterBackup  bool
+	VerificationLevel      string
+	StorageType            string
+	CloudStorageID         *uuid.UUID
+	RetentionDays          int32
+	IsActive               bool
+	CreatedAt              time.Time
+	UpdatedAt              time.Time
+}
+
 type Database struct {
 	ID           uuid.UUID
 	UserID       uuid.UUID
@@ -62,6 +117,24 @@ type RefreshToken struct {
 	UsedAt    *time.Time
 	RevokedAt *time.Time
 	CreatedAt time.Time
+}
+
+type RestoreHistory struct {
+	ID               uuid.UUID
+	UserID           uuid.UUID
+	BackupHistoryID  uuid.UUID
+	TargetDatabaseID uuid.UUID
+	AgentID          uuid.UUID
+	Status           string
+	QueuedAt         time.Time
+	StartedAt        *time.Time
+	CompletedAt      *time.Time
+	DurationMs       *int64
+	ErrorMessage     *string
+	ProgressStep     *string
+	ProgressBytes    *int64
+	ProgressPercent  *int32
+	ProgressSeq      int64
 }
 
 type User struct {

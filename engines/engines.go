@@ -5,6 +5,7 @@ package engines
 import (
 	"context"
 	"fmt"
+	"io"
 )
 
 // Engine types, as stored and as the API spells them.
@@ -46,14 +47,28 @@ type Conn struct {
 	Database string
 }
 
-// Engine is one database engine as the agent drives it. Each operation
-// (test now; dump, restore and inspect as the backup pipeline lands) talks to
-// the server with the engine's own client and never passes a password in a
-// process argument.
+// DumpInfo describes a finished dump.
+type DumpInfo struct {
+	ServerVersion string // e.g. "15.20"
+	ToolVersion   string // e.g. "pg_dump (PostgreSQL) 15.20"
+	Format        string // e.g. "plain"
+}
+
+// Engine is one database engine as the agent drives it. Each operation talks
+// to the server with the engine's own client and never passes a password in
+// a process argument.
 type Engine interface {
 	// Test connects to c and returns the server's version, or an error whose
 	// message is the server's own (wrong password, unknown database…).
 	Test(ctx context.Context, c Conn) (version string, err error)
+	// Size estimates the bytes a dump of c will have (for progress).
+	Size(ctx context.Context, c Conn) (int64, error)
+	// Dump writes a logical dump of c to w as it is produced.
+	Dump(ctx context.Context, c Conn, w io.Writer) (DumpInfo, error)
+	// Restore applies a dump read from r to c in one transaction: when r
+	// returns an error (a checksum mismatch found at its end, say) or the
+	// dump fails to apply, nothing of it remains in c.
+	Restore(ctx context.Context, c Conn, r io.Reader) error
 }
 
 // Registry maps engine types to the engines an agent supports.

@@ -31,6 +31,7 @@ const (
 // RPC methods, the last token of a request/reply subject.
 const (
 	RPCDBTest = "dbtest"
+	RPCDelete = "delete"
 )
 
 // Event kinds and phases: rahat.evt.<agent>.<kind>.<phase>.

@@ -5,12 +5,14 @@ package projector
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -90,44 +92,210 @@ type projector struct {
 }
 
 func (p *projector) apply(ctx context.Context, msg jetstream.Msg) error {
-	agentID, kind, phase, ok := events.ParseEventSubject(msg.Subject())
-	if !ok {
-		return fmt.Errorf("%w: subject %q", errPoison, msg.Subject())
-	}
 	meta, err := msg.Metadata()
 	if err != nil {
 		return fmt.Errorf("%w: %v", errPoison, err)
 	}
-	switch kind {
-	case events.KindAgent:
-		return p.applyPresence(ctx, agentID, phase, meta.Timestamp, msg.Data())
-	default:
-		// Later projections (backup, restore, verify history) start here.
-		return nil
-	}
+	return Apply(ctx, p.pool, msg.Subject(), meta.Timestamp, msg.Data())
 }
 
-// applyPresence records when the agent was last heard from. The time is the
-// stream's (the server's clock), not the agent's.
-func (p *projector) applyPresence(ctx context.Context, agentID, phase string, at time.Time, data []byte) error {
-	id, err := uuid.Parse(agentID)
+// Apply applies one event, received on subject and stored by the stream at
+// streamTime, to the tables behind dbtx. It is idempotent. The control plane
+// also calls it for the queued/skipped events it publishes, so that a run
+// is visible as soon as the API answers. Errors wrapping ErrPoison mean the
+// event can never apply.
+func Apply(ctx context.Context, dbtx db.DBTX, subject string, streamTime time.Time, data []byte) error {
+	agentID, kind, phase, ok := events.ParseEventSubject(subject)
+	if !ok {
+		return fmt.Errorf("%w: subject %q", errPoison, subject)
+	}
+	agent, err := uuid.Parse(agentID)
 	if err != nil {
 		return fmt.Errorf("%w: agent id %q", errPoison, agentID)
 	}
+	q := db.New()
+	switch kind {
+	case events.KindAgent:
+		return applyPresence(ctx, q, dbtx, agent, phase, streamTime, data)
+	case events.KindBackup:
+		return applyBackup(ctx, q, dbtx, agent, phase, data)
+	case events.KindRestore:
+		return applyRestore(ctx, q, dbtx, agent, phase, data)
+	case events.KindVerify:
+		return applyVerify(ctx, q, dbtx, agent, phase, data)
+	default:
+		return fmt.Errorf("%w: unknown event kind %q", errPoison, kind)
+	}
+}
+
+// ErrPoison marks an event that can never be applied.
+var ErrPoison = errPoison
+
+// applyPresence records when the agent was last heard from. The time is the
+// stream's (the server's clock), not the agent's.
+func applyPresence(ctx context.Context, q *db.Queries, dbtx db.DBTX, agent uuid.UUID, phase string, at time.Time, data []byte) error {
 	var ev events.AgentPresence
 	if err := events.Decode(data, &ev); err != nil {
 		return fmt.Errorf("%w: %v", errPoison, err)
 	}
-	if ev.AgentID != agentID {
-		return fmt.Errorf("%w: payload agent %q on subject of agent %q", errPoison, ev.AgentID, agentID)
+	if ev.AgentID != agent.String() {
+		return fmt.Errorf("%w: payload agent %q on subject of agent %q", errPoison, ev.AgentID, agent)
 	}
 	switch phase {
 	case events.PhaseOnline, events.PhaseHeartbeat, events.PhaseOffline:
 	default:
 		return fmt.Errorf("%w: presence phase %q", errPoison, phase)
 	}
-	return p.q.ApplyAgentPresence(ctx, p.pool, db.ApplyAgentPresenceParams{
-		AgentID: id, Online: phase != events.PhaseOffline, LastSeenAt: at,
+	return q.ApplyAgentPresence(ctx, dbtx, db.ApplyAgentPresenceParams{
+		AgentID: agent, Online: phase != events.PhaseOffline, LastSeenAt: at,
 		Hostname: ev.Hostname, Os: ev.OS, Version: ev.Version,
 	})
+}
+
+func parseID(field, s string) (uuid.UUID, error) {
+	id, err := uuid.Parse(s)
+	if err != nil {
+		return uuid.Nil, fmt.Errorf("%w: %s %q", errPoison, field, s)
+	}
+	return id, nil
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func applyBackup(ctx context.Context, q *db.Queries, dbtx db.DBTX, agent uuid.UUID, phase string, data []byte) error {
+	var ev events.BackupEvent
+	if err := events.Decode(data, &ev); err != nil {
+		return fmt.Errorf("%w: %v", errPoison, err)
+	}
+	run, err := parseID("runId", ev.RunID)
+	if err != nil {
+		return err
+	}
+	at := ev.At.UTC()
+	switch phase {
+	case events.PhaseQueued, events.PhaseSkipped:
+		user, err := parseID("userId", ev.UserID)
+		if err != nil {
+			return err
+		}
+		job, err := parseID("jobId", ev.JobID)
+		if err != nil {
+			return err
+		}
+		database, err := parseID("databaseId", ev.DatabaseID)
+		if err != nil {
+			return err
+		}
+		p := db.ApplyBackupQueuedParams{ID: run, UserID: user, BackupJobID: job, DatabaseID: database,
+			AgentID: agent, QueuedAt: at, StorageType: ev.StorageType, Compression: ev.Compression,
+			IsEncrypted: ev.IsEncrypted, Status: "queued"}
+		if phase == events.PhaseSkipped {
+			p.Status, p.ErrorMessage = "skipped", ptr(ev.Error)
+		}
+		return q.ApplyBackupQueued(ctx, dbtx, p)
+	case events.PhaseStarted:
+		return q.ApplyBackupStarted(ctx, dbtx, db.ApplyBackupStartedParams{ID: run, AgentID: agent, At: &at})
+	case events.PhaseProgress:
+		return q.ApplyBackupProgress(ctx, dbtx, db.ApplyBackupProgressParams{ID: run, AgentID: agent,
+			Seq: ev.Seq, Step: ptr(ev.Step), Bytes: ptr(ev.Bytes), Percent: ptr(int32(ev.Percent))})
+	case events.PhaseCompleted:
+		return q.ApplyBackupCompleted(ctx, dbtx, db.ApplyBackupCompletedParams{ID: run, AgentID: agent, At: &at,
+			DurationMs: ptr(ev.DurationMs), FileName: ptr(ev.FileName), FileSize: ptr(ev.FileSize),
+			RawSize: ptr(ev.RawSize), StorageKey: ptr(ev.StorageKey), Checksum: ptr(ev.Checksum),
+			ChecksumAlgorithm: ptr(ev.ChecksumAlgorithm), Manifest: []byte(ev.Manifest)})
+	case events.PhaseFailed:
+		return q.ApplyBackupFailed(ctx, dbtx, db.ApplyBackupFailedParams{ID: run, AgentID: agent, At: &at, ErrorMessage: ptr(ev.Error)})
+	case events.PhaseDeleted:
+		return q.ApplyBackupDeleted(ctx, dbtx, db.ApplyBackupDeletedParams{ID: run, At: &at})
+	default:
+		return fmt.Errorf("%w: backup phase %q", errPoison, phase)
+	}
+}
+
+func applyRestore(ctx context.Context, q *db.Queries, dbtx db.DBTX, agent uuid.UUID, phase string, data []byte) error {
+	var ev events.RestoreEvent
+	if err := events.Decode(data, &ev); err != nil {
+		return fmt.Errorf("%w: %v", errPoison, err)
+	}
+	id, err := parseID("restoreId", ev.RestoreID)
+	if err != nil {
+		return err
+	}
+	at := ev.At.UTC()
+	finish := func(status string, msg *string) error {
+		backup, err := q.ApplyRestoreFinished(ctx, dbtx, db.ApplyRestoreFinishedParams{ID: id, AgentID: agent,
+			Status: status, At: &at, ErrorMessage: msg})
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil // already finished: a duplicate
+		}
+		if err != nil {
+			return err
+		}
+		return q.ApplyBackupRestoreStatus(ctx, dbtx, db.ApplyBackupRestoreStatusParams{ID: backup, Status: &status})
+	}
+	switch phase {
+	case events.PhaseQueued:
+		user, err := parseID("userId", ev.UserID)
+		if err != nil {
+			return err
+		}
+		backup, err := parseID("backupId", ev.BackupID)
+		if err != nil {
+			return err
+		}
+		target, err := parseID("targetDatabaseId", ev.TargetDatabaseID)
+		if err != nil {
+			return err
+		}
+		return q.ApplyRestoreQueued(ctx, dbtx, db.ApplyRestoreQueuedParams{ID: id, UserID: user,
+			BackupHistoryID: backup, TargetDatabaseID: target, AgentID: agent, QueuedAt: at})
+	case events.PhaseStarted:
+		return q.ApplyRestoreStarted(ctx, dbtx, db.ApplyRestoreStartedParams{ID: id, AgentID: agent, At: &at})
+	case events.PhaseProgress:
+		return q.ApplyRestoreProgress(ctx, dbtx, db.ApplyRestoreProgressParams{ID: id, AgentID: agent,
+			Seq: ev.Seq, Step: ptr(ev.Step), Bytes: ptr(ev.Bytes), Percent: ptr(int32(ev.Percent))})
+	case events.PhaseCompleted:
+		return finish("success", nil)
+	case events.PhaseFailed:
+		return finish("failed", ptr(ev.Error))
+	default:
+		return fmt.Errorf("%w: restore phase %q", errPoison, phase)
+	}
+}
+
+func applyVerify(ctx context.Context, q *db.Queries, dbtx db.DBTX, agent uuid.UUID, phase string, data []byte) error {
+	var ev events.VerifyEvent
+	if err := events.Decode(data, &ev); err != nil {
+		return fmt.Errorf("%w: %v", errPoison, err)
+	}
+	backup, err := parseID("backupId", ev.BackupID)
+	if err != nil {
+		return err
+	}
+	at := ev.At.UTC()
+	var result *events.VerificationResult
+	switch phase {
+	case events.PhaseStarted, events.PhaseProgress:
+		return nil // the row changes when the verification ends
+	case events.PhaseCompleted:
+		if ev.Result == nil {
+			return fmt.Errorf("%w: verify completed without a result", errPoison)
+		}
+		result = ev.Result
+	case events.PhaseFailed:
+		result = &events.VerificationResult{OverallStatus: "FAILED", VerificationMethod: ev.Level,
+			Checks: []events.Check{{Check: "run", Passed: false, Message: ev.Error}}}
+	default:
+		return fmt.Errorf("%w: verify phase %q", errPoison, phase)
+	}
+	status := "FAILED"
+	if result.OverallStatus == "PASSED" {
+		status = "PASSED"
+	}
+	raw, err := json.Marshal(result)
+	if err != nil {
+		return err
+	}
+	return q.ApplyBackupVerified(ctx, dbtx, db.ApplyBackupVerifiedParams{ID: backup, AgentID: agent,
+		VerificationStatus: status, VerificationResult: raw, At: &at})
 }

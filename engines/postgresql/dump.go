@@ -1,0 +1,136 @@
+package postgresql
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os/exec"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/rahatback/rahatback/engines"
+)
+
+// Format of the dumps this engine makes: plain SQL (pg_dump -Fp). It
+// restores with nothing but psql (`zstd -d < f | psql`), every COPY row is
+// one line so the agent counts rows per table from the stream itself for
+// the manifest, and psql --single-transaction applies it all or nothing.
+// (The custom format's selective and parallel restore need a seekable file,
+// which a streamed backup is not.)
+const Format = "plain"
+
+// Size returns pg_database_size of the database, the estimate behind the
+// progress percentage (a dump is usually somewhat smaller).
+func (Engine) Size(ctx context.Context, c engines.Conn) (int64, error) {
+	cfg, err := config(c)
+	if err != nil {
+		return 0, err
+	}
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return 0, serverError(err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	var n int64
+	err = conn.QueryRow(ctx, "SELECT pg_database_size(current_database())").Scan(&n)
+	return n, serverError(err)
+}
+
+// Dump runs pg_dump --format=plain --clean --if-exists --no-owner
+// --no-privileges into w. --clean lets a restore replace the objects of an
+// existing database inside its one transaction; ownership and grants are
+// left out so that any role allowed to create the objects can restore them.
+// The password reaches pg_dump through a 0600 passfile. On failure the error
+// is pg_dump's own message.
+func (e Engine) Dump(ctx context.Context, c engines.Conn, w io.Writer) (engines.DumpInfo, error) {
+	path, err := toolPath("pg_dump")
+	if err != nil {
+		return engines.DumpInfo{}, err
+	}
+	tool, err := toolVersion(ctx, path)
+	if err != nil {
+		return engines.DumpInfo{}, err
+	}
+	server, err := e.Test(ctx, c)
+	if err != nil {
+		return engines.DumpInfo{}, err
+	}
+	env, cleanup, err := toolEnv(c)
+	if err != nil {
+		return engines.DumpInfo{}, err
+	}
+	defer cleanup()
+	cmd := exec.CommandContext(ctx, path, "--format=plain", "--clean", "--if-exists", "--no-owner",
+		"--no-privileges", "--no-password", "--encoding=UTF8")
+	cmd.Env = env
+	cmd.Stdout = w
+	var stderr stderrTail
+	cmd.Stderr = &stderr
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.WaitDelay = 10 * time.Second
+	if err := cmd.Run(); err != nil {
+		if ctx.Err() != nil {
+			return engines.DumpInfo{}, ctx.Err()
+		}
+		var exitErr *exec.ExitError
+		if errors.As(err, &exitErr) {
+			return engines.DumpInfo{}, fmt.Errorf("pg_dump: %s", stderr.message())
+		}
+		return engines.DumpInfo{}, fmt.Errorf("pg_dump: %w", err)
+	}
+	return engines.DumpInfo{ServerVersion: strings.TrimPrefix(server, "PostgreSQL "), ToolVersion: tool, Format: Format}, nil
+}
+
+// Restore pipes r into psql --single-transaction -v ON_ERROR_STOP=1. psql
+// commits only after reading all of r; when r fails (checksum mismatch,
+// corrupt stream) psql is killed before it can commit, and when a statement
+// fails psql rolls back: either way the target is left as it was.
+func (Engine) Restore(ctx context.Context, c engines.Conn, r io.Reader) error {
+	path, err := toolPath("psql")
+	if err != nil {
+		return err
+	}
+	env, cleanup, err := toolEnv(c)
+	if err != nil {
+		return err
+	}
+	defer cleanup()
+	runCtx, kill := context.WithCancel(ctx)
+	defer kill()
+	cmd := exec.CommandContext(runCtx, path, "--no-psqlrc", "--quiet", "--no-password",
+		"--single-transaction", "--set=ON_ERROR_STOP=1", "--output=/dev/null")
+	cmd.Env = env
+	var stderr stderrTail
+	cmd.Stderr = &stderr
+	cmd.WaitDelay = 10 * time.Second
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return err
+	}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("psql: %w", err)
+	}
+	_, copyErr := io.Copy(stdin, r)
+	if copyErr != nil && !errors.Is(copyErr, syscall.EPIPE) {
+		// The input is bad: kill psql before it sees EOF and commits.
+		kill()
+		_ = cmd.Wait()
+		return copyErr
+	}
+	stdin.Close()
+	waitErr := cmd.Wait()
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if waitErr != nil {
+		return fmt.Errorf("psql: %s (nothing was restored: the transaction was rolled back)", stderr.message())
+	}
+	if copyErr != nil {
+		return fmt.Errorf("psql stopped reading: %w", copyErr)
+	}
+	return nil
+}

@@ -1,0 +1,167 @@
+package events
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// Phases published by the control plane on an agent's run subjects: a run
+// is queued when its command is sent, skipped when its agent is offline, and
+// failed ("agent lost") when its agent stops reporting.
+const (
+	PhaseQueued  = "queued"
+	PhaseSkipped = "skipped"
+	PhaseDeleted = "deleted"
+)
+
+// StorageSpec says where a backup object lives. For "local" it is a
+// directory on the agent's host, chosen by the agent.
+type StorageSpec struct {
+	Type string `json:"type"` // local | s3 | google_drive
+}
+
+// BackupCommand is the payload of rahat.cmd.<agent>.backup.
+type BackupCommand struct {
+	V           int         `json:"v"`
+	RunID       string      `json:"runId"`
+	JobID       string      `json:"jobId"`
+	DatabaseID  string      `json:"databaseId"`
+	Conn        ConnSpec    `json:"conn"`
+	Compression string      `json:"compression"`
+	Storage     StorageSpec `json:"storage"`
+	// Verify, when set (BASIC), asks for a verification right after success.
+	Verify   string `json:"verify,omitempty"`
+	VerifyID string `json:"verifyId,omitempty"`
+}
+
+// ObjectRef identifies a stored backup and what it must match.
+type ObjectRef struct {
+	Storage     StorageSpec `json:"storage"`
+	Key         string      `json:"key"`
+	Size        int64       `json:"size"`
+	Checksum    string      `json:"checksum"` // sha256 hex of the stored bytes
+	Compression string      `json:"compression"`
+}
+
+// RestoreCommand is the payload of rahat.cmd.<agent>.restore.
+type RestoreCommand struct {
+	V         int       `json:"v"`
+	RestoreID string    `json:"restoreId"`
+	BackupID  string    `json:"backupId"`
+	Object    ObjectRef `json:"object"`
+	Target    ConnSpec  `json:"target"`
+}
+
+// VerifyCommand is the payload of rahat.cmd.<agent>.verify.
+type VerifyCommand struct {
+	V        int       `json:"v"`
+	VerifyID string    `json:"verifyId"`
+	BackupID string    `json:"backupId"`
+	Level    string    `json:"level"` // BASIC
+	Object   ObjectRef `json:"object"`
+}
+
+// DeleteRequest asks an agent (request/reply on rahat.rpc.<agent>.delete)
+// to delete a stored object and its manifest.
+type DeleteRequest struct {
+	V       int         `json:"v"`
+	Storage StorageSpec `json:"storage"`
+	Key     string      `json:"key"`
+}
+
+// DeleteReply answers a DeleteRequest; NotFound is true when nothing was there.
+type DeleteReply struct {
+	V        int    `json:"v"`
+	OK       bool   `json:"ok"`
+	NotFound bool   `json:"notFound,omitempty"`
+	Error    string `json:"error,omitempty"`
+}
+
+// BackupEvent is the payload of rahat.evt.<agent>.backup.<phase>. Fields are
+// set per phase as noted.
+type BackupEvent struct {
+	V     int       `json:"v"`
+	ID    string    `json:"id"` // unique; also the Nats-Msg-Id
+	RunID string    `json:"runId"`
+	At    time.Time `json:"at"`
+
+	// queued, skipped
+	UserID      string `json:"userId,omitempty"`
+	JobID       string `json:"jobId,omitempty"`
+	DatabaseID  string `json:"databaseId,omitempty"`
+	StorageType string `json:"storageType,omitempty"`
+	Compression string `json:"compression,omitempty"`
+	IsEncrypted bool   `json:"isEncrypted,omitempty"`
+
+	// progress
+	Seq     int64  `json:"seq,omitempty"`
+	Step    string `json:"step,omitempty"`
+	Bytes   int64  `json:"bytes,omitempty"`
+	Percent int    `json:"percent,omitempty"`
+
+	// completed
+	FileName          string          `json:"fileName,omitempty"`
+	StorageKey        string          `json:"storageKey,omitempty"`
+	FileSize          int64           `json:"fileSize,omitempty"`
+	RawSize           int64           `json:"rawSize,omitempty"`
+	Checksum          string          `json:"checksum,omitempty"`
+	ChecksumAlgorithm string          `json:"checksumAlgorithm,omitempty"`
+	DurationMs        int64           `json:"durationMs,omitempty"`
+	Manifest          json.RawMessage `json:"manifest,omitempty"`
+
+	// failed, skipped
+	Error string `json:"error,omitempty"`
+}
+
+// RestoreEvent is the payload of rahat.evt.<agent>.restore.<phase>.
+type RestoreEvent struct {
+	V         int       `json:"v"`
+	ID        string    `json:"id"`
+	RestoreID string    `json:"restoreId"`
+	At        time.Time `json:"at"`
+
+	// queued
+	UserID           string `json:"userId,omitempty"`
+	BackupID         string `json:"backupId,omitempty"`
+	TargetDatabaseID string `json:"targetDatabaseId,omitempty"`
+
+	// progress
+	Seq     int64  `json:"seq,omitempty"`
+	Step    string `json:"step,omitempty"`
+	Bytes   int64  `json:"bytes,omitempty"`
+	Percent int    `json:"percent,omitempty"`
+
+	// completed
+	DurationMs int64 `json:"durationMs,omitempty"`
+
+	// failed
+	Error string `json:"error,omitempty"`
+}
+
+// Check is one verification check and its outcome.
+type Check struct {
+	Check   string `json:"check"`
+	Passed  bool   `json:"passed"`
+	Message string `json:"message"`
+}
+
+// VerificationResult is what a verification found.
+type VerificationResult struct {
+	OverallStatus      string  `json:"overallStatus"` // PASSED | FAILED
+	VerificationMethod string  `json:"verificationMethod"`
+	Checks             []Check `json:"checks"`
+}
+
+// VerifyEvent is the payload of rahat.evt.<agent>.verify.<phase>.
+type VerifyEvent struct {
+	V        int       `json:"v"`
+	ID       string    `json:"id"`
+	VerifyID string    `json:"verifyId"`
+	BackupID string    `json:"backupId"`
+	At       time.Time `json:"at"`
+	Level    string    `json:"level,omitempty"`
+	// completed
+	Result *VerificationResult `json:"result,omitempty"`
+	// failed: the verification could not run at all
+	Error string `json:"error,omitempty"`
+}

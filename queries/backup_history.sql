@@ -1,0 +1,78 @@
+-- The Apply* queries are the projector's: each moves a row only from the
+-- states it is expected in, so duplicated, late or replayed events change
+-- nothing. The agent id is part of every WHERE: an agent can only move its
+-- own runs.
+
+-- name: ApplyBackupQueued :exec
+INSERT INTO backup_history (id, user_id, backup_job_id, database_id, agent_id, status, queued_at,
+    storage_type, compression, is_encrypted, error_message)
+VALUES ($1, $2, $3, $4, $5, sqlc.arg(status), $6, $7, $8, $9, sqlc.narg(error_message))
+ON CONFLICT (id) DO NOTHING;
+
+-- name: ApplyBackupStarted :exec
+UPDATE backup_history SET status = 'running', started_at = sqlc.arg(at)
+WHERE id = $1 AND agent_id = $2 AND status = 'queued';
+
+-- name: ApplyBackupProgress :exec
+UPDATE backup_history
+SET progress_seq = sqlc.arg(seq), progress_step = sqlc.arg(step), progress_bytes = sqlc.arg(bytes),
+    progress_percent = sqlc.arg(percent)
+WHERE id = $1 AND agent_id = $2 AND status = 'running' AND progress_seq < sqlc.arg(seq);
+
+-- name: ApplyBackupCompleted :exec
+UPDATE backup_history
+SET status = 'success', completed_at = sqlc.arg(at),
+    started_at = coalesce(started_at, sqlc.arg(at)),
+    duration_ms = sqlc.arg(duration_ms), file_name = sqlc.arg(file_name), file_size = sqlc.arg(file_size),
+    raw_size = sqlc.arg(raw_size), storage_key = sqlc.arg(storage_key),
+    checksum_value = sqlc.arg(checksum), checksum_algorithm = sqlc.arg(checksum_algorithm),
+    manifest = sqlc.arg(manifest), progress_step = 'done', progress_percent = 100,
+    progress_bytes = sqlc.arg(raw_size)
+WHERE id = $1 AND agent_id = $2 AND status IN ('queued', 'running');
+
+-- name: ApplyBackupFailed :exec
+UPDATE backup_history
+SET status = 'failed', completed_at = sqlc.arg(at), error_message = sqlc.arg(error_message),
+    duration_ms = (extract(epoch FROM sqlc.arg(at)::timestamptz - coalesce(started_at, queued_at)) * 1000)::bigint
+WHERE id = $1 AND agent_id = $2 AND status IN ('queued', 'running');
+
+-- name: ApplyBackupVerified :exec
+UPDATE backup_history
+SET verification_status = sqlc.arg(verification_status), verification_result = sqlc.arg(verification_result),
+    verified_at = sqlc.arg(at)
+WHERE id = $1 AND agent_id = $2 AND status = 'success' AND (verified_at IS NULL OR verified_at <= sqlc.arg(at));
+
+-- name: ApplyBackupRestoreStatus :exec
+UPDATE backup_history SET last_restore_status = sqlc.arg(status)
+WHERE id = $1;
+
+-- name: ApplyBackupDeleted :exec
+UPDATE backup_history SET deleted_at = sqlc.arg(at) WHERE id = $1 AND deleted_at IS NULL;
+
+-- name: HasActiveBackup :one
+SELECT EXISTS (SELECT 1 FROM backup_history WHERE backup_job_id = $1 AND status IN ('queued', 'running'));
+
+-- name: GetBackupHistory :one
+SELECT * FROM backup_history WHERE id = $1 AND user_id = $2 AND deleted_at IS NULL;
+
+-- name: ListBackupHistory :many
+SELECT *, count(*) OVER () AS total
+FROM backup_history
+WHERE user_id = sqlc.arg(user_id) AND deleted_at IS NULL
+  AND (sqlc.narg(status)::text IS NULL OR status = sqlc.narg(status))
+  AND (sqlc.narg(database_id)::uuid IS NULL OR database_id = sqlc.narg(database_id))
+  AND (sqlc.narg(job_id)::uuid IS NULL OR backup_job_id = sqlc.narg(job_id))
+  AND (sqlc.narg(from_time)::timestamptz IS NULL OR queued_at >= sqlc.narg(from_time))
+  AND (sqlc.narg(to_time)::timestamptz IS NULL OR queued_at < sqlc.narg(to_time))
+ORDER BY queued_at DESC, id
+LIMIT sqlc.arg(lim) OFFSET sqlc.arg(off);
+
+-- LostRuns lists queued or running backups whose agent has not been heard
+-- from for longer than the limit (seconds), or never since the run was queued.
+-- name: LostBackupRuns :many
+SELECT h.id, h.agent_id
+FROM backup_history h
+LEFT JOIN agent_presence p ON p.agent_id = h.agent_id
+WHERE h.status IN ('queued', 'running')
+  AND h.queued_at < now() - make_interval(secs => sqlc.arg(limit_secs)::float8)
+  AND (p.last_seen_at IS NULL OR p.last_seen_at < now() - make_interval(secs => sqlc.arg(limit_secs)::float8) OR NOT p.online);

@@ -1,0 +1,29 @@
+-- name: CreateBackupJob :one
+INSERT INTO backup_jobs (id, user_id, database_id, name, schedule_type, cron_expression,
+    advanced_schedule_config, timezone, backup_type, compression, is_encrypted,
+    auto_verify_after_backup, verification_level, storage_type, cloud_storage_id,
+    retention_days, is_active)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+RETURNING *;
+
+-- name: GetBackupJob :one
+SELECT * FROM backup_jobs WHERE id = $1 AND user_id = $2;
+
+-- name: GetBackupJobForUpdate :one
+SELECT * FROM backup_jobs WHERE id = $1 AND user_id = $2 FOR UPDATE;
+
+-- name: ListBackupJobs :many
+SELECT * FROM backup_jobs WHERE user_id = $1 ORDER BY created_at, id;
+
+-- name: UpdateBackupJob :one
+UPDATE backup_jobs
+SET database_id = $3, name = $4, schedule_type = $5, cron_expression = $6,
+    advanced_schedule_config = $7, timezone = $8, backup_type = $9, compression = $10,
+    is_encrypted = $11, auto_verify_after_backup = $12, verification_level = $13,
+    storage_type = $14, cloud_storage_id = $15, retention_days = $16, is_active = $17,
+    updated_at = now()
+WHERE id = $1 AND user_id = $2
+RETURNING *;
+
+-- name: DeleteBackupJob :one
+DELETE FROM backup_jobs WHERE id = $1 AND user_id = $2 RETURNING id;
