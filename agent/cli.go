@@ -74,14 +74,18 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 		fmt.Fprintf(stdout, "enrolled as agent %s; state in %s\nnext: rahatback-agent run --state-dir %s\n", st.AgentID, *stateDir, *stateDir)
 		return nil
 	case "run":
+		localDir := fs.String("local-storage-dir", "", "directory for backups of jobs with local storage (default <state-dir>/backups)")
 		if err := fs.Parse(args[1:]); err != nil {
 			return err
+		}
+		if *localDir == "" {
+			*localDir = filepath.Join(*stateDir, "backups")
 		}
 		st, err := LoadState(*stateDir)
 		if err != nil {
 			return err
 		}
-		return Run(ctx, RunOpts{State: st, Logger: log})
+		return Run(ctx, RunOpts{State: st, Logger: log, LocalStorageDir: *localDir})
 	default:
 		fmt.Fprint(stderr, usage)
 		return fmt.Errorf("unknown command %q", args[0])

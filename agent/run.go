@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"runtime"
@@ -19,6 +20,8 @@ import (
 	"github.com/rahatback/rahatback/engines/postgresql"
 	"github.com/rahatback/rahatback/events"
 	agenthandlers "github.com/rahatback/rahatback/handlers/agent"
+	"github.com/rahatback/rahatback/storage"
+	"github.com/rahatback/rahatback/transfer"
 	"github.com/rahatback/rahatback/version"
 )
 
@@ -38,6 +41,11 @@ type RunOpts struct {
 	Engines engines.Registry
 	// NATSOptions are extra connection options (tests).
 	NATSOptions []nats.Option
+	// LocalStorageDir holds backups of jobs with storageType local; required.
+	LocalStorageDir string
+	// Commands is how many commands (backup, restore, verify) run at once;
+	// default 2.
+	Commands int
 }
 
 // DefaultEngines are the engines this build of the agent supports.
@@ -61,6 +69,21 @@ func Run(ctx context.Context, o RunOpts) error {
 	}
 	if o.Engines == nil {
 		o.Engines = DefaultEngines()
+	}
+	if o.Commands == 0 {
+		o.Commands = 2
+	}
+	if o.LocalStorageDir == "" {
+		return errors.New("agent: LocalStorageDir is required")
+	}
+	local, err := storage.NewLocal(o.LocalStorageDir)
+	if err != nil {
+		return fmt.Errorf("agent: local storage: %w", err)
+	}
+	if n, err := local.CleanPartials(); err != nil {
+		return fmt.Errorf("agent: cleaning local storage: %w", err)
+	} else if n > 0 {
+		o.Logger.Info("removed partial backups left by an interrupted run", "count", n, "dir", o.LocalStorageDir)
 	}
 	id, err := o.State.ParseIdentity()
 	if err != nil {
@@ -102,7 +125,7 @@ func Run(ctx context.Context, o RunOpts) error {
 
 	a := &runner{
 		state: o.State, js: js, log: log,
-		h:   &agenthandlers.Handlers{Identity: id, Engines: o.Engines, Logger: log},
+		h:   &agenthandlers.Handlers{Identity: id, Engines: o.Engines, Logger: log, Local: local},
 		sem: make(chan struct{}, maxConcurrentRequests),
 	}
 	a.hostname, _ = os.Hostname()
@@ -113,12 +136,43 @@ func Run(ctx context.Context, o RunOpts) error {
 	if err != nil {
 		return fmt.Errorf("agent: subscribe: %w", err)
 	}
+	delSub, err := nc.Subscribe(events.RPCSubject(o.State.AgentID, events.RPCDelete), func(m *nats.Msg) {
+		a.serve(ctx, m, a.deleteObject)
+	})
+	if err != nil {
+		return fmt.Errorf("agent: subscribe: %w", err)
+	}
+	defer delSub.Unsubscribe()
+	xferCtx, stopXfer := context.WithCancel(ctx)
+	defer stopXfer()
+	xferDone := make(chan error, 1)
+	go func() {
+		xferDone <- transfer.Serve(xferCtx, nc, o.State.AgentID, func(ctx context.Context, key string, offset int64) (io.ReadCloser, int64, error) {
+			obj, err := local.Stat(ctx, key)
+			if err != nil {
+				return nil, 0, err
+			}
+			r, err := local.Get(ctx, key, offset)
+			return r, obj.Size, err
+		}, log)
+	}()
 	if err := nc.Flush(); err != nil {
 		return fmt.Errorf("agent: %w", err)
+	}
+	cons, err := js.Consumer(ctx, events.StreamCommands, events.AgentConsumer(o.State.AgentID))
+	if err != nil {
+		return fmt.Errorf("agent: its command consumer is missing (revoked or never enrolled?): %w", err)
 	}
 	if err := a.presence(ctx, events.PhaseOnline); err != nil {
 		return err
 	}
+	cmdCtx, stopCommands := context.WithCancel(ctx)
+	defer stopCommands()
+	cmdDone := make(chan struct{})
+	go func() {
+		defer close(cmdDone)
+		a.consume(cmdCtx, cons, o.Commands)
+	}()
 	log.Info("agent online", "nats", o.State.NATSURL)
 
 	tick := time.NewTicker(o.Heartbeat)
@@ -139,6 +193,10 @@ loop:
 		}
 	}
 	_ = sub.Unsubscribe()
+	stopCommands()
+	<-cmdDone
+	stopXfer()
+	<-xferDone
 	a.wg.Wait()
 	if runErr == nil {
 		offCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*time.Second)
@@ -209,4 +267,129 @@ func (a *runner) dbtest(ctx context.Context, data []byte) (any, error) {
 	ctx, cancel := context.WithTimeout(ctx, events.DefaultRPCTimeout-2*time.Second)
 	defer cancel()
 	return a.h.DBTest(ctx, req), nil
+}
+
+func (a *runner) deleteObject(ctx context.Context, data []byte) (any, error) {
+	var req events.DeleteRequest
+	if err := events.Decode(data, &req); err != nil {
+		return nil, err
+	}
+	return a.h.Delete(ctx, req), nil
+}
+
+// errBadCommand marks a command that can never run (malformed).
+var errBadCommand = errors.New("bad command")
+
+// publish sends one of this agent's events.
+func (a *runner) publish(ctx context.Context, kind, phase, msgID string, payload any) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	return events.Publish(ctx, a.js, events.EventSubject(a.state.AgentID, kind, phase), msgID, payload)
+}
+
+// consume pulls commands one at a time whenever one of n slots is free, so
+// no command waits unacknowledged in a local buffer.
+func (a *runner) consume(ctx context.Context, cons jetstream.Consumer, n int) {
+	slots := make(chan struct{}, n)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+			return
+		}
+		batch, err := cons.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			<-slots
+			if ctx.Err() != nil {
+				return
+			}
+			a.log.Warn("fetching commands", "err", err)
+			select {
+			case <-time.After(2 * time.Second):
+			case <-ctx.Done():
+				return
+			}
+			continue
+		}
+		got := false
+		for msg := range batch.Messages() {
+			got = true
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer func() { <-slots }()
+				a.command(ctx, msg)
+			}()
+		}
+		if !got {
+			<-slots
+		}
+	}
+}
+
+// command runs one command and acks it once its outcome event is
+// published. A backup or restore delivered a second time was interrupted
+// (the agent stopped mid-run): it is reported failed, not silently re-run.
+func (a *runner) command(ctx context.Context, msg jetstream.Msg) {
+	kind := events.CommandKind(a.state.AgentID, msg.Subject())
+	meta, _ := msg.Metadata()
+	redelivered := meta != nil && meta.NumDelivered > 1
+	keepAlive := func() { _ = msg.InProgress() }
+	// A command runs to its end even when the agent is asked to stop; the
+	// work stops only when the process dies.
+	ctx = context.WithoutCancel(ctx)
+	var err error
+	decode := func(v any) error {
+		if derr := events.Decode(msg.Data(), v); derr != nil {
+			return fmt.Errorf("%w: %v", errBadCommand, derr)
+		}
+		return nil
+	}
+	switch kind {
+	case events.CommandBackup:
+		var cmd events.BackupCommand
+		if err = decode(&cmd); err != nil {
+			break
+		}
+		if redelivered {
+			ev := events.BackupEvent{V: events.Version, ID: cmd.RunID + ":interrupted", RunID: cmd.RunID, At: time.Now().UTC(),
+				Error: "the agent stopped during this backup; nothing was kept. Run it again"}
+			err = a.publish(ctx, events.KindBackup, events.PhaseFailed, ev.ID, ev)
+			break
+		}
+		err = a.h.Backup(ctx, cmd, a.publish, keepAlive)
+	case events.CommandRestore:
+		var cmd events.RestoreCommand
+		if err = decode(&cmd); err != nil {
+			break
+		}
+		if redelivered {
+			ev := events.RestoreEvent{V: events.Version, ID: cmd.RestoreID + ":interrupted", RestoreID: cmd.RestoreID, At: time.Now().UTC(),
+				Error: "the agent stopped during this restore; its transaction was rolled back, so the target is as it was. Run it again"}
+			err = a.publish(ctx, events.KindRestore, events.PhaseFailed, ev.ID, ev)
+			break
+		}
+		err = a.h.Restore(ctx, cmd, a.publish, keepAlive)
+	case events.CommandVerify:
+		var cmd events.VerifyCommand
+		if err = decode(&cmd); err != nil {
+			break
+		}
+		err = a.h.Verify(ctx, cmd, a.publish, keepAlive)
+	default:
+		err = fmt.Errorf("%w: unknown command subject %q", errBadCommand, msg.Subject())
+	}
+	if err != nil {
+		if errors.Is(err, errBadCommand) {
+			a.log.Error("dropping bad command", "subject", msg.Subject(), "err", err)
+			_ = msg.Term()
+			return
+		}
+		a.log.Warn("command outcome not published; will retry", "subject", msg.Subject(), "err", err)
+		_ = msg.NakWithDelay(5 * time.Second)
+		return
+	}
+	_ = msg.Ack()
 }

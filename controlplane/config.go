@@ -10,10 +10,12 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/rahatback/rahatback/events"
+	"github.com/rahatback/rahatback/handlers/projector"
 )
 
 // Config is the control plane's configuration, from flags or their
@@ -32,6 +34,7 @@ type Config struct {
 	LogFormat     string        // --log-format: text or json; default text
 	LogLevel      string        // --log-level: debug, info, warn, error; default info
 	OfflineAfter  time.Duration // --agent-offline-after: agent offline after silence; default 30s
+	RunLostAfter  time.Duration // --run-lost-after: a run whose agent is silent this long fails; default 90s
 }
 
 var knownRoles = []string{"api", "projector"}
@@ -54,6 +57,7 @@ func parse(cmd string, args []string, getenv func(string) string, stderr io.Writ
 	fs.StringVar(&c.LogFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.DurationVar(&c.OfflineAfter, "agent-offline-after", 30*time.Second, "an agent silent for this long is offline")
+	fs.DurationVar(&c.RunLostAfter, "run-lost-after", projector.DefaultLostAfter, "a queued or running backup whose agent is silent this long is failed (agent lost)")
 	roles := fs.String("roles", strings.Join(knownRoles, ","), "serve only: comma-separated roles ("+strings.Join(knownRoles, ", ")+")")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -83,7 +87,7 @@ func parse(cmd string, args []string, getenv func(string) string, stderr io.Writ
 		if r == "" {
 			continue
 		}
-		if !contains(knownRoles, r) {
+		if !slices.Contains(knownRoles, r) {
 			return nil, fmt.Errorf("--roles: unknown role %q (known: %s)", r, strings.Join(knownRoles, ", "))
 		}
 		c.Roles = append(c.Roles, r)
@@ -99,16 +103,7 @@ func parse(cmd string, args []string, getenv func(string) string, stderr io.Writ
 	return c, nil
 }
 
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}
-
-func (c *Config) hasRole(r string) bool { return contains(c.Roles, r) }
+func (c *Config) hasRole(r string) bool { return slices.Contains(c.Roles, r) }
 
 func (c *Config) logger(w io.Writer) (*slog.Logger, error) {
 	var level slog.Level

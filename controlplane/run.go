@@ -306,6 +306,10 @@ func (s *system) serve(ctx context.Context) error {
 		g.Go(func() error {
 			return projector.Run(gctx, projector.Opts{Pool: s.pool, JS: js, Logger: s.log.With("role", "projector")})
 		})
+		g.Go(func() error {
+			return projector.Sweep(gctx, projector.SweeperOpts{Pool: s.pool, JS: js, LostAfter: s.cfg.RunLostAfter,
+				Logger: s.log.With("role", "sweeper")})
+		})
 	}
 	if s.cfg.hasRole("api") {
 		a, err := s.newAPI(js, agentURL)
@@ -392,7 +396,7 @@ func (s *system) runLocalAgent(ctx context.Context, a *api.API) error {
 	if err != nil || st == nil {
 		return err
 	}
-	err = agent.Run(ctx, agent.RunOpts{State: st, Logger: log})
+	err = agent.Run(ctx, agent.RunOpts{State: st, Logger: log, LocalStorageDir: filepath.Join(dir, "backups")})
 	if err != nil {
 		// The control plane keeps serving; the local agent is one agent among others.
 		log.Error("local agent stopped", "err", err)

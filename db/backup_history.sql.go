@@ -280,7 +280,7 @@ func (q *Queries) HasActiveBackup(ctx context.Context, db DBTX, backupJobID uuid
 }
 
 const listBackupHistory = `-- name: ListBackupHistory :many
-SELECT id, user_id, backup_job_id, database_id, agent_id, status, queued_at, started_at, completed_at, duration_ms, file_name, file_size, raw_size, storage_type, storage_key, checksum_value, checksum_algorithm, compression, is_encrypted, error_message, progress_step, progress_bytes, progress_percent, progress_seq, manifest, verification_status, verification_result, verified_at, last_restore_status, deleted_at, count(*) OVER () AS total
+SELECT backup_history.id, backup_history.user_id, backup_history.backup_job_id, backup_history.database_id, backup_history.agent_id, backup_history.status, backup_history.queued_at, backup_history.started_at, backup_history.completed_at, backup_history.duration_ms, backup_history.file_name, backup_history.file_size, backup_history.raw_size, backup_history.storage_type, backup_history.storage_key, backup_history.checksum_value, backup_history.checksum_algorithm, backup_history.compression, backup_history.is_encrypted, backup_history.error_message, backup_history.progress_step, backup_history.progress_bytes, backup_history.progress_percent, backup_history.progress_seq, backup_history.manifest, backup_history.verification_status, backup_history.verification_result, backup_history.verified_at, backup_history.last_restore_status, backup_history.deleted_at, count(*) OVER () AS total
 FROM backup_history
 WHERE user_id = $1 AND deleted_at IS NULL
   AND ($2::text IS NULL OR status = $2)
@@ -304,37 +304,8 @@ type ListBackupHistoryParams struct {
 }
 
 type ListBackupHistoryRow struct {
-	ID                 uuid.UUID
-	UserID             uuid.UUID
-	BackupJobID        uuid.UUID
-	DatabaseID         uuid.UUID
-	AgentID            uuid.UUID
-	Status             string
-	QueuedAt           time.Time
-	StartedAt          *time.Time
-	CompletedAt        *time.Time
-	DurationMs         *int64
-	FileName           *string
-	FileSize           *int64
-	RawSize            *int64
-	StorageType        string
-	StorageKey         *string
-	ChecksumValue      *string
-	ChecksumAlgorithm  *string
-	Compression        string
-	IsEncrypted        bool
-	ErrorMessage       *string
-	ProgressStep       *string
-	ProgressBytes      *int64
-	ProgressPercent    *int32
-	ProgressSeq        int64
-	Manifest           []byte
-	VerificationStatus string
-	VerificationResult []byte
-	VerifiedAt         *time.Time
-	LastRestoreStatus  *string
-	DeletedAt          *time.Time
-	Total              int64
+	BackupHistory BackupHistory
+	Total         int64
 }
 
 func (q *Queries) ListBackupHistory(ctx context.Context, db DBTX, arg ListBackupHistoryParams) ([]ListBackupHistoryRow, error) {
@@ -356,36 +327,36 @@ func (q *Queries) ListBackupHistory(ctx context.Context, db DBTX, arg ListBackup
 	for rows.Next() {
 		var i ListBackupHistoryRow
 		if err := rows.Scan(
-			&i.ID,
-			&i.UserID,
-			&i.BackupJobID,
-			&i.DatabaseID,
-			&i.AgentID,
-			&i.Status,
-			&i.QueuedAt,
-			&i.StartedAt,
-			&i.CompletedAt,
-			&i.DurationMs,
-			&i.FileName,
-			&i.FileSize,
-			&i.RawSize,
-			&i.StorageType,
-			&i.StorageKey,
-			&i.ChecksumValue,
-			&i.ChecksumAlgorithm,
-			&i.Compression,
-			&i.IsEncrypted,
-			&i.ErrorMessage,
-			&i.ProgressStep,
-			&i.ProgressBytes,
-			&i.ProgressPercent,
-			&i.ProgressSeq,
-			&i.Manifest,
-			&i.VerificationStatus,
-			&i.VerificationResult,
-			&i.VerifiedAt,
-			&i.LastRestoreStatus,
-			&i.DeletedAt,
+			&i.BackupHistory.ID,
+			&i.BackupHistory.UserID,
+			&i.BackupHistory.BackupJobID,
+			&i.BackupHistory.DatabaseID,
+			&i.BackupHistory.AgentID,
+			&i.BackupHistory.Status,
+			&i.BackupHistory.QueuedAt,
+			&i.BackupHistory.StartedAt,
+			&i.BackupHistory.CompletedAt,
+			&i.BackupHistory.DurationMs,
+			&i.BackupHistory.FileName,
+			&i.BackupHistory.FileSize,
+			&i.BackupHistory.RawSize,
+			&i.BackupHistory.StorageType,
+			&i.BackupHistory.StorageKey,
+			&i.BackupHistory.ChecksumValue,
+			&i.BackupHistory.ChecksumAlgorithm,
+			&i.BackupHistory.Compression,
+			&i.BackupHistory.IsEncrypted,
+			&i.BackupHistory.ErrorMessage,
+			&i.BackupHistory.ProgressStep,
+			&i.BackupHistory.ProgressBytes,
+			&i.BackupHistory.ProgressPercent,
+			&i.BackupHistory.ProgressSeq,
+			&i.BackupHistory.Manifest,
+			&i.BackupHistory.VerificationStatus,
+			&i.BackupHistory.VerificationResult,
+			&i.BackupHistory.VerifiedAt,
+			&i.BackupHistory.LastRestoreStatus,
+			&i.BackupHistory.DeletedAt,
 			&i.Total,
 		); err != nil {
 			return nil, err

@@ -146,7 +146,7 @@ func (q *Queries) GetRestore(ctx context.Context, db DBTX, arg GetRestoreParams)
 }
 
 const listRestores = `-- name: ListRestores :many
-SELECT id, user_id, backup_history_id, target_database_id, agent_id, status, queued_at, started_at, completed_at, duration_ms, error_message, progress_step, progress_bytes, progress_percent, progress_seq, count(*) OVER () AS total
+SELECT restore_history.id, restore_history.user_id, restore_history.backup_history_id, restore_history.target_database_id, restore_history.agent_id, restore_history.status, restore_history.queued_at, restore_history.started_at, restore_history.completed_at, restore_history.duration_ms, restore_history.error_message, restore_history.progress_step, restore_history.progress_bytes, restore_history.progress_percent, restore_history.progress_seq, count(*) OVER () AS total
 FROM restore_history
 WHERE user_id = $1
   AND ($2::uuid IS NULL OR backup_history_id = $2)
@@ -162,22 +162,8 @@ type ListRestoresParams struct {
 }
 
 type ListRestoresRow struct {
-	ID               uuid.UUID
-	UserID           uuid.UUID
-	BackupHistoryID  uuid.UUID
-	TargetDatabaseID uuid.UUID
-	AgentID          uuid.UUID
-	Status           string
-	QueuedAt         time.Time
-	StartedAt        *time.Time
-	CompletedAt      *time.Time
-	DurationMs       *int64
-	ErrorMessage     *string
-	ProgressStep     *string
-	ProgressBytes    *int64
-	ProgressPercent  *int32
-	ProgressSeq      int64
-	Total            int64
+	RestoreHistory RestoreHistory
+	Total          int64
 }
 
 func (q *Queries) ListRestores(ctx context.Context, db DBTX, arg ListRestoresParams) ([]ListRestoresRow, error) {
@@ -195,21 +181,21 @@ func (q *Queries) ListRestores(ctx context.Context, db DBTX, arg ListRestoresPar
 	for rows.Next() {
 		var i ListRestoresRow
 		if err := rows.Scan(
-			&i.ID,
-			&i.UserID,
-			&i.BackupHistoryID,
-			&i.TargetDatabaseID,
-			&i.AgentID,
-			&i.Status,
-			&i.QueuedAt,
-			&i.StartedAt,
-			&i.CompletedAt,
-			&i.DurationMs,
-			&i.ErrorMessage,
-			&i.ProgressStep,
-			&i.ProgressBytes,
-			&i.ProgressPercent,
-			&i.ProgressSeq,
+			&i.RestoreHistory.ID,
+			&i.RestoreHistory.UserID,
+			&i.RestoreHistory.BackupHistoryID,
+			&i.RestoreHistory.TargetDatabaseID,
+			&i.RestoreHistory.AgentID,
+			&i.RestoreHistory.Status,
+			&i.RestoreHistory.QueuedAt,
+			&i.RestoreHistory.StartedAt,
+			&i.RestoreHistory.CompletedAt,
+			&i.RestoreHistory.DurationMs,
+			&i.RestoreHistory.ErrorMessage,
+			&i.RestoreHistory.ProgressStep,
+			&i.RestoreHistory.ProgressBytes,
+			&i.RestoreHistory.ProgressPercent,
+			&i.RestoreHistory.ProgressSeq,
 			&i.Total,
 		); err != nil {
 			return nil, err

@@ -109,8 +109,9 @@ type Permissions struct {
 }
 
 // AgentPermissions is everything one agent may do on NATS: pull and ack its
-// own commands, publish its own events, serve its own RPC subjects and read
-// its own inbox. Nothing else.
+// own commands, publish its own events, serve its own RPC subjects, read
+// its own inbox and stream its own transfers (rahat.xfer.<id>.>). Nothing
+// else.
 func AgentPermissions(agentID string) Permissions {
 	consumer := AgentConsumer(agentID)
 	return Permissions{
@@ -119,11 +120,23 @@ func AgentPermissions(agentID string) Permissions {
 			"$JS.API.CONSUMER.INFO." + StreamCommands + "." + consumer,
 			"$JS.API.CONSUMER.MSG.NEXT." + StreamCommands + "." + consumer,
 			"$JS.ACK." + StreamCommands + "." + consumer + ".>",
+			TransferSubjects(agentID),
 		},
 		Subscribe: []string{
 			rpcPrefix + agentID + ".>",
 			AgentInboxPrefix(agentID) + ".>",
+			TransferSubjects(agentID),
 		},
 		AllowResponses: true,
 	}
+}
+
+// CommandKind returns the kind of a command subject of agentID
+// (rahat.cmd.<agentID>.<kind>), or "" for any other subject.
+func CommandKind(agentID, subject string) string {
+	kind, ok := strings.CutPrefix(subject, commandsPrefix+agentID+".")
+	if !ok || strings.Contains(kind, ".") {
+		return ""
+	}
+	return kind
 }

@@ -56,7 +56,7 @@ SELECT EXISTS (SELECT 1 FROM backup_history WHERE backup_job_id = $1 AND status 
 SELECT * FROM backup_history WHERE id = $1 AND user_id = $2 AND deleted_at IS NULL;
 
 -- name: ListBackupHistory :many
-SELECT *, count(*) OVER () AS total
+SELECT sqlc.embed(backup_history), count(*) OVER () AS total
 FROM backup_history
 WHERE user_id = sqlc.arg(user_id) AND deleted_at IS NULL
   AND (sqlc.narg(status)::text IS NULL OR status = sqlc.narg(status))

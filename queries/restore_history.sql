@@ -25,7 +25,7 @@ RETURNING backup_history_id;
 SELECT * FROM restore_history WHERE id = $1 AND user_id = $2;
 
 -- name: ListRestores :many
-SELECT *, count(*) OVER () AS total
+SELECT sqlc.embed(restore_history), count(*) OVER () AS total
 FROM restore_history
 WHERE user_id = sqlc.arg(user_id)
   AND (sqlc.narg(backup_id)::uuid IS NULL OR backup_history_id = sqlc.narg(backup_id))

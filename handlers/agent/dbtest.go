@@ -12,6 +12,7 @@ import (
 	"github.com/rahatback/rahatback/engines"
 	"github.com/rahatback/rahatback/events"
 	"github.com/rahatback/rahatback/sealed"
+	"github.com/rahatback/rahatback/storage"
 )
 
 // Handlers serve one agent's requests.
@@ -19,6 +20,8 @@ type Handlers struct {
 	Identity *age.X25519Identity // the agent's key; secrets are sealed to it
 	Engines  engines.Registry
 	Logger   *slog.Logger
+	// Local is the agent's local backup storage; nil when it has none.
+	Local storage.Storage
 }
 
 // DBTest opens the sealed password, connects to the database and reports the

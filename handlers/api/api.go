@@ -171,6 +171,23 @@ func (a *API) routes() http.Handler {
 			r.Get("/databases/{id}", a.handle(a.getDatabase))
 			r.Patch("/databases/{id}", a.handle(a.updateDatabase))
 			r.Delete("/databases/{id}", a.handle(a.deleteDatabase))
+
+			r.Get("/backups/jobs", a.handle(a.listJobs))
+			r.Post("/backups/jobs", a.handle(a.createJob))
+			r.Get("/backups/jobs/{id}", a.handle(a.getJob))
+			r.Patch("/backups/jobs/{id}", a.handle(a.updateJob))
+			r.Delete("/backups/jobs/{id}", a.handle(a.deleteJob))
+			r.Post("/backups/jobs/{id}/run", a.handle(a.runJob))
+
+			r.Get("/backups/history", a.handle(a.listHistory))
+			r.Get("/backups/history/{id}", a.handle(a.getHistory))
+			r.Delete("/backups/history/{id}", a.handle(a.deleteHistory))
+			r.Get("/backups/history/{id}/download", a.handle(a.downloadHistory))
+			r.Post("/backups/history/{id}/restore", a.handle(a.restoreHistory))
+			r.Post("/backups/history/{id}/verify", a.handle(a.verifyHistory))
+
+			r.Get("/restores", a.handle(a.listRestores))
+			r.Get("/restores/{id}", a.handle(a.getRestore))
 		})
 	})
 	return r

@@ -1,0 +1,132 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/rahatback/rahatback/events"
+	"github.com/rahatback/rahatback/pipeline"
+	"github.com/rahatback/rahatback/storage"
+)
+
+// ErrChecksum is returned when stored bytes do not match the recorded
+// size or SHA-256.
+var ErrChecksum = errors.New("the backup does not match its recorded checksum: it was modified or damaged in storage")
+
+// ErrDamaged is returned when a stored backup cannot be decompressed.
+var ErrDamaged = errors.New("the backup is damaged: it cannot be decompressed")
+
+// checkedReader passes the stored bytes through and, at their end, returns
+// ErrChecksum instead of io.EOF when they differ from what was recorded.
+type checkedReader struct {
+	d        *pipeline.DigestReader
+	size     int64
+	checksum string
+}
+
+func (c *checkedReader) Read(p []byte) (int, error) {
+	n, err := c.d.Read(p)
+	if c.d.Size() > c.size {
+		return n, ErrChecksum
+	}
+	if errors.Is(err, io.EOF) && (c.d.Size() != c.size || c.d.Sum() != c.checksum) {
+		return n, ErrChecksum
+	}
+	return n, err
+}
+
+// wholeStream reads the decompressed stream and, once it ends, drains what
+// is left of the stored bytes so their checksum is always checked before
+// io.EOF is returned.
+type wholeStream struct {
+	dec    io.Reader
+	stored io.Reader
+}
+
+func (w *wholeStream) Read(p []byte) (int, error) {
+	n, err := w.dec.Read(p)
+	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, ErrChecksum) {
+		return n, fmt.Errorf("%w: %v", ErrDamaged, err)
+	}
+	if errors.Is(err, io.EOF) {
+		if _, derr := io.Copy(io.Discard, w.stored); derr != nil {
+			return n, derr
+		}
+	}
+	return n, err
+}
+
+// openChecked opens a stored backup for reading its decompressed content,
+// checked against ref's size and checksum. It also returns the counter of
+// stored bytes read, for progress.
+func (h *Handlers) openChecked(ctx context.Context, ref events.ObjectRef) (io.Reader, *pipeline.DigestReader, func(), error) {
+	store, err := h.storageFor(ref.Storage)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	f, err := store.Get(ctx, ref.Key, 0)
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil, nil, nil, fmt.Errorf("the backup file %s is no longer in storage", ref.Key)
+	} else if err != nil {
+		return nil, nil, nil, err
+	}
+	d := pipeline.NewDigestReader(f)
+	checked := &checkedReader{d: d, size: ref.Size, checksum: ref.Checksum}
+	dec, err := pipeline.NewDecompressor(checked, ref.Compression)
+	if err != nil {
+		f.Close()
+		return nil, nil, nil, err
+	}
+	closeAll := func() { dec.Close(); f.Close() }
+	return &wholeStream{dec: dec, stored: checked}, d, closeAll, nil
+}
+
+// Restore applies a stored backup to the target database in one
+// transaction, checking the checksum while streaming: a damaged backup or a
+// failing statement leaves the target as it was. It publishes started,
+// progress and completed or failed, and returns an error only when the
+// outcome could not be published.
+func (h *Handlers) Restore(ctx context.Context, cmd events.RestoreCommand, publish Publisher, keepAlive func()) error {
+	ev := func(id string) events.RestoreEvent {
+		return events.RestoreEvent{V: events.Version, ID: cmd.RestoreID + ":" + id, RestoreID: cmd.RestoreID, At: time.Now().UTC()}
+	}
+	started := time.Now()
+	if err := publish(ctx, events.KindRestore, events.PhaseStarted, cmd.RestoreID+":started", ev("started")); err != nil {
+		return err
+	}
+	err := h.restore(ctx, cmd, publish, keepAlive)
+	if err != nil {
+		h.Logger.Warn("restore failed", "restoreId", cmd.RestoreID, "err", err)
+		fail := ev("failed")
+		fail.Error = err.Error()
+		if errors.Is(err, ErrChecksum) || errors.Is(err, ErrDamaged) {
+			fail.Error += "; the restore was refused and the target database left as it was"
+		}
+		return publish(context.WithoutCancel(ctx), events.KindRestore, events.PhaseFailed, fail.ID, fail)
+	}
+	done := ev("completed")
+	done.DurationMs = time.Since(started).Milliseconds()
+	return publish(context.WithoutCancel(ctx), events.KindRestore, events.PhaseCompleted, done.ID, done)
+}
+
+func (h *Handlers) restore(ctx context.Context, cmd events.RestoreCommand, publish Publisher, keepAlive func()) error {
+	eng, conn, err := h.openConn(cmd.Target)
+	if err != nil {
+		return err
+	}
+	r, stored, closeAll, err := h.openChecked(ctx, cmd.Object)
+	if err != nil {
+		return err
+	}
+	defer closeAll()
+	stop := h.progress(ctx, ProgressInterval, keepAlive, func(seq int64) {
+		p := events.RestoreEvent{V: events.Version, ID: fmt.Sprintf("%s:progress:%d", cmd.RestoreID, seq), RestoreID: cmd.RestoreID,
+			At: time.Now().UTC(), Seq: seq, Step: "restoring", Bytes: stored.Size(), Percent: percent(stored.Size(), cmd.Object.Size)}
+		_ = publish(ctx, events.KindRestore, events.PhaseProgress, p.ID, p)
+	})
+	defer stop()
+	return eng.Restore(ctx, conn, r)
+}

@@ -1,0 +1,139 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/rahatback/rahatback/events"
+	"github.com/rahatback/rahatback/pipeline"
+	"github.com/rahatback/rahatback/storage"
+)
+
+// Verify checks a stored backup at BASIC level: the object exists, its size
+// and SHA-256 match what was recorded, it decompresses completely, and its
+// manifest agrees. It publishes started and completed (with every check) or
+// failed (when it could not run), and returns an error only when the outcome
+// could not be published.
+func (h *Handlers) Verify(ctx context.Context, cmd events.VerifyCommand, publish Publisher, keepAlive func()) error {
+	ev := func(id string) events.VerifyEvent {
+		return events.VerifyEvent{V: events.Version, ID: cmd.VerifyID + ":" + id, VerifyID: cmd.VerifyID,
+			BackupID: cmd.BackupID, Level: cmd.Level, At: time.Now().UTC()}
+	}
+	if err := publish(ctx, events.KindVerify, events.PhaseStarted, cmd.VerifyID+":started", ev("started")); err != nil {
+		return err
+	}
+	if cmd.Level != "BASIC" {
+		fail := ev("failed")
+		fail.Error = fmt.Sprintf("verification level %q is not supported by this agent", cmd.Level)
+		return publish(context.WithoutCancel(ctx), events.KindVerify, events.PhaseFailed, fail.ID, fail)
+	}
+	stop := h.progress(ctx, 10*time.Second, keepAlive, func(int64) {})
+	res, err := h.verifyBasic(ctx, cmd.Object)
+	stop()
+	if err != nil {
+		fail := ev("failed")
+		fail.Error = err.Error()
+		return publish(context.WithoutCancel(ctx), events.KindVerify, events.PhaseFailed, fail.ID, fail)
+	}
+	done := ev("completed")
+	done.Result = res
+	h.Logger.Info("verification done", "backupId", cmd.BackupID, "status", res.OverallStatus)
+	return publish(context.WithoutCancel(ctx), events.KindVerify, events.PhaseCompleted, done.ID, done)
+}
+
+func (h *Handlers) verifyBasic(ctx context.Context, ref events.ObjectRef) (*events.VerificationResult, error) {
+	store, err := h.storageFor(ref.Storage)
+	if err != nil {
+		return nil, err
+	}
+	res := &events.VerificationResult{VerificationMethod: "BASIC"}
+	add := func(name string, ok bool, format string, args ...any) {
+		res.Checks = append(res.Checks, events.Check{Check: name, Passed: ok, Message: fmt.Sprintf(format, args...)})
+	}
+	finish := func() *events.VerificationResult {
+		res.OverallStatus = "PASSED"
+		for _, c := range res.Checks {
+			if !c.Passed {
+				res.OverallStatus = "FAILED"
+			}
+		}
+		return res
+	}
+
+	obj, err := store.Stat(ctx, ref.Key)
+	if errors.Is(err, storage.ErrNotFound) {
+		add("exists", false, "no object at %s", ref.Key)
+		return finish(), nil
+	} else if err != nil {
+		return nil, err
+	}
+	add("exists", true, "found %s", ref.Key)
+	add("size", obj.Size == ref.Size, "stored %d bytes, recorded %d", obj.Size, ref.Size)
+
+	f, err := store.Get(ctx, ref.Key, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	stored := pipeline.NewDigestReader(f)
+	var rawSize int64
+	dec, err := pipeline.NewDecompressor(stored, ref.Compression)
+	if err == nil {
+		rawSize, err = io.Copy(io.Discard, dec)
+		dec.Close()
+	}
+	decompressed := err == nil
+	if decompressed {
+		add("decompression", true, "%s stream intact: %d bytes of dump", ref.Compression, rawSize)
+	} else {
+		add("decompression", false, "%s stream damaged: %v", ref.Compression, err)
+	}
+	if _, err := io.Copy(io.Discard, stored); err != nil {
+		return nil, err
+	}
+	sum := stored.Sum()
+	add("checksum", sum == ref.Checksum, "sha256 %s, recorded %s", sum, ref.Checksum)
+
+	mf, err := store.Get(ctx, ref.Key+pipeline.ManifestSuffix, 0)
+	if err != nil {
+		add("manifest", false, "manifest missing: %v", err)
+		return finish(), nil
+	}
+	data, err := io.ReadAll(io.LimitReader(mf, 16<<20))
+	mf.Close()
+	if err != nil {
+		return nil, err
+	}
+	m, err := pipeline.ParseManifest(data)
+	switch {
+	case err != nil:
+		add("manifest", false, "manifest unreadable: %v", err)
+	case m.Checksum != ref.Checksum || m.StoredSize != ref.Size:
+		add("manifest", false, "manifest records %d bytes, sha256 %s; history records %d bytes, sha256 %s", m.StoredSize, m.Checksum, ref.Size, ref.Checksum)
+	case decompressed && m.RawSize != rawSize:
+		add("manifest", false, "manifest records %d bytes of dump, found %d", m.RawSize, rawSize)
+	default:
+		add("manifest", true, "manifest agrees: %s %s, %d tables", m.Engine, m.ServerVersion, len(m.Tables))
+	}
+	return finish(), nil
+}
+
+// Delete removes a stored backup and its manifest.
+func (h *Handlers) Delete(ctx context.Context, req events.DeleteRequest) events.DeleteReply {
+	store, err := h.storageFor(req.Storage)
+	if err != nil {
+		return events.DeleteReply{V: events.Version, Error: err.Error()}
+	}
+	err = store.Delete(ctx, req.Key)
+	notFound := errors.Is(err, storage.ErrNotFound)
+	if err != nil && !notFound {
+		return events.DeleteReply{V: events.Version, Error: err.Error()}
+	}
+	if err := store.Delete(ctx, req.Key+pipeline.ManifestSuffix); err != nil && !errors.Is(err, storage.ErrNotFound) {
+		return events.DeleteReply{V: events.Version, Error: err.Error()}
+	}
+	return events.DeleteReply{V: events.Version, OK: true, NotFound: notFound}
+}

@@ -1,0 +1,382 @@
+package api
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/adhocore/gronx"
+	"github.com/google/uuid"
+
+	"github.com/rahatback/rahatback/db"
+)
+
+// Allowed values of backup job fields.
+var (
+	scheduleTypes      = []string{"manual", "hourly", "daily", "weekly", "monthly", "custom", "advanced"}
+	backupTypes        = []string{"full", "incremental", "differential"}
+	compressions       = []string{"zstd", "gzip", "none"}
+	verificationLevels = []string{"BASIC", "DATABASE", "FULL"}
+	storageTypes       = []string{"local", "s3", "google_drive"}
+)
+
+// DefaultRetentionDays is a new job's retentionDays when none is given.
+const DefaultRetentionDays = 30
+
+type jobJSON struct {
+	ID                     uuid.UUID       `json:"id"`
+	DatabaseID             uuid.UUID       `json:"databaseId"`
+	Name                   string          `json:"name"`
+	ScheduleType           string          `json:"scheduleType"`
+	CronExpression         *string         `json:"cronExpression"`
+	AdvancedScheduleConfig json.RawMessage `json:"advancedScheduleConfig"`
+	Timezone               string          `json:"timezone"`
+	BackupType             string          `json:"backupType"`
+	Compression            string          `json:"compression"`
+	IsEncrypted            bool            `json:"isEncrypted"`
+	AutoVerifyAfterBackup  bool            `json:"autoVerifyAfterBackup"`
+	VerificationLevel      string          `json:"verificationLevel"`
+	StorageType            string          `json:"storageType"`
+	CloudStorageID         *uuid.UUID      `json:"cloudStorageId"`
+	RetentionDays          int             `json:"retentionDays"`
+	IsActive               bool            `json:"isActive"`
+	NextRunAt              *time.Time      `json:"nextRunAt"`
+	CreatedAt              time.Time       `json:"createdAt"`
+	UpdatedAt              time.Time       `json:"updatedAt"`
+}
+
+func toJobJSON(j db.BackupJob) jobJSON {
+	out := jobJSON{ID: j.ID, DatabaseID: j.DatabaseID, Name: j.Name, ScheduleType: j.ScheduleType,
+		CronExpression: j.CronExpression, Timezone: j.Timezone, BackupType: j.BackupType,
+		Compression: j.Compression, IsEncrypted: j.IsEncrypted, AutoVerifyAfterBackup: j.AutoVerifyAfterBackup,
+		VerificationLevel: j.VerificationLevel, StorageType: j.StorageType, CloudStorageID: j.CloudStorageID,
+		RetentionDays: int(j.RetentionDays), IsActive: j.IsActive, CreatedAt: j.CreatedAt, UpdatedAt: j.UpdatedAt}
+	if len(j.AdvancedScheduleConfig) > 0 {
+		out.AdvancedScheduleConfig = j.AdvancedScheduleConfig
+	}
+	return out
+}
+
+// jobInput is the body of job create and update; nil fields keep the
+// current (or default) value.
+type jobInput struct {
+	DatabaseID             *uuid.UUID       `json:"databaseId"`
+	Name                   *string          `json:"name"`
+	ScheduleType           *string          `json:"scheduleType"`
+	CronExpression         *string          `json:"cronExpression"`
+	AdvancedScheduleConfig *json.RawMessage `json:"advancedScheduleConfig"`
+	Timezone               *string          `json:"timezone"`
+	BackupType             *string          `json:"backupType"`
+	Compression            *string          `json:"compression"`
+	IsEncrypted            *bool            `json:"isEncrypted"`
+	EncryptionPassword     *string          `json:"encryptionPassword"`
+	AutoVerifyAfterBackup  *bool            `json:"autoVerifyAfterBackup"`
+	VerificationLevel      *string          `json:"verificationLevel"`
+	StorageType            *string          `json:"storageType"`
+	CloudStorageID         *uuid.UUID       `json:"cloudStorageId"`
+	RetentionDays          *int             `json:"retentionDays"`
+	IsActive               *bool            `json:"isActive"`
+}
+
+// advancedConfig is the shape of advancedScheduleConfig (SPEC §2.6).
+type advancedConfig struct {
+	Rules []struct {
+		DaysOfWeek []int    `json:"daysOfWeek"`
+		Times      []string `json:"times"`
+		Exclusions []string `json:"exclusions"`
+		StartDate  string   `json:"startDate"`
+		EndDate    string   `json:"endDate"`
+	} `json:"rules"`
+}
+
+// merge applies in over cur (zero for a new job, with defaults) and
+// validates the result, naming every bad field.
+func (in jobInput) merge(cur db.BackupJob) (db.BackupJob, error) {
+	j := cur
+	if in.DatabaseID != nil {
+		j.DatabaseID = *in.DatabaseID
+	}
+	if in.Name != nil {
+		j.Name = strings.TrimSpace(*in.Name)
+	}
+	if in.ScheduleType != nil {
+		j.ScheduleType = *in.ScheduleType
+	}
+	if in.CronExpression != nil {
+		c := strings.TrimSpace(*in.CronExpression)
+		j.CronExpression = &c
+	}
+	if in.AdvancedScheduleConfig != nil {
+		j.AdvancedScheduleConfig = []byte(*in.AdvancedScheduleConfig)
+	}
+	if in.Timezone != nil {
+		j.Timezone = *in.Timezone
+	}
+	if in.BackupType != nil {
+		j.BackupType = *in.BackupType
+	}
+	if in.Compression != nil {
+		j.Compression = *in.Compression
+	}
+	if in.IsEncrypted != nil {
+		j.IsEncrypted = *in.IsEncrypted
+	}
+	if in.AutoVerifyAfterBackup != nil {
+		j.AutoVerifyAfterBackup = *in.AutoVerifyAfterBackup
+	}
+	if in.VerificationLevel != nil {
+		j.VerificationLevel = *in.VerificationLevel
+	}
+	if in.StorageType != nil {
+		j.StorageType = *in.StorageType
+	}
+	if in.CloudStorageID != nil {
+		j.CloudStorageID = in.CloudStorageID
+	}
+	if in.RetentionDays != nil {
+		j.RetentionDays = int32(*in.RetentionDays)
+	}
+	if in.IsActive != nil {
+		j.IsActive = *in.IsActive
+	}
+
+	f := fieldErrors{}
+	if j.DatabaseID == uuid.Nil {
+		f.add("databaseId", "is required")
+	}
+	switch {
+	case j.Name == "":
+		f.add("name", "is required")
+	case len(j.Name) > 100:
+		f.add("name", "must be at most 100 characters")
+	}
+	if !slices.Contains(scheduleTypes, j.ScheduleType) {
+		f.add("scheduleType", "must be one of "+strings.Join(scheduleTypes, ", "))
+	}
+	switch j.ScheduleType {
+	case "custom":
+		if j.CronExpression == nil || *j.CronExpression == "" {
+			f.add("cronExpression", "is required when scheduleType is custom")
+		} else if len(strings.Fields(*j.CronExpression)) != 5 || !gronx.IsValid(*j.CronExpression) {
+			f.add("cronExpression", "must be a valid 5-field cron expression (minute hour day-of-month month day-of-week)")
+		}
+	case "advanced":
+		if msg := validateAdvanced(j.AdvancedScheduleConfig); msg != "" {
+			f.add("advancedScheduleConfig", msg)
+		}
+	}
+	if j.ScheduleType != "custom" {
+		j.CronExpression = nil
+	}
+	if j.ScheduleType != "advanced" {
+		j.AdvancedScheduleConfig = nil
+	}
+	if j.Timezone == "" {
+		j.Timezone = "UTC"
+	}
+	if _, err := time.LoadLocation(j.Timezone); err != nil || j.Timezone == "Local" {
+		f.add("timezone", "must be an IANA time zone such as Europe/Istanbul or UTC")
+	}
+	switch {
+	case !slices.Contains(backupTypes, j.BackupType):
+		f.add("backupType", "must be one of "+strings.Join(backupTypes, ", "))
+	case j.BackupType != "full":
+		f.add("backupType", "only full backups are supported so far; incremental and differential are not implemented yet")
+	}
+	if !slices.Contains(compressions, j.Compression) {
+		f.add("compression", "must be one of "+strings.Join(compressions, ", "))
+	}
+	if j.IsEncrypted || in.EncryptionPassword != nil {
+		f.add("isEncrypted", "encrypted backups are not available yet; create the job unencrypted")
+	}
+	switch {
+	case !slices.Contains(verificationLevels, j.VerificationLevel):
+		f.add("verificationLevel", "must be one of "+strings.Join(verificationLevels, ", "))
+	case j.AutoVerifyAfterBackup && j.VerificationLevel != "BASIC":
+		f.add("verificationLevel", "only BASIC verification is available so far")
+	}
+	switch {
+	case !slices.Contains(storageTypes, j.StorageType):
+		f.add("storageType", "must be one of "+strings.Join(storageTypes, ", "))
+	case j.StorageType != "local":
+		f.add("storageType", "only local storage (a directory on the agent's host) is available so far")
+	}
+	if j.StorageType == "local" {
+		j.CloudStorageID = nil
+	}
+	if j.RetentionDays < 0 || j.RetentionDays > 36500 {
+		f.add("retentionDays", "must be 0 (keep forever) to 36500")
+	}
+	return j, f.err()
+}
+
+func validateAdvanced(raw []byte) string {
+	if len(raw) == 0 || string(raw) == "null" {
+		return "is required when scheduleType is advanced"
+	}
+	var cfg advancedConfig
+	dec := json.NewDecoder(strings.NewReader(string(raw)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&cfg); err != nil {
+		return `must be {"rules":[{"daysOfWeek":[1,2],"times":["02:00"],"exclusions":["2024-12-25"]}]}`
+	}
+	if len(cfg.Rules) == 0 {
+		return "rules: at least one rule is required"
+	}
+	for i, r := range cfg.Rules {
+		if len(r.Times) == 0 {
+			return fmt.Sprintf("rules[%d].times: at least one HH:MM time is required", i)
+		}
+		for _, d := range r.DaysOfWeek {
+			if d < 0 || d > 6 {
+				return fmt.Sprintf("rules[%d].daysOfWeek: %d is not 0 (Sunday) to 6", i, d)
+			}
+		}
+		for _, t := range r.Times {
+			if _, err := time.Parse("15:04", t); err != nil || len(t) != 5 {
+				return fmt.Sprintf("rules[%d].times: %q is not HH:MM", i, t)
+			}
+		}
+		for _, d := range append(append([]string{}, r.Exclusions...), r.StartDate, r.EndDate) {
+			if d == "" {
+				continue
+			}
+			if _, err := time.Parse("2006-01-02", d); err != nil {
+				return fmt.Sprintf("rules[%d]: %q is not a YYYY-MM-DD date", i, d)
+			}
+		}
+	}
+	return ""
+}
+
+// checkDatabase returns 404 naming databaseId when id is not the user's.
+func (a *API) checkDatabase(r *http.Request, id uuid.UUID) (db.Database, error) {
+	d, err := a.q.GetDatabase(r.Context(), a.pool, db.GetDatabaseParams{ID: id, UserID: userID(r.Context())})
+	if errors.Is(db.MapErr(err), db.ErrNotFound) {
+		return d, &Error{Code: http.StatusNotFound, Message: "database not found", Fields: map[string]string{"databaseId": "no such database"}}
+	}
+	return d, err
+}
+
+// listJobs answers {results: [job]}.
+func (a *API) listJobs(w http.ResponseWriter, r *http.Request) error {
+	rows, err := a.q.ListBackupJobs(r.Context(), a.pool, userID(r.Context()))
+	if err != nil {
+		return err
+	}
+	out := make([]jobJSON, 0, len(rows))
+	for _, j := range rows {
+		out = append(out, toJobJSON(j))
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"results": out, "totalResults": len(out)})
+	return nil
+}
+
+// createJob answers 201 with the job. Defaults: scheduleType manual,
+// timezone UTC, backupType full, compression zstd, verificationLevel BASIC,
+// storageType local, retentionDays 30, isActive true. 400 names bad fields,
+// 404 a databaseId that is not the user's.
+func (a *API) createJob(w http.ResponseWriter, r *http.Request) error {
+	var in jobInput
+	if err := a.decodeJSON(w, r, &in); err != nil {
+		return err
+	}
+	j, err := in.merge(db.BackupJob{ScheduleType: "manual", Timezone: "UTC", BackupType: "full",
+		Compression: "zstd", VerificationLevel: "BASIC", StorageType: "local",
+		RetentionDays: DefaultRetentionDays, IsActive: true})
+	if err != nil {
+		return err
+	}
+	if _, err := a.checkDatabase(r, j.DatabaseID); err != nil {
+		return err
+	}
+	j, err = a.q.CreateBackupJob(r.Context(), a.pool, db.CreateBackupJobParams{
+		ID: uuid.New(), UserID: userID(r.Context()), DatabaseID: j.DatabaseID, Name: j.Name,
+		ScheduleType: j.ScheduleType, CronExpression: j.CronExpression, AdvancedScheduleConfig: j.AdvancedScheduleConfig,
+		Timezone: j.Timezone, BackupType: j.BackupType, Compression: j.Compression, IsEncrypted: j.IsEncrypted,
+		AutoVerifyAfterBackup: j.AutoVerifyAfterBackup, VerificationLevel: j.VerificationLevel,
+		StorageType: j.StorageType, CloudStorageID: j.CloudStorageID, RetentionDays: j.RetentionDays, IsActive: j.IsActive,
+	})
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusCreated, toJobJSON(j))
+	return nil
+}
+
+func (a *API) loadJob(r *http.Request) (db.BackupJob, error) {
+	id, err := pathID(r, "backup job")
+	if err != nil {
+		return db.BackupJob{}, err
+	}
+	j, err := a.q.GetBackupJob(r.Context(), a.pool, db.GetBackupJobParams{ID: id, UserID: userID(r.Context())})
+	if errors.Is(db.MapErr(err), db.ErrNotFound) {
+		return j, notFound("backup job")
+	}
+	return j, err
+}
+
+// getJob answers one job; 404 when it is not the user's.
+func (a *API) getJob(w http.ResponseWriter, r *http.Request) error {
+	j, err := a.loadJob(r)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, toJobJSON(j))
+	return nil
+}
+
+// updateJob changes the fields present in the body: 200 with the job; 400
+// names bad fields; 404 for another user's job or database.
+func (a *API) updateJob(w http.ResponseWriter, r *http.Request) error {
+	cur, err := a.loadJob(r)
+	if err != nil {
+		return err
+	}
+	var in jobInput
+	if err := a.decodeJSON(w, r, &in); err != nil {
+		return err
+	}
+	j, err := in.merge(cur)
+	if err != nil {
+		return err
+	}
+	if _, err := a.checkDatabase(r, j.DatabaseID); err != nil {
+		return err
+	}
+	j, err = a.q.UpdateBackupJob(r.Context(), a.pool, db.UpdateBackupJobParams{
+		ID: j.ID, UserID: userID(r.Context()), DatabaseID: j.DatabaseID, Name: j.Name,
+		ScheduleType: j.ScheduleType, CronExpression: j.CronExpression, AdvancedScheduleConfig: j.AdvancedScheduleConfig,
+		Timezone: j.Timezone, BackupType: j.BackupType, Compression: j.Compression, IsEncrypted: j.IsEncrypted,
+		AutoVerifyAfterBackup: j.AutoVerifyAfterBackup, VerificationLevel: j.VerificationLevel,
+		StorageType: j.StorageType, CloudStorageID: j.CloudStorageID, RetentionDays: j.RetentionDays, IsActive: j.IsActive,
+	})
+	if errors.Is(db.MapErr(err), db.ErrNotFound) {
+		return notFound("backup job")
+	} else if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, toJobJSON(j))
+	return nil
+}
+
+// deleteJob answers 204; the job's history and stored backups stay until
+// deleted one by one. 404 when it is not the user's.
+func (a *API) deleteJob(w http.ResponseWriter, r *http.Request) error {
+	id, err := pathID(r, "backup job")
+	if err != nil {
+		return err
+	}
+	_, err = a.q.DeleteBackupJob(r.Context(), a.pool, db.DeleteBackupJobParams{ID: id, UserID: userID(r.Context())})
+	if errors.Is(db.MapErr(err), db.ErrNotFound) {
+		return notFound("backup job")
+	} else if err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}

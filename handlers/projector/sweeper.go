@@ -1,0 +1,73 @@
+package projector
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/rahatback/rahatback/db"
+	"github.com/rahatback/rahatback/events"
+)
+
+// DefaultLostAfter is how long a queued or running backup may go without a
+// word from its agent before it is declared failed.
+const DefaultLostAfter = 90 * time.Second
+
+// SweeperOpts configure Sweep.
+type SweeperOpts struct {
+	Pool   *pgxpool.Pool       // required
+	JS     jetstream.JetStream // required
+	Logger *slog.Logger        // default slog.Default()
+	// LostAfter: default DefaultLostAfter.
+	LostAfter time.Duration
+	// Interval between sweeps; default LostAfter/6, at least one second.
+	Interval time.Duration
+}
+
+// Sweep declares failed ("agent lost") every queued or running backup whose
+// agent has been silent for LostAfter, until ctx ends. It does so by
+// publishing a failed event on the agent's subject, so the history stays a
+// pure projection of the event stream; several sweepers publish the same
+// Nats-Msg-Id and the stream keeps one.
+func Sweep(ctx context.Context, o SweeperOpts) error {
+	if o.Pool == nil || o.JS == nil {
+		return errors.New("sweeper: Pool and JS are required")
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.LostAfter == 0 {
+		o.LostAfter = DefaultLostAfter
+	}
+	if o.Interval == 0 {
+		o.Interval = max(o.LostAfter/6, time.Second)
+	}
+	q := db.New()
+	t := time.NewTicker(o.Interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		runs, err := q.LostBackupRuns(ctx, o.Pool, o.LostAfter.Seconds())
+		if err != nil {
+			o.Logger.Warn("looking for lost runs", "err", err)
+			continue
+		}
+		for _, r := range runs {
+			ev := events.BackupEvent{V: events.Version, ID: r.ID.String() + ":lost", RunID: r.ID.String(), At: time.Now().UTC(),
+				Error: "agent lost: the agent stopped reporting during this backup; nothing was kept. Check the agent and run it again"}
+			if err := events.Publish(ctx, o.JS, events.EventSubject(r.AgentID.String(), events.KindBackup, events.PhaseFailed), ev.ID, ev); err != nil {
+				o.Logger.Warn("declaring a run lost", "runId", r.ID, "err", err)
+				continue
+			}
+			o.Logger.Warn("backup run lost with its agent", "runId", r.ID, "agentId", r.AgentID)
+		}
+	}
+}
