@@ -149,11 +149,16 @@ func Run(ctx context.Context, o RunOpts) error {
 	go func() {
 		xferDone <- transfer.Serve(xferCtx, nc, o.State.AgentID, func(ctx context.Context, key string, offset int64) (io.ReadCloser, int64, error) {
 			obj, err := local.Stat(ctx, key)
-			if err != nil {
-				return nil, 0, err
+			if err == nil {
+				var r io.ReadCloser
+				if r, err = local.Get(ctx, key, offset); err == nil {
+					return r, obj.Size, nil
+				}
 			}
-			r, err := local.Get(ctx, key, offset)
-			return r, obj.Size, err
+			if errors.Is(err, storage.ErrNotFound) {
+				err = fmt.Errorf("%w: %w", transfer.ErrNotFound, err)
+			}
+			return nil, 0, err
 		}, log)
 	}()
 	if err := nc.Flush(); err != nil {

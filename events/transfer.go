@@ -18,6 +18,11 @@ const (
 // TransferRequestSubject is rahat.rpc.<agentID>.transfer.
 func TransferRequestSubject(agentID string) string { return RPCSubject(agentID, RPCTransfer) }
 
+// TransferQueueGroup is the queue group in which an agent subscribes to
+// TransferRequestSubject, so that one request is served once even while two
+// connections of the agent are up.
+const TransferQueueGroup = "transfer"
+
 // TransferDataSubject is rahat.xfer.<agentID>.<transferID>.data, on which the
 // agent publishes the chunks of one transfer.
 func TransferDataSubject(agentID, transferID string) string {

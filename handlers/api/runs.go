@@ -421,6 +421,11 @@ func (a *API) downloadHistory(w http.ResponseWriter, r *http.Request) error {
 		return errorf(http.StatusServiceUnavailable, "the agent holding this backup is offline; start it and try again")
 	case errors.Is(err, transfer.ErrNotFound):
 		return errorf(http.StatusNotFound, "the backup file is no longer in storage")
+	case errors.Is(err, transfer.ErrBusy):
+		w.Header().Set("Retry-After", "10")
+		return errorf(http.StatusServiceUnavailable, "the agent is already sending its maximum number of downloads; try again shortly")
+	case errors.Is(err, transfer.ErrTimeout):
+		return errorf(http.StatusGatewayTimeout, "the agent holding this backup did not answer")
 	case err != nil:
 		return err
 	}
