@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/rahatback/rahatback/agent"
 	"github.com/rahatback/rahatback/events"
 	"github.com/rahatback/rahatback/handlers/projector"
 )
@@ -34,6 +35,7 @@ type Config struct {
 	LogFormat     string        // --log-format: text or json; default text
 	LogLevel      string        // --log-level: debug, info, warn, error; default info
 	OfflineAfter  time.Duration // --agent-offline-after: agent offline after silence; default 30s
+	Heartbeat     time.Duration // --agent-heartbeat: the local agent's presence interval; default 10s
 	RunLostAfter  time.Duration // --run-lost-after: a run whose agent is silent this long fails; default 90s
 }
 
@@ -57,6 +59,7 @@ func parse(cmd string, args []string, getenv func(string) string, stderr io.Writ
 	fs.StringVar(&c.LogFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.DurationVar(&c.OfflineAfter, "agent-offline-after", 30*time.Second, "an agent silent for this long is offline")
+	fs.DurationVar(&c.Heartbeat, "agent-heartbeat", agent.DefaultHeartbeat, "how often the local agent reports it is alive")
 	fs.DurationVar(&c.RunLostAfter, "run-lost-after", projector.DefaultLostAfter, "a queued or running backup whose agent is silent this long is failed (agent lost)")
 	roles := fs.String("roles", strings.Join(knownRoles, ","), "serve only: comma-separated roles ("+strings.Join(knownRoles, ", ")+")")
 	if err := fs.Parse(args); err != nil {

@@ -22,7 +22,7 @@ import (
 
 func TestMain(m *testing.M) { os.Exit(testsupport.Main(m)) }
 
-func freeAddr(t *testing.T) string {
+func freeAddr(t testing.TB) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -33,7 +33,7 @@ func freeAddr(t *testing.T) string {
 }
 
 type client struct {
-	t    *testing.T
+	t    testing.TB
 	base string
 }
 
@@ -42,7 +42,7 @@ type result struct {
 	body []byte
 }
 
-func (r result) decode(t *testing.T, v any) {
+func (r result) decode(t testing.TB, v any) {
 	t.Helper()
 	if err := json.Unmarshal(r.body, v); err != nil {
 		t.Fatalf("decode %s: %v", r.body, err)
@@ -127,7 +127,7 @@ type system struct {
 	done   chan error
 }
 
-func (s system) stop(t *testing.T) {
+func (s system) stop(t testing.TB) {
 	t.Helper()
 	s.cancel()
 	select {
@@ -142,7 +142,7 @@ func (s system) stop(t *testing.T) {
 
 // startUp runs `rahatback up` in-process, configured through flags and
 // RAHATBACK_* variables, and waits until /readyz answers 200.
-func startUp(t *testing.T, args []string, env map[string]string, base string) system {
+func startUp(t testing.TB, args []string, env map[string]string, base string) system {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -172,7 +172,7 @@ func startUp(t *testing.T, args []string, env map[string]string, base string) sy
 	}
 }
 
-type testWriter struct{ t *testing.T }
+type testWriter struct{ t testing.TB }
 
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
@@ -295,31 +295,12 @@ func TestNewcomer(t *testing.T) {
 	})
 
 	t.Run("RemoteAgentBinary", func(t *testing.T) {
-		bin := filepath.Join(t.TempDir(), "rahatback-agent")
-		build := exec.Command("go", "build", "-o", bin, "github.com/rahatback/rahatback/cmd/rahatback-agent")
-		if out, err := build.CombinedOutput(); err != nil {
-			t.Fatalf("go build: %v\n%s", err, out)
-		}
-		var et struct{ Token, Command string }
-		c.want(c.call("POST", "/v1/agents/enrollment-tokens", token, nil), 201).decode(t, &et)
-		state := filepath.Join(t.TempDir(), "state")
-		out, err := exec.Command(bin, "enroll", "--server", base, "--token", et.Token, "--state-dir", state, "--name", "db-box").CombinedOutput()
-		if err != nil {
-			t.Fatalf("enroll: %v\n%s", err, out)
-		}
-		fi, err := os.Stat(filepath.Join(state, "agent.json"))
-		if err != nil || fi.Mode().Perm() != 0o600 {
-			t.Fatalf("agent state: %v %v", err, fi)
-		}
+		bin := buildAgent(t)
+		state := enrollAgentBinary(t, c, bin, token, "db-box")
 		var remoteID string
 		start := func() *exec.Cmd {
-			cmd := exec.Command(bin, "run", "--state-dir", state)
-			cmd.Stderr = testWriter{t}
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-			list := c.waitAgents(token, 20*time.Second, "two online", func(l []agentView) bool {
+			cmd := startAgentBinary(t, bin, state)
+			c.waitAgents(token, 20*time.Second, "two online", func(l []agentView) bool {
 				for _, a := range l {
 					if !a.IsLocal && a.Status == "online" {
 						remoteID = a.ID
@@ -328,7 +309,6 @@ func TestNewcomer(t *testing.T) {
 				}
 				return false
 			})
-			_ = list
 			return cmd
 		}
 		cmd := start()
@@ -379,4 +359,46 @@ func TestNewcomer(t *testing.T) {
 			return agentStatus(l, localID) == "online" && len(l) == 2
 		})
 	})
+}
+
+// buildAgent builds the rahatback-agent binary once per test.
+func buildAgent(t testing.TB) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "rahatback-agent")
+	build := exec.Command("go", "build", "-o", bin, "github.com/rahatback/rahatback/cmd/rahatback-agent")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// enrollAgentBinary enrolls the agent binary with a fresh token, as a user
+// does on another host, and returns its state dir.
+func enrollAgentBinary(t testing.TB, c client, bin, token, name string) string {
+	t.Helper()
+	var et struct{ Token, Command string }
+	c.want(c.call("POST", "/v1/agents/enrollment-tokens", token, nil), 201).decode(t, &et)
+	state := filepath.Join(t.TempDir(), "state")
+	out, err := exec.Command(bin, "enroll", "--server", c.base, "--token", et.Token, "--state-dir", state, "--name", name).CombinedOutput()
+	if err != nil {
+		t.Fatalf("enroll: %v\n%s", err, out)
+	}
+	fi, err := os.Stat(filepath.Join(state, "agent.json"))
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("agent state: %v %v", err, fi)
+	}
+	return state
+}
+
+// startAgentBinary runs `rahatback-agent run` (heartbeat 500ms); it is
+// killed when the test ends.
+func startAgentBinary(t testing.TB, bin, state string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(bin, "run", "--state-dir", state, "--heartbeat", "500ms")
+	cmd.Stderr = testWriter{t}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	return cmd
 }

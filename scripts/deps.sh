@@ -29,6 +29,12 @@ ensure_postgres_binaries() {
 	fi
 }
 
+# ensure_test_tools installs the command-line tools tests run the way a
+# user would: zstd (restoring a downloaded backup without RahatBack).
+ensure_test_tools() {
+	command -v zstd >/dev/null 2>&1 || apt_install zstd
+}
+
 # ensure_postgres_running starts the machine's PostgreSQL cluster when one is
 # installed but stopped. RahatBack's tests use private clusters of their own;
 # this only keeps a machine's usual service up.

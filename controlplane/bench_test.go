@@ -1,0 +1,202 @@
+package controlplane_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/rahatback/rahatback/testsupport"
+)
+
+// BenchmarkBackupRestore measures, on one freshly generated database of
+// realistic mixed columns (RAHATBACK_BENCH_MB, default 1024 MB of dump):
+//
+//	pg_dump -Fp > /dev/null            vs  a RahatBack backup to local storage (zstd)
+//	psql < the same plain dump         vs  a RahatBack restore of that backup
+//
+// and the agent process's peak RSS. Targets (issue 3): both ratios ≤ 1.25,
+// peak RSS ≤ 100 MiB. Run it with `task bench` or
+// go test -run '^$' -bench BackupRestore -benchtime 1x ./controlplane/
+func BenchmarkBackupRestore(b *testing.B) {
+	ctx := context.Background()
+	sizeMB := 1024
+	if v := os.Getenv("RAHATBACK_BENCH_MB"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			b.Fatal(err)
+		}
+		sizeMB = n
+	}
+	srcName := "bench_src"
+	admin := func(sql string) {
+		if err := testsupport.AdminExec(ctx, sql); err != nil {
+			b.Fatal(err)
+		}
+	}
+	admin("DROP DATABASE IF EXISTS bench_src")
+	admin("CREATE DATABASE bench_src")
+	cfg, _ := pgx.ParseConfig(testsupport.Cluster().URL("postgres"))
+	cfg.Database = srcName
+	src, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer src.Close(ctx)
+	genStart := time.Now()
+	if _, err := src.Exec(ctx, `
+		CREATE TABLE events (
+			id         bigserial PRIMARY KEY,
+			user_id    integer NOT NULL,
+			kind       text NOT NULL,
+			amount     numeric(12,2),
+			created_at timestamptz NOT NULL,
+			note       text,
+			payload    jsonb
+		);
+		CREATE TABLE users (id integer PRIMARY KEY, email text, name text, signed_up date);
+		INSERT INTO users SELECT g, 'user' || g || '@' || md5(g::text) || '.example', initcap(substr(md5(random()::text), 1, 12)),
+			date '2015-01-01' + (random() * 3650)::int FROM generate_series(1, 200000) g;`); err != nil {
+		b.Fatal(err)
+	}
+	insert := `INSERT INTO events (user_id, kind, amount, created_at, note, payload)
+		SELECT (random() * 200000)::int + 1,
+		       (ARRAY['click', 'view', 'purchase', 'refund', 'signup', 'logout'])[1 + floor(random() * 6)::int],
+		       CASE WHEN random() < 0.1 THEN NULL ELSE round((random() * 10000)::numeric, 2) END,
+		       timestamptz '2024-01-01' + random() * interval '700 days',
+		       CASE WHEN random() < 0.2 THEN NULL ELSE substr(encode(decode(md5(random()::text) || md5(random()::text) || md5(random()::text) || md5(random()::text), 'hex'), 'base64'), 1, 16 + (random() * 70)::int) END,
+		       jsonb_build_object('ip', (random() * 255)::int || '.' || (random() * 255)::int || '.' || (random() * 255)::int || '.' || (random() * 255)::int,
+		                          'session', md5(random()::text), 'score', round(random()::numeric, 4), 'tags', jsonb_build_array(substr(md5(random()::text), 1, 6), (random() * 100)::int))
+		FROM generate_series(1, 500000)`
+	for {
+		if _, err := src.Exec(ctx, insert); err != nil {
+			b.Fatal(err)
+		}
+		var dbBytes int64
+		if err := src.QueryRow(ctx, "SELECT pg_database_size(current_database())").Scan(&dbBytes); err != nil {
+			b.Fatal(err)
+		}
+		// A plain dump of this data is about 0.75 of the database's size.
+		if float64(dbBytes)*0.75 >= float64(sizeMB<<20) {
+			break
+		}
+	}
+	if _, err := src.Exec(ctx, "VACUUM ANALYZE"); err != nil {
+		b.Fatal(err)
+	}
+	b.Logf("generated the dataset in %s", time.Since(genStart).Round(time.Second))
+
+	env := append(os.Environ(), "PGHOST=127.0.0.1", fmt.Sprintf("PGPORT=%d", cfg.Port), "PGUSER="+cfg.User, "PGPASSWORD="+cfg.Password)
+	timeCmd := func(db, script string, args ...string) time.Duration {
+		cmd := exec.Command("sh", append([]string{"-c", script, "sh"}, args...)...)
+		cmd.Env = append(env, "PGDATABASE="+db)
+		start := time.Now()
+		if out, err := cmd.CombinedOutput(); err != nil {
+			b.Fatalf("%s: %v\n%s", script, err, out)
+		}
+		return time.Since(start)
+	}
+	dumpFile := filepath.Join(b.TempDir(), "plain.sql")
+	timeCmd(srcName, `pg_dump -Fp --clean --if-exists --no-owner --no-privileges > "$1"`, dumpFile)
+	fi, _ := os.Stat(dumpFile)
+	b.Logf("plain dump: %d MB", fi.Size()>>20)
+
+	// The system under test: control plane in-process, agent as its own
+	// process so its memory is its own.
+	dbURL, _ := testsupport.NewDatabase(b)
+	httpAddr := freeAddr(b)
+	base := "http://" + httpAddr
+	sys := startUp(b, []string{"--data-dir", b.TempDir(), "--http", httpAddr, "--nats-listen", freeAddr(b), "--database-url", dbURL}, nil, base)
+	defer sys.stop(b)
+	c := client{b, base}
+	token := c.register("bench@example.com")
+	bin := buildAgent(b)
+	state := enrollAgentBinary(b, c, bin, token, "bench")
+	agentCmd := startAgentBinary(b, bin, state)
+	var remoteID string
+	c.waitAgents(token, 30*time.Second, "bench agent online", func(l []agentView) bool {
+		for _, a := range l {
+			if !a.IsLocal && a.Status == "online" {
+				remoteID = a.ID
+				return true
+			}
+		}
+		return false
+	})
+	srcID := c.createDB(token, "bench", srcName)
+	c.want(c.call("PATCH", "/v1/databases/"+srcID, token, map[string]any{"agentId": remoteID}), 200)
+	var job struct{ ID string }
+	c.want(c.call("POST", "/v1/backups/jobs", token, map[string]any{"databaseId": srcID, "name": "bench", "compression": "zstd"}), 201).decode(b, &job)
+
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		pgDump := timeCmd(srcName, `pg_dump -Fp --clean --if-exists --no-owner --no-privileges > /dev/null`)
+
+		start := time.Now()
+		run := c.runJob(token, job.ID)
+		h := c.waitHistory(token, run, time.Hour, "finished", func(h historyView) bool { return h.Status == "success" || h.Status == "failed" })
+		ours := time.Since(start)
+		if h.Status != "success" {
+			b.Fatalf("backup failed: %s", h.ErrorMessage)
+		}
+
+		admin("DROP DATABASE IF EXISTS bench_psql")
+		admin("CREATE DATABASE bench_psql")
+		psql := timeCmd("bench_psql", `psql --no-psqlrc -q -v ON_ERROR_STOP=1 --single-transaction -o /dev/null -f "$1"`, dumpFile)
+
+		admin("DROP DATABASE IF EXISTS bench_restore")
+		admin("CREATE DATABASE bench_restore")
+		dstID := c.createDB(token, "restore target", "bench_restore")
+		start = time.Now()
+		var out struct{ RestoreHistoryID string }
+		c.want(c.call("POST", "/v1/backups/history/"+run+"/restore", token, map[string]any{"targetDatabaseId": dstID}), 202).decode(b, &out)
+		r := c.waitRestore(token, out.RestoreHistoryID, time.Hour)
+		restore := time.Since(start)
+		if r["status"] != "success" {
+			b.Fatalf("restore failed: %v", r)
+		}
+		rss := peakRSSMiB(b, agentCmd.Process.Pid)
+
+		backupRatio := ours.Seconds() / pgDump.Seconds()
+		restoreRatio := restore.Seconds() / psql.Seconds()
+		b.ReportMetric(pgDump.Seconds(), "pg_dump-s")
+		b.ReportMetric(ours.Seconds(), "backup-s")
+		b.ReportMetric(backupRatio, "backup/pg_dump")
+		b.ReportMetric(psql.Seconds(), "psql-s")
+		b.ReportMetric(restore.Seconds(), "restore-s")
+		b.ReportMetric(restoreRatio, "restore/psql")
+		b.ReportMetric(rss, "agent-peak-RSS-MiB")
+		b.Logf("dump %d MB → stored %d MB (zstd); pg_dump %.1fs, backup %.1fs (%.2f×); psql %.1fs, restore %.1fs (%.2f×); agent peak RSS %.0f MiB",
+			fi.Size()>>20, h.FileSize>>20, pgDump.Seconds(), ours.Seconds(), backupRatio, psql.Seconds(), restore.Seconds(), restoreRatio, rss)
+		if backupRatio > 1.25 || restoreRatio > 1.25 || rss > 100 {
+			b.Errorf("targets missed: backup/pg_dump %.2f (≤ 1.25), restore/psql %.2f (≤ 1.25), agent RSS %.0f MiB (≤ 100)", backupRatio, restoreRatio, rss)
+		}
+		c.want(c.call("DELETE", "/v1/backups/history/"+run, token, nil), 204)
+	}
+	admin("DROP DATABASE IF EXISTS bench_psql")
+	admin("DROP DATABASE IF EXISTS bench_restore")
+	admin("DROP DATABASE IF EXISTS bench_src WITH (FORCE)")
+}
+
+// peakRSSMiB reads VmHWM, the peak resident set of a running process.
+func peakRSSMiB(b *testing.B, pid int) float64 {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, _ := strconv.ParseFloat(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 64)
+			return kb / 1024
+		}
+	}
+	b.Fatal("no VmHWM")
+	return 0
+}
