@@ -75,6 +75,7 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 		return nil
 	case "run":
 		localDir := fs.String("local-storage-dir", "", "directory for backups of jobs with local storage (default <state-dir>/backups)")
+		heartbeat := fs.Duration("heartbeat", DefaultHeartbeat, "how often to report being alive (keep well under the control plane's --agent-offline-after)")
 		if err := fs.Parse(args[1:]); err != nil {
 			return err
 		}
@@ -85,7 +86,7 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 		if err != nil {
 			return err
 		}
-		return Run(ctx, RunOpts{State: st, Logger: log, LocalStorageDir: *localDir})
+		return Run(ctx, RunOpts{State: st, Logger: log, LocalStorageDir: *localDir, Heartbeat: *heartbeat})
 	default:
 		fmt.Fprint(stderr, usage)
 		return fmt.Errorf("unknown command %q", args[0])

@@ -153,7 +153,7 @@ func TestAgentPresenceAndRevoke(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- agent.Run(ctx, agent.RunOpts{State: st, Logger: testsupport.Logger(t), Heartbeat: 500 * time.Millisecond})
+		done <- agent.Run(ctx, agent.RunOpts{State: st, Logger: testsupport.Logger(t), Heartbeat: 500 * time.Millisecond, LocalStorageDir: t.TempDir()})
 	}()
 	got := waitAgentStatus(t, s, tok, st.AgentID, "online", 10*time.Second)
 	if got.Hostname == "" || got.OS == "" || got.Version == "" {
