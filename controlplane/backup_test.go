@@ -427,6 +427,19 @@ func TestBackupRestoreVerify(t *testing.T) {
 			}
 		}
 	})
+
+	t.Run("Delete", func(t *testing.T) {
+		if files := findFiles(t, dataDir, runID); len(files) != 2 {
+			t.Fatalf("files before delete: %v", files)
+		}
+		c.want(c.call("DELETE", "/v1/backups/history/"+runID, token, nil), 204)
+		if files := findFiles(t, dataDir, runID); len(files) != 0 {
+			t.Fatalf("files after delete: %v", files)
+		}
+		c.want(c.call("GET", "/v1/backups/history/"+runID, token, nil), 404)
+		c.want(c.call("GET", "/v1/backups/history/"+runID+"/download", token, nil), 404)
+		c.want(c.call("DELETE", "/v1/backups/history/"+runID, token, nil), 404)
+	})
 }
 
 func keys(m map[string][]string) []string {

@@ -120,16 +120,7 @@ func BenchmarkBackupRestore(b *testing.B) {
 	bin := buildAgent(b)
 	state := enrollAgentBinary(b, c, bin, token, "bench")
 	agentCmd := startAgentBinary(b, bin, state)
-	var remoteID string
-	c.waitAgents(token, 30*time.Second, "bench agent online", func(l []agentView) bool {
-		for _, a := range l {
-			if !a.IsLocal && a.Status == "online" {
-				remoteID = a.ID
-				return true
-			}
-		}
-		return false
-	})
+	remoteID := c.waitRemoteOnline(token)
 	srcID := c.createDB(token, "bench", srcName)
 	c.want(c.call("PATCH", "/v1/databases/"+srcID, token, map[string]any{"agentId": remoteID}), 200)
 	var job struct{ ID string }

@@ -34,16 +34,7 @@ func TestAgentKilledMidBackup(t *testing.T) {
 	bin := buildAgent(t)
 	state := enrollAgentBinary(t, c, bin, token, "remote")
 	cmd := startAgentBinary(t, bin, state)
-	var remoteID string
-	c.waitAgents(token, 20*time.Second, "remote online", func(l []agentView) bool {
-		for _, a := range l {
-			if !a.IsLocal && a.Status == "online" {
-				remoteID = a.ID
-				return true
-			}
-		}
-		return false
-	})
+	remoteID := c.waitRemoteOnline(token)
 	dbID := c.createDB(token, "victim", name)
 	c.want(c.call("PATCH", "/v1/databases/"+dbID, token, map[string]any{"agentId": remoteID}), 200)
 	var job struct{ ID string }

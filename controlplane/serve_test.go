@@ -53,7 +53,9 @@ func TestServeWithExternalNATS(t *testing.T) {
 	}
 	agentCtx, stopAgent := context.WithCancel(ctx)
 	agentDone := make(chan error, 1)
-	go func() { agentDone <- agent.Run(agentCtx, agent.RunOpts{State: st, Logger: testsupport.Logger(t), LocalStorageDir: t.TempDir()}) }()
+	go func() {
+		agentDone <- agent.Run(agentCtx, agent.RunOpts{State: st, Logger: testsupport.Logger(t), LocalStorageDir: t.TempDir()})
+	}()
 	c.waitAgents(token, 15*time.Second, "online", func(l []agentView) bool { return agentStatus(l, st.AgentID) == "online" })
 	var out struct {
 		Success bool

@@ -300,15 +300,7 @@ func TestNewcomer(t *testing.T) {
 		var remoteID string
 		start := func() *exec.Cmd {
 			cmd := startAgentBinary(t, bin, state)
-			c.waitAgents(token, 20*time.Second, "two online", func(l []agentView) bool {
-				for _, a := range l {
-					if !a.IsLocal && a.Status == "online" {
-						remoteID = a.ID
-						return true
-					}
-				}
-				return false
-			})
+			remoteID = c.waitRemoteOnline(token)
 			return cmd
 		}
 		cmd := start()
@@ -401,4 +393,20 @@ func startAgentBinary(t testing.TB, bin, state string) *exec.Cmd {
 	}
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 	return cmd
+}
+
+// waitRemoteOnline waits until a non-local agent is online and returns its id.
+func (c client) waitRemoteOnline(token string) string {
+	c.t.Helper()
+	var id string
+	c.waitAgents(token, 30*time.Second, "remote agent online", func(l []agentView) bool {
+		for _, a := range l {
+			if !a.IsLocal && a.Status == "online" {
+				id = a.ID
+				return true
+			}
+		}
+		return false
+	})
+	return id
 }

@@ -25,6 +25,10 @@ type Publisher func(ctx context.Context, kind, phase, msgID string, payload any)
 // ProgressInterval is the minimum time between two progress events of a run.
 const ProgressInterval = time.Second
 
+// keepAliveEvery is how often a running command tells the broker it is
+// still being worked on (its ack wait is a minute).
+const keepAliveEvery = 10 * time.Second
+
 // openConn turns a ConnSpec into engine and connection settings.
 func (h *Handlers) openConn(c events.ConnSpec) (engines.Engine, engines.Conn, error) {
 	eng, err := h.Engines.Lookup(c.Type)
@@ -69,6 +73,7 @@ func (h *Handlers) progress(ctx context.Context, every time.Duration, keepAlive 
 		t := time.NewTicker(every)
 		defer t.Stop()
 		var seq int64
+		nudged := time.Now()
 		for {
 			select {
 			case <-ctx.Done():
@@ -76,8 +81,11 @@ func (h *Handlers) progress(ctx context.Context, every time.Duration, keepAlive 
 			case <-t.C:
 				seq++
 				emit(seq)
-				if keepAlive != nil {
+				// The command's ack deadline is a minute: a nudge every
+				// ten seconds keeps it ours without chatter.
+				if keepAlive != nil && time.Since(nudged) >= keepAliveEvery {
 					keepAlive()
+					nudged = time.Now()
 				}
 			}
 		}

@@ -165,20 +165,8 @@ type restoreJSON struct {
 func toRestoreJSON(h db.RestoreHistory) restoreJSON {
 	out := restoreJSON{ID: h.ID, BackupHistoryID: h.BackupHistoryID, TargetDatabaseID: h.TargetDatabaseID,
 		Status: h.Status, QueuedAt: h.QueuedAt, StartedAt: h.StartedAt, CompletedAt: h.CompletedAt, ErrorMessage: h.ErrorMessage}
-	if h.DurationMs != nil {
-		s := float64(*h.DurationMs) / 1000
-		out.Duration = &s
-	}
-	if h.ProgressStep != nil {
-		p := &progressJSON{Step: *h.ProgressStep}
-		if h.ProgressBytes != nil {
-			p.Bytes = *h.ProgressBytes
-		}
-		if h.ProgressPercent != nil {
-			p.Percent = int(*h.ProgressPercent)
-		}
-		out.Progress = p
-	}
+	out.Duration = seconds(h.DurationMs)
+	out.Progress = toProgressJSON(h.ProgressStep, h.ProgressBytes, h.ProgressPercent)
 	return out
 }
 

@@ -219,6 +219,30 @@ type progressJSON struct {
 	Percent int    `json:"percent"`
 }
 
+// toProgressJSON is a run's last progress report, nil before the first.
+func toProgressJSON(step *string, bytes *int64, percent *int32) *progressJSON {
+	if step == nil {
+		return nil
+	}
+	p := &progressJSON{Step: *step}
+	if bytes != nil {
+		p.Bytes = *bytes
+	}
+	if percent != nil {
+		p.Percent = int(*percent)
+	}
+	return p
+}
+
+// seconds turns a duration in milliseconds into seconds.
+func seconds(ms *int64) *float64 {
+	if ms == nil {
+		return nil
+	}
+	s := float64(*ms) / 1000
+	return &s
+}
+
 func toHistoryJSON(h db.BackupHistory, withManifest bool) historyJSON {
 	out := historyJSON{ID: h.ID, BackupJobID: h.BackupJobID, DatabaseID: h.DatabaseID, AgentID: h.AgentID,
 		Status: h.Status, QueuedAt: h.QueuedAt, StartedAt: h.StartedAt, CompletedAt: h.CompletedAt,
@@ -226,20 +250,8 @@ func toHistoryJSON(h db.BackupHistory, withManifest bool) historyJSON {
 		StorageKey: h.StorageKey, ChecksumValue: h.ChecksumValue, ChecksumAlgorithm: h.ChecksumAlgorithm,
 		Compression: h.Compression, IsEncrypted: h.IsEncrypted, ErrorMessage: h.ErrorMessage,
 		VerificationStatus: h.VerificationStatus, LastRestoreStatus: h.LastRestoreStatus}
-	if h.DurationMs != nil {
-		s := float64(*h.DurationMs) / 1000
-		out.Duration = &s
-	}
-	if h.ProgressStep != nil {
-		p := &progressJSON{Step: *h.ProgressStep}
-		if h.ProgressBytes != nil {
-			p.Bytes = *h.ProgressBytes
-		}
-		if h.ProgressPercent != nil {
-			p.Percent = int(*h.ProgressPercent)
-		}
-		out.Progress = p
-	}
+	out.Duration = seconds(h.DurationMs)
+	out.Progress = toProgressJSON(h.ProgressStep, h.ProgressBytes, h.ProgressPercent)
 	if len(h.VerificationResult) > 0 {
 		out.VerificationResult = h.VerificationResult
 	}
