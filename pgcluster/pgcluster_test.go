@@ -36,7 +36,7 @@ func clusterDir(t *testing.T) string {
 func startCluster(t *testing.T, dir string) *Cluster {
 	t.Helper()
 	if _, err := BinDir(); err != nil {
-		t.Skip(err)
+		t.Fatalf("%v (scripts/test installs the PostgreSQL server binaries)", err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -63,7 +63,7 @@ func connect(t *testing.T, connString string) *pgx.Conn {
 func TestBinDir(t *testing.T) {
 	d, err := BinDir()
 	if errors.Is(err, ErrNoServer) {
-		t.Skip(err)
+		t.Fatalf("%v (scripts/test installs the PostgreSQL server binaries)", err)
 	}
 	if err != nil {
 		t.Fatal(err)
@@ -252,7 +252,7 @@ func TestAlreadyRunningAndStalePid(t *testing.T) {
 
 func TestFixedPortAndPasswordRequired(t *testing.T) {
 	if _, err := BinDir(); err != nil {
-		t.Skip(err)
+		t.Fatalf("%v (scripts/test installs the PostgreSQL server binaries)", err)
 	}
 	dir := clusterDir(t)
 	_, err := Start(context.Background(), Options{Dir: dir, NoSync: true})
@@ -298,7 +298,7 @@ func TestRootNeedsTraversableParents(t *testing.T) {
 		t.Skip("only relevant when running as root")
 	}
 	if _, err := BinDir(); err != nil {
-		t.Skip(err)
+		t.Fatalf("%v (scripts/test installs the PostgreSQL server binaries)", err)
 	}
 	private := t.TempDir()
 	if err := os.Chmod(filepath.Dir(private), 0o755); err != nil {
@@ -336,7 +336,7 @@ func TestServerDiesWithParent(t *testing.T) {
 		os.Exit(2)
 	}
 	if _, err := BinDir(); err != nil {
-		t.Skip(err)
+		t.Fatalf("%v (scripts/test installs the PostgreSQL server binaries)", err)
 	}
 	dir := clusterDir(t)
 	helper := exec.Command(os.Args[0], "-test.run=^TestServerDiesWithParent$", "-test.v=false")

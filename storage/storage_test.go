@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"math/rand/v2"
@@ -644,29 +645,28 @@ func (r *endlessReader) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-// TestPutCrashHelper is the child process of TestCleanPartialsAfterCrash: it
-// starts a Put that never finishes and waits to be killed.
-func TestPutCrashHelper(t *testing.T) {
-	dir := os.Getenv(crashEnvDir)
-	if dir == "" {
-		t.Skip("helper process for TestCleanPartialsAfterCrash")
+// TestMain doubles as the child process of TestCleanPartialsAfterCrash:
+// with crashEnvDir set it starts a Put that never finishes and waits to be
+// killed, instead of running the tests.
+func TestMain(m *testing.M) {
+	if dir := os.Getenv(crashEnvDir); dir != "" {
+		l, err := storage.NewLocal(dir)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(2)
+		}
+		_, err = l.Put(context.Background(), crashKey, &endlessReader{limit: 4 << 20})
+		fmt.Fprintf(os.Stderr, "Put returned (%v); it should have been killed\n", err)
+		os.Exit(2)
 	}
-	l, err := storage.NewLocal(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, err = l.Put(context.Background(), crashKey, &endlessReader{limit: 4 << 20})
-	t.Fatalf("Put returned (%v); it should have been killed", err)
+	os.Exit(m.Run())
 }
 
 func TestCleanPartialsAfterCrash(t *testing.T) {
-	if testing.Short() {
-		t.Skip("spawns a process")
-	}
 	l := newLocal(t)
 	put(t, l, "job-9/older.sql.zst", []byte("an older backup"))
 
-	cmd := exec.Command(os.Args[0], "-test.run=^TestPutCrashHelper$", "-test.count=1")
+	cmd := exec.Command(os.Args[0])
 	cmd.Env = append(os.Environ(), crashEnvDir+"="+l.Root())
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
