@@ -17,7 +17,7 @@ INSERT INTO backup_jobs (id, user_id, database_id, name, schedule_type, cron_exp
     auto_verify_after_backup, verification_level, storage_type, cloud_storage_id,
     retention_days, is_active)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
-RETURNING id, user_id, database_id, name, schedule_type, cron_expression, advanced_schedule_config, timezone, backup_type, compression, is_encrypted, auto_verify_after_backup, verification_level, storage_type, cloud_storage_id, retention_days, is_active, created_at, updated_at
+RETURNING id, user_id, database_id, name, schedule_type, cron_expression, advanced_schedule_config, timezone, backup_type, compression, is_encrypted, auto_verify_after_backup, verification_level, storage_type, cloud_storage_id, retention_days, is_active, created_at, updated_at, age_identity_enc, age_recipient, age_recipients, age_key_export
 `
 
 type CreateBackupJobParams struct {
@@ -81,6 +81,10 @@ func (q *Queries) CreateBackupJob(ctx context.Context, db DBTX, arg CreateBackup
 		&i.IsActive,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.AgeIdentityEnc,
+		&i.AgeRecipient,
+		&i.AgeRecipients,
+		&i.AgeKeyExport,
 	)
 	return i, err
 }
@@ -102,7 +106,7 @@ func (q *Queries) DeleteBackupJob(ctx context.Context, db DBTX, arg DeleteBackup
 }
 
 const getBackupJob = `-- name: GetBackupJob :one
-SELECT id, user_id, database_id, name, schedule_type, cron_expression, advanced_schedule_config, timezone, backup_type, compression, is_encrypted, auto_verify_after_backup, verification_level, storage_type, cloud_storage_id, retention_days, is_active, created_at, updated_at FROM backup_jobs WHERE id = $1 AND user_id = $2
+SELECT id, user_id, database_id, name, schedule_type, cron_expression, advanced_schedule_config, timezone, backup_type, compression, is_encrypted, auto_verify_after_backup, verification_level, storage_type, cloud_storage_id, retention_days, is_active, created_at, updated_at, age_identity_enc, age_recipient, age_recipients, age_key_export FROM backup_jobs WHERE id = $1 AND user_id = $2
 `
 
 type GetBackupJobParams struct {
@@ -133,12 +137,16 @@ func (q *Queries) GetBackupJob(ctx context.Context, db DBTX, arg GetBackupJobPar
 		&i.IsActive,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.AgeIdentityEnc,
+		&i.AgeRecipient,
+		&i.AgeRecipients,
+		&i.AgeKeyExport,
 	)
 	return i, err
 }
 
 const getBackupJobForUpdate = `-- name: GetBackupJobForUpdate :one
-SELECT id, user_id, database_id, name, schedule_type, cron_expression, advanced_schedule_config, timezone, backup_type, compression, is_encrypted, auto_verify_after_backup, verification_level, storage_type, cloud_storage_id, retention_days, is_active, created_at, updated_at FROM backup_jobs WHERE id = $1 AND user_id = $2 FOR UPDATE
+SELECT id, user_id, database_id, name, schedule_type, cron_expression, advanced_schedule_config, timezone, backup_type, compression, is_encrypted, auto_verify_after_backup, verification_level, storage_type, cloud_storage_id, retention_days, is_active, created_at, updated_at, age_identity_enc, age_recipient, age_recipients, age_key_export FROM backup_jobs WHERE id = $1 AND user_id = $2 FOR UPDATE
 `
 
 type GetBackupJobForUpdateParams struct {
@@ -169,12 +177,16 @@ func (q *Queries) GetBackupJobForUpdate(ctx context.Context, db DBTX, arg GetBac
 		&i.IsActive,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.AgeIdentityEnc,
+		&i.AgeRecipient,
+		&i.AgeRecipients,
+		&i.AgeKeyExport,
 	)
 	return i, err
 }
 
 const listBackupJobs = `-- name: ListBackupJobs :many
-SELECT id, user_id, database_id, name, schedule_type, cron_expression, advanced_schedule_config, timezone, backup_type, compression, is_encrypted, auto_verify_after_backup, verification_level, storage_type, cloud_storage_id, retention_days, is_active, created_at, updated_at FROM backup_jobs WHERE user_id = $1 ORDER BY created_at, id
+SELECT id, user_id, database_id, name, schedule_type, cron_expression, advanced_schedule_config, timezone, backup_type, compression, is_encrypted, auto_verify_after_backup, verification_level, storage_type, cloud_storage_id, retention_days, is_active, created_at, updated_at, age_identity_enc, age_recipient, age_recipients, age_key_export FROM backup_jobs WHERE user_id = $1 ORDER BY created_at, id
 `
 
 func (q *Queries) ListBackupJobs(ctx context.Context, db DBTX, userID uuid.UUID) ([]BackupJob, error) {
@@ -206,6 +218,10 @@ func (q *Queries) ListBackupJobs(ctx context.Context, db DBTX, userID uuid.UUID)
 			&i.IsActive,
 			&i.CreatedAt,
 			&i.UpdatedAt,
+			&i.AgeIdentityEnc,
+			&i.AgeRecipient,
+			&i.AgeRecipients,
+			&i.AgeKeyExport,
 		); err != nil {
 			return nil, err
 		}
@@ -217,6 +233,33 @@ func (q *Queries) ListBackupJobs(ctx context.Context, db DBTX, userID uuid.UUID)
 	return items, nil
 }
 
+const setBackupJobEncryption = `-- name: SetBackupJobEncryption :exec
+UPDATE backup_jobs
+SET age_identity_enc = $3, age_recipient = $4, age_recipients = $5, age_key_export = $6, updated_at = now()
+WHERE id = $1 AND user_id = $2
+`
+
+type SetBackupJobEncryptionParams struct {
+	ID             uuid.UUID
+	UserID         uuid.UUID
+	AgeIdentityEnc []byte
+	AgeRecipient   *string
+	AgeRecipients  []string
+	AgeKeyExport   []byte
+}
+
+func (q *Queries) SetBackupJobEncryption(ctx context.Context, db DBTX, arg SetBackupJobEncryptionParams) error {
+	_, err := db.Exec(ctx, setBackupJobEncryption,
+		arg.ID,
+		arg.UserID,
+		arg.AgeIdentityEnc,
+		arg.AgeRecipient,
+		arg.AgeRecipients,
+		arg.AgeKeyExport,
+	)
+	return err
+}
+
 const updateBackupJob = `-- name: UpdateBackupJob :one
 UPDATE backup_jobs
 SET database_id = $3, name = $4, schedule_type = $5, cron_expression = $6,
@@ -225,7 +268,7 @@ SET database_id = $3, name = $4, schedule_type = $5, cron_expression = $6,
     storage_type = $14, cloud_storage_id = $15, retention_days = $16, is_active = $17,
     updated_at = now()
 WHERE id = $1 AND user_id = $2
-RETURNING id, user_id, database_id, name, schedule_type, cron_expression, advanced_schedule_config, timezone, backup_type, compression, is_encrypted, auto_verify_after_backup, verification_level, storage_type, cloud_storage_id, retention_days, is_active, created_at, updated_at
+RETURNING id, user_id, database_id, name, schedule_type, cron_expression, advanced_schedule_config, timezone, backup_type, compression, is_encrypted, auto_verify_after_backup, verification_level, storage_type, cloud_storage_id, retention_days, is_active, created_at, updated_at, age_identity_enc, age_recipient, age_recipients, age_key_export
 `
 
 type UpdateBackupJobParams struct {
@@ -289,6 +332,10 @@ func (q *Queries) UpdateBackupJob(ctx context.Context, db DBTX, arg UpdateBackup
 		&i.IsActive,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.AgeIdentityEnc,
+		&i.AgeRecipient,
+		&i.AgeRecipients,
+		&i.AgeKeyExport,
 	)
 	return i, err
 }

@@ -83,6 +83,10 @@ type BackupJob struct {
 	IsActive               bool
 	CreatedAt              time.Time
 	UpdatedAt              time.Time
+	AgeIdentityEnc         []byte
+	AgeRecipient           *string
+	AgeRecipients          []string
+	AgeKeyExport           []byte
 }
 
 type Database struct {

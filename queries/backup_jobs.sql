@@ -27,3 +27,8 @@ RETURNING *;
 
 -- name: DeleteBackupJob :one
 DELETE FROM backup_jobs WHERE id = $1 AND user_id = $2 RETURNING id;
+
+-- name: SetBackupJobEncryption :exec
+UPDATE backup_jobs
+SET age_identity_enc = $3, age_recipient = $4, age_recipients = $5, age_key_export = $6, updated_at = now()
+WHERE id = $1 AND user_id = $2;

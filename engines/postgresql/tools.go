@@ -17,7 +17,12 @@ import (
 // toolPath finds a PostgreSQL client tool: the newest
 // /usr/lib/postgresql/<major>/bin/<name> (pg_dump must be at least as new as
 // the server), else $PATH.
+//
+// RAHATBACK_PG_BINDIR, when set, is the only place looked at.
 func toolPath(name string) (string, error) {
+	if dir := os.Getenv("RAHATBACK_PG_BINDIR"); dir != "" {
+		return filepath.Join(dir, name), nil
+	}
 	matches, _ := filepath.Glob("/usr/lib/postgresql/*/bin/" + name)
 	sort.Slice(matches, func(i, j int) bool { return majorOf(matches[i]) > majorOf(matches[j]) })
 	if len(matches) > 0 {
