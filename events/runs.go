@@ -29,6 +29,12 @@ type BackupCommand struct {
 	Conn        ConnSpec    `json:"conn"`
 	Compression string      `json:"compression"`
 	Storage     StorageSpec `json:"storage"`
+	// Recipients, when any, are the age public keys the backup is
+	// encrypted to (after compression, before the checksum).
+	Recipients []string `json:"recipients,omitempty"`
+	// SealedIdentity is the job's age identity sealed to the agent, sent
+	// with Verify on an encrypted job so the check can decrypt.
+	SealedIdentity string `json:"sealedIdentity,omitempty"`
 	// Verify, when set (BASIC), asks for a verification right after success.
 	Verify   string `json:"verify,omitempty"`
 	VerifyID string `json:"verifyId,omitempty"`
@@ -41,6 +47,9 @@ type ObjectRef struct {
 	Size        int64       `json:"size"`
 	Checksum    string      `json:"checksum"` // sha256 hex of the stored bytes
 	Compression string      `json:"compression"`
+	// SealedIdentity, for an encrypted backup, is the job's age identity
+	// sealed to the receiving agent (package sealed).
+	SealedIdentity string `json:"sealedIdentity,omitempty"`
 }
 
 // RestoreCommand is the payload of rahat.cmd.<agent>.restore.

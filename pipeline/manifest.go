@@ -12,6 +12,14 @@ import (
 // it reads.
 const ManifestVersion = 1
 
+// Encryption names as stored in manifests.
+const (
+	EncryptionNone = "none"
+	// EncryptionAge is age (age-encryption.org/v1) to X25519 recipients,
+	// applied after compression: `age -d -i key | zstd -d` reads it.
+	EncryptionAge = "age-x25519"
+)
+
 // ManifestSuffix is appended to a backup's storage key to name its manifest.
 const ManifestSuffix = ".manifest.json"
 
@@ -36,7 +44,7 @@ type Manifest struct {
 	Checksum          string       `json:"checksum"`          // sha256 hex of the stored bytes
 	ChecksumAlgorithm string       `json:"checksumAlgorithm"` // "sha256"
 	Compression       string       `json:"compression"`       // Zstd, Gzip or None
-	Encryption        string       `json:"encryption"`        // "none" for now
+	Encryption        string       `json:"encryption"`        // EncryptionNone or EncryptionAge
 	StartedAt         time.Time    `json:"startedAt"`
 	CompletedAt       time.Time    `json:"completedAt"`
 	Tables            []TableCount `json:"tables"`

@@ -30,9 +30,12 @@ ensure_postgres_binaries() {
 }
 
 # ensure_test_tools installs the command-line tools tests run the way a
-# user would: zstd (restoring a downloaded backup without RahatBack).
+# user would to restore a downloaded backup without RahatBack: zstd, age,
+# and script (util-linux) to answer age's passphrase prompt.
 ensure_test_tools() {
 	command -v zstd >/dev/null 2>&1 || apt_install zstd
+	command -v age >/dev/null 2>&1 || apt_install age
+	command -v script >/dev/null 2>&1 || apt_install bsdutils
 }
 
 # ensure_postgres_running starts the machine's PostgreSQL cluster when one is

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"filippo.io/age"
 	"fmt"
 	"io"
 	"path"
@@ -52,9 +53,14 @@ func (h *Handlers) storageFor(s events.StorageSpec) (storage.Storage, error) {
 	return h.Local, nil
 }
 
-// BackupKey is where a run's backup is stored: <job>/<UTC time>-<run>.sql<ext>.
-func BackupKey(jobID, runID string, at time.Time, compression string) string {
-	return path.Join(jobID, at.UTC().Format("20060102T150405Z")+"-"+runID+".sql"+pipeline.Extension(compression))
+// BackupKey is where a run's backup is stored:
+// <job>/<UTC time>-<run>.sql<compression ext>[.age].
+func BackupKey(jobID, runID string, at time.Time, compression string, encrypted bool) string {
+	name := at.UTC().Format("20060102T150405Z") + "-" + runID + ".sql" + pipeline.Extension(compression)
+	if encrypted {
+		name += ".age"
+	}
+	return path.Join(jobID, name)
 }
 
 // counter counts bytes for progress reports from another goroutine.
@@ -134,7 +140,8 @@ func (h *Handlers) Backup(ctx context.Context, cmd events.BackupCommand, publish
 	h.Logger.Info("backup done", "runId", cmd.RunID, "key", res.key, "bytes", res.m.StoredSize, "rawBytes", res.m.RawSize)
 	if cmd.Verify != "" {
 		vc := events.VerifyCommand{V: events.Version, VerifyID: cmd.VerifyID, BackupID: cmd.RunID, Level: cmd.Verify,
-			Object: events.ObjectRef{Storage: cmd.Storage, Key: res.key, Size: res.m.StoredSize, Checksum: res.m.Checksum, Compression: cmd.Compression}}
+			Object: events.ObjectRef{Storage: cmd.Storage, Key: res.key, Size: res.m.StoredSize, Checksum: res.m.Checksum,
+				Compression: cmd.Compression, SealedIdentity: cmd.SealedIdentity}}
 		return h.Verify(ctx, vc, publish, keepAlive)
 	}
 	return nil
@@ -162,7 +169,15 @@ func (h *Handlers) backup(ctx context.Context, cmd events.BackupCommand, started
 	if err != nil {
 		return nil, fmt.Errorf("cannot connect to the database: %w", err)
 	}
-	key := BackupKey(cmd.JobID, cmd.RunID, started, cmd.Compression)
+	var recipients []age.Recipient
+	for _, r := range cmd.Recipients {
+		rc, err := age.ParseX25519Recipient(r)
+		if err != nil {
+			return nil, fmt.Errorf("bad encryption recipient %q: %w", r, err)
+		}
+		recipients = append(recipients, rc)
+	}
+	key := BackupKey(cmd.JobID, cmd.RunID, started, cmd.Compression, len(recipients) > 0)
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -179,7 +194,19 @@ func (h *Handlers) backup(ctx context.Context, cmd events.BackupCommand, started
 	}()
 
 	stored := pipeline.NewDigestWriter(pw)
-	comp, err := pipeline.NewCompressor(stored, cmd.Compression)
+	// dump → compress → encrypt (when asked) → checksum → storage.
+	var sink io.Writer = stored
+	var enc io.WriteCloser
+	encryption := pipeline.EncryptionNone
+	if len(recipients) > 0 {
+		if enc, err = age.Encrypt(stored, recipients...); err != nil {
+			pw.CloseWithError(err)
+			<-putDone
+			return nil, err
+		}
+		sink, encryption = enc, pipeline.EncryptionAge
+	}
+	comp, err := pipeline.NewCompressor(sink, cmd.Compression)
 	if err != nil {
 		pw.CloseWithError(err)
 		<-putDone
@@ -199,6 +226,9 @@ func (h *Handlers) backup(ctx context.Context, cmd events.BackupCommand, started
 	if dumpErr == nil {
 		dumpErr = comp.Close()
 	}
+	if dumpErr == nil && enc != nil {
+		dumpErr = enc.Close()
+	}
 	if dumpErr != nil {
 		pw.CloseWithError(dumpErr)
 		<-putDone
@@ -212,7 +242,7 @@ func (h *Handlers) backup(ctx context.Context, cmd events.BackupCommand, started
 	m := &pipeline.Manifest{Version: pipeline.ManifestVersion, BackupID: cmd.RunID, JobID: cmd.JobID,
 		Engine: cmd.Conn.Type, ServerVersion: info.ServerVersion, ToolVersion: info.ToolVersion,
 		Database: cmd.Conn.Database, Format: info.Format, RawSize: raw.n.Load(), StoredSize: stored.Size(),
-		Checksum: stored.Sum(), ChecksumAlgorithm: "sha256", Compression: cmd.Compression, Encryption: "none",
+		Checksum: stored.Sum(), ChecksumAlgorithm: "sha256", Compression: cmd.Compression, Encryption: encryption,
 		StartedAt: started, CompletedAt: time.Now().UTC(), Tables: rows.Tables()}
 	if m.Tables == nil {
 		m.Tables = []pipeline.TableCount{}

@@ -1,20 +1,69 @@
 package agent
 
 import (
+	"strings"
+
 	"context"
 	"errors"
+	"filippo.io/age"
 	"fmt"
 	"io"
 	"time"
 
 	"github.com/rahatback/rahatback/events"
 	"github.com/rahatback/rahatback/pipeline"
+	"github.com/rahatback/rahatback/sealed"
 	"github.com/rahatback/rahatback/storage"
 )
 
 // ErrChecksum is returned when stored bytes do not match the recorded
 // size or SHA-256.
 var ErrChecksum = errors.New("the backup does not match its recorded checksum: it was modified or damaged in storage")
+
+// ErrWrongKey is returned when an encrypted backup does not open with the
+// key given: age authenticates, so a wrong key is an error, never garbage.
+var ErrWrongKey = errors.New("the backup cannot be decrypted with this job's key (authentication failed)")
+
+// decrypt returns r decrypted with the identity sealed in ref, or r itself
+// for an unencrypted backup (one whose key does not end in .age).
+func (h *Handlers) decrypt(r io.Reader, ref events.ObjectRef) (io.Reader, error) {
+	encrypted := strings.HasSuffix(ref.Key, ".age")
+	switch {
+	case !encrypted:
+		return r, nil
+	case ref.SealedIdentity == "":
+		return nil, errors.New("the backup is encrypted but no key was sent with the command")
+	}
+	raw, err := sealed.Open(h.Identity, ref.SealedIdentity)
+	if err != nil {
+		return nil, errors.New("this agent cannot open the job key sent to it; revoke and re-enroll the agent")
+	}
+	id, err := age.ParseX25519Identity(string(raw))
+	if err != nil {
+		return nil, fmt.Errorf("bad job key: %w", err)
+	}
+	dr, err := age.Decrypt(r, id)
+	if err != nil {
+		var noMatch *age.NoIdentityMatchError
+		if errors.As(err, &noMatch) {
+			return nil, ErrWrongKey
+		}
+		return nil, fmt.Errorf("%w: %v", ErrDamaged, err)
+	}
+	return &ageErrors{dr}, nil
+}
+
+// ageErrors labels errors from inside an age stream (a chunk failing
+// authentication) as damage.
+type ageErrors struct{ r io.Reader }
+
+func (a *ageErrors) Read(p []byte) (int, error) {
+	n, err := a.r.Read(p)
+	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, ErrChecksum) {
+		err = fmt.Errorf("%w: decryption failed: %v", ErrDamaged, err)
+	}
+	return n, err
+}
 
 // ErrDamaged is returned when a stored backup cannot be decompressed.
 var ErrDamaged = errors.New("the backup is damaged: it cannot be decompressed")
@@ -75,7 +124,12 @@ func (h *Handlers) openChecked(ctx context.Context, ref events.ObjectRef) (io.Re
 	}
 	d := pipeline.NewDigestReader(f)
 	checked := &checkedReader{d: d, size: ref.Size, checksum: ref.Checksum}
-	dec, err := pipeline.NewDecompressor(checked, ref.Compression)
+	plain, err := h.decrypt(checked, ref)
+	if err != nil {
+		f.Close()
+		return nil, nil, nil, err
+	}
+	dec, err := pipeline.NewDecompressor(plain, ref.Compression)
 	if err != nil {
 		f.Close()
 		return nil, nil, nil, err
@@ -102,7 +156,7 @@ func (h *Handlers) Restore(ctx context.Context, cmd events.RestoreCommand, publi
 		h.Logger.Warn("restore failed", "restoreId", cmd.RestoreID, "err", err)
 		fail := ev("failed")
 		fail.Error = err.Error()
-		if errors.Is(err, ErrChecksum) || errors.Is(err, ErrDamaged) {
+		if errors.Is(err, ErrChecksum) || errors.Is(err, ErrDamaged) || errors.Is(err, ErrWrongKey) {
 			fail.Error += "; the restore was refused and the target database left as it was"
 		}
 		return publish(context.WithoutCancel(ctx), events.KindRestore, events.PhaseFailed, fail.ID, fail)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/rahatback/rahatback/events"
@@ -80,7 +81,18 @@ func (h *Handlers) verifyBasic(ctx context.Context, ref events.ObjectRef) (*even
 	defer f.Close()
 	stored := pipeline.NewDigestReader(f)
 	var rawSize int64
-	dec, err := pipeline.NewDecompressor(stored, ref.Compression)
+	plain, err := h.decrypt(stored, ref)
+	if strings.HasSuffix(ref.Key, ".age") {
+		if err != nil {
+			add("decryption", false, "%v", err)
+		} else {
+			add("decryption", true, "opened with the job's key (age X25519)")
+		}
+	}
+	var dec io.ReadCloser
+	if err == nil {
+		dec, err = pipeline.NewDecompressor(plain, ref.Compression)
+	}
 	if err == nil {
 		rawSize, err = io.Copy(io.Discard, dec)
 		dec.Close()

@@ -43,6 +43,9 @@ type Opts struct {
 	OfflineAfter  time.Duration // agent offline after this long without presence; default 30 s
 	RPCTimeout    time.Duration // request/reply to agents; default events.DefaultRPCTimeout
 	MaxBodyBytes  int64         // default 1 MiB
+	// ScryptWorkFactor protects exported job keys (age scrypt, log2 of N);
+	// default age's own (18).
+	ScryptWorkFactor int
 	// PasswordCost is the bcrypt cost of user passwords; default
 	// auth.BcryptCost, at least 10.
 	PasswordCost int
@@ -178,6 +181,7 @@ func (a *API) routes() http.Handler {
 			r.Patch("/backups/jobs/{id}", a.handle(a.updateJob))
 			r.Delete("/backups/jobs/{id}", a.handle(a.deleteJob))
 			r.Post("/backups/jobs/{id}/run", a.handle(a.runJob))
+			r.Get("/backups/jobs/{id}/encryption-key", a.handle(a.encryptionKey))
 
 			r.Get("/backups/history", a.handle(a.listHistory))
 			r.Get("/backups/history/{id}", a.handle(a.getHistory))

@@ -1,6 +1,8 @@
 package api
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,10 +11,13 @@ import (
 	"strings"
 	"time"
 
+	"filippo.io/age"
 	"github.com/adhocore/gronx"
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/rahatback/rahatback/db"
+	"github.com/rahatback/rahatback/vault"
 )
 
 // Allowed values of backup job fields.
@@ -38,6 +43,8 @@ type jobJSON struct {
 	BackupType             string          `json:"backupType"`
 	Compression            string          `json:"compression"`
 	IsEncrypted            bool            `json:"isEncrypted"`
+	EncryptionRecipient    *string         `json:"encryptionRecipient"`  // the job's own age public key
+	EncryptionRecipients   []string        `json:"encryptionRecipients"` // extra age public keys
 	AutoVerifyAfterBackup  bool            `json:"autoVerifyAfterBackup"`
 	VerificationLevel      string          `json:"verificationLevel"`
 	StorageType            string          `json:"storageType"`
@@ -58,6 +65,13 @@ func toJobJSON(j db.BackupJob) jobJSON {
 	if len(j.AdvancedScheduleConfig) > 0 {
 		out.AdvancedScheduleConfig = j.AdvancedScheduleConfig
 	}
+	if j.IsEncrypted {
+		out.EncryptionRecipient = j.AgeRecipient
+	}
+	out.EncryptionRecipients = j.AgeRecipients
+	if out.EncryptionRecipients == nil {
+		out.EncryptionRecipients = []string{}
+	}
 	return out
 }
 
@@ -74,6 +88,7 @@ type jobInput struct {
 	Compression            *string          `json:"compression"`
 	IsEncrypted            *bool            `json:"isEncrypted"`
 	EncryptionPassword     *string          `json:"encryptionPassword"`
+	EncryptionRecipients   *[]string        `json:"encryptionRecipients"`
 	AutoVerifyAfterBackup  *bool            `json:"autoVerifyAfterBackup"`
 	VerificationLevel      *string          `json:"verificationLevel"`
 	StorageType            *string          `json:"storageType"`
@@ -190,8 +205,28 @@ func (in jobInput) merge(cur db.BackupJob) (db.BackupJob, error) {
 	if !slices.Contains(compressions, j.Compression) {
 		f.add("compression", "must be one of "+strings.Join(compressions, ", "))
 	}
-	if j.IsEncrypted || in.EncryptionPassword != nil {
-		f.add("isEncrypted", "encrypted backups are not available yet; create the job unencrypted")
+	if in.EncryptionRecipients != nil {
+		j.AgeRecipients = *in.EncryptionRecipients
+	}
+	if len(j.AgeRecipients) > 10 {
+		f.add("encryptionRecipients", "at most 10 extra recipients")
+	}
+	for _, r := range j.AgeRecipients {
+		if _, err := age.ParseX25519Recipient(r); err != nil {
+			f.add("encryptionRecipients", fmt.Sprintf("%q is not an age public key (age1…)", r))
+		}
+	}
+	if in.EncryptionPassword != nil {
+		switch pw := *in.EncryptionPassword; {
+		case !j.IsEncrypted:
+			f.add("encryptionPassword", "only used with isEncrypted true")
+		case len(pw) < 10:
+			f.add("encryptionPassword", "must be at least 10 characters: it protects the exportable key")
+		case len(pw) > 1024:
+			f.add("encryptionPassword", "must be at most 1024 characters")
+		}
+	} else if j.IsEncrypted && j.AgeKeyExport == nil {
+		f.add("encryptionPassword", "is required to turn encryption on: it protects the exportable copy of the job's key")
 	}
 	switch {
 	case !slices.Contains(verificationLevels, j.VerificationLevel):
@@ -294,12 +329,21 @@ func (a *API) createJob(w http.ResponseWriter, r *http.Request) error {
 	if _, err := a.checkDatabase(r, j.DatabaseID); err != nil {
 		return err
 	}
-	j, err = a.q.CreateBackupJob(r.Context(), a.pool, db.CreateBackupJobParams{
-		ID: uuid.New(), UserID: userID(r.Context()), DatabaseID: j.DatabaseID, Name: j.Name,
-		ScheduleType: j.ScheduleType, CronExpression: j.CronExpression, AdvancedScheduleConfig: j.AdvancedScheduleConfig,
-		Timezone: j.Timezone, BackupType: j.BackupType, Compression: j.Compression, IsEncrypted: j.IsEncrypted,
-		AutoVerifyAfterBackup: j.AutoVerifyAfterBackup, VerificationLevel: j.VerificationLevel,
-		StorageType: j.StorageType, CloudStorageID: j.CloudStorageID, RetentionDays: j.RetentionDays, IsActive: j.IsActive,
+	want := j
+	err = db.WithTx(r.Context(), a.pool, func(tx pgx.Tx) error {
+		var err error
+		j, err = a.q.CreateBackupJob(r.Context(), tx, db.CreateBackupJobParams{
+			ID: uuid.New(), UserID: userID(r.Context()), DatabaseID: want.DatabaseID, Name: want.Name,
+			ScheduleType: want.ScheduleType, CronExpression: want.CronExpression, AdvancedScheduleConfig: want.AdvancedScheduleConfig,
+			Timezone: want.Timezone, BackupType: want.BackupType, Compression: want.Compression, IsEncrypted: want.IsEncrypted,
+			AutoVerifyAfterBackup: want.AutoVerifyAfterBackup, VerificationLevel: want.VerificationLevel,
+			StorageType: want.StorageType, CloudStorageID: want.CloudStorageID, RetentionDays: want.RetentionDays, IsActive: want.IsActive,
+		})
+		if err != nil {
+			return err
+		}
+		j.AgeRecipients = want.AgeRecipients
+		return a.applyEncryption(r.Context(), tx, &j, in.EncryptionPassword)
 	})
 	if err != nil {
 		return err
@@ -348,14 +392,23 @@ func (a *API) updateJob(w http.ResponseWriter, r *http.Request) error {
 	if _, err := a.checkDatabase(r, j.DatabaseID); err != nil {
 		return err
 	}
-	j, err = a.q.UpdateBackupJob(r.Context(), a.pool, db.UpdateBackupJobParams{
-		ID: j.ID, UserID: userID(r.Context()), DatabaseID: j.DatabaseID, Name: j.Name,
-		ScheduleType: j.ScheduleType, CronExpression: j.CronExpression, AdvancedScheduleConfig: j.AdvancedScheduleConfig,
-		Timezone: j.Timezone, BackupType: j.BackupType, Compression: j.Compression, IsEncrypted: j.IsEncrypted,
-		AutoVerifyAfterBackup: j.AutoVerifyAfterBackup, VerificationLevel: j.VerificationLevel,
-		StorageType: j.StorageType, CloudStorageID: j.CloudStorageID, RetentionDays: j.RetentionDays, IsActive: j.IsActive,
+	want := j
+	err = db.WithTx(r.Context(), a.pool, func(tx pgx.Tx) error {
+		var err error
+		j, err = a.q.UpdateBackupJob(r.Context(), tx, db.UpdateBackupJobParams{
+			ID: want.ID, UserID: userID(r.Context()), DatabaseID: want.DatabaseID, Name: want.Name,
+			ScheduleType: want.ScheduleType, CronExpression: want.CronExpression, AdvancedScheduleConfig: want.AdvancedScheduleConfig,
+			Timezone: want.Timezone, BackupType: want.BackupType, Compression: want.Compression, IsEncrypted: want.IsEncrypted,
+			AutoVerifyAfterBackup: want.AutoVerifyAfterBackup, VerificationLevel: want.VerificationLevel,
+			StorageType: want.StorageType, CloudStorageID: want.CloudStorageID, RetentionDays: want.RetentionDays, IsActive: want.IsActive,
+		})
+		if err != nil {
+			return db.MapErr(err)
+		}
+		j.AgeRecipients = want.AgeRecipients
+		return a.applyEncryption(r.Context(), tx, &j, in.EncryptionPassword)
 	})
-	if errors.Is(db.MapErr(err), db.ErrNotFound) {
+	if errors.Is(err, db.ErrNotFound) {
 		return notFound("backup job")
 	} else if err != nil {
 		return err
@@ -379,4 +432,96 @@ func (a *API) deleteJob(w http.ResponseWriter, r *http.Request) error {
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil
+}
+
+func identityBinding(jobID uuid.UUID) []byte {
+	return vault.Binding("backup_jobs", "age_identity", jobID.String())
+}
+
+// jobIdentity opens the job's age identity.
+func (a *API) jobIdentity(j db.BackupJob) (*age.X25519Identity, error) {
+	if j.AgeIdentityEnc == nil {
+		return nil, errors.New("the job has no encryption key")
+	}
+	raw, err := a.opts.Vault.Open(j.AgeIdentityEnc, identityBinding(j.ID))
+	if err != nil {
+		return nil, err
+	}
+	return age.ParseX25519Identity(string(raw))
+}
+
+// applyEncryption gives an encrypted job its X25519 identity (once: it
+// stays when encryption is turned off and on, so older backups still
+// restore), stores it sealed by the vault, and when password is given
+// stores the identity encrypted with it (age scrypt) as the exportable key.
+func (a *API) applyEncryption(ctx context.Context, tx pgx.Tx, j *db.BackupJob, password *string) error {
+	if j.IsEncrypted && j.AgeIdentityEnc == nil {
+		id, err := age.GenerateX25519Identity()
+		if err != nil {
+			return err
+		}
+		sealedID, err := a.opts.Vault.Seal([]byte(id.String()), identityBinding(j.ID))
+		if err != nil {
+			return err
+		}
+		rcpt := id.Recipient().String()
+		j.AgeIdentityEnc, j.AgeRecipient = sealedID, &rcpt
+	}
+	if password != nil && j.AgeIdentityEnc != nil {
+		id, err := a.jobIdentity(*j)
+		if err != nil {
+			return err
+		}
+		export, err := exportIdentity(id, *password, a.opts.ScryptWorkFactor)
+		if err != nil {
+			return err
+		}
+		j.AgeKeyExport = export
+	}
+	if j.AgeRecipients == nil {
+		j.AgeRecipients = []string{}
+	}
+	return a.q.SetBackupJobEncryption(ctx, tx, db.SetBackupJobEncryptionParams{ID: j.ID, UserID: j.UserID,
+		AgeIdentityEnc: j.AgeIdentityEnc, AgeRecipient: j.AgeRecipient, AgeRecipients: j.AgeRecipients, AgeKeyExport: j.AgeKeyExport})
+}
+
+// exportIdentity is the identity file ("AGE-SECRET-KEY-1…") encrypted with
+// password, readable by `age -d`.
+func exportIdentity(id *age.X25519Identity, password string, workFactor int) ([]byte, error) {
+	r, err := age.NewScryptRecipient(password)
+	if err != nil {
+		return nil, err
+	}
+	if workFactor > 0 {
+		r.SetWorkFactor(workFactor)
+	}
+	var buf bytes.Buffer
+	w, err := age.Encrypt(&buf, r)
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(w, "# RahatBack backup job key (age X25519 identity)\n# public key: %s\n%s\n", id.Recipient(), id)
+	if err := w.Close(); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// encryptionKey answers the job's key encrypted with its encryption
+// password, as an age file: `age -d` asks for the password and prints the
+// identity, which `age -d -i` then uses to decrypt the job's backups. 404
+// for another user's job or a job never encrypted.
+func (a *API) encryptionKey(w http.ResponseWriter, r *http.Request) error {
+	j, err := a.loadJob(r)
+	if err != nil {
+		return err
+	}
+	if j.AgeKeyExport == nil {
+		return errorf(http.StatusNotFound, "this job has no encryption key")
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("Content-Disposition", mimeAttachment("rahatback-job-"+j.ID.String()+".key.age"))
+	w.Header().Set("Cache-Control", "no-store")
+	_, err = w.Write(j.AgeKeyExport)
+	return err
 }

@@ -11,7 +11,33 @@ import (
 
 	"github.com/rahatback/rahatback/db"
 	"github.com/rahatback/rahatback/events"
+	"github.com/rahatback/rahatback/sealed"
 )
+
+// objectRefFor is objectRef plus, for an encrypted backup, the job's
+// identity sealed to agent. 409 when that key is gone with its job.
+func (a *API) objectRefFor(r *http.Request, h db.BackupHistory) (events.ObjectRef, error) {
+	ref := objectRef(h)
+	if !h.IsEncrypted {
+		return ref, nil
+	}
+	j, err := a.q.GetBackupJob(r.Context(), a.pool, db.GetBackupJobParams{ID: h.BackupJobID, UserID: h.UserID})
+	if errors.Is(db.MapErr(err), db.ErrNotFound) {
+		return ref, errorf(http.StatusConflict, "this backup is encrypted and its job was deleted with its key: decrypt it with the key you exported (age -d -i)")
+	} else if err != nil {
+		return ref, err
+	}
+	id, err := a.jobIdentity(j)
+	if err != nil {
+		return ref, err
+	}
+	pub, err := a.q.GetAgentPublicKey(r.Context(), a.pool, h.AgentID)
+	if err != nil {
+		return ref, err
+	}
+	ref.SealedIdentity, err = sealed.Seal(pub, []byte(id.String()))
+	return ref, err
+}
 
 // objectRef is what the agent needs to find and check a stored backup.
 func objectRef(h db.BackupHistory) events.ObjectRef {
@@ -92,13 +118,17 @@ func (a *API) restoreHistory(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	ref, err := a.objectRefFor(r, h)
+	if err != nil {
+		return err
+	}
 	id := uuid.New()
 	ev := events.RestoreEvent{V: events.Version, ID: id.String() + ":queued", RestoreID: id.String(), At: time.Now().UTC(),
 		UserID: user.String(), BackupID: h.ID.String(), TargetDatabaseID: target.ID.String()}
 	if err := a.publishEvent(r.Context(), a.pool, h.AgentID, events.KindRestore, events.PhaseQueued, ev.ID, ev); err != nil {
 		return err
 	}
-	cmd := events.RestoreCommand{V: events.Version, RestoreID: id.String(), BackupID: h.ID.String(), Object: objectRef(h), Target: conn}
+	cmd := events.RestoreCommand{V: events.Version, RestoreID: id.String(), BackupID: h.ID.String(), Object: ref, Target: conn}
 	if err := a.sendCommand(r.Context(), h.AgentID, events.CommandRestore, id.String(), cmd); err != nil {
 		fail := events.RestoreEvent{V: events.Version, ID: id.String() + ":failed", RestoreID: id.String(), At: time.Now().UTC(),
 			Error: "the restore command could not be queued: " + err.Error()}
@@ -140,8 +170,12 @@ func (a *API) verifyHistory(w http.ResponseWriter, r *http.Request) error {
 	if err := a.holderOnline(r, h); err != nil {
 		return err
 	}
+	ref, err := a.objectRefFor(r, h)
+	if err != nil {
+		return err
+	}
 	id := uuid.New()
-	cmd := events.VerifyCommand{V: events.Version, VerifyID: id.String(), BackupID: h.ID.String(), Level: req.VerificationLevel, Object: objectRef(h)}
+	cmd := events.VerifyCommand{V: events.Version, VerifyID: id.String(), BackupID: h.ID.String(), Level: req.VerificationLevel, Object: ref}
 	if err := a.sendCommand(r.Context(), h.AgentID, events.CommandVerify, id.String(), cmd); err != nil {
 		return errorf(http.StatusServiceUnavailable, "the verification could not be queued (message broker unavailable); try again")
 	}

@@ -126,11 +126,30 @@ func (a *API) runJob(w http.ResponseWriter, r *http.Request) error {
 		if err != nil {
 			return err
 		}
+		agentPub, err := a.q.GetAgentPublicKey(ctx, a.pool, agent.ID)
+		if err != nil {
+			return err
+		}
 		cmd = events.BackupCommand{V: events.Version, RunID: runID.String(), JobID: j.ID.String(),
 			DatabaseID: d.ID.String(), Conn: conn, Compression: j.Compression,
 			Storage: events.StorageSpec{Type: j.StorageType}}
+		if j.IsEncrypted {
+			if j.AgeRecipient == nil {
+				return errorf(http.StatusConflict, "the job is encrypted but has no key; set its encryptionPassword again")
+			}
+			cmd.Recipients = append([]string{*j.AgeRecipient}, j.AgeRecipients...)
+		}
 		if j.AutoVerifyAfterBackup {
 			cmd.Verify, cmd.VerifyID = j.VerificationLevel, uuid.NewString()
+			if j.IsEncrypted {
+				id, err := a.jobIdentity(j)
+				if err != nil {
+					return err
+				}
+				if cmd.SealedIdentity, err = sealed.Seal(agentPub, []byte(id.String())); err != nil {
+					return err
+				}
+			}
 		}
 	}
 	err = db.WithTx(ctx, a.pool, func(tx pgx.Tx) error {
