@@ -358,9 +358,12 @@ func (a *runner) command(ctx context.Context, msg jetstream.Msg) {
 		if err = decode(&cmd); err != nil {
 			break
 		}
-		if redelivered {
+		if redelivered || cmd.Expired(time.Now()) {
 			ev := events.BackupEvent{V: events.Version, ID: cmd.RunID + ":interrupted", RunID: cmd.RunID, At: time.Now().UTC(),
 				Error: "the agent stopped during this backup; nothing was kept. Run it again"}
+			if !redelivered {
+				ev.ID, ev.Error = cmd.RunID+":stale", "not run: the agent received this backup after its deadline (it was offline or busy). Run it again"
+			}
 			err = a.publish(ctx, events.KindBackup, events.PhaseFailed, ev.ID, ev)
 			break
 		}
@@ -370,9 +373,12 @@ func (a *runner) command(ctx context.Context, msg jetstream.Msg) {
 		if err = decode(&cmd); err != nil {
 			break
 		}
-		if redelivered {
+		if redelivered || cmd.Expired(time.Now()) {
 			ev := events.RestoreEvent{V: events.Version, ID: cmd.RestoreID + ":interrupted", RestoreID: cmd.RestoreID, At: time.Now().UTC(),
 				Error: "the agent stopped during this restore; its transaction was rolled back, so the target is as it was. Run it again"}
+			if !redelivered {
+				ev.ID, ev.Error = cmd.RestoreID+":stale", "not run: the agent received this restore after its deadline (it was offline or busy); the target was not touched. Run it again"
+			}
 			err = a.publish(ctx, events.KindRestore, events.PhaseFailed, ev.ID, ev)
 			break
 		}
@@ -380,6 +386,12 @@ func (a *runner) command(ctx context.Context, msg jetstream.Msg) {
 	case events.CommandVerify:
 		var cmd events.VerifyCommand
 		if err = decode(&cmd); err != nil {
+			break
+		}
+		if cmd.Expired(time.Now()) {
+			ev := events.VerifyEvent{V: events.Version, ID: cmd.VerifyID + ":stale", VerifyID: cmd.VerifyID, BackupID: cmd.BackupID,
+				Level: cmd.Level, At: time.Now().UTC(), Error: "not run: the agent received this verification after its deadline. Run it again"}
+			err = a.publish(ctx, events.KindVerify, events.PhaseFailed, ev.ID, ev)
 			break
 		}
 		err = a.h.Verify(ctx, cmd, a.publish, keepAlive)

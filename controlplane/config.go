@@ -36,6 +36,8 @@ type Config struct {
 	LogLevel      string        // --log-level: debug, info, warn, error; default info
 	OfflineAfter  time.Duration // --agent-offline-after: agent offline after silence; default 30s
 	Heartbeat     time.Duration // --agent-heartbeat: the local agent's presence interval; default 10s
+	CommandTTL    time.Duration // --command-ttl: how long a command stays runnable; default 24h
+	QueueLimit    int           // --agent-queue-limit: commands that may wait per agent; default 20
 	RunLostAfter  time.Duration // --run-lost-after: a run whose agent is silent this long fails; default 90s
 }
 
@@ -60,6 +62,8 @@ func parse(cmd string, args []string, getenv func(string) string, stderr io.Writ
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.DurationVar(&c.OfflineAfter, "agent-offline-after", 30*time.Second, "an agent silent for this long is offline")
 	fs.DurationVar(&c.Heartbeat, "agent-heartbeat", agent.DefaultHeartbeat, "how often the local agent reports it is alive")
+	fs.DurationVar(&c.CommandTTL, "command-ttl", 24*time.Hour, "a command not picked up by its agent within this time is reported failed, not run")
+	fs.IntVar(&c.QueueLimit, "agent-queue-limit", 20, "commands that may wait for one agent; more are refused (429)")
 	fs.DurationVar(&c.RunLostAfter, "run-lost-after", projector.DefaultLostAfter, "a queued or running backup whose agent is silent this long is failed (agent lost)")
 	roles := fs.String("roles", strings.Join(knownRoles, ","), "serve only: comma-separated roles ("+strings.Join(knownRoles, ", ")+")")
 	if err := fs.Parse(args); err != nil {

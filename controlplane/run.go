@@ -48,6 +48,7 @@ commands:
             cluster unless --database-url), migrations, API, projector, local agent
   serve     start chosen roles (--roles api,projector) against --database-url
   migrate   apply database migrations and exit
+  keys      master keys of the secrets at rest: rotate, rewrap, status
   version   print the version
 
 Run "rahatback <command> -h" for the flags of a command. Every flag has an
@@ -69,6 +70,8 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
+	case "keys":
+		return runKeys(ctx, rest, getenv, stdout, stderr)
 	case "up", "serve", "migrate":
 	default:
 		fmt.Fprint(stderr, usage)
@@ -297,7 +300,7 @@ func (s *system) serve(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := events.EnsureStreams(ctx, js, events.StreamOpts{EventsMaxAge: s.cfg.EventsMaxAge}); err != nil {
+	if err := events.EnsureStreams(ctx, js, events.StreamOpts{EventsMaxAge: s.cfg.EventsMaxAge, CommandsMaxAge: s.cfg.CommandTTL + time.Hour}); err != nil {
 		return err
 	}
 
@@ -354,7 +357,7 @@ func (s *system) serve(ctx context.Context) error {
 }
 
 func (s *system) newAPI(js jetstream.JetStream, agentURL string) (*api.API, error) {
-	v, err := vault.LoadOrCreate(filepath.Join(s.cfg.DataDir, "master.keys"), s.getenv("RAHATBACK_MASTER_KEY"))
+	v, err := vault.LoadOrCreateKeys(masterKeysPath(s.cfg.DataDir), envKeys(s.getenv))
 	if err != nil {
 		return nil, err
 	}
@@ -370,6 +373,7 @@ func (s *system) newAPI(js jetstream.JetStream, agentURL string) (*api.API, erro
 	opts := api.Opts{
 		Pool: s.pool, NC: s.nc, JS: js, Vault: v, Issuer: issuer, Logger: s.log.With("role", "api"),
 		AgentNATSURL: agentURL, PublicURL: s.cfg.PublicURL, OfflineAfter: s.cfg.OfflineAfter,
+		CommandTTL: s.cfg.CommandTTL, AgentQueueLimit: s.cfg.QueueLimit,
 		UserRegistered: func(_ context.Context, id uuid.UUID) {
 			select {
 			case s.registered <- id:

@@ -20,8 +20,8 @@ SET status = 'success', completed_at = $3,
     raw_size = $7, storage_key = $8,
     checksum_value = $9, checksum_algorithm = $10,
     manifest = $11, progress_step = 'done', progress_percent = 100,
-    progress_bytes = $7
-WHERE id = $1 AND agent_id = $2 AND status IN ('queued', 'running')
+    progress_bytes = $7, error_message = NULL, lost = false
+WHERE id = $1 AND agent_id = $2 AND (status IN ('queued', 'running') OR (status = 'failed' AND lost))
 `
 
 type ApplyBackupCompletedParams struct {
@@ -72,6 +72,7 @@ func (q *Queries) ApplyBackupDeleted(ctx context.Context, db DBTX, arg ApplyBack
 const applyBackupFailed = `-- name: ApplyBackupFailed :exec
 UPDATE backup_history
 SET status = 'failed', completed_at = $3, error_message = $4,
+    lost = $5,
     duration_ms = (extract(epoch FROM $3::timestamptz - coalesce(started_at, queued_at)) * 1000)::bigint
 WHERE id = $1 AND agent_id = $2 AND status IN ('queued', 'running')
 `
@@ -81,6 +82,7 @@ type ApplyBackupFailedParams struct {
 	AgentID      uuid.UUID
 	At           *time.Time
 	ErrorMessage *string
+	Lost         bool
 }
 
 func (q *Queries) ApplyBackupFailed(ctx context.Context, db DBTX, arg ApplyBackupFailedParams) error {
@@ -89,6 +91,7 @@ func (q *Queries) ApplyBackupFailed(ctx context.Context, db DBTX, arg ApplyBacku
 		arg.AgentID,
 		arg.At,
 		arg.ErrorMessage,
+		arg.Lost,
 	)
 	return err
 }
@@ -222,7 +225,7 @@ func (q *Queries) ApplyBackupVerified(ctx context.Context, db DBTX, arg ApplyBac
 }
 
 const getBackupHistory = `-- name: GetBackupHistory :one
-SELECT id, user_id, backup_job_id, database_id, agent_id, status, queued_at, started_at, completed_at, duration_ms, file_name, file_size, raw_size, storage_type, storage_key, checksum_value, checksum_algorithm, compression, is_encrypted, error_message, progress_step, progress_bytes, progress_percent, progress_seq, manifest, verification_status, verification_result, verified_at, last_restore_status, deleted_at FROM backup_history WHERE id = $1 AND user_id = $2 AND deleted_at IS NULL
+SELECT id, user_id, backup_job_id, database_id, agent_id, status, queued_at, started_at, completed_at, duration_ms, file_name, file_size, raw_size, storage_type, storage_key, checksum_value, checksum_algorithm, compression, is_encrypted, error_message, progress_step, progress_bytes, progress_percent, progress_seq, manifest, verification_status, verification_result, verified_at, last_restore_status, deleted_at, lost FROM backup_history WHERE id = $1 AND user_id = $2 AND deleted_at IS NULL
 `
 
 type GetBackupHistoryParams struct {
@@ -264,6 +267,7 @@ func (q *Queries) GetBackupHistory(ctx context.Context, db DBTX, arg GetBackupHi
 		&i.VerifiedAt,
 		&i.LastRestoreStatus,
 		&i.DeletedAt,
+		&i.Lost,
 	)
 	return i, err
 }
@@ -280,7 +284,7 @@ func (q *Queries) HasActiveBackup(ctx context.Context, db DBTX, backupJobID uuid
 }
 
 const listBackupHistory = `-- name: ListBackupHistory :many
-SELECT backup_history.id, backup_history.user_id, backup_history.backup_job_id, backup_history.database_id, backup_history.agent_id, backup_history.status, backup_history.queued_at, backup_history.started_at, backup_history.completed_at, backup_history.duration_ms, backup_history.file_name, backup_history.file_size, backup_history.raw_size, backup_history.storage_type, backup_history.storage_key, backup_history.checksum_value, backup_history.checksum_algorithm, backup_history.compression, backup_history.is_encrypted, backup_history.error_message, backup_history.progress_step, backup_history.progress_bytes, backup_history.progress_percent, backup_history.progress_seq, backup_history.manifest, backup_history.verification_status, backup_history.verification_result, backup_history.verified_at, backup_history.last_restore_status, backup_history.deleted_at, count(*) OVER () AS total
+SELECT backup_history.id, backup_history.user_id, backup_history.backup_job_id, backup_history.database_id, backup_history.agent_id, backup_history.status, backup_history.queued_at, backup_history.started_at, backup_history.completed_at, backup_history.duration_ms, backup_history.file_name, backup_history.file_size, backup_history.raw_size, backup_history.storage_type, backup_history.storage_key, backup_history.checksum_value, backup_history.checksum_algorithm, backup_history.compression, backup_history.is_encrypted, backup_history.error_message, backup_history.progress_step, backup_history.progress_bytes, backup_history.progress_percent, backup_history.progress_seq, backup_history.manifest, backup_history.verification_status, backup_history.verification_result, backup_history.verified_at, backup_history.last_restore_status, backup_history.deleted_at, backup_history.lost, count(*) OVER () AS total
 FROM backup_history
 WHERE user_id = $1 AND deleted_at IS NULL
   AND ($2::text IS NULL OR status = $2)
@@ -357,6 +361,7 @@ func (q *Queries) ListBackupHistory(ctx context.Context, db DBTX, arg ListBackup
 			&i.BackupHistory.VerifiedAt,
 			&i.BackupHistory.LastRestoreStatus,
 			&i.BackupHistory.DeletedAt,
+			&i.BackupHistory.Lost,
 			&i.Total,
 		); err != nil {
 			return nil, err

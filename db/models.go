@@ -61,6 +61,7 @@ type BackupHistory struct {
 	VerifiedAt         *time.Time
 	LastRestoreStatus  *string
 	DeletedAt          *time.Time
+	Lost               bool
 }
 
 type BackupJob struct {

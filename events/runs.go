@@ -20,9 +20,22 @@ type StorageSpec struct {
 	Type string `json:"type"` // local | s3 | google_drive
 }
 
+// Deadline is when a command goes stale: an agent that receives it later
+// (it was offline or busy that long) reports it failed instead of running
+// it. The zero time never expires.
+type Deadline struct {
+	Deadline time.Time `json:"deadline,omitempty"`
+}
+
+// Expired reports whether the command is past its deadline at now.
+func (d Deadline) Expired(now time.Time) bool {
+	return !d.Deadline.IsZero() && now.After(d.Deadline)
+}
+
 // BackupCommand is the payload of rahat.cmd.<agent>.backup.
 type BackupCommand struct {
-	V           int         `json:"v"`
+	V int `json:"v"`
+	Deadline
 	RunID       string      `json:"runId"`
 	JobID       string      `json:"jobId"`
 	DatabaseID  string      `json:"databaseId"`
@@ -54,7 +67,8 @@ type ObjectRef struct {
 
 // RestoreCommand is the payload of rahat.cmd.<agent>.restore.
 type RestoreCommand struct {
-	V         int       `json:"v"`
+	V int `json:"v"`
+	Deadline
 	RestoreID string    `json:"restoreId"`
 	BackupID  string    `json:"backupId"`
 	Object    ObjectRef `json:"object"`
@@ -63,7 +77,8 @@ type RestoreCommand struct {
 
 // VerifyCommand is the payload of rahat.cmd.<agent>.verify.
 type VerifyCommand struct {
-	V        int       `json:"v"`
+	V int `json:"v"`
+	Deadline
 	VerifyID string    `json:"verifyId"`
 	BackupID string    `json:"backupId"`
 	Level    string    `json:"level"` // BASIC
@@ -120,6 +135,9 @@ type BackupEvent struct {
 
 	// failed, skipped
 	Error string `json:"error,omitempty"`
+	// Lost marks a failure declared by the control plane because the agent
+	// went silent; a later completion from the agent overrides it.
+	Lost bool `json:"lost,omitempty"`
 }
 
 // RestoreEvent is the payload of rahat.evt.<agent>.restore.<phase>.

@@ -15,6 +15,9 @@ const DefaultEventsMaxAge = 30 * 24 * time.Hour
 type StreamOpts struct {
 	// EventsMaxAge bounds how long events are kept; default DefaultEventsMaxAge.
 	EventsMaxAge time.Duration
+	// CommandsMaxAge bounds how long a command waits for its agent (a
+	// stale one would be refused anyway); default 7 days.
+	CommandsMaxAge time.Duration
 	// Replicas of each stream; default 1.
 	Replicas int
 }
@@ -29,6 +32,9 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, o StreamOpts) er
 	if o.Replicas == 0 {
 		o.Replicas = 1
 	}
+	if o.CommandsMaxAge == 0 {
+		o.CommandsMaxAge = 7 * 24 * time.Hour
+	}
 	cfgs := []jetstream.StreamConfig{
 		{
 			Name:        StreamCommands,
@@ -37,8 +43,8 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, o StreamOpts) er
 			Retention:   jetstream.WorkQueuePolicy,
 			Storage:     jetstream.FileStorage,
 			Replicas:    o.Replicas,
-			Duplicates:  24 * time.Hour,
-			MaxAge:      7 * 24 * time.Hour,
+			Duplicates:  time.Hour,
+			MaxAge:      o.CommandsMaxAge,
 		},
 		{
 			Name:        StreamEvents,

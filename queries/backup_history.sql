@@ -27,12 +27,13 @@ SET status = 'success', completed_at = sqlc.arg(at),
     raw_size = sqlc.arg(raw_size), storage_key = sqlc.arg(storage_key),
     checksum_value = sqlc.arg(checksum), checksum_algorithm = sqlc.arg(checksum_algorithm),
     manifest = sqlc.arg(manifest), progress_step = 'done', progress_percent = 100,
-    progress_bytes = sqlc.arg(raw_size)
-WHERE id = $1 AND agent_id = $2 AND status IN ('queued', 'running');
+    progress_bytes = sqlc.arg(raw_size), error_message = NULL, lost = false
+WHERE id = $1 AND agent_id = $2 AND (status IN ('queued', 'running') OR (status = 'failed' AND lost));
 
 -- name: ApplyBackupFailed :exec
 UPDATE backup_history
 SET status = 'failed', completed_at = sqlc.arg(at), error_message = sqlc.arg(error_message),
+    lost = sqlc.arg(lost),
     duration_ms = (extract(epoch FROM sqlc.arg(at)::timestamptz - coalesce(started_at, queued_at)) * 1000)::bigint
 WHERE id = $1 AND agent_id = $2 AND status IN ('queued', 'running');
 

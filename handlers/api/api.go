@@ -54,6 +54,17 @@ type Opts struct {
 	// 10 per minute with a burst of 10.
 	AuthRate  rate.Limit
 	AuthBurst int
+	// ActionRate and ActionBurst limit, per user, the requests that make an
+	// agent work (test-connection, run, restore, verify); default 60 per
+	// minute with a burst of 20.
+	ActionRate  rate.Limit
+	ActionBurst int
+	// AgentQueueLimit is how many commands may wait for one agent; more
+	// are refused with 429. Default 20.
+	AgentQueueLimit int
+	// CommandTTL is how long a command stays runnable; an agent that gets
+	// it later reports it failed instead of running it. Default 24 hours.
+	CommandTTL time.Duration
 
 	// DisconnectAgent, when set, cuts the NATS connections of a revoked agent.
 	DisconnectAgent func(agentID string)
@@ -101,6 +112,18 @@ func (o *Opts) validate() error {
 	if o.AuthBurst == 0 {
 		o.AuthBurst = 10
 	}
+	if o.ActionRate == 0 {
+		o.ActionRate = rate.Every(time.Second)
+	}
+	if o.ActionBurst == 0 {
+		o.ActionBurst = 20
+	}
+	if o.AgentQueueLimit == 0 {
+		o.AgentQueueLimit = 20
+	}
+	if o.CommandTTL == 0 {
+		o.CommandTTL = 24 * time.Hour
+	}
 	return nil
 }
 
@@ -112,6 +135,7 @@ type API struct {
 	log     *slog.Logger
 	maxBody int64
 	limiter *ipLimiter
+	actions *ipLimiter // keyed by user id
 	pw      *auth.Passwords
 	handler http.Handler
 }
@@ -133,6 +157,7 @@ func New(opts Opts) (*API, error) {
 		log:     opts.Logger,
 		maxBody: opts.MaxBodyBytes,
 		limiter: newIPLimiter(opts.AuthRate, opts.AuthBurst),
+		actions: newIPLimiter(opts.ActionRate, opts.ActionBurst),
 	}
 	a.handler = a.routes()
 	return a, nil
@@ -168,7 +193,7 @@ func (a *API) routes() http.Handler {
 			r.Post("/agents/enrollment-tokens", a.handle(a.createEnrollmentToken))
 			r.Delete("/agents/{id}", a.handle(a.revokeAgent))
 
-			r.Post("/databases/test-connection", a.handle(a.testConnection))
+			r.With(a.userRateLimited).Post("/databases/test-connection", a.handle(a.testConnection))
 			r.Get("/databases", a.handle(a.listDatabases))
 			r.Post("/databases", a.handle(a.createDatabase))
 			r.Get("/databases/{id}", a.handle(a.getDatabase))
@@ -180,15 +205,15 @@ func (a *API) routes() http.Handler {
 			r.Get("/backups/jobs/{id}", a.handle(a.getJob))
 			r.Patch("/backups/jobs/{id}", a.handle(a.updateJob))
 			r.Delete("/backups/jobs/{id}", a.handle(a.deleteJob))
-			r.Post("/backups/jobs/{id}/run", a.handle(a.runJob))
+			r.With(a.userRateLimited).Post("/backups/jobs/{id}/run", a.handle(a.runJob))
 			r.Get("/backups/jobs/{id}/encryption-key", a.handle(a.encryptionKey))
 
 			r.Get("/backups/history", a.handle(a.listHistory))
 			r.Get("/backups/history/{id}", a.handle(a.getHistory))
 			r.Delete("/backups/history/{id}", a.handle(a.deleteHistory))
 			r.Get("/backups/history/{id}/download", a.handle(a.downloadHistory))
-			r.Post("/backups/history/{id}/restore", a.handle(a.restoreHistory))
-			r.Post("/backups/history/{id}/verify", a.handle(a.verifyHistory))
+			r.With(a.userRateLimited).Post("/backups/history/{id}/restore", a.handle(a.restoreHistory))
+			r.With(a.userRateLimited).Post("/backups/history/{id}/verify", a.handle(a.verifyHistory))
 
 			r.Get("/restores", a.handle(a.listRestores))
 			r.Get("/restores/{id}", a.handle(a.getRestore))

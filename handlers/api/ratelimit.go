@@ -57,6 +57,24 @@ func (l *ipLimiter) reserve(ip string) (ok bool, retryAfter time.Duration) {
 	return true, 0
 }
 
+// userRateLimited answers 429 with Retry-After when the signed-in user has
+// used up their budget of agent work (Opts.ActionRate).
+func (a *API) userRateLimited(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if ok, wait := a.actions.reserve(userID(r.Context()).String()); !ok {
+			tooMany(w, wait)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func tooMany(w http.ResponseWriter, wait time.Duration) {
+	secs := int(wait/time.Second) + 1
+	w.Header().Set("Retry-After", strconv.Itoa(secs))
+	writeJSON(w, http.StatusTooManyRequests, errorf(http.StatusTooManyRequests, "too many requests; retry in %d s", secs))
+}
+
 // rateLimited answers 429 with Retry-After when the client IP (the TCP peer;
 // proxies' headers are not trusted) has used up its budget.
 func (a *API) rateLimited(next http.Handler) http.Handler {
@@ -66,9 +84,7 @@ func (a *API) rateLimited(next http.Handler) http.Handler {
 			ip = r.RemoteAddr
 		}
 		if ok, wait := a.limiter.reserve(ip); !ok {
-			secs := int(wait/time.Second) + 1
-			w.Header().Set("Retry-After", strconv.Itoa(secs))
-			writeJSON(w, http.StatusTooManyRequests, errorf(http.StatusTooManyRequests, "too many attempts; retry in %d s", secs))
+			tooMany(w, wait)
 			return
 		}
 		next.ServeHTTP(w, r)

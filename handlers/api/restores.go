@@ -114,6 +114,11 @@ func (a *API) restoreHistory(w http.ResponseWriter, r *http.Request) error {
 	if err := a.holderOnline(r, h); err != nil {
 		return err
 	}
+	if full, err := a.queueFull(r.Context(), h.AgentID); err != nil {
+		return err
+	} else if full {
+		return errQueueFull
+	}
 	conn, err := a.connSpec(r.Context(), target, h.AgentID)
 	if err != nil {
 		return err
@@ -128,7 +133,7 @@ func (a *API) restoreHistory(w http.ResponseWriter, r *http.Request) error {
 	if err := a.publishEvent(r.Context(), a.pool, h.AgentID, events.KindRestore, events.PhaseQueued, ev.ID, ev); err != nil {
 		return err
 	}
-	cmd := events.RestoreCommand{V: events.Version, RestoreID: id.String(), BackupID: h.ID.String(), Object: ref, Target: conn}
+	cmd := events.RestoreCommand{V: events.Version, Deadline: a.deadline(), RestoreID: id.String(), BackupID: h.ID.String(), Object: ref, Target: conn}
 	if err := a.sendCommand(r.Context(), h.AgentID, events.CommandRestore, id.String(), cmd); err != nil {
 		fail := events.RestoreEvent{V: events.Version, ID: id.String() + ":failed", RestoreID: id.String(), At: time.Now().UTC(),
 			Error: "the restore command could not be queued: " + err.Error()}
@@ -170,12 +175,17 @@ func (a *API) verifyHistory(w http.ResponseWriter, r *http.Request) error {
 	if err := a.holderOnline(r, h); err != nil {
 		return err
 	}
+	if full, err := a.queueFull(r.Context(), h.AgentID); err != nil {
+		return err
+	} else if full {
+		return errQueueFull
+	}
 	ref, err := a.objectRefFor(r, h)
 	if err != nil {
 		return err
 	}
 	id := uuid.New()
-	cmd := events.VerifyCommand{V: events.Version, VerifyID: id.String(), BackupID: h.ID.String(), Level: req.VerificationLevel, Object: ref}
+	cmd := events.VerifyCommand{V: events.Version, Deadline: a.deadline(), VerifyID: id.String(), BackupID: h.ID.String(), Level: req.VerificationLevel, Object: ref}
 	if err := a.sendCommand(r.Context(), h.AgentID, events.CommandVerify, id.String(), cmd); err != nil {
 		return errorf(http.StatusServiceUnavailable, "the verification could not be queued (message broker unavailable); try again")
 	}

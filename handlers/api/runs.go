@@ -39,6 +39,28 @@ func (a *API) publishEvent(ctx context.Context, dbtx db.DBTX, agentID uuid.UUID,
 	return events.Publish(ctx, a.opts.JS, subject, msgID, payload)
 }
 
+// errQueueFull answers a command for an agent with too many waiting.
+var errQueueFull = errorf(http.StatusTooManyRequests, "the agent already has too many commands waiting; try again when it has caught up")
+
+// queueFull reports whether agentID has Opts.AgentQueueLimit commands
+// waiting or running already.
+func (a *API) queueFull(ctx context.Context, agentID uuid.UUID) (bool, error) {
+	cons, err := a.opts.JS.Consumer(ctx, events.StreamCommands, events.AgentConsumer(agentID.String()))
+	if err != nil {
+		return false, err
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		return false, err
+	}
+	return info.NumPending+uint64(info.NumAckPending) >= uint64(a.opts.AgentQueueLimit), nil
+}
+
+// deadline is when a command sent now goes stale.
+func (a *API) deadline() events.Deadline {
+	return events.Deadline{Deadline: time.Now().Add(a.opts.CommandTTL).UTC()}
+}
+
 // sendCommand publishes a command to an agent's work queue with
 // Nats-Msg-Id = msgID (a retried send is stored once).
 func (a *API) sendCommand(ctx context.Context, agentID uuid.UUID, kind, msgID string, payload any) error {
@@ -122,6 +144,11 @@ func (a *API) runJob(w http.ResponseWriter, r *http.Request) error {
 	}
 	var cmd events.BackupCommand
 	if phase == events.PhaseQueued {
+		if full, err := a.queueFull(ctx, agent.ID); err != nil {
+			return err
+		} else if full {
+			return errQueueFull
+		}
 		conn, err := a.connSpec(ctx, d, agent.ID)
 		if err != nil {
 			return err
@@ -130,7 +157,7 @@ func (a *API) runJob(w http.ResponseWriter, r *http.Request) error {
 		if err != nil {
 			return err
 		}
-		cmd = events.BackupCommand{V: events.Version, RunID: runID.String(), JobID: j.ID.String(),
+		cmd = events.BackupCommand{V: events.Version, Deadline: a.deadline(), RunID: runID.String(), JobID: j.ID.String(),
 			DatabaseID: d.ID.String(), Conn: conn, Compression: j.Compression,
 			Storage: events.StorageSpec{Type: j.StorageType}}
 		if j.IsEncrypted {

@@ -204,7 +204,7 @@ func applyBackup(ctx context.Context, q *db.Queries, dbtx db.DBTX, agent uuid.UU
 			RawSize: ptr(ev.RawSize), StorageKey: ptr(ev.StorageKey), Checksum: ptr(ev.Checksum),
 			ChecksumAlgorithm: ptr(ev.ChecksumAlgorithm), Manifest: []byte(ev.Manifest)})
 	case events.PhaseFailed:
-		return q.ApplyBackupFailed(ctx, dbtx, db.ApplyBackupFailedParams{ID: run, AgentID: agent, At: &at, ErrorMessage: ptr(ev.Error)})
+		return q.ApplyBackupFailed(ctx, dbtx, db.ApplyBackupFailedParams{ID: run, AgentID: agent, At: &at, ErrorMessage: ptr(ev.Error), Lost: ev.Lost})
 	case events.PhaseDeleted:
 		return q.ApplyBackupDeleted(ctx, dbtx, db.ApplyBackupDeletedParams{ID: run, At: &at})
 	default:
