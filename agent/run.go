@@ -285,11 +285,13 @@ func (a *runner) deleteObject(ctx context.Context, data []byte) (any, error) {
 // errBadCommand marks a command that can never run (malformed).
 var errBadCommand = errors.New("bad command")
 
-// publish sends one of this agent's events.
+// publish sends one of this agent's events. Its Nats-Msg-Id is prefixed
+// with the agent's id: deduplication is stream-wide, so another agent must
+// not be able to pre-empt this agent's event by publishing its id first.
 func (a *runner) publish(ctx context.Context, kind, phase, msgID string, payload any) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	return events.Publish(ctx, a.js, events.EventSubject(a.state.AgentID, kind, phase), msgID, payload)
+	return events.Publish(ctx, a.js, events.EventSubject(a.state.AgentID, kind, phase), a.state.AgentID+":"+msgID, payload)
 }
 
 // consume pulls commands one at a time whenever one of n slots is free, so

@@ -19,7 +19,7 @@ func completeRun(t *testing.T, s *testServer, agentID, runID string) {
 		ev := events.BackupEvent{V: events.Version, ID: runID + ":" + phase, RunID: runID, At: time.Now().UTC(),
 			FileName: "x.sql.zst", StorageKey: "job/x.sql.zst", FileSize: 10, RawSize: 20,
 			Checksum: "00", ChecksumAlgorithm: "sha256"}
-		if err := events.Publish(ctx, s.nats.JS, events.EventSubject(agentID, events.KindBackup, phase), ev.ID, ev); err != nil {
+		if err := events.Publish(ctx, s.nats.JS, events.EventSubject(agentID, events.KindBackup, phase), agentID+":"+ev.ID, ev); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -54,6 +54,14 @@ func TestTenantIsolation(t *testing.T) {
 	wantCode(t, r, http.StatusAccepted)
 	var run struct{ HistoryID string }
 	r.JSON(t, &run)
+	// Ann's agent claims Bob's run: the projector ignores it.
+	completeRun(t, s, annAgent, run.HistoryID)
+	time.Sleep(500 * time.Millisecond)
+	var h struct{ Status string }
+	s.do(t, "GET", "/v1/backups/history/"+run.HistoryID, bob, nil).JSON(t, &h)
+	if h.Status != "queued" {
+		t.Fatalf("another agent's events moved the run to %s", h.Status)
+	}
 	completeRun(t, s, bobAgent, run.HistoryID)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
