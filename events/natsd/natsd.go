@@ -1,18 +1,28 @@
 // Package natsd runs the NATS server with JetStream that `rahatback up`
 // embeds. Clients authenticate as the control plane (full access) or as an
 // agent, whose permissions come from events.AgentPermissions.
+//
+// Agents are authorized by NATS auth callout, the server's own mechanism for
+// delegating authentication: the control plane user is a configured user
+// exempt from the callout (auth_users), and every other connection is
+// handed to the AuthCallout service that natsd runs on an in-process
+// connection. The callout's issuer is an account nkey created at each Start
+// and held in memory only.
 package natsd
 
 import (
-	"crypto/subtle"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
+	"golang.org/x/crypto/bcrypt"
 
 	"github.com/rahatback/rahatback/events"
 )
@@ -62,11 +72,23 @@ func (o *Options) validate() error {
 
 // Server is a running embedded NATS server.
 type Server struct {
-	ns *server.Server
+	ns     *server.Server
+	opts   *server.Options
+	issuer nkeys.KeyPair
+	// callout is the auth callout service's connection; stopCallout ends it.
+	callout     *nats.Conn
+	stopCallout func()
+	shutdown    sync.Once
 }
 
 // Start configures the server from o.Config, then applies Listen, StoreDir and
-// authentication, starts it and waits (up to 10 s) until it accepts clients.
+// authentication, starts it and waits (up to 10 s) until it accepts clients
+// and its auth callout service answers.
+//
+// Authentication set here replaces any in o.Config: the only configured user
+// is ControlPlaneUser, and agents go through the auth callout. o.Config must
+// not define accounts or an operator: the control plane and the agents share
+// the global account, the one JetStream is enabled in.
 func Start(o Options) (*Server, error) {
 	if err := o.validate(); err != nil {
 		return nil, err
@@ -74,6 +96,9 @@ func Start(o Options) (*Server, error) {
 	opts := &server.Options{}
 	if err := opts.ProcessConfigString(o.Config); err != nil {
 		return nil, fmt.Errorf("natsd: config: %w", err)
+	}
+	if len(opts.Accounts) > 0 || len(opts.TrustedOperators) > 0 || len(opts.TrustedKeys) > 0 {
+		return nil, errors.New("natsd: config: accounts and operators are not supported; natsd sets authentication")
 	}
 	host, portStr, err := net.SplitHostPort(o.Listen)
 	if err != nil {
@@ -91,9 +116,23 @@ func Start(o Options) (*Server, error) {
 	opts.StoreDir = o.StoreDir
 	opts.NoSigs = true
 	opts.HTTPPort = 0
-	opts.CustomClientAuthentication = &authenticator{
-		cpPassword: []byte(o.ControlPlanePassword),
-		agent:      o.AuthenticateAgent,
+	issuer, err := nkeys.CreateAccount()
+	if err != nil {
+		return nil, fmt.Errorf("natsd: auth callout issuer: %w", err)
+	}
+	issuerPub, err := issuer.PublicKey()
+	if err != nil {
+		return nil, fmt.Errorf("natsd: auth callout issuer: %w", err)
+	}
+	opts.Username, opts.Password, opts.Authorization = "", "", ""
+	opts.NoAuthUser = ""
+	opts.Nkeys = nil
+	opts.CustomClientAuthentication = nil
+	opts.Users = []*server.User{{Username: ControlPlaneUser, Password: serverPassword(o.ControlPlanePassword)}}
+	opts.AuthCallout = &server.AuthCallout{
+		Issuer:    issuerPub,
+		Account:   GlobalAccount,
+		AuthUsers: []string{ControlPlaneUser},
 	}
 	ns, err := server.NewServer(opts)
 	if err != nil {
@@ -101,20 +140,71 @@ func Start(o Options) (*Server, error) {
 	}
 	ns.SetLoggerV2(&logAdapter{l: o.Logger}, false, false, false)
 	go ns.Start()
+	s := &Server{ns: ns, opts: opts, issuer: issuer}
 	if !ns.ReadyForConnections(10 * time.Second) {
-		ns.Shutdown()
+		s.Shutdown()
 		return nil, errors.New("natsd: server did not become ready within 10s")
 	}
-	return &Server{ns: ns}, nil
+	if err := s.startCallout(o); err != nil {
+		s.Shutdown()
+		return nil, fmt.Errorf("natsd: auth callout: %w", err)
+	}
+	return s, nil
+}
+
+// serverPassword is how the server holds the control plane password: a
+// bcrypt hash (minimum cost: the password is a random secret, and the hash
+// only lives in memory), which the server recognizes and compares in constant
+// time. A password bcrypt cannot take (over 72 bytes) stays plain.
+func serverPassword(password string) string {
+	h, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.MinCost)
+	if err != nil {
+		return password
+	}
+	return string(h)
+}
+
+// startCallout connects in-process as ControlPlaneUser and serves the auth
+// callout on that connection.
+func (s *Server) startCallout(o Options) error {
+	nc, err := nats.Connect("", nats.InProcessServer(s.ns),
+		nats.UserInfo(ControlPlaneUser, o.ControlPlanePassword),
+		nats.Name("rahatback-auth-callout"),
+		nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond),
+	)
+	if err != nil {
+		return err
+	}
+	s.callout = nc
+	ac := &AuthCallout{
+		Issuer: s.issuer, Account: GlobalAccount, AuthenticateAgent: o.AuthenticateAgent,
+		ServerID: s.ns.ID(), Logger: o.Logger,
+	}
+	stop, err := ac.Serve(nc)
+	if err != nil {
+		return err
+	}
+	s.stopCallout = stop
+	return nil
 }
 
 // ClientURL is the nats:// URL clients connect to.
 func (s *Server) ClientURL() string { return s.ns.ClientURL() }
 
-// Shutdown stops the server and waits for it to finish.
+// Shutdown stops the auth callout service and the server and waits for
+// them to finish.
 func (s *Server) Shutdown() {
-	s.ns.Shutdown()
-	s.ns.WaitForShutdown()
+	s.shutdown.Do(func() {
+		if s.stopCallout != nil {
+			s.stopCallout()
+		}
+		if s.callout != nil {
+			s.callout.Close()
+		}
+		s.ns.Shutdown()
+		s.ns.WaitForShutdown()
+		s.issuer.Wipe()
+	})
 }
 
 // DisconnectAgent closes every connection of agentID; with its credentials
@@ -127,41 +217,6 @@ func (s *Server) DisconnectAgent(agentID string) {
 	for _, c := range connz.Conns {
 		_ = s.ns.DisconnectClientByID(c.Cid)
 	}
-}
-
-type authenticator struct {
-	cpPassword []byte
-	agent      AgentAuthenticator
-}
-
-// Check authenticates by user name and password, then registers the user
-// with its permissions.
-func (a *authenticator) Check(c server.ClientAuthentication) bool {
-	co := c.GetOpts()
-	if co == nil {
-		return false
-	}
-	if co.Username == ControlPlaneUser {
-		if subtle.ConstantTimeCompare([]byte(co.Password), a.cpPassword) != 1 {
-			return false
-		}
-		c.RegisterUser(&server.User{Username: ControlPlaneUser})
-		return true
-	}
-	agentID, ok := events.AgentIDFromNATSUser(co.Username)
-	if !ok || a.agent == nil || !a.agent(agentID, co.Password) {
-		return false
-	}
-	p := events.AgentPermissions(agentID)
-	perms := &server.Permissions{
-		Publish:   &server.SubjectPermission{Allow: p.Publish},
-		Subscribe: &server.SubjectPermission{Allow: p.Subscribe},
-	}
-	if p.AllowResponses {
-		perms.Response = &server.ResponsePermission{MaxMsgs: 1, Expires: time.Minute}
-	}
-	c.RegisterUser(&server.User{Username: co.Username, Permissions: perms})
-	return true
 }
 
 // logAdapter forwards nats-server logs to slog.
