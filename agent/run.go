@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"sync"
@@ -43,14 +44,27 @@ type RunOpts struct {
 	NATSOptions []nats.Option
 	// LocalStorageDir holds backups of jobs with storageType local; required.
 	LocalStorageDir string
+	// RuntimeDir holds short-lived secret files (passfiles); it is emptied
+	// at start. Default <tmp>/rahatback-agent-<agent id>.
+	RuntimeDir string
 	// Commands is how many commands (backup, restore, verify) run at once;
 	// default 2.
 	Commands int
 }
 
-// DefaultEngines are the engines this build of the agent supports.
-func DefaultEngines() engines.Registry {
-	return engines.Registry{engines.PostgreSQL: postgresql.Engine{}}
+// DefaultEngines are the engines this build of the agent supports; their
+// short-lived secret files go to runtimeDir.
+func DefaultEngines(runtimeDir string) engines.Registry {
+	return engines.Registry{engines.PostgreSQL: postgresql.Engine{PassDir: runtimeDir}}
+}
+
+// prepareRuntimeDir empties and recreates (0700) the directory for the
+// agent's short-lived secret files: whatever a killed run left is removed.
+func prepareRuntimeDir(dir string) error {
+	if err := os.RemoveAll(dir); err != nil {
+		return err
+	}
+	return os.MkdirAll(dir, 0o700)
 }
 
 // Run connects to NATS with the agent's credentials, announces itself online,
@@ -67,8 +81,15 @@ func Run(ctx context.Context, o RunOpts) error {
 	if o.Heartbeat == 0 {
 		o.Heartbeat = DefaultHeartbeat
 	}
+	if o.RuntimeDir == "" {
+		o.RuntimeDir = filepath.Join(os.TempDir(), "rahatback-agent-"+o.State.AgentID)
+	}
+	if err := prepareRuntimeDir(o.RuntimeDir); err != nil {
+		return fmt.Errorf("agent: runtime dir: %w", err)
+	}
+	defer os.RemoveAll(o.RuntimeDir)
 	if o.Engines == nil {
-		o.Engines = DefaultEngines()
+		o.Engines = DefaultEngines(o.RuntimeDir)
 	}
 	if o.Commands == 0 {
 		o.Commands = 2
@@ -306,7 +327,7 @@ func (a *runner) consume(ctx context.Context, cons jetstream.Consumer, n int) {
 		case <-ctx.Done():
 			return
 		}
-		batch, err := cons.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
+		msg, err := fetchOne(ctx, cons)
 		if err != nil {
 			<-slots
 			if ctx.Err() != nil {
@@ -320,9 +341,8 @@ func (a *runner) consume(ctx context.Context, cons jetstream.Consumer, n int) {
 			}
 			continue
 		}
-		got := false
-		for msg := range batch.Messages() {
-			got = true
+		got := msg != nil
+		if got {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
@@ -334,6 +354,24 @@ func (a *runner) consume(ctx context.Context, cons jetstream.Consumer, n int) {
 			<-slots
 		}
 	}
+}
+
+// fetchOne waits up to five seconds, or until ctx ends, for one command;
+// it returns nil when none came.
+func fetchOne(ctx context.Context, cons jetstream.Consumer) (jetstream.Msg, error) {
+	fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	batch, err := cons.Fetch(1, jetstream.FetchContext(fctx))
+	if err != nil {
+		return nil, err
+	}
+	for msg := range batch.Messages() {
+		return msg, nil
+	}
+	if err := batch.Error(); err != nil && ctx.Err() == nil && !errors.Is(err, context.DeadlineExceeded) {
+		return nil, err
+	}
+	return nil, nil
 }
 
 // command runs one command and acks it once its outcome event is

@@ -2,6 +2,8 @@ package controlplane_test
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -63,6 +65,10 @@ func TestAgentKilledMidBackup(t *testing.T) {
 		t.Fatalf("409 body: %s", r.body)
 	}
 
+	runtimeDir := filepath.Join(os.TempDir(), "rahatback-agent-"+remoteID)
+	if pf := findFiles(t, runtimeDir, "rahatback-pgpass-"); len(pf) != 1 {
+		t.Fatalf("passfiles while pg_dump runs: %v", pf)
+	}
 	_ = cmd.Process.Signal(syscall.SIGKILL)
 	_ = cmd.Wait()
 	_ = lock.Rollback(ctx)
@@ -80,6 +86,9 @@ func TestAgentKilledMidBackup(t *testing.T) {
 	}
 	if left := findFiles(t, state, ".partial"); len(left) != 0 {
 		t.Fatalf("partial files remain: %v", left)
+	}
+	if left := findFiles(t, runtimeDir, "rahatback-pgpass-"); len(left) != 0 {
+		t.Fatalf("the killed run's passfile (the database password) remains: %v", left)
 	}
 
 	next := c.runJob(token, job.ID)

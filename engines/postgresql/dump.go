@@ -59,7 +59,7 @@ func (e Engine) Dump(ctx context.Context, c engines.Conn, w io.Writer) (engines.
 	if err != nil {
 		return engines.DumpInfo{}, err
 	}
-	env, cleanup, err := toolEnv(c)
+	env, cleanup, err := e.toolEnv(c)
 	if err != nil {
 		return engines.DumpInfo{}, err
 	}
@@ -89,12 +89,12 @@ func (e Engine) Dump(ctx context.Context, c engines.Conn, w io.Writer) (engines.
 // commits only after reading all of r; when r fails (checksum mismatch,
 // corrupt stream) psql is killed before it can commit, and when a statement
 // fails psql rolls back: either way the target is left as it was.
-func (Engine) Restore(ctx context.Context, c engines.Conn, r io.Reader) error {
+func (e Engine) Restore(ctx context.Context, c engines.Conn, r io.Reader) error {
 	path, err := toolPath("psql")
 	if err != nil {
 		return err
 	}
-	env, cleanup, err := toolEnv(c)
+	env, cleanup, err := e.toolEnv(c)
 	if err != nil {
 		return err
 	}

@@ -16,7 +16,13 @@ import (
 const ConnectTimeout = 15 * time.Second
 
 // Engine drives PostgreSQL servers.
-type Engine struct{}
+type Engine struct {
+	// PassDir holds the short-lived passfiles of pg_dump and psql; default
+	// os.TempDir(). The agent gives each run of itself a private directory
+	// that it empties at start, so a passfile left by a killed process does
+	// not outlive it.
+	PassDir string
+}
 
 // config builds a connection config field by field, never through a
 // connection string, so a database or user name cannot smuggle options in.

@@ -45,7 +45,7 @@ func majorOf(path string) int {
 // spaces, quotes, '=' or a leading '-' reach exactly that database), the
 // password in a 0600 passfile, and no inherited PG* variables. The returned
 // cleanup removes the passfile.
-func toolEnv(c engines.Conn) ([]string, func(), error) {
+func (e Engine) toolEnv(c engines.Conn) ([]string, func(), error) {
 	env := []string{}
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "PG") {
@@ -61,7 +61,7 @@ func toolEnv(c engines.Conn) ([]string, func(), error) {
 		"PGCONNECT_TIMEOUT=15",
 		"PGSSLMODE=prefer",
 	)
-	f, err := os.CreateTemp("", "rahatback-pgpass-")
+	f, err := os.CreateTemp(e.PassDir, "rahatback-pgpass-")
 	if err != nil {
 		return nil, nil, err
 	}
