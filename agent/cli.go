@@ -86,7 +86,7 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 		if err != nil {
 			return err
 		}
-		return Run(ctx, RunOpts{State: st, Logger: log, LocalStorageDir: *localDir, Heartbeat: *heartbeat})
+		return Run(ctx, RunOpts{State: st, Logger: log, LocalStorageDir: *localDir, Heartbeat: *heartbeat, StateDir: *stateDir})
 	default:
 		fmt.Fprint(stderr, usage)
 		return fmt.Errorf("unknown command %q", args[0])

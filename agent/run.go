@@ -44,6 +44,9 @@ type RunOpts struct {
 	NATSOptions []nats.Option
 	// LocalStorageDir holds backups of jobs with storageType local; required.
 	LocalStorageDir string
+	// StateDir, when set, keeps the journal of uploads to remote storage
+	// (StateDir/uploads), so a killed agent aborts them at its next start.
+	StateDir string
 	// RuntimeDir holds short-lived secret files (passfiles); it is emptied
 	// at start. Default <tmp>/rahatback-agent-<agent id>.
 	RuntimeDir string
@@ -56,6 +59,13 @@ type RunOpts struct {
 // short-lived secret files go to runtimeDir.
 func DefaultEngines(runtimeDir string) engines.Registry {
 	return engines.Registry{engines.PostgreSQL: postgresql.Engine{PassDir: runtimeDir}}
+}
+
+func journalDir(stateDir string) string {
+	if stateDir == "" {
+		return ""
+	}
+	return filepath.Join(stateDir, "uploads")
 }
 
 // prepareRuntimeDir empties and recreates (0700) the directory for the
@@ -146,10 +156,15 @@ func Run(ctx context.Context, o RunOpts) error {
 
 	a := &runner{
 		state: o.State, js: js, log: log,
-		h:   &agenthandlers.Handlers{Identity: id, Engines: o.Engines, Logger: log, Local: local},
+		h:   &agenthandlers.Handlers{Identity: id, Engines: o.Engines, Logger: log, Local: local, JournalDir: journalDir(o.StateDir)},
 		sem: make(chan struct{}, maxConcurrentRequests),
 	}
 	a.hostname, _ = os.Hostname()
+	if n, err := a.h.RecoverUploads(ctx); err != nil {
+		log.Warn("cleaning interrupted uploads", "err", err)
+	} else if n > 0 {
+		log.Info("aborted uploads left by an interrupted run", "count", n)
+	}
 
 	sub, err := nc.Subscribe(events.RPCSubject(o.State.AgentID, events.RPCDBTest), func(m *nats.Msg) {
 		a.serve(ctx, m, a.dbtest)

@@ -16,29 +16,31 @@ import (
 
 	"github.com/rahatback/rahatback/agent"
 	"github.com/rahatback/rahatback/events"
+	"github.com/rahatback/rahatback/handlers/api"
 	"github.com/rahatback/rahatback/handlers/projector"
 )
 
 // Config is the control plane's configuration, from flags or their
 // RAHATBACK_* environment equivalents (flag --data-dir ↔ RAHATBACK_DATA_DIR).
 type Config struct {
-	HTTP          string        // --http: API listen address; default 127.0.0.1:8080
-	PublicURL     string        // --public-url: URL agents use; default http://<--http>
-	DataDir       string        // --data-dir: keys, NATS store, private PostgreSQL; default ./data
-	DatabaseURL   string        // --database-url: PostgreSQL; default a private cluster in the data dir
-	NATSListen    string        // --nats-listen: embedded NATS; default 127.0.0.1:4223
-	NATSURL       string        // --nats-url: external NATS instead of embedding one
-	NATSAdvertise string        // --nats-advertise: NATS URL given to agents; default the one in use
-	NATSConfig    string        // --nats-config: file replacing the embedded nats.conf
-	EventsMaxAge  time.Duration // --events-max-age: how long EVENTS keeps events; default 30 days
-	Roles         []string      // --roles (serve): api, projector; up runs all
-	LogFormat     string        // --log-format: text or json; default text
-	LogLevel      string        // --log-level: debug, info, warn, error; default info
-	OfflineAfter  time.Duration // --agent-offline-after: agent offline after silence; default 30s
-	Heartbeat     time.Duration // --agent-heartbeat: the local agent's presence interval; default 10s
-	CommandTTL    time.Duration // --command-ttl: how long a command stays runnable; default 24h
-	QueueLimit    int           // --agent-queue-limit: commands that may wait per agent; default 20
-	RunLostAfter  time.Duration // --run-lost-after: a run whose agent is silent this long fails; default 90s
+	HTTP          string         // --http: API listen address; default 127.0.0.1:8080
+	PublicURL     string         // --public-url: URL agents use; default http://<--http>
+	DataDir       string         // --data-dir: keys, NATS store, private PostgreSQL; default ./data
+	DatabaseURL   string         // --database-url: PostgreSQL; default a private cluster in the data dir
+	NATSListen    string         // --nats-listen: embedded NATS; default 127.0.0.1:4223
+	NATSURL       string         // --nats-url: external NATS instead of embedding one
+	NATSAdvertise string         // --nats-advertise: NATS URL given to agents; default the one in use
+	NATSConfig    string         // --nats-config: file replacing the embedded nats.conf
+	EventsMaxAge  time.Duration  // --events-max-age: how long EVENTS keeps events; default 30 days
+	Roles         []string       // --roles (serve): api, projector; up runs all
+	LogFormat     string         // --log-format: text or json; default text
+	LogLevel      string         // --log-level: debug, info, warn, error; default info
+	OfflineAfter  time.Duration  // --agent-offline-after: agent offline after silence; default 30s
+	Heartbeat     time.Duration  // --agent-heartbeat: the local agent's presence interval; default 10s
+	CommandTTL    time.Duration  // --command-ttl: how long a command stays runnable; default 24h
+	QueueLimit    int            // --agent-queue-limit: commands that may wait per agent; default 20
+	Google        api.GoogleOpts // --google-*: Google Drive OAuth client; the secret only from RAHATBACK_GOOGLE_CLIENT_SECRET
+	RunLostAfter  time.Duration  // --run-lost-after: a run whose agent is silent this long fails; default 90s
 }
 
 var knownRoles = []string{"api", "projector"}
@@ -64,6 +66,11 @@ func parse(cmd string, args []string, getenv func(string) string, stderr io.Writ
 	fs.DurationVar(&c.Heartbeat, "agent-heartbeat", agent.DefaultHeartbeat, "how often the local agent reports it is alive")
 	fs.DurationVar(&c.CommandTTL, "command-ttl", 24*time.Hour, "a command not picked up by its agent within this time is reported failed, not run")
 	fs.IntVar(&c.QueueLimit, "agent-queue-limit", 20, "commands that may wait for one agent; more are refused (429)")
+	fs.StringVar(&c.Google.ClientID, "google-client-id", "", "Google OAuth client id for Drive storage (secret: env RAHATBACK_GOOGLE_CLIENT_SECRET)")
+	fs.StringVar(&c.Google.RedirectURL, "google-redirect-url", "", "OAuth redirect URL registered with Google (default <public-url>/v1/cloud-storage/google/callback)")
+	fs.StringVar(&c.Google.AuthURL, "google-auth-url", "", "override of Google's OAuth consent URL (tests)")
+	fs.StringVar(&c.Google.TokenURL, "google-token-url", "", "override of Google's OAuth token URL (tests)")
+	fs.StringVar(&c.Google.DriveEndpoint, "google-drive-endpoint", "", "override of the Drive API base URL (tests)")
 	fs.DurationVar(&c.RunLostAfter, "run-lost-after", projector.DefaultLostAfter, "a queued or running backup whose agent is silent this long is failed (agent lost)")
 	roles := fs.String("roles", strings.Join(knownRoles, ","), "serve only: comma-separated roles ("+strings.Join(knownRoles, ", ")+")")
 	if err := fs.Parse(args); err != nil {
@@ -104,6 +111,8 @@ func parse(cmd string, args []string, getenv func(string) string, stderr io.Writ
 		return nil, err
 	}
 	c.DataDir = abs
+	// A secret never goes in a flag: flags show in the process list.
+	c.Google.ClientSecret = getenv("RAHATBACK_GOOGLE_CLIENT_SECRET")
 	if c.PublicURL == "" {
 		c.PublicURL = "http://" + c.HTTP
 	}

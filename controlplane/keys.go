@@ -25,6 +25,8 @@ import (
 var secretColumns = []secretColumn{
 	column("databases", "password_enc", "password", (*db.Queries).ListSecretDatabasePasswords, (*db.Queries).RewrapDatabasePassword),
 	column("backup_jobs", "age_identity_enc", "age_identity", (*db.Queries).ListSecretJobAgeIdentities, (*db.Queries).RewrapJobAgeIdentity),
+	column("cloud_storages", "s3_secret_enc", "s3_secret", (*db.Queries).ListSecretS3Secrets, (*db.Queries).RewrapS3Secret),
+	column("cloud_storages", "gd_refresh_token_enc", "gd_refresh_token", (*db.Queries).ListSecretDriveTokens, (*db.Queries).RewrapDriveToken),
 }
 
 // secretColumn is where ciphertexts live and how the vault binds them:

@@ -373,7 +373,7 @@ func (s *system) newAPI(js jetstream.JetStream, agentURL string) (*api.API, erro
 	opts := api.Opts{
 		Pool: s.pool, NC: s.nc, JS: js, Vault: v, Issuer: issuer, Logger: s.log.With("role", "api"),
 		AgentNATSURL: agentURL, PublicURL: s.cfg.PublicURL, OfflineAfter: s.cfg.OfflineAfter,
-		CommandTTL: s.cfg.CommandTTL, AgentQueueLimit: s.cfg.QueueLimit,
+		CommandTTL: s.cfg.CommandTTL, AgentQueueLimit: s.cfg.QueueLimit, Google: s.cfg.Google,
 		UserRegistered: func(_ context.Context, id uuid.UUID) {
 			select {
 			case s.registered <- id:
@@ -400,7 +400,7 @@ func (s *system) runLocalAgent(ctx context.Context, a *api.API) error {
 	if err != nil || st == nil {
 		return err
 	}
-	err = agent.Run(ctx, agent.RunOpts{State: st, Logger: log, LocalStorageDir: filepath.Join(dir, "backups"), Heartbeat: s.cfg.Heartbeat})
+	err = agent.Run(ctx, agent.RunOpts{State: st, Logger: log, LocalStorageDir: filepath.Join(dir, "backups"), Heartbeat: s.cfg.Heartbeat, StateDir: dir})
 	if err != nil {
 		// The control plane keeps serving; the local agent is one agent among others.
 		log.Error("local agent stopped", "err", err)

@@ -90,6 +90,25 @@ type BackupJob struct {
 	AgeKeyExport           []byte
 }
 
+type CloudStorage struct {
+	ID                uuid.UUID
+	UserID            uuid.UUID
+	Name              string
+	StorageType       string
+	IsDefault         bool
+	S3AccessKeyID     *string
+	S3SecretEnc       []byte
+	S3Region          *string
+	S3Bucket          *string
+	S3Endpoint        *string
+	S3ForcePathStyle  bool
+	S3Prefix          *string
+	GdFolderID        *string
+	GdRefreshTokenEnc []byte
+	CreatedAt         time.Time
+	UpdatedAt         time.Time
+}
+
 type Database struct {
 	ID           uuid.UUID
 	UserID       uuid.UUID
@@ -111,6 +130,14 @@ type EnrollmentToken struct {
 	ExpiresAt time.Time
 	UsedAt    *time.Time
 	CreatedAt time.Time
+}
+
+type OauthState struct {
+	StateHash []byte
+	UserID    uuid.UUID
+	Name      string
+	FolderID  *string
+	ExpiresAt time.Time
 }
 
 type RefreshToken struct {

@@ -47,6 +47,36 @@ func (q *Queries) ListSecretDatabasePasswords(ctx context.Context, db DBTX) ([]L
 	return items, nil
 }
 
+const listSecretDriveTokens = `-- name: ListSecretDriveTokens :many
+SELECT id, gd_refresh_token_enc AS ciphertext FROM cloud_storages
+WHERE gd_refresh_token_enc IS NOT NULL ORDER BY id FOR UPDATE
+`
+
+type ListSecretDriveTokensRow struct {
+	ID         uuid.UUID
+	Ciphertext []byte
+}
+
+func (q *Queries) ListSecretDriveTokens(ctx context.Context, db DBTX) ([]ListSecretDriveTokensRow, error) {
+	rows, err := db.Query(ctx, listSecretDriveTokens)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []ListSecretDriveTokensRow
+	for rows.Next() {
+		var i ListSecretDriveTokensRow
+		if err := rows.Scan(&i.ID, &i.Ciphertext); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const listSecretJobAgeIdentities = `-- name: ListSecretJobAgeIdentities :many
 SELECT id, age_identity_enc AS ciphertext FROM backup_jobs
 WHERE age_identity_enc IS NOT NULL ORDER BY id FOR UPDATE
@@ -66,6 +96,36 @@ func (q *Queries) ListSecretJobAgeIdentities(ctx context.Context, db DBTX) ([]Li
 	var items []ListSecretJobAgeIdentitiesRow
 	for rows.Next() {
 		var i ListSecretJobAgeIdentitiesRow
+		if err := rows.Scan(&i.ID, &i.Ciphertext); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const listSecretS3Secrets = `-- name: ListSecretS3Secrets :many
+SELECT id, s3_secret_enc AS ciphertext FROM cloud_storages
+WHERE s3_secret_enc IS NOT NULL ORDER BY id FOR UPDATE
+`
+
+type ListSecretS3SecretsRow struct {
+	ID         uuid.UUID
+	Ciphertext []byte
+}
+
+func (q *Queries) ListSecretS3Secrets(ctx context.Context, db DBTX) ([]ListSecretS3SecretsRow, error) {
+	rows, err := db.Query(ctx, listSecretS3Secrets)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []ListSecretS3SecretsRow
+	for rows.Next() {
+		var i ListSecretS3SecretsRow
 		if err := rows.Scan(&i.ID, &i.Ciphertext); err != nil {
 			return nil, err
 		}
@@ -102,6 +162,20 @@ func (q *Queries) RewrapDatabasePassword(ctx context.Context, db DBTX, arg Rewra
 	return err
 }
 
+const rewrapDriveToken = `-- name: RewrapDriveToken :exec
+UPDATE cloud_storages SET gd_refresh_token_enc = $1 WHERE id = $2
+`
+
+type RewrapDriveTokenParams struct {
+	Ciphertext []byte
+	ID         uuid.UUID
+}
+
+func (q *Queries) RewrapDriveToken(ctx context.Context, db DBTX, arg RewrapDriveTokenParams) error {
+	_, err := db.Exec(ctx, rewrapDriveToken, arg.Ciphertext, arg.ID)
+	return err
+}
+
 const rewrapJobAgeIdentity = `-- name: RewrapJobAgeIdentity :exec
 UPDATE backup_jobs SET age_identity_enc = $1 WHERE id = $2
 `
@@ -113,5 +187,19 @@ type RewrapJobAgeIdentityParams struct {
 
 func (q *Queries) RewrapJobAgeIdentity(ctx context.Context, db DBTX, arg RewrapJobAgeIdentityParams) error {
 	_, err := db.Exec(ctx, rewrapJobAgeIdentity, arg.Ciphertext, arg.ID)
+	return err
+}
+
+const rewrapS3Secret = `-- name: RewrapS3Secret :exec
+UPDATE cloud_storages SET s3_secret_enc = $1 WHERE id = $2
+`
+
+type RewrapS3SecretParams struct {
+	Ciphertext []byte
+	ID         uuid.UUID
+}
+
+func (q *Queries) RewrapS3Secret(ctx context.Context, db DBTX, arg RewrapS3SecretParams) error {
+	_, err := db.Exec(ctx, rewrapS3Secret, arg.Ciphertext, arg.ID)
 	return err
 }

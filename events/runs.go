@@ -15,9 +15,34 @@ const (
 )
 
 // StorageSpec says where a backup object lives. For "local" it is a
-// directory on the agent's host, chosen by the agent.
+// directory on the agent's host, chosen by the agent; for s3 and
+// google_drive it carries the settings, every secret sealed to the
+// receiving agent (package sealed).
 type StorageSpec struct {
-	Type string `json:"type"` // local | s3 | google_drive
+	Type  string     `json:"type"` // local | s3 | google_drive
+	S3    *S3Spec    `json:"s3,omitempty"`
+	Drive *DriveSpec `json:"drive,omitempty"`
+}
+
+// S3Spec is an S3 or S3-compatible bucket.
+type S3Spec struct {
+	Endpoint        string `json:"endpoint,omitempty"`
+	Region          string `json:"region"`
+	Bucket          string `json:"bucket"`
+	AccessKeyID     string `json:"accessKeyId"`
+	SealedSecretKey string `json:"sealedSecretKey"`
+	ForcePathStyle  bool   `json:"forcePathStyle,omitempty"`
+	Prefix          string `json:"prefix,omitempty"`
+}
+
+// DriveSpec is a Google Drive folder reached with a refresh token.
+type DriveSpec struct {
+	ClientID           string `json:"clientId"`
+	SealedClientSecret string `json:"sealedClientSecret"`
+	SealedRefreshToken string `json:"sealedRefreshToken"`
+	FolderID           string `json:"folderId,omitempty"`
+	Endpoint           string `json:"endpoint,omitempty"`
+	TokenURL           string `json:"tokenUrl,omitempty"`
 }
 
 // Deadline is when a command goes stale: an agent that receives it later

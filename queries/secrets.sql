@@ -22,3 +22,17 @@ WHERE age_identity_enc IS NOT NULL ORDER BY id FOR UPDATE;
 
 -- name: RewrapJobAgeIdentity :exec
 UPDATE backup_jobs SET age_identity_enc = sqlc.arg(ciphertext) WHERE id = sqlc.arg(id);
+
+-- name: ListSecretS3Secrets :many
+SELECT id, s3_secret_enc AS ciphertext FROM cloud_storages
+WHERE s3_secret_enc IS NOT NULL ORDER BY id FOR UPDATE;
+
+-- name: RewrapS3Secret :exec
+UPDATE cloud_storages SET s3_secret_enc = sqlc.arg(ciphertext) WHERE id = sqlc.arg(id);
+
+-- name: ListSecretDriveTokens :many
+SELECT id, gd_refresh_token_enc AS ciphertext FROM cloud_storages
+WHERE gd_refresh_token_enc IS NOT NULL ORDER BY id FOR UPDATE;
+
+-- name: RewrapDriveToken :exec
+UPDATE cloud_storages SET gd_refresh_token_enc = sqlc.arg(ciphertext) WHERE id = sqlc.arg(id);

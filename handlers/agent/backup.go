@@ -16,7 +16,6 @@ import (
 	"github.com/rahatback/rahatback/events"
 	"github.com/rahatback/rahatback/pipeline"
 	"github.com/rahatback/rahatback/sealed"
-	"github.com/rahatback/rahatback/storage"
 )
 
 // Publisher publishes one of this agent's events on
@@ -41,16 +40,6 @@ func (h *Handlers) openConn(c events.ConnSpec) (engines.Engine, engines.Conn, er
 		return nil, engines.Conn{}, errors.New("this agent cannot decrypt the database password sent to it; revoke and re-enroll the agent")
 	}
 	return eng, engines.Conn{Host: c.Host, Port: c.Port, Username: c.Username, Password: string(pw), Database: c.Database}, nil
-}
-
-func (h *Handlers) storageFor(s events.StorageSpec) (storage.Storage, error) {
-	if s.Type != "local" {
-		return nil, fmt.Errorf("storage type %q is not supported by this agent", s.Type)
-	}
-	if h.Local == nil {
-		return nil, errors.New("this agent has no local storage directory configured")
-	}
-	return h.Local, nil
 }
 
 // BackupKey is where a run's backup is stored:
@@ -187,7 +176,9 @@ func (h *Handlers) backup(ctx context.Context, cmd events.BackupCommand, started
 		err error
 	}
 	putDone := make(chan putResult, 1)
+	done := h.journalStart(cmd.RunID, cmd.Storage, key)
 	go func() {
+		defer done()
 		n, err := store.Put(ctx, key, pr)
 		pr.CloseWithError(err) // unblocks the dump if storage fails first
 		putDone <- putResult{n, err}

@@ -22,6 +22,9 @@ type Handlers struct {
 	Logger   *slog.Logger
 	// Local is the agent's local backup storage; nil when it has none.
 	Local storage.Storage
+	// JournalDir keeps entries of uploads to remote storage in progress
+	// (see RecoverUploads); "" disables the journal.
+	JournalDir string
 }
 
 // DBTest opens the sealed password, connects to the database and reports the

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -66,6 +67,9 @@ type Opts struct {
 	// it later reports it failed instead of running it. Default 24 hours.
 	CommandTTL time.Duration
 
+	// Google configures Google Drive storage; empty disables it.
+	Google GoogleOpts
+
 	// DisconnectAgent, when set, cuts the NATS connections of a revoked agent.
 	DisconnectAgent func(agentID string)
 	// UserRegistered, when set, is called after each registration commits.
@@ -102,6 +106,9 @@ func (o *Opts) validate() error {
 	}
 	if o.RPCTimeout == 0 {
 		o.RPCTimeout = events.DefaultRPCTimeout
+	}
+	if o.Google.RedirectURL == "" {
+		o.Google.RedirectURL = strings.TrimRight(o.PublicURL, "/") + "/v1/cloud-storage/google/callback"
 	}
 	if o.MaxBodyBytes == 0 {
 		o.MaxBodyBytes = 1 << 20
@@ -184,6 +191,8 @@ func (a *API) routes() http.Handler {
 		r.Post("/auth/refresh-tokens", a.handle(a.refreshTokens))
 		r.Post("/auth/logout", a.handle(a.logout))
 		r.Post("/agents/enroll", a.handle(a.enrollAgent))
+		// Google sends the browser here; the state identifies the user.
+		r.Get("/cloud-storage/google/callback", a.handle(a.googleCallback))
 
 		r.Group(func(r chi.Router) {
 			r.Use(a.authenticated)
@@ -199,6 +208,14 @@ func (a *API) routes() http.Handler {
 			r.Get("/databases/{id}", a.handle(a.getDatabase))
 			r.Patch("/databases/{id}", a.handle(a.updateDatabase))
 			r.Delete("/databases/{id}", a.handle(a.deleteDatabase))
+
+			r.Get("/cloud-storage", a.handle(a.listCloudStorage))
+			r.Post("/cloud-storage", a.handle(a.createCloudStorage))
+			r.With(a.userRateLimited).Post("/cloud-storage/test", a.handle(a.testCloudStorage))
+			r.Get("/cloud-storage/google/auth-url", a.handle(a.googleAuthURL))
+			r.Get("/cloud-storage/{id}", a.handle(a.getCloudStorage))
+			r.Patch("/cloud-storage/{id}", a.handle(a.updateCloudStorage))
+			r.Delete("/cloud-storage/{id}", a.handle(a.deleteCloudStorage))
 
 			r.Get("/backups/jobs", a.handle(a.listJobs))
 			r.Post("/backups/jobs", a.handle(a.createJob))

@@ -234,11 +234,8 @@ func (in jobInput) merge(cur db.BackupJob) (db.BackupJob, error) {
 	case j.AutoVerifyAfterBackup && j.VerificationLevel != "BASIC":
 		f.add("verificationLevel", "only BASIC verification is available so far")
 	}
-	switch {
-	case !slices.Contains(storageTypes, j.StorageType):
+	if !slices.Contains(storageTypes, j.StorageType) {
 		f.add("storageType", "must be one of "+strings.Join(storageTypes, ", "))
-	case j.StorageType != "local":
-		f.add("storageType", "only local storage (a directory on the agent's host) is available so far")
 	}
 	if j.StorageType == "local" {
 		j.CloudStorageID = nil
@@ -288,6 +285,38 @@ func validateAdvanced(raw []byte) string {
 	return ""
 }
 
+// resolveCloudStorage checks a job's cloud storage: for s3 and
+// google_drive it must be one of the user's storages of that type (404
+// naming cloudStorageId otherwise); without one, the user's default of
+// that type is taken (400 when there is none).
+func (a *API) resolveCloudStorage(r *http.Request, j *db.BackupJob) error {
+	if j.StorageType == "local" {
+		return nil
+	}
+	user := userID(r.Context())
+	if j.CloudStorageID == nil {
+		rows, err := a.q.ListCloudStorages(r.Context(), a.pool, user)
+		if err != nil {
+			return err
+		}
+		for _, c := range rows {
+			if c.StorageType == j.StorageType && c.IsDefault {
+				j.CloudStorageID = &c.ID
+				return nil
+			}
+		}
+		return fieldErrors{"cloudStorageId": "is required: you have no default " + j.StorageType + " storage"}.err()
+	}
+	c, err := a.loadCloudStorage(r.Context(), user, *j.CloudStorageID, "cloudStorageId")
+	if err != nil {
+		return err
+	}
+	if c.StorageType != j.StorageType {
+		return fieldErrors{"cloudStorageId": "is a " + c.StorageType + " storage, not " + j.StorageType}.err()
+	}
+	return nil
+}
+
 // checkDatabase returns 404 naming databaseId when id is not the user's.
 func (a *API) checkDatabase(r *http.Request, id uuid.UUID) (db.Database, error) {
 	d, err := a.q.GetDatabase(r.Context(), a.pool, db.GetDatabaseParams{ID: id, UserID: userID(r.Context())})
@@ -327,6 +356,9 @@ func (a *API) createJob(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	if _, err := a.checkDatabase(r, j.DatabaseID); err != nil {
+		return err
+	}
+	if err := a.resolveCloudStorage(r, &j); err != nil {
 		return err
 	}
 	want := j
@@ -390,6 +422,9 @@ func (a *API) updateJob(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	if _, err := a.checkDatabase(r, j.DatabaseID); err != nil {
+		return err
+	}
+	if err := a.resolveCloudStorage(r, &j); err != nil {
 		return err
 	}
 	want := j

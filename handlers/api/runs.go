@@ -19,7 +19,9 @@ import (
 	"github.com/rahatback/rahatback/db"
 	"github.com/rahatback/rahatback/events"
 	"github.com/rahatback/rahatback/handlers/projector"
+	"github.com/rahatback/rahatback/pipeline"
 	"github.com/rahatback/rahatback/sealed"
+	"github.com/rahatback/rahatback/storage"
 	"github.com/rahatback/rahatback/transfer"
 )
 
@@ -157,9 +159,12 @@ func (a *API) runJob(w http.ResponseWriter, r *http.Request) error {
 		if err != nil {
 			return err
 		}
+		spec, err := a.storageSpec(ctx, j.StorageType, j.CloudStorageID, user, agent.ID)
+		if err != nil {
+			return err
+		}
 		cmd = events.BackupCommand{V: events.Version, Deadline: a.deadline(), RunID: runID.String(), JobID: j.ID.String(),
-			DatabaseID: d.ID.String(), Conn: conn, Compression: j.Compression,
-			Storage: events.StorageSpec{Type: j.StorageType}}
+			DatabaseID: d.ID.String(), Conn: conn, Compression: j.Compression, Storage: spec}
 		if j.IsEncrypted {
 			if j.AgeRecipient == nil {
 				return errorf(http.StatusConflict, "the job is encrypted but has no key; set its encryptionPassword again")
@@ -438,7 +443,17 @@ func (a *API) deleteHistory(w http.ResponseWriter, r *http.Request) error {
 	if h.Status == "queued" || h.Status == "running" {
 		return errorf(http.StatusConflict, "the backup is still %s; wait for it to end", h.Status)
 	}
-	if h.Status == "success" && h.StorageKey != nil {
+	if h.Status == "success" && h.StorageKey != nil && h.StorageType != "local" {
+		st, err := a.cloudStorageFor(r.Context(), h)
+		if err != nil {
+			return err
+		}
+		for _, key := range []string{*h.StorageKey, *h.StorageKey + pipeline.ManifestSuffix} {
+			if err := st.Delete(r.Context(), key); err != nil && !errors.Is(err, storage.ErrNotFound) {
+				return errorf(http.StatusBadGateway, "the storage refused to delete the backup: %v", err)
+			}
+		}
+	} else if h.Status == "success" && h.StorageKey != nil {
 		var reply events.DeleteReply
 		err := events.Request(r.Context(), a.opts.NC, events.RPCSubject(h.AgentID.String(), events.RPCDelete),
 			events.DeleteRequest{V: events.Version, Storage: events.StorageSpec{Type: h.StorageType}, Key: *h.StorageKey},
@@ -473,8 +488,18 @@ func (a *API) downloadHistory(w http.ResponseWriter, r *http.Request) error {
 	if h.Status != "success" || h.StorageKey == nil {
 		return errorf(http.StatusConflict, "only a successful backup can be downloaded (this one is %s)", h.Status)
 	}
-	rd, err := transfer.Open(r.Context(), a.opts.NC, h.AgentID.String(), *h.StorageKey, 0)
+	var rd interface {
+		io.ReadCloser
+		Size() int64
+	}
+	if h.StorageType != "local" {
+		rd, err = a.openCloudObject(r.Context(), h)
+	} else {
+		rd, err = transfer.Open(r.Context(), a.opts.NC, h.AgentID.String(), *h.StorageKey, 0)
+	}
 	switch {
+	case errors.Is(err, storage.ErrNotFound):
+		return errorf(http.StatusNotFound, "the backup file is no longer in storage")
 	case errors.Is(err, transfer.ErrNoAgent):
 		return errorf(http.StatusServiceUnavailable, "the agent holding this backup is offline; start it and try again")
 	case errors.Is(err, transfer.ErrNotFound):
@@ -509,4 +534,30 @@ func (a *API) downloadHistory(w http.ResponseWriter, r *http.Request) error {
 
 func mimeAttachment(name string) string {
 	return fmt.Sprintf("attachment; filename=%q", name)
+}
+
+// sizedReader is a stored object opened for reading with its size known.
+type sizedReader struct {
+	io.ReadCloser
+	size int64
+}
+
+func (s sizedReader) Size() int64 { return s.size }
+
+// openCloudObject opens a backup kept in s3 or google_drive directly from
+// the control plane.
+func (a *API) openCloudObject(ctx context.Context, h db.BackupHistory) (sizedReader, error) {
+	st, err := a.cloudStorageFor(ctx, h)
+	if err != nil {
+		return sizedReader{}, err
+	}
+	obj, err := st.Stat(ctx, *h.StorageKey)
+	if err != nil {
+		return sizedReader{}, err
+	}
+	rc, err := st.Get(ctx, *h.StorageKey, 0)
+	if err != nil {
+		return sizedReader{}, err
+	}
+	return sizedReader{rc, obj.Size}, nil
 }

@@ -1,0 +1,561 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"golang.org/x/oauth2"
+
+	"github.com/rahatback/rahatback/auth"
+	"github.com/rahatback/rahatback/db"
+	"github.com/rahatback/rahatback/events"
+	"github.com/rahatback/rahatback/sealed"
+	"github.com/rahatback/rahatback/storage"
+	"github.com/rahatback/rahatback/vault"
+)
+
+// GoogleOpts configure Google Drive. Without ClientID the Drive routes
+// answer 503. The URLs default to Google's own; tests point them at a fake.
+type GoogleOpts struct {
+	ClientID, ClientSecret string
+	RedirectURL            string // default <PublicURL>/v1/cloud-storage/google/callback
+	AuthURL, TokenURL      string
+	DriveEndpoint          string // Drive API base URL override
+}
+
+type cloudStorageJSON struct {
+	ID               uuid.UUID `json:"id"`
+	Name             string    `json:"name"`
+	StorageType      string    `json:"storageType"`
+	IsDefault        bool      `json:"isDefault"`
+	S3AccessKeyID    *string   `json:"s3AccessKeyId,omitempty"`
+	HasS3Secret      bool      `json:"hasS3SecretAccessKey,omitempty"`
+	S3Region         *string   `json:"s3Region,omitempty"`
+	S3Bucket         *string   `json:"s3Bucket,omitempty"`
+	S3Endpoint       *string   `json:"s3Endpoint,omitempty"`
+	S3ForcePathStyle bool      `json:"s3ForcePathStyle,omitempty"`
+	S3Prefix         *string   `json:"s3Prefix,omitempty"`
+	GDFolderID       *string   `json:"gdFolderId,omitempty"`
+	GDConnected      bool      `json:"gdConnected,omitempty"`
+	CreatedAt        time.Time `json:"createdAt"`
+	UpdatedAt        time.Time `json:"updatedAt"`
+}
+
+func toCloudStorageJSON(c db.CloudStorage) cloudStorageJSON {
+	return cloudStorageJSON{ID: c.ID, Name: c.Name, StorageType: c.StorageType, IsDefault: c.IsDefault,
+		S3AccessKeyID: c.S3AccessKeyID, HasS3Secret: c.S3SecretEnc != nil, S3Region: c.S3Region, S3Bucket: c.S3Bucket,
+		S3Endpoint: c.S3Endpoint, S3ForcePathStyle: c.S3ForcePathStyle, S3Prefix: c.S3Prefix, GDFolderID: c.GdFolderID,
+		GDConnected: c.GdRefreshTokenEnc != nil, CreatedAt: c.CreatedAt, UpdatedAt: c.UpdatedAt}
+}
+
+// cloudStorageInput is the body of create, update and test.
+type cloudStorageInput struct {
+	CloudStorageID    *uuid.UUID `json:"cloudStorageId"` // test only: a saved storage
+	Name              *string    `json:"name"`
+	StorageType       *string    `json:"storageType"`
+	IsDefault         *bool      `json:"isDefault"`
+	S3AccessKeyID     *string    `json:"s3AccessKeyId"`
+	S3SecretAccessKey *string    `json:"s3SecretAccessKey"`
+	S3Region          *string    `json:"s3Region"`
+	S3Bucket          *string    `json:"s3Bucket"`
+	S3Endpoint        *string    `json:"s3Endpoint"`
+	S3ForcePathStyle  *bool      `json:"s3ForcePathStyle"`
+	S3Prefix          *string    `json:"s3Prefix"`
+	GDFolderID        *string    `json:"gdFolderId"`
+}
+
+func s3SecretBinding(id uuid.UUID) []byte {
+	return vault.Binding("cloud_storages", "s3_secret", id.String())
+}
+
+func driveTokenBinding(id uuid.UUID) []byte {
+	return vault.Binding("cloud_storages", "gd_refresh_token", id.String())
+}
+
+func optional(dst **string, src *string) {
+	if src != nil {
+		v := strings.TrimSpace(*src)
+		if v == "" {
+			*dst = nil
+		} else {
+			*dst = &v
+		}
+	}
+}
+
+// merge applies in over cur and validates, naming every bad field; secret is
+// the S3 secret to store (nil: keep the stored one).
+func (in cloudStorageInput) merge(cur db.CloudStorage) (c db.CloudStorage, secret *string, err error) {
+	c = cur
+	if in.Name != nil {
+		c.Name = strings.TrimSpace(*in.Name)
+	}
+	if in.StorageType != nil {
+		c.StorageType = *in.StorageType
+	}
+	if in.IsDefault != nil {
+		c.IsDefault = *in.IsDefault
+	}
+	optional(&c.S3AccessKeyID, in.S3AccessKeyID)
+	optional(&c.S3Region, in.S3Region)
+	optional(&c.S3Bucket, in.S3Bucket)
+	optional(&c.S3Endpoint, in.S3Endpoint)
+	optional(&c.S3Prefix, in.S3Prefix)
+	optional(&c.GdFolderID, in.GDFolderID)
+	if in.S3ForcePathStyle != nil {
+		c.S3ForcePathStyle = *in.S3ForcePathStyle
+	}
+	f := fieldErrors{}
+	switch {
+	case c.Name == "":
+		f.add("name", "is required")
+	case len(c.Name) > 100:
+		f.add("name", "must be at most 100 characters")
+	}
+	switch c.StorageType {
+	case "s3":
+		if c.S3AccessKeyID == nil {
+			f.add("s3AccessKeyId", "is required")
+		}
+		if in.S3SecretAccessKey != nil && *in.S3SecretAccessKey != "" {
+			secret = in.S3SecretAccessKey
+		} else if cur.S3SecretEnc == nil {
+			f.add("s3SecretAccessKey", "is required")
+		}
+		if c.S3Bucket == nil {
+			f.add("s3Bucket", "is required")
+		}
+		if c.S3Region == nil {
+			r := "us-east-1"
+			c.S3Region = &r
+		}
+		if c.S3Endpoint != nil {
+			u, perr := url.Parse(*c.S3Endpoint)
+			if perr != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				f.add("s3Endpoint", "must be an http(s) URL such as https://s3.example.com")
+			}
+		}
+		if c.S3Prefix != nil && (strings.HasPrefix(*c.S3Prefix, "/") || storage.CheckKey(strings.TrimSuffix(*c.S3Prefix, "/")) != nil) {
+			f.add("s3Prefix", "must be a relative path such as backups/prod")
+		}
+	case "google_drive":
+		if cur.ID == uuid.Nil {
+			f.add("storageType", "google_drive storage is connected through GET /v1/cloud-storage/google/auth-url")
+		}
+	default:
+		f.add("storageType", "must be one of s3, google_drive")
+	}
+	return c, secret, f.err()
+}
+
+// listCloudStorage answers {results: [storage]}.
+func (a *API) listCloudStorage(w http.ResponseWriter, r *http.Request) error {
+	rows, err := a.q.ListCloudStorages(r.Context(), a.pool, userID(r.Context()))
+	if err != nil {
+		return err
+	}
+	out := make([]cloudStorageJSON, 0, len(rows))
+	for _, c := range rows {
+		out = append(out, toCloudStorageJSON(c))
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"results": out, "totalResults": len(out)})
+	return nil
+}
+
+// saveCloudStorage inserts (cur.ID nil) or updates c, sealing secret, and
+// keeps one default per type.
+func (a *API) saveCloudStorage(ctx context.Context, c db.CloudStorage, secret *string, isNew bool) (db.CloudStorage, error) {
+	if secret != nil {
+		enc, err := a.opts.Vault.Seal([]byte(*secret), s3SecretBinding(c.ID))
+		if err != nil {
+			return c, err
+		}
+		c.S3SecretEnc = enc
+	}
+	err := db.WithTx(ctx, a.pool, func(tx pgx.Tx) error {
+		if c.IsDefault {
+			if err := a.q.ClearDefaultCloudStorage(ctx, tx, db.ClearDefaultCloudStorageParams{UserID: c.UserID, StorageType: c.StorageType, Keep: c.ID}); err != nil {
+				return err
+			}
+		}
+		var err error
+		if isNew {
+			c, err = a.q.CreateCloudStorage(ctx, tx, db.CreateCloudStorageParams{ID: c.ID, UserID: c.UserID, Name: c.Name,
+				StorageType: c.StorageType, IsDefault: c.IsDefault, S3AccessKeyID: c.S3AccessKeyID, S3SecretEnc: c.S3SecretEnc,
+				S3Region: c.S3Region, S3Bucket: c.S3Bucket, S3Endpoint: c.S3Endpoint, S3ForcePathStyle: c.S3ForcePathStyle,
+				S3Prefix: c.S3Prefix, GdFolderID: c.GdFolderID, GdRefreshTokenEnc: c.GdRefreshTokenEnc})
+		} else {
+			c, err = a.q.UpdateCloudStorage(ctx, tx, db.UpdateCloudStorageParams{ID: c.ID, UserID: c.UserID, Name: c.Name,
+				IsDefault: c.IsDefault, S3AccessKeyID: c.S3AccessKeyID, S3SecretEnc: c.S3SecretEnc, S3Region: c.S3Region,
+				S3Bucket: c.S3Bucket, S3Endpoint: c.S3Endpoint, S3ForcePathStyle: c.S3ForcePathStyle, S3Prefix: c.S3Prefix,
+				GdFolderID: c.GdFolderID, GdRefreshTokenEnc: c.GdRefreshTokenEnc})
+		}
+		return err
+	})
+	return c, db.MapErr(err)
+}
+
+// createCloudStorage answers 201 with an S3 storage (Drive storages are
+// made by the OAuth callback). The secret is stored sealed and never
+// returned. 400 names bad fields.
+func (a *API) createCloudStorage(w http.ResponseWriter, r *http.Request) error {
+	var in cloudStorageInput
+	if err := a.decodeJSON(w, r, &in); err != nil {
+		return err
+	}
+	if in.CloudStorageID != nil {
+		return fieldErrors{"cloudStorageId": "unknown field"}.err()
+	}
+	c, secret, err := in.merge(db.CloudStorage{})
+	if err != nil {
+		return err
+	}
+	c.ID, c.UserID = uuid.New(), userID(r.Context())
+	c, err = a.saveCloudStorage(r.Context(), c, secret, true)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusCreated, toCloudStorageJSON(c))
+	return nil
+}
+
+func (a *API) loadCloudStorage(ctx context.Context, user, id uuid.UUID, field string) (db.CloudStorage, error) {
+	c, err := a.q.GetCloudStorage(ctx, a.pool, db.GetCloudStorageParams{ID: id, UserID: user})
+	if errors.Is(db.MapErr(err), db.ErrNotFound) {
+		e := &Error{Code: http.StatusNotFound, Message: "cloud storage not found"}
+		if field != "" {
+			e.Fields = map[string]string{field: "no such cloud storage"}
+		}
+		return c, e
+	}
+	return c, err
+}
+
+// getCloudStorage answers one storage; 404 when not the user's.
+func (a *API) getCloudStorage(w http.ResponseWriter, r *http.Request) error {
+	id, err := pathID(r, "cloud storage")
+	if err != nil {
+		return err
+	}
+	c, err := a.loadCloudStorage(r.Context(), userID(r.Context()), id, "")
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, toCloudStorageJSON(c))
+	return nil
+}
+
+// updateCloudStorage changes the fields present (the type stays); 400 names
+// bad fields; 404 when not the user's.
+func (a *API) updateCloudStorage(w http.ResponseWriter, r *http.Request) error {
+	id, err := pathID(r, "cloud storage")
+	if err != nil {
+		return err
+	}
+	cur, err := a.loadCloudStorage(r.Context(), userID(r.Context()), id, "")
+	if err != nil {
+		return err
+	}
+	var in cloudStorageInput
+	if err := a.decodeJSON(w, r, &in); err != nil {
+		return err
+	}
+	if in.StorageType != nil && *in.StorageType != cur.StorageType {
+		return fieldErrors{"storageType": "cannot change; create another storage"}.err()
+	}
+	if in.CloudStorageID != nil {
+		return fieldErrors{"cloudStorageId": "unknown field"}.err()
+	}
+	c, secret, err := in.merge(cur)
+	if err != nil {
+		return err
+	}
+	c, err = a.saveCloudStorage(r.Context(), c, secret, false)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, toCloudStorageJSON(c))
+	return nil
+}
+
+// deleteCloudStorage answers 204; 409 while a job uses it; 404 when not
+// the user's. Stored backups stay in the bucket or folder.
+func (a *API) deleteCloudStorage(w http.ResponseWriter, r *http.Request) error {
+	id, err := pathID(r, "cloud storage")
+	if err != nil {
+		return err
+	}
+	if _, err := a.loadCloudStorage(r.Context(), userID(r.Context()), id, ""); err != nil {
+		return err
+	}
+	inUse, err := a.q.CloudStorageInUse(r.Context(), a.pool, &id)
+	if err != nil {
+		return err
+	}
+	if inUse {
+		return errorf(http.StatusConflict, "a backup job stores its backups here; move or delete the job first")
+	}
+	if _, err := a.q.DeleteCloudStorage(r.Context(), a.pool, db.DeleteCloudStorageParams{ID: id, UserID: userID(r.Context())}); err != nil {
+		return db.MapErr(err)
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// storageConfig is a saved storage with its secrets opened: what the
+// control plane uses itself (test, download, delete) and what, sealed,
+// goes to an agent.
+func (a *API) storageConfig(c db.CloudStorage, s3Secret *string) (storage.Config, error) {
+	cfg := storage.Config{Type: c.StorageType}
+	switch c.StorageType {
+	case "s3":
+		secret := ""
+		if s3Secret != nil {
+			secret = *s3Secret
+		} else if c.S3SecretEnc != nil {
+			raw, err := a.opts.Vault.Open(c.S3SecretEnc, s3SecretBinding(c.ID))
+			if err != nil {
+				return cfg, err
+			}
+			secret = string(raw)
+		}
+		cfg.S3 = &storage.S3Config{Endpoint: deref(c.S3Endpoint), Region: deref(c.S3Region), Bucket: deref(c.S3Bucket),
+			AccessKeyID: deref(c.S3AccessKeyID), SecretAccessKey: secret, ForcePathStyle: c.S3ForcePathStyle, Prefix: deref(c.S3Prefix)}
+	case "google_drive":
+		token := ""
+		if c.GdRefreshTokenEnc != nil {
+			raw, err := a.opts.Vault.Open(c.GdRefreshTokenEnc, driveTokenBinding(c.ID))
+			if err != nil {
+				return cfg, err
+			}
+			token = string(raw)
+		}
+		g := a.opts.Google
+		cfg.Drive = &storage.DriveConfig{ClientID: g.ClientID, ClientSecret: g.ClientSecret, RefreshToken: token,
+			FolderID: deref(c.GdFolderID), Endpoint: g.DriveEndpoint, TokenURL: g.TokenURL}
+	}
+	return cfg, nil
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}
+
+// storageSpec is the StorageSpec of a command to agentID: the storage's
+// settings with every secret sealed to that agent.
+func (a *API) storageSpec(ctx context.Context, storageType string, cloudID *uuid.UUID, user, agentID uuid.UUID) (events.StorageSpec, error) {
+	spec := events.StorageSpec{Type: storageType}
+	if storageType == "local" {
+		return spec, nil
+	}
+	if cloudID == nil {
+		return spec, errorf(http.StatusConflict, "the job has no cloud storage; set its cloudStorageId")
+	}
+	c, err := a.loadCloudStorage(ctx, user, *cloudID, "cloudStorageId")
+	if err != nil {
+		return spec, err
+	}
+	cfg, err := a.storageConfig(c, nil)
+	if err != nil {
+		return spec, err
+	}
+	pub, err := a.q.GetAgentPublicKey(ctx, a.pool, agentID)
+	if err != nil {
+		return spec, err
+	}
+	return sealStorage(cfg, pub)
+}
+
+// sealStorage is cfg as a command carries it: secrets sealed to pub.
+func sealStorage(cfg storage.Config, pub string) (events.StorageSpec, error) {
+	spec := events.StorageSpec{Type: cfg.Type}
+	var err error
+	switch {
+	case cfg.S3 != nil:
+		c := cfg.S3
+		spec.S3 = &events.S3Spec{Endpoint: c.Endpoint, Region: c.Region, Bucket: c.Bucket, AccessKeyID: c.AccessKeyID,
+			ForcePathStyle: c.ForcePathStyle, Prefix: c.Prefix}
+		spec.S3.SealedSecretKey, err = sealed.Seal(pub, []byte(c.SecretAccessKey))
+	case cfg.Drive != nil:
+		c := cfg.Drive
+		spec.Drive = &events.DriveSpec{ClientID: c.ClientID, FolderID: c.FolderID, Endpoint: c.Endpoint, TokenURL: c.TokenURL}
+		if spec.Drive.SealedClientSecret, err = sealed.Seal(pub, []byte(c.ClientSecret)); err == nil {
+			spec.Drive.SealedRefreshToken, err = sealed.Seal(pub, []byte(c.RefreshToken))
+		}
+	}
+	return spec, err
+}
+
+func (a *API) oauthConfig() *oauth2.Config {
+	g := a.opts.Google
+	return storage.OAuthConfig(g.ClientID, g.ClientSecret, g.RedirectURL, g.AuthURL, g.TokenURL)
+}
+
+// oauthOfflineOpts ask Google for a refresh token, every time.
+func oauthOfflineOpts() []oauth2.AuthCodeOption {
+	return []oauth2.AuthCodeOption{oauth2.AccessTypeOffline, oauth2.ApprovalForce}
+}
+
+// cloudStorageFor opens, in the control plane, the storage a run's backup
+// is in (download and delete of s3 and google_drive backups).
+func (a *API) cloudStorageFor(ctx context.Context, h db.BackupHistory) (storage.Storage, error) {
+	j, err := a.q.GetBackupJob(ctx, a.pool, db.GetBackupJobParams{ID: h.BackupJobID, UserID: h.UserID})
+	if errors.Is(db.MapErr(err), db.ErrNotFound) || (err == nil && j.CloudStorageID == nil) {
+		return nil, errorf(http.StatusConflict, "the job of this backup, or its cloud storage setting, is gone; reach the object in your storage directly")
+	} else if err != nil {
+		return nil, err
+	}
+	c, err := a.loadCloudStorage(ctx, h.UserID, *j.CloudStorageID, "")
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := a.storageConfig(c, nil)
+	if err != nil {
+		return nil, err
+	}
+	return storage.Open(ctx, cfg)
+}
+
+// testCloudStorage writes, reads back and deletes a small probe object
+// from the control plane and answers {success, message}: what failed (bad
+// key, no such bucket, no permission, unreachable endpoint), never a secret.
+// The body is a storage's fields, or {cloudStorageId} (with overrides).
+func (a *API) testCloudStorage(w http.ResponseWriter, r *http.Request) error {
+	var in cloudStorageInput
+	if err := a.decodeJSON(w, r, &in); err != nil {
+		return err
+	}
+	var cur db.CloudStorage
+	if in.CloudStorageID != nil {
+		c, err := a.loadCloudStorage(r.Context(), userID(r.Context()), *in.CloudStorageID, "cloudStorageId")
+		if err != nil {
+			return err
+		}
+		cur = c
+	} else if in.Name == nil {
+		n := "test"
+		in.Name = &n
+	}
+	c, secret, err := in.merge(cur)
+	if err != nil {
+		return err
+	}
+	cfg, err := a.storageConfig(c, secret)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
+	defer cancel()
+	if err := storage.Probe(ctx, cfg); err != nil {
+		writeJSON(w, http.StatusOK, map[string]any{"success": false, "message": probeMessage(err)})
+		return nil
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"success": true, "message": "wrote, read back and deleted a probe object"})
+	return nil
+}
+
+// googleConfigured returns 503 unless Drive is configured.
+func (a *API) googleConfigured() error {
+	if a.opts.Google.ClientID == "" {
+		return errorf(http.StatusServiceUnavailable, "Google Drive is not configured: start the control plane with --google-client-id and --google-client-secret")
+	}
+	return nil
+}
+
+// googleAuthURL answers {url}: the Google consent page to send the user
+// to. ?name= and ?folderId= name the storage the callback creates.
+func (a *API) googleAuthURL(w http.ResponseWriter, r *http.Request) error {
+	if err := a.googleConfigured(); err != nil {
+		return err
+	}
+	name := strings.TrimSpace(r.URL.Query().Get("name"))
+	if name == "" {
+		name = "Google Drive"
+	}
+	if len(name) > 100 {
+		return fieldErrors{"name": "must be at most 100 characters"}.err()
+	}
+	var folder *string
+	if v := strings.TrimSpace(r.URL.Query().Get("folderId")); v != "" {
+		folder = &v
+	}
+	state, hash, err := auth.NewOpaqueToken()
+	if err != nil {
+		return err
+	}
+	if err := a.q.CreateOAuthState(r.Context(), a.pool, db.CreateOAuthStateParams{StateHash: hash, UserID: userID(r.Context()),
+		Name: name, FolderID: folder, ExpiresAt: time.Now().Add(10 * time.Minute)}); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"url": a.oauthConfig().AuthCodeURL(state, oauthOfflineOpts()...)})
+	return nil
+}
+
+// googleCallback is where Google sends the user's browser back: the state
+// must be one this API issued (once, within 10 minutes); the code is
+// exchanged for a refresh token, stored sealed in a new google_drive
+// storage: 201 with it. 400 for a missing, unknown or expired state.
+func (a *API) googleCallback(w http.ResponseWriter, r *http.Request) error {
+	if err := a.googleConfigured(); err != nil {
+		return err
+	}
+	q := r.URL.Query()
+	if e := q.Get("error"); e != "" {
+		return errorf(http.StatusBadRequest, "Google did not grant access: %s", e)
+	}
+	st, err := a.q.TakeOAuthState(r.Context(), a.pool, auth.HashToken(q.Get("state")))
+	if errors.Is(db.MapErr(err), db.ErrNotFound) || q.Get("state") == "" {
+		return fieldErrors{"state": "unknown or expired; start again from Connect Google Drive"}.err()
+	} else if err != nil {
+		return err
+	}
+	if q.Get("code") == "" {
+		return fieldErrors{"code": "is required"}.err()
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
+	defer cancel()
+	tok, err := a.oauthConfig().Exchange(ctx, q.Get("code"))
+	if err != nil {
+		return errorf(http.StatusBadGateway, "Google refused the authorization code; start again")
+	}
+	if tok.RefreshToken == "" {
+		return errorf(http.StatusBadGateway, "Google sent no refresh token; remove RahatBack's access in your Google account and connect again")
+	}
+	c := db.CloudStorage{ID: uuid.New(), UserID: st.UserID, Name: st.Name, StorageType: "google_drive", GdFolderID: st.FolderID}
+	enc, err := a.opts.Vault.Seal([]byte(tok.RefreshToken), driveTokenBinding(c.ID))
+	if err != nil {
+		return err
+	}
+	c.GdRefreshTokenEnc = enc
+	c, err = a.saveCloudStorage(r.Context(), c, nil, true)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusCreated, toCloudStorageJSON(c))
+	return nil
+}
+
+// probeMessage says in one sentence what a storage test found; other
+// errors come as the backend wrote them (never with a secret).
+func probeMessage(err error) string {
+	switch {
+	case errors.Is(err, storage.ErrS3BadCredentials):
+		return "the access key id or secret access key is wrong"
+	case errors.Is(err, storage.ErrS3NoBucket):
+		return "no such bucket (check s3Bucket and s3Region)"
+	case errors.Is(err, storage.ErrS3Denied):
+		return "access denied: the key may not write, read or delete objects in this bucket"
+	case errors.Is(err, storage.ErrS3Unreachable):
+		return "the storage endpoint cannot be reached (check s3Endpoint and the network)"
+	}
+	return err.Error()
+}
