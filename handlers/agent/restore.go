@@ -2,6 +2,7 @@ package agent
 
 import (
 	"strings"
+	"sync/atomic"
 
 	"context"
 	"errors"
@@ -68,6 +69,19 @@ func (a *ageErrors) Read(p []byte) (int, error) {
 // ErrDamaged is returned when a stored backup cannot be decompressed.
 var ErrDamaged = errors.New("the backup is damaged: it cannot be decompressed")
 
+// countingReader counts the bytes read, for progress reports from another
+// goroutine.
+type countingReader struct {
+	r io.Reader
+	n atomic.Int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n.Add(int64(n))
+	return n, err
+}
+
 // checkedReader passes the stored bytes through and, at their end, returns
 // ErrChecksum instead of io.EOF when they differ from what was recorded.
 type checkedReader struct {
@@ -111,7 +125,7 @@ func (w *wholeStream) Read(p []byte) (int, error) {
 // openChecked opens a stored backup for reading its decompressed content,
 // checked against ref's size and checksum. It also returns the counter of
 // stored bytes read, for progress.
-func (h *Handlers) openChecked(ctx context.Context, ref events.ObjectRef) (io.Reader, *pipeline.DigestReader, func(), error) {
+func (h *Handlers) openChecked(ctx context.Context, ref events.ObjectRef) (io.Reader, *countingReader, func(), error) {
 	store, err := h.storageFor(ref.Storage)
 	if err != nil {
 		return nil, nil, nil, err
@@ -122,7 +136,8 @@ func (h *Handlers) openChecked(ctx context.Context, ref events.ObjectRef) (io.Re
 	} else if err != nil {
 		return nil, nil, nil, err
 	}
-	d := pipeline.NewDigestReader(f)
+	read := &countingReader{r: f}
+	d := pipeline.NewDigestReader(read)
 	checked := &checkedReader{d: d, size: ref.Size, checksum: ref.Checksum}
 	plain, err := h.decrypt(checked, ref)
 	if err != nil {
@@ -135,7 +150,7 @@ func (h *Handlers) openChecked(ctx context.Context, ref events.ObjectRef) (io.Re
 		return nil, nil, nil, err
 	}
 	closeAll := func() { dec.Close(); f.Close() }
-	return &wholeStream{dec: dec, stored: checked}, d, closeAll, nil
+	return &wholeStream{dec: dec, stored: checked}, read, closeAll, nil
 }
 
 // Restore applies a stored backup to the target database in one
@@ -178,7 +193,7 @@ func (h *Handlers) restore(ctx context.Context, cmd events.RestoreCommand, publi
 	defer closeAll()
 	stop := h.progress(ctx, ProgressInterval, keepAlive, func(seq int64) {
 		p := events.RestoreEvent{V: events.Version, ID: fmt.Sprintf("%s:progress:%d", cmd.RestoreID, seq), RestoreID: cmd.RestoreID,
-			At: time.Now().UTC(), Seq: seq, Step: "restoring", Bytes: stored.Size(), Percent: percent(stored.Size(), cmd.Object.Size)}
+			At: time.Now().UTC(), Seq: seq, Step: "restoring", Bytes: stored.n.Load(), Percent: percent(stored.n.Load(), cmd.Object.Size)}
 		_ = publish(ctx, events.KindRestore, events.PhaseProgress, p.ID, p)
 	})
 	defer stop()
