@@ -224,6 +224,8 @@ func (a *API) routes() http.Handler {
 			r.Delete("/backups/jobs/{id}", a.handle(a.deleteJob))
 			r.With(a.userRateLimited).Post("/backups/jobs/{id}/run", a.handle(a.runJob))
 			r.Get("/backups/jobs/{id}/encryption-key", a.handle(a.encryptionKey))
+			r.Get("/backups/jobs/{id}/next-runs", a.handle(a.nextRuns))
+			r.Post("/schedules/preview", a.handle(a.previewSchedule))
 
 			r.Get("/backups/history", a.handle(a.listHistory))
 			r.Get("/backups/history/{id}", a.handle(a.getHistory))

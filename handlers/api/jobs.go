@@ -8,15 +8,16 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
 	"filippo.io/age"
-	"github.com/adhocore/gronx"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/rahatback/rahatback/db"
+	"github.com/rahatback/rahatback/schedule"
 	"github.com/rahatback/rahatback/vault"
 )
 
@@ -51,7 +52,7 @@ type jobJSON struct {
 	CloudStorageID         *uuid.UUID      `json:"cloudStorageId"`
 	RetentionDays          int             `json:"retentionDays"`
 	IsActive               bool            `json:"isActive"`
-	NextRunAt              *time.Time      `json:"nextRunAt"`
+	NextRunAt              *time.Time      `json:"nextRunAt"` // null for manual or paused jobs
 	CreatedAt              time.Time       `json:"createdAt"`
 	UpdatedAt              time.Time       `json:"updatedAt"`
 }
@@ -67,6 +68,11 @@ func toJobJSON(j db.BackupJob) jobJSON {
 	}
 	if j.IsEncrypted {
 		out.EncryptionRecipient = j.AgeRecipient
+	}
+	if sc, err := parseSchedule(j); err == nil && !sc.Manual() && j.IsActive {
+		if next := sc.Next(time.Now(), 1); len(next) == 1 {
+			out.NextRunAt = &next[0]
+		}
 	}
 	out.EncryptionRecipients = j.AgeRecipients
 	if out.EncryptionRecipients == nil {
@@ -95,17 +101,6 @@ type jobInput struct {
 	CloudStorageID         *uuid.UUID       `json:"cloudStorageId"`
 	RetentionDays          *int             `json:"retentionDays"`
 	IsActive               *bool            `json:"isActive"`
-}
-
-// advancedConfig is the shape of advancedScheduleConfig (SPEC §2.6).
-type advancedConfig struct {
-	Rules []struct {
-		DaysOfWeek []int    `json:"daysOfWeek"`
-		Times      []string `json:"times"`
-		Exclusions []string `json:"exclusions"`
-		StartDate  string   `json:"startDate"`
-		EndDate    string   `json:"endDate"`
-	} `json:"rules"`
 }
 
 // merge applies in over cur (zero for a new job, with defaults) and
@@ -172,18 +167,6 @@ func (in jobInput) merge(cur db.BackupJob) (db.BackupJob, error) {
 	if !slices.Contains(scheduleTypes, j.ScheduleType) {
 		f.add("scheduleType", "must be one of "+strings.Join(scheduleTypes, ", "))
 	}
-	switch j.ScheduleType {
-	case "custom":
-		if j.CronExpression == nil || *j.CronExpression == "" {
-			f.add("cronExpression", "is required when scheduleType is custom")
-		} else if len(strings.Fields(*j.CronExpression)) != 5 || !gronx.IsValid(*j.CronExpression) {
-			f.add("cronExpression", "must be a valid 5-field cron expression (minute hour day-of-month month day-of-week)")
-		}
-	case "advanced":
-		if msg := validateAdvanced(j.AdvancedScheduleConfig); msg != "" {
-			f.add("advancedScheduleConfig", msg)
-		}
-	}
 	if j.ScheduleType != "custom" {
 		j.CronExpression = nil
 	}
@@ -193,8 +176,13 @@ func (in jobInput) merge(cur db.BackupJob) (db.BackupJob, error) {
 	if j.Timezone == "" {
 		j.Timezone = "UTC"
 	}
-	if _, err := time.LoadLocation(j.Timezone); err != nil || j.Timezone == "Local" {
-		f.add("timezone", "must be an IANA time zone such as Europe/Istanbul or UTC")
+	if _, err := parseSchedule(j); err != nil {
+		var fe *schedule.FieldError
+		if errors.As(err, &fe) {
+			f.add(fe.Field, fe.Reason)
+		} else {
+			f.add("scheduleType", err.Error())
+		}
 	}
 	switch {
 	case !slices.Contains(backupTypes, j.BackupType):
@@ -244,45 +232,6 @@ func (in jobInput) merge(cur db.BackupJob) (db.BackupJob, error) {
 		f.add("retentionDays", "must be 0 (keep forever) to 36500")
 	}
 	return j, f.err()
-}
-
-func validateAdvanced(raw []byte) string {
-	if len(raw) == 0 || string(raw) == "null" {
-		return "is required when scheduleType is advanced"
-	}
-	var cfg advancedConfig
-	dec := json.NewDecoder(strings.NewReader(string(raw)))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&cfg); err != nil {
-		return `must be {"rules":[{"daysOfWeek":[1,2],"times":["02:00"],"exclusions":["2024-12-25"]}]}`
-	}
-	if len(cfg.Rules) == 0 {
-		return "rules: at least one rule is required"
-	}
-	for i, r := range cfg.Rules {
-		if len(r.Times) == 0 {
-			return fmt.Sprintf("rules[%d].times: at least one HH:MM time is required", i)
-		}
-		for _, d := range r.DaysOfWeek {
-			if d < 0 || d > 6 {
-				return fmt.Sprintf("rules[%d].daysOfWeek: %d is not 0 (Sunday) to 6", i, d)
-			}
-		}
-		for _, t := range r.Times {
-			if _, err := time.Parse("15:04", t); err != nil || len(t) != 5 {
-				return fmt.Sprintf("rules[%d].times: %q is not HH:MM", i, t)
-			}
-		}
-		for _, d := range append(append([]string{}, r.Exclusions...), r.StartDate, r.EndDate) {
-			if d == "" {
-				continue
-			}
-			if _, err := time.Parse("2006-01-02", d); err != nil {
-				return fmt.Sprintf("rules[%d]: %q is not a YYYY-MM-DD date", i, d)
-			}
-		}
-	}
-	return ""
 }
 
 // resolveCloudStorage checks a job's cloud storage: for s3 and
@@ -559,4 +508,93 @@ func (a *API) encryptionKey(w http.ResponseWriter, r *http.Request) error {
 	w.Header().Set("Cache-Control", "no-store")
 	_, err = w.Write(j.AgeKeyExport)
 	return err
+}
+
+// parseSchedule is the job's schedule.
+func parseSchedule(j db.BackupJob) (*schedule.Schedule, error) {
+	spec := schedule.Spec{Type: j.ScheduleType, Advanced: j.AdvancedScheduleConfig, Timezone: j.Timezone}
+	if j.CronExpression != nil {
+		spec.Cron = *j.CronExpression
+	}
+	return schedule.Parse(spec)
+}
+
+// nextRuns answers {"runs": [...]}: the job's next count (default 5, at
+// most 100) firing instants, RFC 3339 UTC; empty for a manual job.
+func (a *API) nextRuns(w http.ResponseWriter, r *http.Request) error {
+	j, err := a.loadJob(r)
+	if err != nil {
+		return err
+	}
+	count, err := countParam(r)
+	if err != nil {
+		return err
+	}
+	sc, err := parseSchedule(j)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"runs": runsOf(sc, time.Now(), count)})
+	return nil
+}
+
+func countParam(r *http.Request) (int, error) {
+	v := r.URL.Query().Get("count")
+	if v == "" {
+		return 5, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > 100 {
+		return 0, fieldErrors{"count": "must be 1-100"}.err()
+	}
+	return n, nil
+}
+
+func runsOf(sc *schedule.Schedule, from time.Time, count int) []time.Time {
+	runs := []time.Time{}
+	if !sc.Manual() {
+		for _, t := range sc.Next(from, count) {
+			runs = append(runs, t.UTC())
+		}
+	}
+	return runs
+}
+
+type previewRequest struct {
+	ScheduleType           string          `json:"scheduleType"`
+	CronExpression         string          `json:"cronExpression"`
+	AdvancedScheduleConfig json.RawMessage `json:"advancedScheduleConfig"`
+	Timezone               string          `json:"timezone"`
+	From                   *time.Time      `json:"from"`
+	Count                  int             `json:"count"`
+}
+
+// previewSchedule answers {"runs": [...]} for a schedule being edited: the
+// next count (default 5, at most 100) instants after from (default now).
+// 400 names the field and the reason.
+func (a *API) previewSchedule(w http.ResponseWriter, r *http.Request) error {
+	var req previewRequest
+	if err := a.decodeJSON(w, r, &req); err != nil {
+		return err
+	}
+	if req.Count == 0 {
+		req.Count = 5
+	}
+	if req.Count < 1 || req.Count > 100 {
+		return fieldErrors{"count": "must be 1-100"}.err()
+	}
+	from := time.Now()
+	if req.From != nil {
+		from = *req.From
+	}
+	sc, err := schedule.Parse(schedule.Spec{Type: req.ScheduleType, Cron: req.CronExpression,
+		Advanced: req.AdvancedScheduleConfig, Timezone: req.Timezone})
+	var fe *schedule.FieldError
+	if errors.As(err, &fe) {
+		return fieldErrors{fe.Field: fe.Reason}.err()
+	} else if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"runs": runsOf(sc, from, req.Count)})
+	return nil
 }

@@ -1,0 +1,81 @@
+package api_test
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestSchedulesAPI(t *testing.T) {
+	t.Parallel()
+	s := newServer(t)
+	tok := s.register(t, "sched@example.com").Tokens.Access.Token
+
+	t.Run("PreviewDailyIstanbul", func(t *testing.T) {
+		r := s.do(t, "POST", "/v1/schedules/preview", tok, map[string]any{"scheduleType": "daily",
+			"timezone": "Europe/Istanbul", "from": "2026-03-01T00:00:00Z", "count": 3})
+		wantCode(t, r, http.StatusOK)
+		var out struct{ Runs []time.Time }
+		r.JSON(t, &out)
+		want := []string{"2026-03-01T23:00:00Z", "2026-03-02T23:00:00Z", "2026-03-03T23:00:00Z"}
+		if len(out.Runs) != 3 {
+			t.Fatalf("runs %v", out.Runs)
+		}
+		for i, w := range want {
+			if out.Runs[i].UTC().Format(time.RFC3339) != w {
+				t.Fatalf("run %d = %s, want %s", i, out.Runs[i].UTC().Format(time.RFC3339), w)
+			}
+		}
+	})
+	t.Run("PreviewNamesTheField", func(t *testing.T) {
+		for body, field := range map[string]string{
+			`{"scheduleType":"custom","cronExpression":"61 * * * *"}`:           "cronExpression",
+			`{"scheduleType":"daily","timezone":"Mars/Olympus"}`:                "timezone",
+			`{"scheduleType":"advanced","advancedScheduleConfig":{"rules":[]}}`: "advancedScheduleConfig",
+			`{"scheduleType":"sometimes"}`:                                      "scheduleType",
+		} {
+			r := s.do(t, "POST", "/v1/schedules/preview", tok, body)
+			wantCode(t, r, http.StatusBadRequest)
+			if r.Fields(t)[field] == "" {
+				t.Fatalf("%s: %s", body, r.Body)
+			}
+		}
+		r := s.do(t, "POST", "/v1/schedules/preview", tok, `{"scheduleType":"custom","cronExpression":"61 * * * *"}`)
+		if !strings.Contains(string(r.Body), "minute 61 out of range") {
+			t.Fatalf("cron error not precise: %s", r.Body)
+		}
+	})
+	t.Run("JobNextRunAt", func(t *testing.T) {
+		r := s.do(t, "POST", "/v1/databases", tok, validDB())
+		var d struct{ ID string }
+		r.JSON(t, &d)
+		r = s.do(t, "POST", "/v1/backups/jobs", tok, map[string]any{"databaseId": d.ID, "name": "h", "scheduleType": "hourly"})
+		wantCode(t, r, http.StatusCreated)
+		var j struct {
+			ID        string
+			NextRunAt *time.Time
+		}
+		r.JSON(t, &j)
+		if j.NextRunAt == nil || j.NextRunAt.Minute() != 0 || time.Until(*j.NextRunAt) > time.Hour || time.Until(*j.NextRunAt) < 0 {
+			t.Fatalf("hourly nextRunAt %v", j.NextRunAt)
+		}
+		r = s.do(t, "GET", "/v1/backups/jobs/"+j.ID+"/next-runs?count=3", tok, nil)
+		wantCode(t, r, http.StatusOK)
+		var out struct{ Runs []time.Time }
+		r.JSON(t, &out)
+		if len(out.Runs) != 3 || out.Runs[1].Sub(out.Runs[0]) != time.Hour {
+			t.Fatalf("next runs %v", out.Runs)
+		}
+		r = s.do(t, "POST", "/v1/backups/jobs", tok, map[string]any{"databaseId": d.ID, "name": "m"})
+		r.JSON(t, &j)
+		if j.NextRunAt != nil {
+			t.Fatalf("manual job has nextRunAt %v", j.NextRunAt)
+		}
+		r = s.do(t, "POST", "/v1/backups/jobs", tok, map[string]any{"databaseId": d.ID, "name": "c", "scheduleType": "custom", "cronExpression": "0 25 * * *"})
+		wantCode(t, r, http.StatusBadRequest)
+		if !strings.Contains(r.Fields(t)["cronExpression"], "hour 25") {
+			t.Fatalf("%s", r.Body)
+		}
+	})
+}
