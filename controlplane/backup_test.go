@@ -406,9 +406,10 @@ func TestBackupRestoreVerify(t *testing.T) {
 		deadline := time.Now().Add(30 * time.Second)
 		for {
 			ci, err := js.Consumer(ctx, events.StreamEvents, durable)
-			if err == nil {
+			si, serr := js.Stream(ctx, events.StreamEvents)
+			if err == nil && serr == nil {
 				info, err := ci.Info(ctx)
-				if err == nil && info.NumPending == 0 && info.NumAckPending == 0 && info.Delivered.Consumer > 0 {
+				if err == nil && info.NumPending == 0 && info.NumAckPending == 0 && info.AckFloor.Stream >= si.CachedInfo().State.LastSeq {
 					break
 				}
 			}

@@ -180,6 +180,21 @@ func TestS3Storage(t *testing.T) {
 		}
 	})
 
+	t.Run("BackupStaysWithItsStorage", func(t *testing.T) {
+		body := map[string]any{}
+		for k, v := range s3Body {
+			body[k] = v
+		}
+		body["name"], body["s3Bucket"], body["isDefault"] = "second", gw.NewBucket(t), false
+		var second struct{ ID string }
+		c.want(c.call("POST", "/v1/cloud-storage", token, body), 201).decode(t, &second)
+		c.want(c.call("PATCH", "/v1/backups/jobs/"+job.ID, token, map[string]any{"cloudStorageId": second.ID}), 200)
+		if sum, _ := c.downloadSum(token, h.ID); sum != h.ChecksumValue {
+			t.Fatal("an older backup is looked for in the job's new storage")
+		}
+		c.want(c.call("PATCH", "/v1/backups/jobs/"+job.ID, token, map[string]any{"cloudStorageId": cs.ID}), 200)
+	})
+
 	t.Run("Delete", func(t *testing.T) {
 		c.want(c.call("DELETE", "/v1/backups/history/"+h.ID, token, nil), 204)
 		key := "prod/db/" + h.StorageKey

@@ -62,6 +62,7 @@ type BackupHistory struct {
 	LastRestoreStatus  *string
 	DeletedAt          *time.Time
 	Lost               bool
+	CloudStorageID     *uuid.UUID
 }
 
 type BackupJob struct {

@@ -139,6 +139,8 @@ type BackupEvent struct {
 	JobID       string `json:"jobId,omitempty"`
 	DatabaseID  string `json:"databaseId,omitempty"`
 	StorageType string `json:"storageType,omitempty"`
+	// CloudStorageID is the cloud storage an s3/google_drive backup goes to.
+	CloudStorageID string `json:"cloudStorageId,omitempty"`
 	Compression string `json:"compression,omitempty"`
 	IsEncrypted bool   `json:"isEncrypted,omitempty"`
 

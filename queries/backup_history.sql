@@ -5,8 +5,8 @@
 
 -- name: ApplyBackupQueued :exec
 INSERT INTO backup_history (id, user_id, backup_job_id, database_id, agent_id, status, queued_at,
-    storage_type, compression, is_encrypted, error_message)
-VALUES ($1, $2, $3, $4, $5, sqlc.arg(status), $6, $7, $8, $9, sqlc.narg(error_message))
+    storage_type, compression, is_encrypted, error_message, cloud_storage_id)
+VALUES ($1, $2, $3, $4, $5, sqlc.arg(status), $6, $7, $8, $9, sqlc.narg(error_message), sqlc.narg(cloud_storage_id))
 ON CONFLICT (id) DO NOTHING;
 
 -- name: ApplyBackupStarted :exec

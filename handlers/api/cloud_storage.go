@@ -408,14 +408,15 @@ func oauthOfflineOpts() []oauth2.AuthCodeOption {
 // cloudStorageFor opens, in the control plane, the storage a run's backup
 // is in (download and delete of s3 and google_drive backups).
 func (a *API) cloudStorageFor(ctx context.Context, h db.BackupHistory) (storage.Storage, error) {
-	j, err := a.q.GetBackupJob(ctx, a.pool, db.GetBackupJobParams{ID: h.BackupJobID, UserID: h.UserID})
-	if errors.Is(db.MapErr(err), db.ErrNotFound) || (err == nil && j.CloudStorageID == nil) {
-		return nil, errorf(http.StatusConflict, "the job of this backup, or its cloud storage setting, is gone; reach the object in your storage directly")
-	} else if err != nil {
-		return nil, err
+	if h.CloudStorageID == nil {
+		return nil, errorf(http.StatusConflict, "this backup does not say which cloud storage holds it; reach the object in your storage directly")
 	}
-	c, err := a.loadCloudStorage(ctx, h.UserID, *j.CloudStorageID, "")
+	c, err := a.loadCloudStorage(ctx, h.UserID, *h.CloudStorageID, "")
 	if err != nil {
+		var apiErr *Error
+		if errors.As(err, &apiErr) && apiErr.Code == http.StatusNotFound {
+			return nil, errorf(http.StatusConflict, "the cloud storage that holds this backup was deleted; reach the object in your storage directly")
+		}
 		return nil, err
 	}
 	cfg, err := a.storageConfig(c, nil)

@@ -18,22 +18,20 @@ import (
 // identity sealed to agent. 409 when that key is gone with its job.
 func (a *API) objectRefFor(r *http.Request, h db.BackupHistory) (events.ObjectRef, error) {
 	ref := objectRef(h)
-	if !h.IsEncrypted && h.StorageType == "local" {
-		return ref, nil
-	}
-	j, err := a.q.GetBackupJob(r.Context(), a.pool, db.GetBackupJobParams{ID: h.BackupJobID, UserID: h.UserID})
-	if errors.Is(db.MapErr(err), db.ErrNotFound) {
-		return ref, errorf(http.StatusConflict, "the job of this backup was deleted with its key and storage settings: restore it by hand (see the README)")
-	} else if err != nil {
-		return ref, err
-	}
+	var err error
 	if h.StorageType != "local" {
-		if ref.Storage, err = a.storageSpec(r.Context(), h.StorageType, j.CloudStorageID, h.UserID, h.AgentID); err != nil {
+		if ref.Storage, err = a.storageSpec(r.Context(), h.StorageType, h.CloudStorageID, h.UserID, h.AgentID); err != nil {
 			return ref, err
 		}
 	}
 	if !h.IsEncrypted {
 		return ref, nil
+	}
+	j, err := a.q.GetBackupJob(r.Context(), a.pool, db.GetBackupJobParams{ID: h.BackupJobID, UserID: h.UserID})
+	if errors.Is(db.MapErr(err), db.ErrNotFound) {
+		return ref, errorf(http.StatusConflict, "this backup is encrypted and its job was deleted with its key: decrypt it with the key you exported (age -d -i, see the README)")
+	} else if err != nil {
+		return ref, err
 	}
 	id, err := a.jobIdentity(j)
 	if err != nil {

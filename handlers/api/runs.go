@@ -134,6 +134,9 @@ func (a *API) runJob(w http.ResponseWriter, r *http.Request) error {
 	ev := events.BackupEvent{V: events.Version, ID: runID.String() + ":queued", RunID: runID.String(), At: time.Now().UTC(),
 		UserID: user.String(), JobID: j.ID.String(), DatabaseID: d.ID.String(), StorageType: j.StorageType,
 		Compression: j.Compression, IsEncrypted: j.IsEncrypted}
+	if j.StorageType != "local" && j.CloudStorageID != nil {
+		ev.CloudStorageID = j.CloudStorageID.String()
+	}
 	phase := events.PhaseQueued
 	switch {
 	case !haveAgent:

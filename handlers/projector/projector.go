@@ -192,6 +192,13 @@ func applyBackup(ctx context.Context, q *db.Queries, dbtx db.DBTX, agent uuid.UU
 		if phase == events.PhaseSkipped {
 			p.Status, p.ErrorMessage = "skipped", ptr(ev.Error)
 		}
+		if ev.CloudStorageID != "" {
+			cs, err := parseID("cloudStorageId", ev.CloudStorageID)
+			if err != nil {
+				return err
+			}
+			p.CloudStorageID = &cs
+		}
 		return q.ApplyBackupQueued(ctx, dbtx, p)
 	case events.PhaseStarted:
 		return q.ApplyBackupStarted(ctx, dbtx, db.ApplyBackupStartedParams{ID: run, AgentID: agent, At: &at})

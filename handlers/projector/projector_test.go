@@ -87,7 +87,15 @@ func waitDrained(t *testing.T, js jetstream.JetStream, durable string) *jetstrea
 			if err != nil {
 				t.Fatal(err)
 			}
-			if info.NumPending == 0 && info.NumAckPending == 0 {
+			// Drained: everything the stream holds was delivered and
+			// acknowledged (a just-created consumer may still report
+			// nothing pending before it has looked at the stream).
+			si, err := js.Stream(ctx, events.StreamEvents)
+			if err != nil {
+				t.Fatal(err)
+			}
+			last := si.CachedInfo().State.LastSeq
+			if info.NumPending == 0 && info.NumAckPending == 0 && info.AckFloor.Stream >= last {
 				return info
 			}
 		} else if !errors.Is(err, jetstream.ErrConsumerNotFound) {
