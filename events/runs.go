@@ -141,8 +141,8 @@ type BackupEvent struct {
 	StorageType string `json:"storageType,omitempty"`
 	// CloudStorageID is the cloud storage an s3/google_drive backup goes to.
 	CloudStorageID string `json:"cloudStorageId,omitempty"`
-	Compression string `json:"compression,omitempty"`
-	IsEncrypted bool   `json:"isEncrypted,omitempty"`
+	Compression    string `json:"compression,omitempty"`
+	IsEncrypted    bool   `json:"isEncrypted,omitempty"`
 
 	// progress
 	Seq     int64  `json:"seq,omitempty"`
