@@ -32,7 +32,7 @@ type Config struct {
 	NATSAdvertise string         // --nats-advertise: NATS URL given to agents; default the one in use
 	NATSConfig    string         // --nats-config: file replacing the embedded nats.conf
 	EventsMaxAge  time.Duration  // --events-max-age: how long EVENTS keeps events; default 30 days
-	Roles         []string       // --roles (serve): api, projector; up runs all
+	Roles         []string       // --roles (serve): api, projector, scheduler; up runs all
 	LogFormat     string         // --log-format: text or json; default text
 	LogLevel      string         // --log-level: debug, info, warn, error; default info
 	OfflineAfter  time.Duration  // --agent-offline-after: agent offline after silence; default 30s
@@ -41,9 +41,12 @@ type Config struct {
 	QueueLimit    int            // --agent-queue-limit: commands that may wait per agent; default 20
 	Google        api.GoogleOpts // --google-*: Google Drive OAuth client; the secret only from RAHATBACK_GOOGLE_CLIENT_SECRET
 	RunLostAfter  time.Duration  // --run-lost-after: a run whose agent is silent this long fails; default 90s
+	ScheduleGrace time.Duration  // --schedule-grace: how late a missed slot still runs; default 10m
 }
 
-var knownRoles = []string{"api", "projector"}
+// knownRoles are serve's roles; up runs them all. scheduler fires
+// scheduled jobs and applies retention.
+var knownRoles = []string{"api", "projector", "scheduler"}
 
 // parse reads flags for command cmd from args, falling back to
 // RAHATBACK_* variables from getenv for flags not given.
@@ -72,6 +75,7 @@ func parse(cmd string, args []string, getenv func(string) string, stderr io.Writ
 	fs.StringVar(&c.Google.TokenURL, "google-token-url", "", "override of Google's OAuth token URL (tests)")
 	fs.StringVar(&c.Google.DriveEndpoint, "google-drive-endpoint", "", "override of the Drive API base URL (tests)")
 	fs.DurationVar(&c.RunLostAfter, "run-lost-after", projector.DefaultLostAfter, "a queued or running backup whose agent is silent this long is failed (agent lost)")
+	fs.DurationVar(&c.ScheduleGrace, "schedule-grace", 10*time.Minute, "a slot missed while no scheduler ran still runs (once) up to this late; older missed slots are recorded as skipped")
 	roles := fs.String("roles", strings.Join(knownRoles, ","), "serve only: comma-separated roles ("+strings.Join(knownRoles, ", ")+")")
 	if err := fs.Parse(args); err != nil {
 		return nil, err

@@ -34,6 +34,8 @@ import (
 	"github.com/rahatback/rahatback/events/natsd"
 	"github.com/rahatback/rahatback/handlers/api"
 	"github.com/rahatback/rahatback/handlers/projector"
+	"github.com/rahatback/rahatback/handlers/scheduler"
+	"github.com/rahatback/rahatback/handlers/web"
 	"github.com/rahatback/rahatback/pgcluster"
 	"github.com/rahatback/rahatback/sealed"
 	"github.com/rahatback/rahatback/securefile"
@@ -314,16 +316,31 @@ func (s *system) serve(ctx context.Context) error {
 				Logger: s.log.With("role", "sweeper")})
 		})
 	}
-	if s.cfg.hasRole("api") {
-		a, err := s.newAPI(js, agentURL)
+	var a *api.API
+	if s.cfg.hasRole("api") || s.cfg.hasRole("scheduler") {
+		// The scheduler builds its commands with the API's sealing.
+		if a, err = s.newAPI(js, agentURL); err != nil {
+			return err
+		}
+	}
+	if s.cfg.hasRole("scheduler") {
+		sch, err := scheduler.New(scheduler.Opts{Pool: s.pool, JS: js, Commands: a, Grace: s.cfg.ScheduleGrace,
+			OfflineAfter: s.cfg.OfflineAfter, Logger: s.log.With("role", "scheduler")})
 		if err != nil {
 			return err
 		}
+		g.Go(func() error { return sch.Run(gctx) })
+	}
+	if s.cfg.hasRole("api") {
 		ln, err := net.Listen("tcp", s.cfg.HTTP)
 		if err != nil {
 			return fmt.Errorf("--http %s: %w", s.cfg.HTTP, err)
 		}
-		srv := &http.Server{Handler: a, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
+		dash, err := web.New(web.Opts{API: a, Logger: s.log.With("role", "web"), SecureCookies: strings.HasPrefix(s.cfg.PublicURL, "https://")})
+		if err != nil {
+			return err
+		}
+		srv := &http.Server{Handler: web.Mount(a, dash), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
 		g.Go(func() error {
 			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 				return err

@@ -127,8 +127,9 @@ func (q *Queries) ApplyBackupProgress(ctx context.Context, db DBTX, arg ApplyBac
 const applyBackupQueued = `-- name: ApplyBackupQueued :exec
 
 INSERT INTO backup_history (id, user_id, backup_job_id, database_id, agent_id, status, queued_at,
-    storage_type, compression, is_encrypted, error_message, cloud_storage_id)
-VALUES ($1, $2, $3, $4, $5, $10, $6, $7, $8, $9, $11, $12)
+    storage_type, compression, is_encrypted, error_message, cloud_storage_id, scheduled_for)
+VALUES ($1, $2, $3, $4, $5, $10, $6, $7, $8, $9, $11, $12,
+    $13)
 ON CONFLICT (id) DO NOTHING
 `
 
@@ -145,6 +146,7 @@ type ApplyBackupQueuedParams struct {
 	Status         string
 	ErrorMessage   *string
 	CloudStorageID *uuid.UUID
+	ScheduledFor   *time.Time
 }
 
 // The Apply* queries are the projector's: each moves a row only from the
@@ -165,6 +167,7 @@ func (q *Queries) ApplyBackupQueued(ctx context.Context, db DBTX, arg ApplyBacku
 		arg.Status,
 		arg.ErrorMessage,
 		arg.CloudStorageID,
+		arg.ScheduledFor,
 	)
 	return err
 }
@@ -227,7 +230,7 @@ func (q *Queries) ApplyBackupVerified(ctx context.Context, db DBTX, arg ApplyBac
 }
 
 const getBackupHistory = `-- name: GetBackupHistory :one
-SELECT id, user_id, backup_job_id, database_id, agent_id, status, queued_at, started_at, completed_at, duration_ms, file_name, file_size, raw_size, storage_type, storage_key, checksum_value, checksum_algorithm, compression, is_encrypted, error_message, progress_step, progress_bytes, progress_percent, progress_seq, manifest, verification_status, verification_result, verified_at, last_restore_status, deleted_at, lost, cloud_storage_id FROM backup_history WHERE id = $1 AND user_id = $2 AND deleted_at IS NULL
+SELECT id, user_id, backup_job_id, database_id, agent_id, status, queued_at, started_at, completed_at, duration_ms, file_name, file_size, raw_size, storage_type, storage_key, checksum_value, checksum_algorithm, compression, is_encrypted, error_message, progress_step, progress_bytes, progress_percent, progress_seq, manifest, verification_status, verification_result, verified_at, last_restore_status, deleted_at, lost, cloud_storage_id, scheduled_for, expired_at, expire_reason, expire_attempts, expire_error, expire_after, verifying_since FROM backup_history WHERE id = $1 AND user_id = $2 AND deleted_at IS NULL
 `
 
 type GetBackupHistoryParams struct {
@@ -271,6 +274,13 @@ func (q *Queries) GetBackupHistory(ctx context.Context, db DBTX, arg GetBackupHi
 		&i.DeletedAt,
 		&i.Lost,
 		&i.CloudStorageID,
+		&i.ScheduledFor,
+		&i.ExpiredAt,
+		&i.ExpireReason,
+		&i.ExpireAttempts,
+		&i.ExpireError,
+		&i.ExpireAfter,
+		&i.VerifyingSince,
 	)
 	return i, err
 }
@@ -287,7 +297,7 @@ func (q *Queries) HasActiveBackup(ctx context.Context, db DBTX, backupJobID uuid
 }
 
 const listBackupHistory = `-- name: ListBackupHistory :many
-SELECT backup_history.id, backup_history.user_id, backup_history.backup_job_id, backup_history.database_id, backup_history.agent_id, backup_history.status, backup_history.queued_at, backup_history.started_at, backup_history.completed_at, backup_history.duration_ms, backup_history.file_name, backup_history.file_size, backup_history.raw_size, backup_history.storage_type, backup_history.storage_key, backup_history.checksum_value, backup_history.checksum_algorithm, backup_history.compression, backup_history.is_encrypted, backup_history.error_message, backup_history.progress_step, backup_history.progress_bytes, backup_history.progress_percent, backup_history.progress_seq, backup_history.manifest, backup_history.verification_status, backup_history.verification_result, backup_history.verified_at, backup_history.last_restore_status, backup_history.deleted_at, backup_history.lost, backup_history.cloud_storage_id, count(*) OVER () AS total
+SELECT backup_history.id, backup_history.user_id, backup_history.backup_job_id, backup_history.database_id, backup_history.agent_id, backup_history.status, backup_history.queued_at, backup_history.started_at, backup_history.completed_at, backup_history.duration_ms, backup_history.file_name, backup_history.file_size, backup_history.raw_size, backup_history.storage_type, backup_history.storage_key, backup_history.checksum_value, backup_history.checksum_algorithm, backup_history.compression, backup_history.is_encrypted, backup_history.error_message, backup_history.progress_step, backup_history.progress_bytes, backup_history.progress_percent, backup_history.progress_seq, backup_history.manifest, backup_history.verification_status, backup_history.verification_result, backup_history.verified_at, backup_history.last_restore_status, backup_history.deleted_at, backup_history.lost, backup_history.cloud_storage_id, backup_history.scheduled_for, backup_history.expired_at, backup_history.expire_reason, backup_history.expire_attempts, backup_history.expire_error, backup_history.expire_after, backup_history.verifying_since, count(*) OVER () AS total
 FROM backup_history
 WHERE user_id = $1 AND deleted_at IS NULL
   AND ($2::text IS NULL OR status = $2)
@@ -366,6 +376,13 @@ func (q *Queries) ListBackupHistory(ctx context.Context, db DBTX, arg ListBackup
 			&i.BackupHistory.DeletedAt,
 			&i.BackupHistory.Lost,
 			&i.BackupHistory.CloudStorageID,
+			&i.BackupHistory.ScheduledFor,
+			&i.BackupHistory.ExpiredAt,
+			&i.BackupHistory.ExpireReason,
+			&i.BackupHistory.ExpireAttempts,
+			&i.BackupHistory.ExpireError,
+			&i.BackupHistory.ExpireAfter,
+			&i.BackupHistory.VerifyingSince,
 			&i.Total,
 		); err != nil {
 			return nil, err

@@ -15,9 +15,10 @@ const createBackupJob = `-- name: CreateBackupJob :one
 INSERT INTO backup_jobs (id, user_id, database_id, name, schedule_type, cron_expression,
     advanced_schedule_config, timezone, backup_type, compression, is_encrypted,
     auto_verify_after_backup, verification_level, storage_type, cloud_storage_id,
-    retention_days, is_active)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
-RETURNING id, user_id, database_id, name, schedule_type, cron_expression, advanced_schedule_config, timezone, backup_type, compression, is_encrypted, auto_verify_after_backup, verification_level, storage_type, cloud_storage_id, retention_days, is_active, created_at, updated_at, age_identity_enc, age_recipient, age_recipients, age_key_export
+    retention_days, is_active, keep_last, keep_daily, keep_weekly, keep_monthly)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
+    $18, $19, $20, $21)
+RETURNING id, user_id, database_id, name, schedule_type, cron_expression, advanced_schedule_config, timezone, backup_type, compression, is_encrypted, auto_verify_after_backup, verification_level, storage_type, cloud_storage_id, retention_days, is_active, created_at, updated_at, age_identity_enc, age_recipient, age_recipients, age_key_export, scheduled_through, keep_last, keep_daily, keep_weekly, keep_monthly
 `
 
 type CreateBackupJobParams struct {
@@ -38,6 +39,10 @@ type CreateBackupJobParams struct {
 	CloudStorageID         *uuid.UUID
 	RetentionDays          int32
 	IsActive               bool
+	KeepLast               *int32
+	KeepDaily              *int32
+	KeepWeekly             *int32
+	KeepMonthly            *int32
 }
 
 func (q *Queries) CreateBackupJob(ctx context.Context, db DBTX, arg CreateBackupJobParams) (BackupJob, error) {
@@ -59,6 +64,10 @@ func (q *Queries) CreateBackupJob(ctx context.Context, db DBTX, arg CreateBackup
 		arg.CloudStorageID,
 		arg.RetentionDays,
 		arg.IsActive,
+		arg.KeepLast,
+		arg.KeepDaily,
+		arg.KeepWeekly,
+		arg.KeepMonthly,
 	)
 	var i BackupJob
 	err := row.Scan(
@@ -85,6 +94,11 @@ func (q *Queries) CreateBackupJob(ctx context.Context, db DBTX, arg CreateBackup
 		&i.AgeRecipient,
 		&i.AgeRecipients,
 		&i.AgeKeyExport,
+		&i.ScheduledThrough,
+		&i.KeepLast,
+		&i.KeepDaily,
+		&i.KeepWeekly,
+		&i.KeepMonthly,
 	)
 	return i, err
 }
@@ -106,7 +120,7 @@ func (q *Queries) DeleteBackupJob(ctx context.Context, db DBTX, arg DeleteBackup
 }
 
 const getBackupJob = `-- name: GetBackupJob :one
-SELECT id, user_id, database_id, name, schedule_type, cron_expression, advanced_schedule_config, timezone, backup_type, compression, is_encrypted, auto_verify_after_backup, verification_level, storage_type, cloud_storage_id, retention_days, is_active, created_at, updated_at, age_identity_enc, age_recipient, age_recipients, age_key_export FROM backup_jobs WHERE id = $1 AND user_id = $2
+SELECT id, user_id, database_id, name, schedule_type, cron_expression, advanced_schedule_config, timezone, backup_type, compression, is_encrypted, auto_verify_after_backup, verification_level, storage_type, cloud_storage_id, retention_days, is_active, created_at, updated_at, age_identity_enc, age_recipient, age_recipients, age_key_export, scheduled_through, keep_last, keep_daily, keep_weekly, keep_monthly FROM backup_jobs WHERE id = $1 AND user_id = $2
 `
 
 type GetBackupJobParams struct {
@@ -141,12 +155,17 @@ func (q *Queries) GetBackupJob(ctx context.Context, db DBTX, arg GetBackupJobPar
 		&i.AgeRecipient,
 		&i.AgeRecipients,
 		&i.AgeKeyExport,
+		&i.ScheduledThrough,
+		&i.KeepLast,
+		&i.KeepDaily,
+		&i.KeepWeekly,
+		&i.KeepMonthly,
 	)
 	return i, err
 }
 
 const getBackupJobForUpdate = `-- name: GetBackupJobForUpdate :one
-SELECT id, user_id, database_id, name, schedule_type, cron_expression, advanced_schedule_config, timezone, backup_type, compression, is_encrypted, auto_verify_after_backup, verification_level, storage_type, cloud_storage_id, retention_days, is_active, created_at, updated_at, age_identity_enc, age_recipient, age_recipients, age_key_export FROM backup_jobs WHERE id = $1 AND user_id = $2 FOR UPDATE
+SELECT id, user_id, database_id, name, schedule_type, cron_expression, advanced_schedule_config, timezone, backup_type, compression, is_encrypted, auto_verify_after_backup, verification_level, storage_type, cloud_storage_id, retention_days, is_active, created_at, updated_at, age_identity_enc, age_recipient, age_recipients, age_key_export, scheduled_through, keep_last, keep_daily, keep_weekly, keep_monthly FROM backup_jobs WHERE id = $1 AND user_id = $2 FOR UPDATE
 `
 
 type GetBackupJobForUpdateParams struct {
@@ -181,12 +200,17 @@ func (q *Queries) GetBackupJobForUpdate(ctx context.Context, db DBTX, arg GetBac
 		&i.AgeRecipient,
 		&i.AgeRecipients,
 		&i.AgeKeyExport,
+		&i.ScheduledThrough,
+		&i.KeepLast,
+		&i.KeepDaily,
+		&i.KeepWeekly,
+		&i.KeepMonthly,
 	)
 	return i, err
 }
 
 const listBackupJobs = `-- name: ListBackupJobs :many
-SELECT id, user_id, database_id, name, schedule_type, cron_expression, advanced_schedule_config, timezone, backup_type, compression, is_encrypted, auto_verify_after_backup, verification_level, storage_type, cloud_storage_id, retention_days, is_active, created_at, updated_at, age_identity_enc, age_recipient, age_recipients, age_key_export FROM backup_jobs WHERE user_id = $1 ORDER BY created_at, id
+SELECT id, user_id, database_id, name, schedule_type, cron_expression, advanced_schedule_config, timezone, backup_type, compression, is_encrypted, auto_verify_after_backup, verification_level, storage_type, cloud_storage_id, retention_days, is_active, created_at, updated_at, age_identity_enc, age_recipient, age_recipients, age_key_export, scheduled_through, keep_last, keep_daily, keep_weekly, keep_monthly FROM backup_jobs WHERE user_id = $1 ORDER BY created_at, id
 `
 
 func (q *Queries) ListBackupJobs(ctx context.Context, db DBTX, userID uuid.UUID) ([]BackupJob, error) {
@@ -222,6 +246,11 @@ func (q *Queries) ListBackupJobs(ctx context.Context, db DBTX, userID uuid.UUID)
 			&i.AgeRecipient,
 			&i.AgeRecipients,
 			&i.AgeKeyExport,
+			&i.ScheduledThrough,
+			&i.KeepLast,
+			&i.KeepDaily,
+			&i.KeepWeekly,
+			&i.KeepMonthly,
 		); err != nil {
 			return nil, err
 		}
@@ -266,9 +295,18 @@ SET database_id = $3, name = $4, schedule_type = $5, cron_expression = $6,
     advanced_schedule_config = $7, timezone = $8, backup_type = $9, compression = $10,
     is_encrypted = $11, auto_verify_after_backup = $12, verification_level = $13,
     storage_type = $14, cloud_storage_id = $15, retention_days = $16, is_active = $17,
+    keep_last = $18, keep_daily = $19,
+    keep_weekly = $20, keep_monthly = $21,
+    -- A new schedule or a resumed job starts from now: slots before are
+    -- not "missed".
+    scheduled_through = CASE
+        WHEN (NOT is_active AND $17) OR schedule_type IS DISTINCT FROM $5
+             OR cron_expression IS DISTINCT FROM $6 OR advanced_schedule_config IS DISTINCT FROM $7
+             OR timezone IS DISTINCT FROM $8
+        THEN greatest(scheduled_through, now()) ELSE scheduled_through END,
     updated_at = now()
 WHERE id = $1 AND user_id = $2
-RETURNING id, user_id, database_id, name, schedule_type, cron_expression, advanced_schedule_config, timezone, backup_type, compression, is_encrypted, auto_verify_after_backup, verification_level, storage_type, cloud_storage_id, retention_days, is_active, created_at, updated_at, age_identity_enc, age_recipient, age_recipients, age_key_export
+RETURNING id, user_id, database_id, name, schedule_type, cron_expression, advanced_schedule_config, timezone, backup_type, compression, is_encrypted, auto_verify_after_backup, verification_level, storage_type, cloud_storage_id, retention_days, is_active, created_at, updated_at, age_identity_enc, age_recipient, age_recipients, age_key_export, scheduled_through, keep_last, keep_daily, keep_weekly, keep_monthly
 `
 
 type UpdateBackupJobParams struct {
@@ -289,6 +327,10 @@ type UpdateBackupJobParams struct {
 	CloudStorageID         *uuid.UUID
 	RetentionDays          int32
 	IsActive               bool
+	KeepLast               *int32
+	KeepDaily              *int32
+	KeepWeekly             *int32
+	KeepMonthly            *int32
 }
 
 func (q *Queries) UpdateBackupJob(ctx context.Context, db DBTX, arg UpdateBackupJobParams) (BackupJob, error) {
@@ -310,6 +352,10 @@ func (q *Queries) UpdateBackupJob(ctx context.Context, db DBTX, arg UpdateBackup
 		arg.CloudStorageID,
 		arg.RetentionDays,
 		arg.IsActive,
+		arg.KeepLast,
+		arg.KeepDaily,
+		arg.KeepWeekly,
+		arg.KeepMonthly,
 	)
 	var i BackupJob
 	err := row.Scan(
@@ -336,6 +382,11 @@ func (q *Queries) UpdateBackupJob(ctx context.Context, db DBTX, arg UpdateBackup
 		&i.AgeRecipient,
 		&i.AgeRecipients,
 		&i.AgeKeyExport,
+		&i.ScheduledThrough,
+		&i.KeepLast,
+		&i.KeepDaily,
+		&i.KeepWeekly,
+		&i.KeepMonthly,
 	)
 	return i, err
 }

@@ -63,6 +63,13 @@ type BackupHistory struct {
 	DeletedAt          *time.Time
 	Lost               bool
 	CloudStorageID     *uuid.UUID
+	ScheduledFor       *time.Time
+	ExpiredAt          *time.Time
+	ExpireReason       *string
+	ExpireAttempts     int32
+	ExpireError        *string
+	ExpireAfter        *time.Time
+	VerifyingSince     *time.Time
 }
 
 type BackupJob struct {
@@ -89,6 +96,11 @@ type BackupJob struct {
 	AgeRecipient           *string
 	AgeRecipients          []string
 	AgeKeyExport           []byte
+	ScheduledThrough       time.Time
+	KeepLast               *int32
+	KeepDaily              *int32
+	KeepWeekly             *int32
+	KeepMonthly            *int32
 }
 
 type CloudStorage struct {

@@ -143,6 +143,8 @@ type BackupEvent struct {
 	CloudStorageID string `json:"cloudStorageId,omitempty"`
 	Compression    string `json:"compression,omitempty"`
 	IsEncrypted    bool   `json:"isEncrypted,omitempty"`
+	// ScheduledFor is the slot of a scheduled run; nil for "run now".
+	ScheduledFor *time.Time `json:"scheduledFor,omitempty"`
 
 	// progress
 	Seq     int64  `json:"seq,omitempty"`

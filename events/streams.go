@@ -22,6 +22,10 @@ type StreamOpts struct {
 	Replicas int
 }
 
+// CommandsDuplicateWindow is how long StreamCommands remembers a
+// Nats-Msg-Id: a command published again within it is stored once.
+const CommandsDuplicateWindow = time.Hour
+
 // EnsureStreams creates or updates StreamCommands (work queue over
 // rahat.cmd.>) and StreamEvents (limits retention over rahat.evt.>). It is
 // idempotent and safe to call at every start.
@@ -43,7 +47,7 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, o StreamOpts) er
 			Retention:   jetstream.WorkQueuePolicy,
 			Storage:     jetstream.FileStorage,
 			Replicas:    o.Replicas,
-			Duplicates:  time.Hour,
+			Duplicates:  CommandsDuplicateWindow,
 			MaxAge:      o.CommandsMaxAge,
 		},
 		{

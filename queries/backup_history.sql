@@ -5,8 +5,9 @@
 
 -- name: ApplyBackupQueued :exec
 INSERT INTO backup_history (id, user_id, backup_job_id, database_id, agent_id, status, queued_at,
-    storage_type, compression, is_encrypted, error_message, cloud_storage_id)
-VALUES ($1, $2, $3, $4, $5, sqlc.arg(status), $6, $7, $8, $9, sqlc.narg(error_message), sqlc.narg(cloud_storage_id))
+    storage_type, compression, is_encrypted, error_message, cloud_storage_id, scheduled_for)
+VALUES ($1, $2, $3, $4, $5, sqlc.arg(status), $6, $7, $8, $9, sqlc.narg(error_message), sqlc.narg(cloud_storage_id),
+    sqlc.narg(scheduled_for))
 ON CONFLICT (id) DO NOTHING;
 
 -- name: ApplyBackupStarted :exec

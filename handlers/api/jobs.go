@@ -51,6 +51,10 @@ type jobJSON struct {
 	StorageType            string          `json:"storageType"`
 	CloudStorageID         *uuid.UUID      `json:"cloudStorageId"`
 	RetentionDays          int             `json:"retentionDays"`
+	KeepLast               *int32          `json:"keepLast"`
+	KeepDaily              *int32          `json:"keepDaily"`
+	KeepWeekly             *int32          `json:"keepWeekly"`
+	KeepMonthly            *int32          `json:"keepMonthly"`
 	IsActive               bool            `json:"isActive"`
 	NextRunAt              *time.Time      `json:"nextRunAt"` // null for manual or paused jobs
 	CreatedAt              time.Time       `json:"createdAt"`
@@ -62,7 +66,8 @@ func toJobJSON(j db.BackupJob) jobJSON {
 		CronExpression: j.CronExpression, Timezone: j.Timezone, BackupType: j.BackupType,
 		Compression: j.Compression, IsEncrypted: j.IsEncrypted, AutoVerifyAfterBackup: j.AutoVerifyAfterBackup,
 		VerificationLevel: j.VerificationLevel, StorageType: j.StorageType, CloudStorageID: j.CloudStorageID,
-		RetentionDays: int(j.RetentionDays), IsActive: j.IsActive, CreatedAt: j.CreatedAt, UpdatedAt: j.UpdatedAt}
+		RetentionDays: int(j.RetentionDays), KeepLast: j.KeepLast, KeepDaily: j.KeepDaily, KeepWeekly: j.KeepWeekly,
+		KeepMonthly: j.KeepMonthly, IsActive: j.IsActive, CreatedAt: j.CreatedAt, UpdatedAt: j.UpdatedAt}
 	if len(j.AdvancedScheduleConfig) > 0 {
 		out.AdvancedScheduleConfig = j.AdvancedScheduleConfig
 	}
@@ -100,7 +105,51 @@ type jobInput struct {
 	StorageType            *string          `json:"storageType"`
 	CloudStorageID         *uuid.UUID       `json:"cloudStorageId"`
 	RetentionDays          *int             `json:"retentionDays"`
+	KeepLast               optionalCount    `json:"keepLast"`
+	KeepDaily              optionalCount    `json:"keepDaily"`
+	KeepWeekly             optionalCount    `json:"keepWeekly"`
+	KeepMonthly            optionalCount    `json:"keepMonthly"`
 	IsActive               *bool            `json:"isActive"`
+}
+
+// optionalCount is a GFS count in a job body: absent keeps the current
+// value, null clears it, a number sets it.
+type optionalCount struct {
+	set bool
+	v   *int64
+}
+
+// UnmarshalJSON implements json.Unmarshaler.
+func (c *optionalCount) UnmarshalJSON(b []byte) error {
+	c.set = true
+	if string(b) == "null" {
+		c.v = nil
+		return nil
+	}
+	var v int64
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	c.v = &v
+	return nil
+}
+
+// apply sets *dst from c when c was given; a value outside 1-10000 is a
+// field error.
+func (c optionalCount) apply(dst **int32, field string, f fieldErrors) {
+	if !c.set {
+		return
+	}
+	if c.v == nil {
+		*dst = nil
+		return
+	}
+	if *c.v < 1 || *c.v > 10000 {
+		f.add(field, "must be 1 to 10000, or null for none")
+		return
+	}
+	v := int32(*c.v)
+	*dst = &v
 }
 
 // merge applies in over cur (zero for a new job, with defaults) and
@@ -155,6 +204,10 @@ func (in jobInput) merge(cur db.BackupJob) (db.BackupJob, error) {
 	}
 
 	f := fieldErrors{}
+	in.KeepLast.apply(&j.KeepLast, "keepLast", f)
+	in.KeepDaily.apply(&j.KeepDaily, "keepDaily", f)
+	in.KeepWeekly.apply(&j.KeepWeekly, "keepWeekly", f)
+	in.KeepMonthly.apply(&j.KeepMonthly, "keepMonthly", f)
 	if j.DatabaseID == uuid.Nil {
 		f.add("databaseId", "is required")
 	}
@@ -319,6 +372,7 @@ func (a *API) createJob(w http.ResponseWriter, r *http.Request) error {
 			Timezone: want.Timezone, BackupType: want.BackupType, Compression: want.Compression, IsEncrypted: want.IsEncrypted,
 			AutoVerifyAfterBackup: want.AutoVerifyAfterBackup, VerificationLevel: want.VerificationLevel,
 			StorageType: want.StorageType, CloudStorageID: want.CloudStorageID, RetentionDays: want.RetentionDays, IsActive: want.IsActive,
+			KeepLast: want.KeepLast, KeepDaily: want.KeepDaily, KeepWeekly: want.KeepWeekly, KeepMonthly: want.KeepMonthly,
 		})
 		if err != nil {
 			return err
@@ -385,6 +439,7 @@ func (a *API) updateJob(w http.ResponseWriter, r *http.Request) error {
 			Timezone: want.Timezone, BackupType: want.BackupType, Compression: want.Compression, IsEncrypted: want.IsEncrypted,
 			AutoVerifyAfterBackup: want.AutoVerifyAfterBackup, VerificationLevel: want.VerificationLevel,
 			StorageType: want.StorageType, CloudStorageID: want.CloudStorageID, RetentionDays: want.RetentionDays, IsActive: want.IsActive,
+			KeepLast: want.KeepLast, KeepDaily: want.KeepDaily, KeepWeekly: want.KeepWeekly, KeepMonthly: want.KeepMonthly,
 		})
 		if err != nil {
 			return db.MapErr(err)

@@ -154,37 +154,8 @@ func (a *API) runJob(w http.ResponseWriter, r *http.Request) error {
 		} else if full {
 			return errQueueFull
 		}
-		conn, err := a.connSpec(ctx, d, agent.ID)
-		if err != nil {
+		if cmd, err = a.backupCommand(ctx, j, d, agent.ID, runID); err != nil {
 			return err
-		}
-		agentPub, err := a.q.GetAgentPublicKey(ctx, a.pool, agent.ID)
-		if err != nil {
-			return err
-		}
-		spec, err := a.storageSpec(ctx, j.StorageType, j.CloudStorageID, user, agent.ID)
-		if err != nil {
-			return err
-		}
-		cmd = events.BackupCommand{V: events.Version, Deadline: a.deadline(), RunID: runID.String(), JobID: j.ID.String(),
-			DatabaseID: d.ID.String(), Conn: conn, Compression: j.Compression, Storage: spec}
-		if j.IsEncrypted {
-			if j.AgeRecipient == nil {
-				return errorf(http.StatusConflict, "the job is encrypted but has no key; set its encryptionPassword again")
-			}
-			cmd.Recipients = append([]string{*j.AgeRecipient}, j.AgeRecipients...)
-		}
-		if j.AutoVerifyAfterBackup {
-			cmd.Verify, cmd.VerifyID = j.VerificationLevel, uuid.NewString()
-			if j.IsEncrypted {
-				id, err := a.jobIdentity(j)
-				if err != nil {
-					return err
-				}
-				if cmd.SealedIdentity, err = sealed.Seal(agentPub, []byte(id.String())); err != nil {
-					return err
-				}
-			}
 		}
 	}
 	err = db.WithTx(ctx, a.pool, func(tx pgx.Tx) error {
@@ -229,6 +200,55 @@ func (a *API) runJob(w http.ResponseWriter, r *http.Request) error {
 	}
 	writeJSON(w, http.StatusAccepted, map[string]any{"historyId": runID, "status": status})
 	return nil
+}
+
+// BackupCommand is the command that runs job j on agentID as run runID,
+// its secrets sealed to that agent. It is how the scheduler builds the
+// commands of scheduled runs. The error is an *Error with status 409 when
+// the job is encrypted but has no key.
+func (a *API) BackupCommand(ctx context.Context, j db.BackupJob, agentID, runID uuid.UUID) (events.BackupCommand, error) {
+	d, err := a.q.GetDatabase(ctx, a.pool, db.GetDatabaseParams{ID: j.DatabaseID, UserID: j.UserID})
+	if err != nil {
+		return events.BackupCommand{}, db.MapErr(err)
+	}
+	return a.backupCommand(ctx, j, d, agentID, runID)
+}
+
+// backupCommand is BackupCommand with the job's database at hand.
+func (a *API) backupCommand(ctx context.Context, j db.BackupJob, d db.Database, agentID, runID uuid.UUID) (events.BackupCommand, error) {
+	conn, err := a.connSpec(ctx, d, agentID)
+	if err != nil {
+		return events.BackupCommand{}, err
+	}
+	spec, err := a.storageSpec(ctx, j.StorageType, j.CloudStorageID, j.UserID, agentID)
+	if err != nil {
+		return events.BackupCommand{}, err
+	}
+	cmd := events.BackupCommand{V: events.Version, Deadline: a.deadline(), RunID: runID.String(), JobID: j.ID.String(),
+		DatabaseID: d.ID.String(), Conn: conn, Compression: j.Compression, Storage: spec}
+	if j.IsEncrypted {
+		if j.AgeRecipient == nil {
+			return cmd, errorf(http.StatusConflict, "the job is encrypted but has no key; set its encryptionPassword again")
+		}
+		cmd.Recipients = append([]string{*j.AgeRecipient}, j.AgeRecipients...)
+	}
+	if j.AutoVerifyAfterBackup {
+		cmd.Verify, cmd.VerifyID = j.VerificationLevel, uuid.NewString()
+		if j.IsEncrypted {
+			id, err := a.jobIdentity(j)
+			if err != nil {
+				return cmd, err
+			}
+			agentPub, err := a.q.GetAgentPublicKey(ctx, a.pool, agentID)
+			if err != nil {
+				return cmd, err
+			}
+			if cmd.SealedIdentity, err = sealed.Seal(agentPub, []byte(id.String())); err != nil {
+				return cmd, err
+			}
+		}
+	}
+	return cmd, nil
 }
 
 // agentIDOrNil is the agent's id, or the nil UUID for a run no agent can

@@ -188,7 +188,7 @@ func applyBackup(ctx context.Context, q *db.Queries, dbtx db.DBTX, agent uuid.UU
 		}
 		p := db.ApplyBackupQueuedParams{ID: run, UserID: user, BackupJobID: job, DatabaseID: database,
 			AgentID: agent, QueuedAt: at, StorageType: ev.StorageType, Compression: ev.Compression,
-			IsEncrypted: ev.IsEncrypted, Status: "queued"}
+			IsEncrypted: ev.IsEncrypted, Status: "queued", ScheduledFor: ev.ScheduledFor}
 		if phase == events.PhaseSkipped {
 			p.Status, p.ErrorMessage = "skipped", ptr(ev.Error)
 		}

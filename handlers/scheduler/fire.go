@@ -1,0 +1,319 @@
+package scheduler
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/rahatback/rahatback/db"
+	"github.com/rahatback/rahatback/events"
+	"github.com/rahatback/rahatback/handlers/projector"
+)
+
+// Reasons recorded on skipped scheduled runs.
+const (
+	ReasonDown    = "control plane was down at the scheduled time; the slot was not run"
+	ReasonBusy    = "previous run still running"
+	ReasonOffline = "agent offline"
+	ReasonNoAgent = "no agent can run this backup: connect an agent and assign it to the database"
+)
+
+// runNamespace derives scheduled run ids: RunID(job, slot).
+var runNamespace = uuid.MustParse("6f1f3c52-3f0c-4f1e-9a55-1d6b1c3a7e10")
+
+// RunID is the id of job's run for slot: the same in every replica.
+func RunID(job uuid.UUID, slot time.Time) uuid.UUID {
+	return uuid.NewSHA1(runNamespace, []byte(MsgID(job, slot)))
+}
+
+// MsgID is the Nats-Msg-Id of job's command for slot: job:<id>:<slot UTC>.
+func MsgID(job uuid.UUID, slot time.Time) string {
+	return "job:" + job.String() + ":" + slot.UTC().Format(time.RFC3339)
+}
+
+// planned is one history row a batch writes, and what to publish for it.
+type planned struct {
+	job   db.BackupJob
+	agent uuid.UUID
+	phase string // queued or skipped
+	ev    events.BackupEvent
+	slot  time.Time
+}
+
+// decide handles the slots of the due jobs up to now in one transaction
+// holding their row locks, then publishes the commands and events.
+func (s *Scheduler) decide(ctx context.Context, batch []*entry, now time.Time) ([]outcome, error) {
+	ids := make([]uuid.UUID, len(batch))
+	for i, e := range batch {
+		ids[i] = e.id
+	}
+	var plans []planned
+	var outs []outcome
+	err := db.WithTx(ctx, s.o.Pool, func(tx pgx.Tx) error {
+		plans, outs = plans[:0], outs[:0]
+		rows, err := s.q.LockJobs(ctx, tx, ids)
+		if err != nil {
+			return err
+		}
+		found := make(map[uuid.UUID]bool, len(rows))
+		var users, jobs []uuid.UUID
+		seenUser := map[uuid.UUID]bool{}
+		for _, r := range rows {
+			found[r.BackupJob.ID] = true
+			jobs = append(jobs, r.BackupJob.ID)
+			if !seenUser[r.BackupJob.UserID] {
+				seenUser[r.BackupJob.UserID] = true
+				users = append(users, r.BackupJob.UserID)
+			}
+		}
+		for _, id := range ids {
+			if !found[id] {
+				outs = append(outs, outcome{id: id, gone: true}) // deleted
+			}
+		}
+		agentRows, err := s.q.AgentsOfUsers(ctx, tx, db.AgentsOfUsersParams{UserIds: users,
+			OfflineAfterSecs: s.o.OfflineAfter.Seconds()})
+		if err != nil {
+			return err
+		}
+		agents := map[uuid.UUID][]db.AgentsOfUsersRow{}
+		for _, a := range agentRows {
+			agents[a.UserID] = append(agents[a.UserID], a)
+		}
+		activeRows, err := s.q.ActiveRunsOfJobs(ctx, tx, jobs)
+		if err != nil {
+			return err
+		}
+		active := make(map[uuid.UUID]uuid.UUID, len(activeRows))
+		for _, a := range activeRows {
+			active[a.BackupJobID] = a.ID
+		}
+
+		var markIDs []uuid.UUID
+		var markSlots []time.Time
+		for _, r := range rows {
+			j := r.BackupJob
+			if !j.IsActive || j.ScheduleType == "manual" {
+				outs = append(outs, outcome{id: j.ID, gone: true})
+				continue
+			}
+			sc, err := s.schedule(j.ScheduleType, j.CronExpression, j.AdvancedScheduleConfig, j.Timezone)
+			if err != nil {
+				s.log.Warn("job has an invalid schedule; not scheduled", "jobId", j.ID, "err", err)
+				outs = append(outs, outcome{id: j.ID, gone: true})
+				continue
+			}
+			out := outcome{id: j.ID, sc: sc, updatedAt: j.UpdatedAt, through: j.ScheduledThrough}
+			slots := sc.Between(j.ScheduledThrough, now)
+			if len(slots) == 0 {
+				outs = append(outs, out) // another replica handled it
+				continue
+			}
+			last := slots[len(slots)-1]
+			out.through = last
+			outs = append(outs, out)
+			markIDs, markSlots = append(markIDs, j.ID), append(markSlots, last)
+
+			missed := slots
+			var run *time.Time
+			if now.Sub(last) <= s.o.Grace {
+				run, missed = &last, slots[:len(slots)-1]
+			}
+			agent, haveAgent := pickAgent(agents[j.UserID], r.DatabaseAgentID)
+			agentID := uuid.Nil
+			if haveAgent {
+				agentID = agent.ID
+			}
+			if len(missed) > s.o.MaxMissed {
+				dropped := len(missed) - s.o.MaxMissed
+				missed = missed[dropped:]
+				s.log.Warn("job missed more slots than are recorded", "jobId", j.ID, "missed", dropped+len(missed),
+					"recorded", len(missed))
+				plans = append(plans, s.plan(j, agentID, missed[0], now, events.PhaseSkipped,
+					fmt.Sprintf("%s (and %d earlier slots since %s)", ReasonDown, dropped, slots[0].Format(time.RFC3339))))
+				missed = missed[1:]
+			}
+			for _, slot := range missed {
+				plans = append(plans, s.plan(j, agentID, slot, now, events.PhaseSkipped, ReasonDown))
+			}
+			if run == nil {
+				continue
+			}
+			switch runID, busy := active[j.ID]; {
+			case busy:
+				plans = append(plans, s.plan(j, agentID, *run, now, events.PhaseSkipped,
+					fmt.Sprintf("%s (run %s)", ReasonBusy, runID)))
+			case !haveAgent:
+				plans = append(plans, s.plan(j, agentID, *run, now, events.PhaseSkipped, ReasonNoAgent))
+			case !agent.Online:
+				plans = append(plans, s.plan(j, agentID, *run, now, events.PhaseSkipped,
+					fmt.Sprintf("%s: agent %q was not connected at the scheduled time", ReasonOffline, agent.Name)))
+			default:
+				plans = append(plans, s.plan(j, agentID, *run, now, events.PhaseQueued, ""))
+			}
+		}
+		for _, p := range plans {
+			data, err := json.Marshal(p.ev)
+			if err != nil {
+				return err
+			}
+			if err := projector.Apply(ctx, tx, events.EventSubject(p.agent.String(), events.KindBackup, p.phase), p.ev.At, data); err != nil {
+				return err
+			}
+		}
+		if len(markIDs) == 0 {
+			return nil
+		}
+		return s.q.MarkScheduledThrough(ctx, tx, db.MarkScheduledThroughParams{Ids: markIDs, Slots: markSlots})
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.publish(ctx, plans)
+	return outs, nil
+}
+
+// pickAgent is the agent that runs a job: its database's assigned agent
+// when the user still has it, else the user's first online agent (the
+// API's rule for "run now").
+func pickAgent(agents []db.AgentsOfUsersRow, assigned *uuid.UUID) (db.AgentsOfUsersRow, bool) {
+	if assigned != nil {
+		for _, a := range agents {
+			if a.ID == *assigned {
+				return a, true
+			}
+		}
+	}
+	for _, a := range agents {
+		if a.Online {
+			return a, true
+		}
+	}
+	return db.AgentsOfUsersRow{}, false
+}
+
+// plan is the history row of job's slot.
+func (s *Scheduler) plan(j db.BackupJob, agent uuid.UUID, slot, now time.Time, phase, reason string) planned {
+	runID := RunID(j.ID, slot)
+	slotUTC := slot.UTC()
+	ev := events.BackupEvent{V: events.Version, ID: runID.String() + ":" + phase, RunID: runID.String(), At: now.UTC(),
+		UserID: j.UserID.String(), JobID: j.ID.String(), DatabaseID: j.DatabaseID.String(), StorageType: j.StorageType,
+		Compression: j.Compression, IsEncrypted: j.IsEncrypted, ScheduledFor: &slotUTC, Error: reason}
+	if j.StorageType != "local" && j.CloudStorageID != nil {
+		ev.CloudStorageID = j.CloudStorageID.String()
+	}
+	return planned{job: j, agent: agent, phase: phase, ev: ev, slot: slotUTC}
+}
+
+// publishTimeout bounds the wait for JetStream's acknowledgements.
+const publishTimeout = 30 * time.Second
+
+// publish sends the commands of the queued runs and every row's event.
+// A command that cannot be built or stored fails its run, with the reason.
+func (s *Scheduler) publish(ctx context.Context, plans []planned) {
+	// The rows are committed: what they promise is sent even when the
+	// scheduler is stopping, bounded by publishTimeout.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), publishTimeout)
+	defer cancel()
+	type pending struct {
+		p   *planned
+		cmd bool
+		f   jetstream.PubAckFuture
+	}
+	var futures []pending
+	send := func(p *planned, subject, msgID string, payload any, cmd bool) {
+		data, err := json.Marshal(payload)
+		if err == nil {
+			msg := nats.NewMsg(subject)
+			msg.Data = data
+			msg.Header.Set(jetstream.MsgIDHeader, msgID)
+			var f jetstream.PubAckFuture
+			if f, err = s.o.JS.PublishMsgAsync(msg, jetstream.WithStallWait(publishTimeout)); err == nil {
+				futures = append(futures, pending{p: p, cmd: cmd, f: f})
+				return
+			}
+		}
+		if cmd {
+			s.failRun(ctx, p, "the backup command could not be queued: "+err.Error())
+		} else {
+			s.log.Warn("scheduled run event not published; the projector will not see it", "runId", p.ev.RunID, "err", err)
+		}
+	}
+	for i := range plans {
+		p := &plans[i]
+		send(p, events.EventSubject(p.agent.String(), events.KindBackup, p.phase), p.ev.ID, p.ev, false)
+		if p.phase != events.PhaseQueued {
+			continue
+		}
+		cmd, err := s.o.Commands.BackupCommand(ctx, p.job, p.agent, uuid.MustParse(p.ev.RunID))
+		if err != nil {
+			s.failRun(ctx, p, "the backup command could not be built: "+err.Error())
+			continue
+		}
+		send(p, events.CommandSubject(p.agent.String(), events.CommandBackup), MsgID(p.job.ID, p.slot), cmd, true)
+	}
+	for _, f := range futures {
+		var err error
+		select {
+		case <-f.f.Ok():
+		case err = <-f.f.Err():
+		case <-ctx.Done():
+			err = errors.New("no acknowledgement from JetStream")
+		}
+		switch {
+		case err == nil && f.cmd && s.o.Published != nil:
+			s.o.Published(f.p.job.ID, f.p.slot)
+		case err != nil && f.cmd:
+			s.failRun(ctx, f.p, "the backup command could not be queued: "+err.Error())
+		case err != nil:
+			s.log.Warn("scheduled run event not published; the projector will not see it", "runId", f.p.ev.RunID, "err", err)
+		}
+	}
+}
+
+// failRun records p's run as failed with msg.
+func (s *Scheduler) failRun(ctx context.Context, p *planned, msg string) {
+	ctx = context.WithoutCancel(ctx)
+	s.log.Error("scheduled run failed before it reached the agent", "jobId", p.job.ID, "runId", p.ev.RunID, "err", msg)
+	fail := events.BackupEvent{V: events.Version, ID: p.ev.RunID + ":failed", RunID: p.ev.RunID, At: time.Now().UTC(), Error: msg}
+	subject := events.EventSubject(p.agent.String(), events.KindBackup, events.PhaseFailed)
+	data, _ := json.Marshal(fail)
+	if err := projector.Apply(ctx, s.o.Pool, subject, fail.At, data); err != nil {
+		s.log.Error("recording a failed scheduled run", "runId", p.ev.RunID, "err", err)
+	}
+	if err := events.Publish(ctx, s.o.JS, subject, fail.ID, fail); err != nil {
+		s.log.Warn("failed-run event not published", "runId", p.ev.RunID, "err", err)
+	}
+}
+
+// resend sends again the commands of scheduled runs still queued a while
+// after they were queued, within JetStream's deduplication window: the
+// command of a run whose scheduler stopped between commit and publication
+// reaches its agent; one already stored is dropped as a duplicate.
+func (s *Scheduler) resend(ctx context.Context) error {
+	rows, err := s.q.UnsentScheduledRuns(ctx, s.o.Pool, db.UnsentScheduledRunsParams{
+		OlderThanSecs: 30, NewerThanSecs: (events.CommandsDuplicateWindow - 10*time.Minute).Seconds()})
+	if err != nil {
+		return err
+	}
+	for _, r := range rows {
+		cmd, err := s.o.Commands.BackupCommand(ctx, r.BackupJob, r.AgentID, r.ID)
+		if err != nil {
+			s.log.Warn("rebuilding a scheduled command", "runId", r.ID, "err", err)
+			continue
+		}
+		err = events.Publish(ctx, s.o.JS, events.CommandSubject(r.AgentID.String(), events.CommandBackup),
+			MsgID(r.BackupJob.ID, *r.ScheduledFor), cmd)
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}

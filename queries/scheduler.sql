@@ -1,0 +1,61 @@
+-- The scheduler's queries. It keeps every scheduled job in memory and
+-- decides each slot under the job's row lock, so any number of scheduler
+-- replicas handle each slot once.
+
+-- ScheduledJobs is every job the scheduler fires: active and not manual.
+-- name: ScheduledJobs :many
+SELECT id, schedule_type, cron_expression, advanced_schedule_config, timezone, updated_at, scheduled_through
+FROM backup_jobs
+WHERE is_active AND schedule_type <> 'manual';
+
+-- ChangedJobs is every job changed in the last window_secs seconds
+-- (database clock), paused and manual ones included.
+-- name: ChangedJobs :many
+SELECT id, schedule_type, cron_expression, advanced_schedule_config, timezone, updated_at, is_active, scheduled_through
+FROM backup_jobs
+WHERE updated_at > now() - make_interval(secs => sqlc.arg(window_secs)::float8);
+
+-- LockJobs locks the given jobs in id order (replicas lock in the same
+-- order, so they never deadlock) and returns them with their database's
+-- assigned agent.
+-- name: LockJobs :many
+SELECT sqlc.embed(j), d.agent_id AS database_agent_id
+FROM backup_jobs j
+JOIN databases d ON d.id = j.database_id
+WHERE j.id = ANY(sqlc.arg(ids)::uuid[])
+ORDER BY j.id
+FOR UPDATE OF j;
+
+-- name: ActiveRunsOfJobs :many
+SELECT backup_job_id, id FROM backup_history
+WHERE backup_job_id = ANY(sqlc.arg(job_ids)::uuid[]) AND status IN ('queued', 'running');
+
+-- AgentsOfUsers is the active agents of the given users with their
+-- presence, in each user's agent order (ListAgents').
+-- name: AgentsOfUsers :many
+SELECT a.id, a.user_id, a.name,
+       (coalesce(p.online, false) AND p.last_seen_at > now() - make_interval(secs => sqlc.arg(offline_after_secs)::float8))::boolean AS online
+FROM agents a
+LEFT JOIN agent_presence p ON p.agent_id = a.id
+WHERE a.user_id = ANY(sqlc.arg(user_ids)::uuid[]) AND a.revoked_at IS NULL
+ORDER BY a.user_id, a.created_at, a.id;
+
+-- MarkScheduledThrough records that the scheduler handled each job's
+-- slots up to the paired instant.
+-- name: MarkScheduledThrough :exec
+UPDATE backup_jobs j SET scheduled_through = u.slot
+FROM (SELECT unnest(sqlc.arg(ids)::uuid[]) AS id, unnest(sqlc.arg(slots)::timestamptz[]) AS slot) AS u
+WHERE j.id = u.id AND j.scheduled_through < u.slot;
+
+-- UnsentScheduledRuns is the scheduled runs still queued a while after
+-- they were queued, queued recently enough for the command's
+-- Nats-Msg-Id to be deduplicated: sending their command again is harmless
+-- and rescues a run whose scheduler stopped between the commit and the
+-- publication.
+-- name: UnsentScheduledRuns :many
+SELECT h.id, h.agent_id, h.scheduled_for, sqlc.embed(j)
+FROM backup_history h
+JOIN backup_jobs j ON j.id = h.backup_job_id
+WHERE h.status = 'queued' AND h.scheduled_for IS NOT NULL
+  AND h.queued_at < now() - make_interval(secs => sqlc.arg(older_than_secs)::float8)
+  AND h.queued_at > now() - make_interval(secs => sqlc.arg(newer_than_secs)::float8);
