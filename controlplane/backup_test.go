@@ -106,6 +106,8 @@ type historyView struct {
 		}
 	}
 	LastRestoreStatus string
+	ExpireReason      string
+	PurgedAt          *time.Time
 	Manifest          struct {
 		Engine string
 		Tables []struct {

@@ -23,25 +23,26 @@ import (
 // Config is the control plane's configuration, from flags or their
 // RAHATBACK_* environment equivalents (flag --data-dir ↔ RAHATBACK_DATA_DIR).
 type Config struct {
-	HTTP          string         // --http: API listen address; default 127.0.0.1:8080
-	PublicURL     string         // --public-url: URL agents use; default http://<--http>
-	DataDir       string         // --data-dir: keys, NATS store, private PostgreSQL; default ./data
-	DatabaseURL   string         // --database-url: PostgreSQL; default a private cluster in the data dir
-	NATSListen    string         // --nats-listen: embedded NATS; default 127.0.0.1:4223
-	NATSURL       string         // --nats-url: external NATS instead of embedding one
-	NATSAdvertise string         // --nats-advertise: NATS URL given to agents; default the one in use
-	NATSConfig    string         // --nats-config: file replacing the embedded nats.conf
-	EventsMaxAge  time.Duration  // --events-max-age: how long EVENTS keeps events; default 30 days
-	Roles         []string       // --roles (serve): api, projector, scheduler; up runs all
-	LogFormat     string         // --log-format: text or json; default text
-	LogLevel      string         // --log-level: debug, info, warn, error; default info
-	OfflineAfter  time.Duration  // --agent-offline-after: agent offline after silence; default 30s
-	Heartbeat     time.Duration  // --agent-heartbeat: the local agent's presence interval; default 10s
-	CommandTTL    time.Duration  // --command-ttl: how long a command stays runnable; default 24h
-	QueueLimit    int            // --agent-queue-limit: commands that may wait per agent; default 20
-	Google        api.GoogleOpts // --google-*: Google Drive OAuth client; the secret only from RAHATBACK_GOOGLE_CLIENT_SECRET
-	RunLostAfter  time.Duration  // --run-lost-after: a run whose agent is silent this long fails; default 90s
-	ScheduleGrace time.Duration  // --schedule-grace: how late a missed slot still runs; default 10m
+	HTTP              string         // --http: API listen address; default 127.0.0.1:8080
+	PublicURL         string         // --public-url: URL agents use; default http://<--http>
+	DataDir           string         // --data-dir: keys, NATS store, private PostgreSQL; default ./data
+	DatabaseURL       string         // --database-url: PostgreSQL; default a private cluster in the data dir
+	NATSListen        string         // --nats-listen: embedded NATS; default 127.0.0.1:4223
+	NATSURL           string         // --nats-url: external NATS instead of embedding one
+	NATSAdvertise     string         // --nats-advertise: NATS URL given to agents; default the one in use
+	NATSConfig        string         // --nats-config: file replacing the embedded nats.conf
+	EventsMaxAge      time.Duration  // --events-max-age: how long EVENTS keeps events; default 30 days
+	Roles             []string       // --roles (serve): api, projector, scheduler; up runs all
+	LogFormat         string         // --log-format: text or json; default text
+	LogLevel          string         // --log-level: debug, info, warn, error; default info
+	OfflineAfter      time.Duration  // --agent-offline-after: agent offline after silence; default 30s
+	Heartbeat         time.Duration  // --agent-heartbeat: the local agent's presence interval; default 10s
+	CommandTTL        time.Duration  // --command-ttl: how long a command stays runnable; default 24h
+	QueueLimit        int            // --agent-queue-limit: commands that may wait per agent; default 20
+	Google            api.GoogleOpts // --google-*: Google Drive OAuth client; the secret only from RAHATBACK_GOOGLE_CLIENT_SECRET
+	RunLostAfter      time.Duration  // --run-lost-after: a run whose agent is silent this long fails; default 90s
+	ScheduleGrace     time.Duration  // --schedule-grace: how late a missed slot still runs; default 10m
+	RetentionInterval time.Duration  // --retention-interval: time between retention passes; default 5m
 }
 
 // knownRoles are serve's roles; up runs them all. scheduler fires
@@ -76,6 +77,7 @@ func parse(cmd string, args []string, getenv func(string) string, stderr io.Writ
 	fs.StringVar(&c.Google.DriveEndpoint, "google-drive-endpoint", "", "override of the Drive API base URL (tests)")
 	fs.DurationVar(&c.RunLostAfter, "run-lost-after", projector.DefaultLostAfter, "a queued or running backup whose agent is silent this long is failed (agent lost)")
 	fs.DurationVar(&c.ScheduleGrace, "schedule-grace", 10*time.Minute, "a slot missed while no scheduler ran still runs (once) up to this late; older missed slots are recorded as skipped")
+	fs.DurationVar(&c.RetentionInterval, "retention-interval", 5*time.Minute, "time between retention passes (expiring backups and deleting their objects)")
 	roles := fs.String("roles", strings.Join(knownRoles, ","), "serve only: comma-separated roles ("+strings.Join(knownRoles, ", ")+")")
 	if err := fs.Parse(args); err != nil {
 		return nil, err

@@ -33,6 +33,7 @@ import (
 	"github.com/rahatback/rahatback/events"
 	"github.com/rahatback/rahatback/events/natsd"
 	"github.com/rahatback/rahatback/handlers/api"
+	"github.com/rahatback/rahatback/handlers/expiry"
 	"github.com/rahatback/rahatback/handlers/projector"
 	"github.com/rahatback/rahatback/handlers/scheduler"
 	"github.com/rahatback/rahatback/handlers/web"
@@ -330,6 +331,10 @@ func (s *system) serve(ctx context.Context) error {
 			return err
 		}
 		g.Go(func() error { return sch.Run(gctx) })
+		g.Go(func() error {
+			return expiry.Run(gctx, expiry.Opts{Pool: s.pool, JS: js, Deleter: a, Interval: s.cfg.RetentionInterval,
+				StaleAfter: s.cfg.CommandTTL + time.Hour, Logger: s.log.With("role", "retention")})
+		})
 	}
 	if s.cfg.hasRole("api") {
 		ln, err := net.Listen("tcp", s.cfg.HTTP)

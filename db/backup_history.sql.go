@@ -69,6 +69,22 @@ func (q *Queries) ApplyBackupDeleted(ctx context.Context, db DBTX, arg ApplyBack
 	return err
 }
 
+const applyBackupExpired = `-- name: ApplyBackupExpired :exec
+UPDATE backup_history SET status = 'expired', expired_at = $2, expire_reason = $3
+WHERE id = $1 AND status = 'success'
+`
+
+type ApplyBackupExpiredParams struct {
+	ID     uuid.UUID
+	At     *time.Time
+	Reason *string
+}
+
+func (q *Queries) ApplyBackupExpired(ctx context.Context, db DBTX, arg ApplyBackupExpiredParams) error {
+	_, err := db.Exec(ctx, applyBackupExpired, arg.ID, arg.At, arg.Reason)
+	return err
+}
+
 const applyBackupFailed = `-- name: ApplyBackupFailed :exec
 UPDATE backup_history
 SET status = 'failed', completed_at = $3, error_message = $4,
@@ -206,7 +222,7 @@ func (q *Queries) ApplyBackupStarted(ctx context.Context, db DBTX, arg ApplyBack
 const applyBackupVerified = `-- name: ApplyBackupVerified :exec
 UPDATE backup_history
 SET verification_status = $3, verification_result = $4,
-    verified_at = $5
+    verified_at = $5, verifying_since = NULL
 WHERE id = $1 AND agent_id = $2 AND status = 'success' AND (verified_at IS NULL OR verified_at <= $5)
 `
 
@@ -230,7 +246,7 @@ func (q *Queries) ApplyBackupVerified(ctx context.Context, db DBTX, arg ApplyBac
 }
 
 const getBackupHistory = `-- name: GetBackupHistory :one
-SELECT id, user_id, backup_job_id, database_id, agent_id, status, queued_at, started_at, completed_at, duration_ms, file_name, file_size, raw_size, storage_type, storage_key, checksum_value, checksum_algorithm, compression, is_encrypted, error_message, progress_step, progress_bytes, progress_percent, progress_seq, manifest, verification_status, verification_result, verified_at, last_restore_status, deleted_at, lost, cloud_storage_id, scheduled_for, expired_at, expire_reason, expire_attempts, expire_error, expire_after, verifying_since FROM backup_history WHERE id = $1 AND user_id = $2 AND deleted_at IS NULL
+SELECT id, user_id, backup_job_id, database_id, agent_id, status, queued_at, started_at, completed_at, duration_ms, file_name, file_size, raw_size, storage_type, storage_key, checksum_value, checksum_algorithm, compression, is_encrypted, error_message, progress_step, progress_bytes, progress_percent, progress_seq, manifest, verification_status, verification_result, verified_at, last_restore_status, deleted_at, lost, cloud_storage_id, scheduled_for, expired_at, expire_reason, expire_attempts, expire_error, expire_after, purged_at, verifying_since FROM backup_history WHERE id = $1 AND user_id = $2 AND deleted_at IS NULL
 `
 
 type GetBackupHistoryParams struct {
@@ -280,6 +296,7 @@ func (q *Queries) GetBackupHistory(ctx context.Context, db DBTX, arg GetBackupHi
 		&i.ExpireAttempts,
 		&i.ExpireError,
 		&i.ExpireAfter,
+		&i.PurgedAt,
 		&i.VerifyingSince,
 	)
 	return i, err
@@ -297,7 +314,7 @@ func (q *Queries) HasActiveBackup(ctx context.Context, db DBTX, backupJobID uuid
 }
 
 const listBackupHistory = `-- name: ListBackupHistory :many
-SELECT backup_history.id, backup_history.user_id, backup_history.backup_job_id, backup_history.database_id, backup_history.agent_id, backup_history.status, backup_history.queued_at, backup_history.started_at, backup_history.completed_at, backup_history.duration_ms, backup_history.file_name, backup_history.file_size, backup_history.raw_size, backup_history.storage_type, backup_history.storage_key, backup_history.checksum_value, backup_history.checksum_algorithm, backup_history.compression, backup_history.is_encrypted, backup_history.error_message, backup_history.progress_step, backup_history.progress_bytes, backup_history.progress_percent, backup_history.progress_seq, backup_history.manifest, backup_history.verification_status, backup_history.verification_result, backup_history.verified_at, backup_history.last_restore_status, backup_history.deleted_at, backup_history.lost, backup_history.cloud_storage_id, backup_history.scheduled_for, backup_history.expired_at, backup_history.expire_reason, backup_history.expire_attempts, backup_history.expire_error, backup_history.expire_after, backup_history.verifying_since, count(*) OVER () AS total
+SELECT backup_history.id, backup_history.user_id, backup_history.backup_job_id, backup_history.database_id, backup_history.agent_id, backup_history.status, backup_history.queued_at, backup_history.started_at, backup_history.completed_at, backup_history.duration_ms, backup_history.file_name, backup_history.file_size, backup_history.raw_size, backup_history.storage_type, backup_history.storage_key, backup_history.checksum_value, backup_history.checksum_algorithm, backup_history.compression, backup_history.is_encrypted, backup_history.error_message, backup_history.progress_step, backup_history.progress_bytes, backup_history.progress_percent, backup_history.progress_seq, backup_history.manifest, backup_history.verification_status, backup_history.verification_result, backup_history.verified_at, backup_history.last_restore_status, backup_history.deleted_at, backup_history.lost, backup_history.cloud_storage_id, backup_history.scheduled_for, backup_history.expired_at, backup_history.expire_reason, backup_history.expire_attempts, backup_history.expire_error, backup_history.expire_after, backup_history.purged_at, backup_history.verifying_since, count(*) OVER () AS total
 FROM backup_history
 WHERE user_id = $1 AND deleted_at IS NULL
   AND ($2::text IS NULL OR status = $2)
@@ -382,6 +399,7 @@ func (q *Queries) ListBackupHistory(ctx context.Context, db DBTX, arg ListBackup
 			&i.BackupHistory.ExpireAttempts,
 			&i.BackupHistory.ExpireError,
 			&i.BackupHistory.ExpireAfter,
+			&i.BackupHistory.PurgedAt,
 			&i.BackupHistory.VerifyingSince,
 			&i.Total,
 		); err != nil {
@@ -393,6 +411,24 @@ func (q *Queries) ListBackupHistory(ctx context.Context, db DBTX, arg ListBackup
 		return nil, err
 	}
 	return items, nil
+}
+
+const lockBackupForRead = `-- name: LockBackupForRead :one
+SELECT status FROM backup_history WHERE id = $1 AND user_id = $2 AND deleted_at IS NULL FOR UPDATE
+`
+
+type LockBackupForReadParams struct {
+	ID     uuid.UUID
+	UserID uuid.UUID
+}
+
+// LockBackupForRead locks a backup row while a restore or verification of
+// it is queued, so retention cannot expire it in between.
+func (q *Queries) LockBackupForRead(ctx context.Context, db DBTX, arg LockBackupForReadParams) (string, error) {
+	row := db.QueryRow(ctx, lockBackupForRead, arg.ID, arg.UserID)
+	var status string
+	err := row.Scan(&status)
+	return status, err
 }
 
 const lostBackupRuns = `-- name: LostBackupRuns :many
@@ -429,4 +465,13 @@ func (q *Queries) LostBackupRuns(ctx context.Context, db DBTX, limitSecs float64
 		return nil, err
 	}
 	return items, nil
+}
+
+const markVerifying = `-- name: MarkVerifying :exec
+UPDATE backup_history SET verifying_since = now() WHERE id = $1
+`
+
+func (q *Queries) MarkVerifying(ctx context.Context, db DBTX, id uuid.UUID) error {
+	_, err := db.Exec(ctx, markVerifying, id)
+	return err
 }

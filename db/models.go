@@ -69,6 +69,7 @@ type BackupHistory struct {
 	ExpireAttempts     int32
 	ExpireError        *string
 	ExpireAfter        *time.Time
+	PurgedAt           *time.Time
 	VerifyingSince     *time.Time
 }
 

@@ -6,12 +6,14 @@ import (
 )
 
 // Phases published by the control plane on an agent's run subjects: a run
-// is queued when its command is sent, skipped when its agent is offline, and
-// failed ("agent lost") when its agent stops reporting.
+// is queued when its command is sent, skipped when it cannot run, failed
+// ("agent lost") when its agent stops reporting, deleted by its user, and
+// expired by its job's retention.
 const (
 	PhaseQueued  = "queued"
 	PhaseSkipped = "skipped"
 	PhaseDeleted = "deleted"
+	PhaseExpired = "expired"
 )
 
 // StorageSpec says where a backup object lives. For "local" it is a
@@ -167,6 +169,9 @@ type BackupEvent struct {
 	// Lost marks a failure declared by the control plane because the agent
 	// went silent; a later completion from the agent overrides it.
 	Lost bool `json:"lost,omitempty"`
+
+	// expired: the retention rule that let the backup go.
+	Reason string `json:"reason,omitempty"`
 }
 
 // RestoreEvent is the payload of rahat.evt.<agent>.restore.<phase>.

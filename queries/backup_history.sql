@@ -41,8 +41,12 @@ WHERE id = $1 AND agent_id = $2 AND status IN ('queued', 'running');
 -- name: ApplyBackupVerified :exec
 UPDATE backup_history
 SET verification_status = sqlc.arg(verification_status), verification_result = sqlc.arg(verification_result),
-    verified_at = sqlc.arg(at)
+    verified_at = sqlc.arg(at), verifying_since = NULL
 WHERE id = $1 AND agent_id = $2 AND status = 'success' AND (verified_at IS NULL OR verified_at <= sqlc.arg(at));
+
+-- name: ApplyBackupExpired :exec
+UPDATE backup_history SET status = 'expired', expired_at = sqlc.arg(at), expire_reason = sqlc.arg(reason)
+WHERE id = $1 AND status = 'success';
 
 -- name: ApplyBackupRestoreStatus :exec
 UPDATE backup_history SET last_restore_status = sqlc.arg(status)
@@ -78,3 +82,11 @@ LEFT JOIN agent_presence p ON p.agent_id = h.agent_id
 WHERE h.status IN ('queued', 'running')
   AND h.queued_at < now() - make_interval(secs => sqlc.arg(limit_secs)::float8)
   AND (p.last_seen_at IS NULL OR p.last_seen_at < now() - make_interval(secs => sqlc.arg(limit_secs)::float8) OR NOT p.online);
+
+-- LockBackupForRead locks a backup row while a restore or verification of
+-- it is queued, so retention cannot expire it in between.
+-- name: LockBackupForRead :one
+SELECT status FROM backup_history WHERE id = $1 AND user_id = $2 AND deleted_at IS NULL FOR UPDATE;
+
+-- name: MarkVerifying :exec
+UPDATE backup_history SET verifying_since = now() WHERE id = $1;

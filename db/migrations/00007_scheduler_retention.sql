@@ -13,9 +13,9 @@ ALTER TABLE backup_jobs
 CREATE INDEX backup_jobs_updated_idx ON backup_jobs (updated_at);
 
 -- scheduled_for: the slot a scheduled run belongs to (NULL for "run now").
--- Retention: expired rows keep their history but their object is gone;
--- expire_reason says which rule let it go. A row retention has picked but
--- could not delete yet carries the last error and when to try again.
+-- Retention: an expired row keeps its history; expire_reason says which
+-- rule let it go, purged_at when its stored object was deleted. Until
+-- then the last deletion error and when to try again are kept.
 -- verifying_since marks a verification in flight (retention leaves the
 -- backup alone meanwhile).
 ALTER TABLE backup_history
@@ -25,6 +25,7 @@ ALTER TABLE backup_history
     ADD COLUMN expire_attempts integer NOT NULL DEFAULT 0,
     ADD COLUMN expire_error    text,
     ADD COLUMN expire_after    timestamptz,
+    ADD COLUMN purged_at       timestamptz,
     ADD COLUMN verifying_since timestamptz;
 ALTER TABLE backup_history DROP CONSTRAINT backup_history_status_check;
 ALTER TABLE backup_history ADD CONSTRAINT backup_history_status_check
@@ -32,8 +33,10 @@ ALTER TABLE backup_history ADD CONSTRAINT backup_history_status_check
 CREATE INDEX backup_history_job_success_idx ON backup_history (backup_job_id, completed_at DESC)
     WHERE status = 'success' AND deleted_at IS NULL;
 CREATE INDEX backup_history_queued_idx ON backup_history (queued_at) WHERE status = 'queued';
+CREATE INDEX backup_history_unpurged_idx ON backup_history (expired_at) WHERE status = 'expired' AND purged_at IS NULL;
 
 -- +goose Down
+DROP INDEX backup_history_unpurged_idx;
 DROP INDEX backup_history_queued_idx;
 DROP INDEX backup_history_job_success_idx;
 UPDATE backup_history SET status = 'success' WHERE status = 'expired';
@@ -47,6 +50,7 @@ ALTER TABLE backup_history
     DROP COLUMN expire_attempts,
     DROP COLUMN expire_error,
     DROP COLUMN expire_after,
+    DROP COLUMN purged_at,
     DROP COLUMN verifying_since;
 DROP INDEX backup_jobs_updated_idx;
 ALTER TABLE backup_jobs

@@ -225,6 +225,7 @@ func (a *API) routes() http.Handler {
 			r.With(a.userRateLimited).Post("/backups/jobs/{id}/run", a.handle(a.runJob))
 			r.Get("/backups/jobs/{id}/encryption-key", a.handle(a.encryptionKey))
 			r.Get("/backups/jobs/{id}/next-runs", a.handle(a.nextRuns))
+			r.Get("/backups/jobs/{id}/retention-preview", a.handle(a.retentionPreview))
 			r.Post("/schedules/preview", a.handle(a.previewSchedule))
 
 			r.Get("/backups/history", a.handle(a.listHistory))

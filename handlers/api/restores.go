@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/rahatback/rahatback/db"
 	"github.com/rahatback/rahatback/events"
@@ -136,7 +137,15 @@ func (a *API) restoreHistory(w http.ResponseWriter, r *http.Request) error {
 	id := uuid.New()
 	ev := events.RestoreEvent{V: events.Version, ID: id.String() + ":queued", RestoreID: id.String(), At: time.Now().UTC(),
 		UserID: user.String(), BackupID: h.ID.String(), TargetDatabaseID: target.ID.String()}
-	if err := a.publishEvent(r.Context(), a.pool, h.AgentID, events.KindRestore, events.PhaseQueued, ev.ID, ev); err != nil {
+	// Under the backup's row lock: retention cannot expire it between the
+	// check and the queued restore it then sees.
+	err = db.WithTx(r.Context(), a.pool, func(tx pgx.Tx) error {
+		if err := a.lockReadable(r, tx, h, "restored"); err != nil {
+			return err
+		}
+		return a.publishEvent(r.Context(), tx, h.AgentID, events.KindRestore, events.PhaseQueued, ev.ID, ev)
+	})
+	if err != nil {
 		return err
 	}
 	cmd := events.RestoreCommand{V: events.Version, Deadline: a.deadline(), RestoreID: id.String(), BackupID: h.ID.String(), Object: ref, Target: conn}
@@ -147,6 +156,22 @@ func (a *API) restoreHistory(w http.ResponseWriter, r *http.Request) error {
 		return errorf(http.StatusServiceUnavailable, "the restore could not be queued (message broker unavailable); try again")
 	}
 	writeJSON(w, http.StatusAccepted, map[string]any{"restoreHistoryId": id, "status": "queued"})
+	return nil
+}
+
+// lockReadable locks backup h's row in tx and checks it is still a
+// successful backup (409 otherwise): retention leaves a backup alone while
+// a restore or verification of it is queued.
+func (a *API) lockReadable(r *http.Request, tx pgx.Tx, h db.BackupHistory, verb string) error {
+	status, err := a.q.LockBackupForRead(r.Context(), tx, db.LockBackupForReadParams{ID: h.ID, UserID: h.UserID})
+	if errors.Is(db.MapErr(err), db.ErrNotFound) {
+		return notFound("backup")
+	} else if err != nil {
+		return err
+	}
+	if status != "success" {
+		return errorf(http.StatusConflict, "only a successful backup can be %s (this one is %s)", verb, status)
+	}
 	return nil
 }
 
@@ -191,6 +216,15 @@ func (a *API) verifyHistory(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	id := uuid.New()
+	err = db.WithTx(r.Context(), a.pool, func(tx pgx.Tx) error {
+		if err := a.lockReadable(r, tx, h, "verified"); err != nil {
+			return err
+		}
+		return a.q.MarkVerifying(r.Context(), tx, h.ID)
+	})
+	if err != nil {
+		return err
+	}
 	cmd := events.VerifyCommand{V: events.Version, Deadline: a.deadline(), VerifyID: id.String(), BackupID: h.ID.String(), Level: req.VerificationLevel, Object: ref}
 	if err := a.sendCommand(r.Context(), h.AgentID, events.CommandVerify, id.String(), cmd); err != nil {
 		return errorf(http.StatusServiceUnavailable, "the verification could not be queued (message broker unavailable); try again")

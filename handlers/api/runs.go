@@ -284,7 +284,15 @@ type historyJSON struct {
 	VerificationStatus string          `json:"verificationStatus"`
 	VerificationResult json.RawMessage `json:"verificationResult"`
 	LastRestoreStatus  *string         `json:"lastRestoreStatus"`
-	Manifest           json.RawMessage `json:"manifest,omitempty"`
+	// ScheduledFor is the slot of a scheduled run; null for "run now".
+	ScheduledFor *time.Time `json:"scheduledFor"`
+	// Retention: when and why the backup expired, when its object was
+	// deleted, and the last deletion error while it is not.
+	ExpiredAt    *time.Time      `json:"expiredAt,omitempty"`
+	ExpireReason *string         `json:"expireReason,omitempty"`
+	PurgedAt     *time.Time      `json:"purgedAt,omitempty"`
+	ExpireError  *string         `json:"expireError,omitempty"`
+	Manifest     json.RawMessage `json:"manifest,omitempty"`
 }
 
 type progressJSON struct {
@@ -323,7 +331,8 @@ func toHistoryJSON(h db.BackupHistory, withManifest bool) historyJSON {
 		FileName: h.FileName, FileSize: h.FileSize, RawSize: h.RawSize, StorageType: h.StorageType,
 		StorageKey: h.StorageKey, ChecksumValue: h.ChecksumValue, ChecksumAlgorithm: h.ChecksumAlgorithm,
 		Compression: h.Compression, IsEncrypted: h.IsEncrypted, ErrorMessage: h.ErrorMessage,
-		VerificationStatus: h.VerificationStatus, LastRestoreStatus: h.LastRestoreStatus}
+		VerificationStatus: h.VerificationStatus, LastRestoreStatus: h.LastRestoreStatus, ScheduledFor: h.ScheduledFor,
+		ExpiredAt: h.ExpiredAt, ExpireReason: h.ExpireReason, PurgedAt: h.PurgedAt, ExpireError: h.ExpireError}
 	out.Duration = seconds(h.DurationMs)
 	out.Progress = toProgressJSON(h.ProgressStep, h.ProgressBytes, h.ProgressPercent)
 	if len(h.VerificationResult) > 0 {
@@ -335,7 +344,7 @@ func toHistoryJSON(h db.BackupHistory, withManifest bool) historyJSON {
 	return out
 }
 
-var backupStatuses = []string{"queued", "running", "success", "failed", "cancelled", "skipped"}
+var backupStatuses = []string{"queued", "running", "success", "failed", "cancelled", "skipped", "expired"}
 
 // pageParams reads page (default 1) and limit (default 10, at most 100).
 func pageParams(r *http.Request, f fieldErrors) (page, limit int) {
@@ -466,37 +475,54 @@ func (a *API) deleteHistory(w http.ResponseWriter, r *http.Request) error {
 	if h.Status == "queued" || h.Status == "running" {
 		return errorf(http.StatusConflict, "the backup is still %s; wait for it to end", h.Status)
 	}
-	if h.Status == "success" && h.StorageKey != nil && h.StorageType != "local" {
-		st, err := a.cloudStorageFor(r.Context(), h)
-		if err != nil {
-			return err
-		}
-		for _, key := range []string{*h.StorageKey, *h.StorageKey + pipeline.ManifestSuffix} {
-			if err := st.Delete(r.Context(), key); err != nil && !errors.Is(err, storage.ErrNotFound) {
-				return errorf(http.StatusBadGateway, "the storage refused to delete the backup: %v", err)
-			}
-		}
-	} else if h.Status == "success" && h.StorageKey != nil {
-		var reply events.DeleteReply
-		err := events.Request(r.Context(), a.opts.NC, events.RPCSubject(h.AgentID.String(), events.RPCDelete),
-			events.DeleteRequest{V: events.Version, Storage: events.StorageSpec{Type: h.StorageType}, Key: *h.StorageKey},
-			&reply, a.opts.RPCTimeout)
-		switch {
-		case errors.Is(err, nats.ErrNoResponders):
-			return errorf(http.StatusServiceUnavailable, "the agent holding this backup is offline; start it and try again (nothing was deleted)")
-		case errors.Is(err, nats.ErrTimeout), errors.Is(err, context.DeadlineExceeded):
-			return errorf(http.StatusGatewayTimeout, "the agent holding this backup did not answer (nothing was deleted)")
-		case err != nil:
-			return err
-		case !reply.OK && !reply.NotFound:
-			return errorf(http.StatusBadGateway, "the agent could not delete the backup: %s", reply.Error)
-		}
+	if err := a.DeleteBackupObject(r.Context(), h); err != nil {
+		return err
 	}
 	ev := events.BackupEvent{V: events.Version, ID: h.ID.String() + ":deleted", RunID: h.ID.String(), At: time.Now().UTC()}
 	if err := a.publishEvent(r.Context(), a.pool, h.AgentID, events.KindBackup, events.PhaseDeleted, ev.ID, ev); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// DeleteBackupObject deletes the stored object and manifest of backup h,
+// if it has any (a successful backup, or an expired one not purged yet):
+// from its cloud storage directly, or through the agent holding a local
+// one. An object already gone counts as deleted. Errors are *Error: 503
+// when that agent is offline, 504 when it does not answer, 502 when the
+// storage or agent refuses.
+func (a *API) DeleteBackupObject(ctx context.Context, h db.BackupHistory) error {
+	stored := h.Status == "success" || (h.Status == "expired" && h.PurgedAt == nil)
+	if !stored || h.StorageKey == nil {
+		return nil
+	}
+	if h.StorageType != "local" {
+		st, err := a.cloudStorageFor(ctx, h)
+		if err != nil {
+			return err
+		}
+		for _, key := range []string{*h.StorageKey, *h.StorageKey + pipeline.ManifestSuffix} {
+			if err := st.Delete(ctx, key); err != nil && !errors.Is(err, storage.ErrNotFound) {
+				return errorf(http.StatusBadGateway, "the storage refused to delete the backup: %v", err)
+			}
+		}
+		return nil
+	}
+	var reply events.DeleteReply
+	err := events.Request(ctx, a.opts.NC, events.RPCSubject(h.AgentID.String(), events.RPCDelete),
+		events.DeleteRequest{V: events.Version, Storage: events.StorageSpec{Type: h.StorageType}, Key: *h.StorageKey},
+		&reply, a.opts.RPCTimeout)
+	switch {
+	case errors.Is(err, nats.ErrNoResponders):
+		return errorf(http.StatusServiceUnavailable, "the agent holding this backup is offline; start it and try again (nothing was deleted)")
+	case errors.Is(err, nats.ErrTimeout), errors.Is(err, context.DeadlineExceeded):
+		return errorf(http.StatusGatewayTimeout, "the agent holding this backup did not answer (nothing was deleted)")
+	case err != nil:
+		return err
+	case !reply.OK && !reply.NotFound:
+		return errorf(http.StatusBadGateway, "the agent could not delete the backup: %s", reply.Error)
+	}
 	return nil
 }
 

@@ -214,6 +214,8 @@ func applyBackup(ctx context.Context, q *db.Queries, dbtx db.DBTX, agent uuid.UU
 		return q.ApplyBackupFailed(ctx, dbtx, db.ApplyBackupFailedParams{ID: run, AgentID: agent, At: &at, ErrorMessage: ptr(ev.Error), Lost: ev.Lost})
 	case events.PhaseDeleted:
 		return q.ApplyBackupDeleted(ctx, dbtx, db.ApplyBackupDeletedParams{ID: run, At: &at})
+	case events.PhaseExpired:
+		return q.ApplyBackupExpired(ctx, dbtx, db.ApplyBackupExpiredParams{ID: run, At: &at, Reason: ptr(ev.Reason)})
 	default:
 		return fmt.Errorf("%w: backup phase %q", errPoison, phase)
 	}

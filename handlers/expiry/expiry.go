@@ -1,0 +1,239 @@
+// Package expiry is the retention worker: it expires the backups their
+// job's retention policy (package retention) lets go and deletes their
+// stored objects.
+//
+// Expiring is two steps. First, under the backup's row lock, a backup no
+// restore or verification is reading becomes "expired" (an event, so the
+// history says why); from then on nothing new can read it. Then its object
+// is deleted from its storage; a deletion that fails is retried with
+// backoff, the last error kept on the row, until it succeeds.
+package expiry
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/rahatback/rahatback/db"
+	"github.com/rahatback/rahatback/events"
+	"github.com/rahatback/rahatback/handlers/projector"
+	"github.com/rahatback/rahatback/retention"
+)
+
+// Deleter deletes a backup's stored object (handlers/api's API).
+type Deleter interface {
+	DeleteBackupObject(ctx context.Context, h db.BackupHistory) error
+}
+
+// Opts configures Run and Pass. Zero values take the defaults named.
+type Opts struct {
+	Pool    *pgxpool.Pool       // required
+	JS      jetstream.JetStream // required
+	Deleter Deleter             // required
+	Logger  *slog.Logger        // default slog.Default()
+
+	// Interval is the time between passes; default 5 min.
+	Interval time.Duration
+	// Now is the clock retention ages are measured by; default time.Now.
+	Now func() time.Time
+	// StaleAfter is how long a queued or running restore or verification
+	// protects its backup; older ones are taken as lost. Default 25 h
+	// (beyond the default command lifetime).
+	StaleAfter time.Duration
+	// RetryMin and RetryMax bound the backoff between deletion attempts;
+	// default 1 min and 6 h.
+	RetryMin, RetryMax time.Duration
+}
+
+func (o *Opts) validate() error {
+	if o.Pool == nil || o.JS == nil || o.Deleter == nil {
+		return errors.New("expiry: Pool, JS and Deleter are required")
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Interval == 0 {
+		o.Interval = 5 * time.Minute
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.StaleAfter == 0 {
+		o.StaleAfter = 25 * time.Hour
+	}
+	if o.RetryMin == 0 {
+		o.RetryMin = time.Minute
+	}
+	if o.RetryMax == 0 {
+		o.RetryMax = 6 * time.Hour
+	}
+	return nil
+}
+
+// Run makes a pass every Interval until ctx ends; errors are logged and
+// the next pass tries again. It returns nil when ctx ends.
+func Run(ctx context.Context, o Opts) error {
+	if err := o.validate(); err != nil {
+		return err
+	}
+	for {
+		st, err := Pass(ctx, o)
+		if err != nil && ctx.Err() == nil {
+			o.Logger.Error("retention pass", "err", err)
+		} else if st != (Stats{}) {
+			o.Logger.Info("retention pass", "expired", st.Expired, "deferred", st.Deferred, "purged", st.Purged, "purgeFailed", st.PurgeFailed)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(o.Interval):
+		}
+	}
+}
+
+// Stats counts what a pass did.
+type Stats struct {
+	Expired     int // backups newly expired
+	Deferred    int // due to expire but being read by a restore or verification
+	Purged      int // objects deleted
+	PurgeFailed int // deletions that failed (retried later)
+}
+
+const jobPage = 500
+
+// Pass applies every job's retention once, then deletes the objects of
+// expired backups whose (next) attempt is due.
+func Pass(ctx context.Context, o Opts) (Stats, error) {
+	var st Stats
+	if err := o.validate(); err != nil {
+		return st, err
+	}
+	q := db.New()
+	now := o.Now()
+	after := uuid.Nil
+	for {
+		jobs, err := q.RetentionJobs(ctx, o.Pool, db.RetentionJobsParams{AfterID: after, Lim: jobPage})
+		if err != nil {
+			return st, err
+		}
+		if len(jobs) == 0 {
+			break
+		}
+		after = jobs[len(jobs)-1].ID
+		ids := make([]uuid.UUID, len(jobs))
+		for i, j := range jobs {
+			ids[i] = j.ID
+		}
+		rows, err := q.SuccessfulBackupsOfJobs(ctx, o.Pool, ids)
+		if err != nil {
+			return st, err
+		}
+		byJob := map[uuid.UUID][]retention.Backup{}
+		for _, r := range rows {
+			byJob[r.BackupJobID] = append(byJob[r.BackupJobID], retention.Backup{ID: r.ID, At: *r.CompletedAt})
+		}
+		for _, j := range jobs {
+			backups := byJob[j.ID]
+			if len(backups) < 2 {
+				continue // the newest is always kept
+			}
+			p := retention.FromColumns(j.RetentionDays, j.KeepLast, j.KeepDaily, j.KeepWeekly, j.KeepMonthly, j.Timezone)
+			for _, d := range retention.Plan(p, backups, now) {
+				if d.Keep {
+					continue
+				}
+				done, err := expire(ctx, o, q, d.ID, d.Reason)
+				if err != nil {
+					return st, err
+				}
+				if done {
+					st.Expired++
+				} else {
+					st.Deferred++
+				}
+			}
+		}
+		if len(jobs) < jobPage {
+			break
+		}
+	}
+	return st, purge(ctx, o, q, &st)
+}
+
+// expire marks backup id expired for reason unless a restore or
+// verification is reading it (then it reports false; a later pass tries
+// again).
+func expire(ctx context.Context, o Opts, q *db.Queries, id uuid.UUID, reason string) (bool, error) {
+	var ev events.BackupEvent
+	var agent uuid.UUID
+	expired := false
+	err := db.WithTx(ctx, o.Pool, func(tx pgx.Tx) error {
+		row, err := q.LockBackupForExpiry(ctx, tx, db.LockBackupForExpiryParams{ID: id, StaleSecs: o.StaleAfter.Seconds()})
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil
+		} else if err != nil {
+			return err
+		}
+		if row.Status != "success" || row.Verifying || row.Restoring {
+			return nil
+		}
+		agent = row.AgentID
+		ev = events.BackupEvent{V: events.Version, ID: id.String() + ":expired", RunID: id.String(), At: time.Now().UTC(),
+			Reason: "retention: " + reason}
+		data, err := json.Marshal(ev)
+		if err != nil {
+			return err
+		}
+		expired = true
+		return projector.Apply(ctx, tx, events.EventSubject(agent.String(), events.KindBackup, events.PhaseExpired), ev.At, data)
+	})
+	if err != nil || !expired {
+		return false, err
+	}
+	if err := events.Publish(ctx, o.JS, events.EventSubject(agent.String(), events.KindBackup, events.PhaseExpired), ev.ID, ev); err != nil {
+		o.Logger.Warn("expired event not published; the projector will not see it", "historyId", id, "err", err)
+	}
+	return true, nil
+}
+
+// purge deletes the objects of expired backups that are due, oldest
+// first, a page at a time.
+func purge(ctx context.Context, o Opts, q *db.Queries, st *Stats) error {
+	for {
+		rows, err := q.UnpurgedBackups(ctx, o.Pool, 100)
+		if err != nil {
+			return err
+		}
+		for _, h := range rows {
+			if err := o.Deleter.DeleteBackupObject(ctx, h); err != nil {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				st.PurgeFailed++
+				retry := o.RetryMin << min(h.ExpireAttempts, 20)
+				retry = min(retry, o.RetryMax)
+				o.Logger.Warn("deleting an expired backup failed; will retry", "historyId", h.ID, "retryIn", retry, "err", err)
+				if err := q.MarkPurgeFailed(ctx, o.Pool, db.MarkPurgeFailedParams{ID: h.ID, Error: ptr(err.Error()), RetrySecs: retry.Seconds()}); err != nil {
+					return err
+				}
+				continue
+			}
+			st.Purged++
+			if err := q.MarkPurged(ctx, o.Pool, h.ID); err != nil {
+				return err
+			}
+		}
+		if len(rows) < 100 {
+			return nil
+		}
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
