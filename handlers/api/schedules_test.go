@@ -78,4 +78,82 @@ func TestSchedulesAPI(t *testing.T) {
 			t.Fatalf("%s", r.Body)
 		}
 	})
+	t.Run("RetentionFields", func(t *testing.T) {
+		r := s.do(t, "POST", "/v1/databases", tok, validDB())
+		var d struct{ ID string }
+		r.JSON(t, &d)
+		r = s.do(t, "POST", "/v1/backups/jobs", tok, map[string]any{"databaseId": d.ID, "name": "g", "keepLast": 3, "keepMonthly": 12})
+		wantCode(t, r, http.StatusCreated)
+		var j struct {
+			ID                                           string
+			RetentionDays                                int
+			KeepLast, KeepDaily, KeepWeekly, KeepMonthly *int
+		}
+		r.JSON(t, &j)
+		if j.RetentionDays != 30 || j.KeepLast == nil || *j.KeepLast != 3 || j.KeepDaily != nil || *j.KeepMonthly != 12 {
+			t.Fatalf("job %+v", j)
+		}
+		// Absent keeps, null clears, out of range names the field.
+		r = s.do(t, "PATCH", "/v1/backups/jobs/"+j.ID, tok, map[string]any{"keepLast": nil, "keepWeekly": 4})
+		wantCode(t, r, http.StatusOK)
+		r.JSON(t, &j)
+		if j.KeepLast != nil || *j.KeepWeekly != 4 || *j.KeepMonthly != 12 {
+			t.Fatalf("after patch %+v", j)
+		}
+		for body, field := range map[string]string{`{"keepDaily":0}`: "keepDaily", `{"keepLast":"3"}`: "", `{"retentionDays":-1}`: "retentionDays"} {
+			r = s.do(t, "PATCH", "/v1/backups/jobs/"+j.ID, tok, body)
+			wantCode(t, r, http.StatusBadRequest)
+			if field != "" && r.Fields(t)[field] == "" {
+				t.Fatalf("%s: %s", body, r.Body)
+			}
+		}
+		r = s.do(t, "GET", "/v1/backups/jobs/"+j.ID+"/retention-preview", tok, nil)
+		wantCode(t, r, http.StatusOK)
+		if !strings.Contains(string(r.Body), `"expire":[]`) {
+			t.Fatalf("preview of a job without backups: %s", r.Body)
+		}
+		other := s.register(t, "sched-other@example.com").Tokens.Access.Token
+		wantCode(t, s.do(t, "GET", "/v1/backups/jobs/"+j.ID+"/retention-preview", other, nil), http.StatusNotFound)
+	})
+	t.Run("ScheduleChangeRestartsFromNow", func(t *testing.T) {
+		// The scheduler counts slots after scheduled_through as missed; a
+		// new schedule or a resumed job must start from now, other edits
+		// must not move it.
+		r := s.do(t, "POST", "/v1/databases", tok, validDB())
+		var d struct{ ID string }
+		r.JSON(t, &d)
+		r = s.do(t, "POST", "/v1/backups/jobs", tok, map[string]any{"databaseId": d.ID, "name": "s", "scheduleType": "hourly"})
+		var j struct{ ID string }
+		r.JSON(t, &j)
+		past := time.Now().Add(-48 * time.Hour).UTC().Truncate(time.Second)
+		through := func() time.Time {
+			var at time.Time
+			if err := s.pool.QueryRow(t.Context(), `SELECT scheduled_through FROM backup_jobs WHERE id = $1`, j.ID).Scan(&at); err != nil {
+				t.Fatal(err)
+			}
+			return at
+		}
+		setPast := func() {
+			if _, err := s.pool.Exec(t.Context(), `UPDATE backup_jobs SET scheduled_through = $2 WHERE id = $1`, j.ID, past); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, step := range []struct {
+			body  map[string]any
+			moves bool
+		}{
+			{map[string]any{"name": "renamed"}, false},
+			{map[string]any{"isActive": false}, false},
+			{map[string]any{"isActive": true}, true},
+			{map[string]any{"scheduleType": "daily"}, true},
+			{map[string]any{"timezone": "Europe/Berlin"}, true},
+			{map[string]any{"retentionDays": 3}, false},
+		} {
+			setPast()
+			wantCode(t, s.do(t, "PATCH", "/v1/backups/jobs/"+j.ID, tok, step.body), http.StatusOK)
+			if moved := through().After(past.Add(time.Hour)); moved != step.moves {
+				t.Fatalf("PATCH %v: scheduled_through moved %v, want %v", step.body, moved, step.moves)
+			}
+		}
+	})
 }
