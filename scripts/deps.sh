@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what RahatBack needs on a Debian machine, idempotently: the
 # PostgreSQL server binaries (the private cluster of `rahatback up` and of the
-# tests is made with them). Sourced by scripts/up and scripts/test.
+# tests is made with them), and for the tests their command-line tools and
+# Chromium. Sourced by scripts/up and scripts/test.
 set -euo pipefail
 
 as_root() {
@@ -36,6 +37,15 @@ ensure_test_tools() {
 	command -v zstd >/dev/null 2>&1 || apt_install zstd
 	command -v age >/dev/null 2>&1 || apt_install age
 	command -v script >/dev/null 2>&1 || apt_install bsdutils
+}
+
+# ensure_chromium installs Debian's Chromium, which the dashboard's browser
+# tests drive (github.com/chromedp/chromedp); without it they are skipped.
+ensure_chromium() {
+	if ! command -v chromium >/dev/null 2>&1; then
+		echo "installing Chromium for the dashboard's browser tests (Debian package chromium)…" >&2
+		apt_install chromium
+	fi
 }
 
 # ensure_postgres_running starts the machine's PostgreSQL cluster when one is

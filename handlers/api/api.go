@@ -197,6 +197,7 @@ func (a *API) routes() http.Handler {
 		r.Group(func(r chi.Router) {
 			r.Use(a.authenticated)
 			r.Get("/auth/me", a.handle(a.me))
+			r.Get("/events", a.handle(a.streamEvents))
 
 			r.Get("/agents", a.handle(a.listAgents))
 			r.Post("/agents/enrollment-tokens", a.handle(a.createEnrollmentToken))

@@ -1,0 +1,131 @@
+package api
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/rahatback/rahatback/db"
+	"github.com/rahatback/rahatback/events"
+)
+
+// Defaults of the event stream.
+const (
+	sseKeepAlive    = 15 * time.Second // comment line that keeps proxies from closing an idle stream
+	sseAgentRefresh = 5 * time.Second  // how often newly enrolled or revoked agents are noticed
+	sseBuffer       = 256              // events buffered per client; a slower client loses the oldest
+)
+
+// streamEvents streams the signed-in user's events as Server-Sent Events: every
+// backup, restore and verify phase, and agent online/offline, of the user's
+// own agents only. Each message is "event: <kind>.<phase>" with the agent's
+// JSON payload as data (payload types in package events) plus the agent id
+// in an "agentId" wrapper: {"agentId": …, "payload": …}. Agents enrolled or
+// revoked while streaming are picked up within sseAgentRefresh. Heartbeats
+// are not sent; a comment line every sseKeepAlive keeps the stream open.
+// 500 when the response cannot be streamed.
+func (a *API) streamEvents(w http.ResponseWriter, r *http.Request) error {
+	flusher, ok := w.(http.Flusher)
+	if !ok {
+		return fmt.Errorf("events: response writer %T cannot flush", w)
+	}
+	ctx := r.Context()
+	user := userID(ctx)
+
+	msgs := make(chan *nats.Msg, sseBuffer)
+	subs := map[string]*nats.Subscription{}
+	defer func() {
+		for _, s := range subs {
+			_ = s.Unsubscribe()
+		}
+	}()
+	// follow subscribes to the user's current agents and drops revoked ones.
+	follow := func() error {
+		rows, err := a.q.ListAgents(ctx, a.pool, db.ListAgentsParams{UserID: user, OfflineAfterSecs: a.offlineSecs()})
+		if err != nil {
+			return err
+		}
+		seen := map[string]bool{}
+		for _, row := range rows {
+			id := row.ID.String()
+			seen[id] = true
+			if subs[id] != nil {
+				continue
+			}
+			s, err := a.opts.NC.ChanSubscribe(events.EventSubject(id, "*", "*"), msgs)
+			if err != nil {
+				return err
+			}
+			subs[id] = s
+		}
+		for id, s := range subs {
+			if !seen[id] {
+				_ = s.Unsubscribe()
+				delete(subs, id)
+			}
+		}
+		return nil
+	}
+	if err := follow(); err != nil {
+		if ctx.Err() != nil {
+			return nil // the client left
+		}
+		return err
+	}
+	// The subscriptions are live at the server before the client hears
+	// that the stream is open.
+	if err := a.opts.NC.FlushTimeout(a.opts.RPCTimeout); err != nil && ctx.Err() == nil {
+		return err
+	}
+
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	fmt.Fprint(w, "retry: 2000\n\n")
+	flusher.Flush()
+
+	keepAlive := time.NewTicker(sseKeepAlive)
+	defer keepAlive.Stop()
+	refresh := time.NewTicker(sseAgentRefresh)
+	defer refresh.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-keepAlive.C:
+			if _, err := fmt.Fprint(w, ": keep-alive\n\n"); err != nil {
+				return nil
+			}
+			flusher.Flush()
+		case <-refresh.C:
+			if err := follow(); err != nil && ctx.Err() == nil {
+				a.log.Warn("event stream: listing agents", "err", err)
+			}
+		case m := <-msgs:
+			agentID, kind, phase, ok := events.ParseEventSubject(m.Subject)
+			if !ok || kind == events.KindAgent && phase == events.PhaseHeartbeat {
+				continue
+			}
+			if !oneLineJSON(m.Data) {
+				continue
+			}
+			_, err := fmt.Fprintf(w, "event: %s.%s\ndata: {\"agentId\":%q,\"payload\":%s}\n\n", kind, phase, agentID, m.Data)
+			if err != nil {
+				return nil
+			}
+			flusher.Flush()
+		}
+	}
+}
+
+// oneLineJSON reports whether data is a JSON object that fits on one SSE
+// data line: agents publish compact JSON, but an agent is not trusted to.
+func oneLineJSON(data []byte) bool {
+	return len(data) > 0 && data[0] == '{' && !bytes.ContainsAny(data, "\r\n") && json.Valid(data)
+}
