@@ -81,6 +81,35 @@ func (q *Queries) GetAgentPublicKey(ctx context.Context, db DBTX, id uuid.UUID) 
 	return public_key, err
 }
 
+const getAgentPublicKeys = `-- name: GetAgentPublicKeys :many
+SELECT id, public_key FROM agents WHERE id = ANY($1::uuid[]) AND revoked_at IS NULL
+`
+
+type GetAgentPublicKeysRow struct {
+	ID        uuid.UUID
+	PublicKey string
+}
+
+func (q *Queries) GetAgentPublicKeys(ctx context.Context, db DBTX, ids []uuid.UUID) ([]GetAgentPublicKeysRow, error) {
+	rows, err := db.Query(ctx, getAgentPublicKeys, ids)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []GetAgentPublicKeysRow
+	for rows.Next() {
+		var i GetAgentPublicKeysRow
+		if err := rows.Scan(&i.ID, &i.PublicKey); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const getAgentStatus = `-- name: GetAgentStatus :one
 SELECT a.id, a.name, a.is_local, a.created_at,
        coalesce(p.hostname, '')::text AS hostname,

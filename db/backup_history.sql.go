@@ -188,6 +188,62 @@ func (q *Queries) ApplyBackupQueued(ctx context.Context, db DBTX, arg ApplyBacku
 	return err
 }
 
+const applyBackupQueuedMany = `-- name: ApplyBackupQueuedMany :exec
+INSERT INTO backup_history (id, user_id, backup_job_id, database_id, agent_id, status, queued_at,
+    storage_type, compression, is_encrypted, error_message, cloud_storage_id, scheduled_for)
+SELECT u.id, u.user_id, u.backup_job_id, u.database_id, u.agent_id, u.status, u.queued_at,
+    u.storage_type, u.compression, u.is_encrypted, nullif(u.error_message, ''),
+    nullif(u.cloud_storage_id, '00000000-0000-0000-0000-000000000000'::uuid),
+    nullif(u.scheduled_for, '0001-01-01 00:00:00Z'::timestamptz)
+FROM (SELECT unnest($1::uuid[]) AS id, unnest($2::uuid[]) AS user_id,
+        unnest($3::uuid[]) AS backup_job_id, unnest($4::uuid[]) AS database_id,
+        unnest($5::uuid[]) AS agent_id, unnest($6::text[]) AS status,
+        unnest($7::timestamptz[]) AS queued_at, unnest($8::text[]) AS storage_type,
+        unnest($9::text[]) AS compression, unnest($10::boolean[]) AS is_encrypted,
+        unnest($11::text[]) AS error_message,
+        unnest($12::uuid[]) AS cloud_storage_id,
+        unnest($13::timestamptz[]) AS scheduled_for) AS u
+ON CONFLICT (id) DO NOTHING
+`
+
+type ApplyBackupQueuedManyParams struct {
+	Ids             []uuid.UUID
+	UserIds         []uuid.UUID
+	JobIds          []uuid.UUID
+	DatabaseIds     []uuid.UUID
+	AgentIds        []uuid.UUID
+	Statuses        []string
+	QueuedAts       []time.Time
+	StorageTypes    []string
+	Compressions    []string
+	Encrypted       []bool
+	ErrorMessages   []string
+	CloudStorageIds []uuid.UUID
+	ScheduledFors   []time.Time
+}
+
+// ApplyBackupQueuedMany is ApplyBackupQueued for many rows in one
+// statement (the scheduler's bursts). Empty strings, nil UUIDs and zero
+// times stand for NULL.
+func (q *Queries) ApplyBackupQueuedMany(ctx context.Context, db DBTX, arg ApplyBackupQueuedManyParams) error {
+	_, err := db.Exec(ctx, applyBackupQueuedMany,
+		arg.Ids,
+		arg.UserIds,
+		arg.JobIds,
+		arg.DatabaseIds,
+		arg.AgentIds,
+		arg.Statuses,
+		arg.QueuedAts,
+		arg.StorageTypes,
+		arg.Compressions,
+		arg.Encrypted,
+		arg.ErrorMessages,
+		arg.CloudStorageIds,
+		arg.ScheduledFors,
+	)
+	return err
+}
+
 const applyBackupRestoreStatus = `-- name: ApplyBackupRestoreStatus :exec
 UPDATE backup_history SET last_restore_status = $2
 WHERE id = $1

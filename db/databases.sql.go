@@ -106,6 +106,43 @@ func (q *Queries) GetDatabase(ctx context.Context, db DBTX, arg GetDatabaseParam
 	return i, err
 }
 
+const getDatabasesByIDs = `-- name: GetDatabasesByIDs :many
+SELECT id, user_id, agent_id, name, type, host, port, username, password_enc, database_name, created_at, updated_at FROM databases WHERE id = ANY($1::uuid[])
+`
+
+func (q *Queries) GetDatabasesByIDs(ctx context.Context, db DBTX, ids []uuid.UUID) ([]Database, error) {
+	rows, err := db.Query(ctx, getDatabasesByIDs, ids)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []Database
+	for rows.Next() {
+		var i Database
+		if err := rows.Scan(
+			&i.ID,
+			&i.UserID,
+			&i.AgentID,
+			&i.Name,
+			&i.Type,
+			&i.Host,
+			&i.Port,
+			&i.Username,
+			&i.PasswordEnc,
+			&i.DatabaseName,
+			&i.CreatedAt,
+			&i.UpdatedAt,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const listDatabases = `-- name: ListDatabases :many
 SELECT id, user_id, agent_id, name, type, host, port, username, password_enc, database_name, created_at, updated_at FROM databases WHERE user_id = $1 ORDER BY created_at, id
 `

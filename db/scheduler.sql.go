@@ -138,32 +138,68 @@ func (q *Queries) ChangedJobs(ctx context.Context, db DBTX, windowSecs float64) 
 	return items, nil
 }
 
-const lockJobs = `-- name: LockJobs :many
-SELECT j.id, j.user_id, j.database_id, j.name, j.schedule_type, j.cron_expression, j.advanced_schedule_config, j.timezone, j.backup_type, j.compression, j.is_encrypted, j.auto_verify_after_backup, j.verification_level, j.storage_type, j.cloud_storage_id, j.retention_days, j.is_active, j.created_at, j.updated_at, j.age_identity_enc, j.age_recipient, j.age_recipients, j.age_key_export, j.scheduled_through, j.keep_last, j.keep_daily, j.keep_weekly, j.keep_monthly, d.agent_id AS database_agent_id
-FROM backup_jobs j
-JOIN databases d ON d.id = j.database_id
-WHERE j.id = ANY($1::uuid[])
-ORDER BY j.id
-FOR UPDATE OF j
+const claimSlots = `-- name: ClaimSlots :many
+UPDATE backup_jobs j SET scheduled_through = u.new
+FROM (SELECT unnest($1::uuid[]) AS id, unnest($2::timestamptz[]) AS old,
+             unnest($3::timestamptz[]) AS new) AS u
+WHERE j.id = u.id AND j.scheduled_through = u.old
+RETURNING j.id
 `
 
-type LockJobsRow struct {
-	BackupJob       BackupJob
-	DatabaseAgentID *uuid.UUID
+type ClaimSlotsParams struct {
+	Ids  []uuid.UUID
+	Olds []time.Time
+	News []time.Time
 }
 
-// LockJobs locks the given jobs in id order (replicas lock in the same
-// order, so they never deadlock) and returns them with their database's
-// assigned agent.
-func (q *Queries) LockJobs(ctx context.Context, db DBTX, ids []uuid.UUID) ([]LockJobsRow, error) {
-	rows, err := db.Query(ctx, lockJobs, ids)
+// ClaimSlots moves each job's scheduled_through from the value read
+// (olds) to the latest slot handled (news), only where it still holds
+// the value read: the jobs returned are this scheduler's to decide; a job
+// another replica claimed first is not returned. The row locks taken
+// here order the decision against "run now" until commit.
+func (q *Queries) ClaimSlots(ctx context.Context, db DBTX, arg ClaimSlotsParams) ([]uuid.UUID, error) {
+	rows, err := db.Query(ctx, claimSlots, arg.Ids, arg.Olds, arg.News)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	var items []LockJobsRow
+	var items []uuid.UUID
 	for rows.Next() {
-		var i LockJobsRow
+		var id uuid.UUID
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		items = append(items, id)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const dueJobs = `-- name: DueJobs :many
+SELECT j.id, j.user_id, j.database_id, j.name, j.schedule_type, j.cron_expression, j.advanced_schedule_config, j.timezone, j.backup_type, j.compression, j.is_encrypted, j.auto_verify_after_backup, j.verification_level, j.storage_type, j.cloud_storage_id, j.retention_days, j.is_active, j.created_at, j.updated_at, j.age_identity_enc, j.age_recipient, j.age_recipients, j.age_key_export, j.scheduled_through, j.keep_last, j.keep_daily, j.keep_weekly, j.keep_monthly, d.agent_id AS database_agent_id, d.updated_at AS database_updated_at
+FROM backup_jobs j
+JOIN databases d ON d.id = j.database_id
+WHERE j.id = ANY($1::uuid[])
+`
+
+type DueJobsRow struct {
+	BackupJob         BackupJob
+	DatabaseAgentID   *uuid.UUID
+	DatabaseUpdatedAt time.Time
+}
+
+// DueJobs returns the given jobs with their database's assigned agent.
+func (q *Queries) DueJobs(ctx context.Context, db DBTX, ids []uuid.UUID) ([]DueJobsRow, error) {
+	rows, err := db.Query(ctx, dueJobs, ids)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []DueJobsRow
+	for rows.Next() {
+		var i DueJobsRow
 		if err := rows.Scan(
 			&i.BackupJob.ID,
 			&i.BackupJob.UserID,
@@ -194,6 +230,7 @@ func (q *Queries) LockJobs(ctx context.Context, db DBTX, ids []uuid.UUID) ([]Loc
 			&i.BackupJob.KeepWeekly,
 			&i.BackupJob.KeepMonthly,
 			&i.DatabaseAgentID,
+			&i.DatabaseUpdatedAt,
 		); err != nil {
 			return nil, err
 		}
@@ -203,24 +240,6 @@ func (q *Queries) LockJobs(ctx context.Context, db DBTX, ids []uuid.UUID) ([]Loc
 		return nil, err
 	}
 	return items, nil
-}
-
-const markScheduledThrough = `-- name: MarkScheduledThrough :exec
-UPDATE backup_jobs j SET scheduled_through = u.slot
-FROM (SELECT unnest($1::uuid[]) AS id, unnest($2::timestamptz[]) AS slot) AS u
-WHERE j.id = u.id AND j.scheduled_through < u.slot
-`
-
-type MarkScheduledThroughParams struct {
-	Ids   []uuid.UUID
-	Slots []time.Time
-}
-
-// MarkScheduledThrough records that the scheduler handled each job's
-// slots up to the paired instant.
-func (q *Queries) MarkScheduledThrough(ctx context.Context, db DBTX, arg MarkScheduledThroughParams) error {
-	_, err := db.Exec(ctx, markScheduledThrough, arg.Ids, arg.Slots)
-	return err
 }
 
 const scheduledJobs = `-- name: ScheduledJobs :many

@@ -43,3 +43,6 @@ WHERE a.id = sqlc.arg(id) AND a.user_id = sqlc.arg(user_id) AND a.revoked_at IS 
 
 -- name: GetAgentPublicKey :one
 SELECT public_key FROM agents WHERE id = $1 AND revoked_at IS NULL;
+
+-- name: GetAgentPublicKeys :many
+SELECT id, public_key FROM agents WHERE id = ANY(sqlc.arg(ids)::uuid[]) AND revoked_at IS NULL;

@@ -10,6 +10,26 @@ VALUES ($1, $2, $3, $4, $5, sqlc.arg(status), $6, $7, $8, $9, sqlc.narg(error_me
     sqlc.narg(scheduled_for))
 ON CONFLICT (id) DO NOTHING;
 
+-- ApplyBackupQueuedMany is ApplyBackupQueued for many rows in one
+-- statement (the scheduler's bursts). Empty strings, nil UUIDs and zero
+-- times stand for NULL.
+-- name: ApplyBackupQueuedMany :exec
+INSERT INTO backup_history (id, user_id, backup_job_id, database_id, agent_id, status, queued_at,
+    storage_type, compression, is_encrypted, error_message, cloud_storage_id, scheduled_for)
+SELECT u.id, u.user_id, u.backup_job_id, u.database_id, u.agent_id, u.status, u.queued_at,
+    u.storage_type, u.compression, u.is_encrypted, nullif(u.error_message, ''),
+    nullif(u.cloud_storage_id, '00000000-0000-0000-0000-000000000000'::uuid),
+    nullif(u.scheduled_for, '0001-01-01 00:00:00Z'::timestamptz)
+FROM (SELECT unnest(sqlc.arg(ids)::uuid[]) AS id, unnest(sqlc.arg(user_ids)::uuid[]) AS user_id,
+        unnest(sqlc.arg(job_ids)::uuid[]) AS backup_job_id, unnest(sqlc.arg(database_ids)::uuid[]) AS database_id,
+        unnest(sqlc.arg(agent_ids)::uuid[]) AS agent_id, unnest(sqlc.arg(statuses)::text[]) AS status,
+        unnest(sqlc.arg(queued_ats)::timestamptz[]) AS queued_at, unnest(sqlc.arg(storage_types)::text[]) AS storage_type,
+        unnest(sqlc.arg(compressions)::text[]) AS compression, unnest(sqlc.arg(encrypted)::boolean[]) AS is_encrypted,
+        unnest(sqlc.arg(error_messages)::text[]) AS error_message,
+        unnest(sqlc.arg(cloud_storage_ids)::uuid[]) AS cloud_storage_id,
+        unnest(sqlc.arg(scheduled_fors)::timestamptz[]) AS scheduled_for) AS u
+ON CONFLICT (id) DO NOTHING;
+
 -- name: ApplyBackupStarted :exec
 UPDATE backup_history SET status = 'running', started_at = sqlc.arg(at)
 WHERE id = $1 AND agent_id = $2 AND status = 'queued';

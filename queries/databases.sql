@@ -18,3 +18,6 @@ RETURNING *;
 
 -- name: DeleteDatabase :one
 DELETE FROM databases WHERE id = $1 AND user_id = $2 RETURNING id;
+
+-- name: GetDatabasesByIDs :many
+SELECT * FROM databases WHERE id = ANY(sqlc.arg(ids)::uuid[]);

@@ -15,16 +15,24 @@ SELECT id, schedule_type, cron_expression, advanced_schedule_config, timezone, u
 FROM backup_jobs
 WHERE updated_at > now() - make_interval(secs => sqlc.arg(window_secs)::float8);
 
--- LockJobs locks the given jobs in id order (replicas lock in the same
--- order, so they never deadlock) and returns them with their database's
--- assigned agent.
--- name: LockJobs :many
-SELECT sqlc.embed(j), d.agent_id AS database_agent_id
+-- DueJobs returns the given jobs with their database's assigned agent.
+-- name: DueJobs :many
+SELECT sqlc.embed(j), d.agent_id AS database_agent_id, d.updated_at AS database_updated_at
 FROM backup_jobs j
 JOIN databases d ON d.id = j.database_id
-WHERE j.id = ANY(sqlc.arg(ids)::uuid[])
-ORDER BY j.id
-FOR UPDATE OF j;
+WHERE j.id = ANY(sqlc.arg(ids)::uuid[]);
+
+-- ClaimSlots moves each job's scheduled_through from the value read
+-- (olds) to the latest slot handled (news), only where it still holds
+-- the value read: the jobs returned are this scheduler's to decide; a job
+-- another replica claimed first is not returned. The row locks taken
+-- here order the decision against "run now" until commit.
+-- name: ClaimSlots :many
+UPDATE backup_jobs j SET scheduled_through = u.new
+FROM (SELECT unnest(sqlc.arg(ids)::uuid[]) AS id, unnest(sqlc.arg(olds)::timestamptz[]) AS old,
+             unnest(sqlc.arg(news)::timestamptz[]) AS new) AS u
+WHERE j.id = u.id AND j.scheduled_through = u.old
+RETURNING j.id;
 
 -- name: ActiveRunsOfJobs :many
 SELECT backup_job_id, id FROM backup_history
@@ -39,13 +47,6 @@ FROM agents a
 LEFT JOIN agent_presence p ON p.agent_id = a.id
 WHERE a.user_id = ANY(sqlc.arg(user_ids)::uuid[]) AND a.revoked_at IS NULL
 ORDER BY a.user_id, a.created_at, a.id;
-
--- MarkScheduledThrough records that the scheduler handled each job's
--- slots up to the paired instant.
--- name: MarkScheduledThrough :exec
-UPDATE backup_jobs j SET scheduled_through = u.slot
-FROM (SELECT unnest(sqlc.arg(ids)::uuid[]) AS id, unnest(sqlc.arg(slots)::timestamptz[]) AS slot) AS u
-WHERE j.id = u.id AND j.scheduled_through < u.slot;
 
 -- UnsentScheduledRuns is the scheduled runs still queued a while after
 -- they were queued, queued recently enough for the command's

@@ -11,6 +11,9 @@ ALTER TABLE backup_jobs
     ADD COLUMN keep_weekly  integer CHECK (keep_weekly >= 0),
     ADD COLUMN keep_monthly integer CHECK (keep_monthly >= 0);
 CREATE INDEX backup_jobs_updated_idx ON backup_jobs (updated_at);
+-- Every slot updates its job's scheduled_through: room on each page lets
+-- those updates stay HOT (no index writes).
+ALTER TABLE backup_jobs SET (fillfactor = 70);
 
 -- scheduled_for: the slot a scheduled run belongs to (NULL for "run now").
 -- Retention: an expired row keeps its history; expire_reason says which
@@ -32,12 +35,10 @@ ALTER TABLE backup_history ADD CONSTRAINT backup_history_status_check
     CHECK (status IN ('queued', 'running', 'success', 'failed', 'cancelled', 'skipped', 'expired'));
 CREATE INDEX backup_history_job_success_idx ON backup_history (backup_job_id, completed_at DESC)
     WHERE status = 'success' AND deleted_at IS NULL;
-CREATE INDEX backup_history_queued_idx ON backup_history (queued_at) WHERE status = 'queued';
 CREATE INDEX backup_history_unpurged_idx ON backup_history (expired_at) WHERE status = 'expired' AND purged_at IS NULL;
 
 -- +goose Down
 DROP INDEX backup_history_unpurged_idx;
-DROP INDEX backup_history_queued_idx;
 DROP INDEX backup_history_job_success_idx;
 UPDATE backup_history SET status = 'success' WHERE status = 'expired';
 ALTER TABLE backup_history DROP CONSTRAINT backup_history_status_check;
@@ -52,6 +53,7 @@ ALTER TABLE backup_history
     DROP COLUMN expire_after,
     DROP COLUMN purged_at,
     DROP COLUMN verifying_since;
+ALTER TABLE backup_jobs RESET (fillfactor);
 DROP INDEX backup_jobs_updated_idx;
 ALTER TABLE backup_jobs
     DROP COLUMN scheduled_through,

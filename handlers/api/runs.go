@@ -71,18 +71,27 @@ func (a *API) sendCommand(ctx context.Context, agentID uuid.UUID, kind, msgID st
 
 // connSpec is how agent reaches database d, its password sealed to the agent.
 func (a *API) connSpec(ctx context.Context, d db.Database, agentID uuid.UUID) (events.ConnSpec, error) {
-	var password []byte
-	if d.PasswordEnc != nil {
-		pw, err := a.opts.Vault.Open(d.PasswordEnc, passwordBinding(d.ID))
-		if err != nil {
-			return events.ConnSpec{}, err
-		}
-		password = pw
+	password, err := a.databasePassword(d)
+	if err != nil {
+		return events.ConnSpec{}, err
 	}
 	pub, err := a.q.GetAgentPublicKey(ctx, a.pool, agentID)
 	if err != nil {
 		return events.ConnSpec{}, err
 	}
+	return sealConn(d, password, pub)
+}
+
+// databasePassword opens d's password from the vault; nil when it has none.
+func (a *API) databasePassword(d db.Database) ([]byte, error) {
+	if d.PasswordEnc == nil {
+		return nil, nil
+	}
+	return a.opts.Vault.Open(d.PasswordEnc, passwordBinding(d.ID))
+}
+
+// sealConn is d's connection with password sealed to agent key pub.
+func sealConn(d db.Database, password []byte, pub string) (events.ConnSpec, error) {
 	sealedPW, err := sealed.Seal(pub, password)
 	if err != nil {
 		return events.ConnSpec{}, err
@@ -202,25 +211,103 @@ func (a *API) runJob(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// BackupCommand is the command that runs job j on agentID as run runID,
-// its secrets sealed to that agent. It is how the scheduler builds the
-// commands of scheduled runs. The error is an *Error with status 409 when
-// the job is encrypted but has no key.
-func (a *API) BackupCommand(ctx context.Context, j db.BackupJob, agentID, runID uuid.UUID) (events.BackupCommand, error) {
-	d, err := a.q.GetDatabase(ctx, a.pool, db.GetDatabaseParams{ID: j.DatabaseID, UserID: j.UserID})
-	if err != nil {
-		return events.BackupCommand{}, db.MapErr(err)
+// BackupCommands builds the commands that run jobs[i] on agents[i] as
+// runs[i], their secrets sealed to each agent, with a few queries for the
+// lot: how the scheduler builds the commands of a burst of slots.
+// errs[i] is non-nil when command i cannot be built (an *Error with
+// status 409 when the job is encrypted but has no key).
+func (a *API) BackupCommands(ctx context.Context, jobs []db.BackupJob, agents, runs []uuid.UUID) (cmds []events.BackupCommand, errs []error) {
+	cmds, errs = make([]events.BackupCommand, len(jobs)), make([]error, len(jobs))
+	fail := func(err error) ([]events.BackupCommand, []error) {
+		for i := range errs {
+			errs[i] = err
+		}
+		return cmds, errs
 	}
-	return a.backupCommand(ctx, j, d, agentID, runID)
+	dbIDs := make([]uuid.UUID, len(jobs))
+	for i, j := range jobs {
+		dbIDs[i] = j.DatabaseID
+	}
+	dbRows, err := a.q.GetDatabasesByIDs(ctx, a.pool, dbIDs)
+	if err != nil {
+		return fail(err)
+	}
+	databases := make(map[uuid.UUID]db.Database, len(dbRows))
+	for _, d := range dbRows {
+		databases[d.ID] = d
+	}
+	keyRows, err := a.q.GetAgentPublicKeys(ctx, a.pool, agents)
+	if err != nil {
+		return fail(err)
+	}
+	keys := make(map[uuid.UUID]string, len(keyRows))
+	for _, k := range keyRows {
+		keys[k.ID] = k.PublicKey
+	}
+	passwords := map[uuid.UUID][]byte{}
+	type specKey struct{ cloud, agent uuid.UUID }
+	specs := map[specKey]events.StorageSpec{}
+	for i, j := range jobs {
+		d, ok := databases[j.DatabaseID]
+		if !ok || d.UserID != j.UserID {
+			errs[i] = notFound("database")
+			continue
+		}
+		pub, ok := keys[agents[i]]
+		if !ok {
+			errs[i] = notFound("agent")
+			continue
+		}
+		pw, ok := passwords[d.ID]
+		if !ok {
+			if pw, err = a.databasePassword(d); err != nil {
+				errs[i] = err
+				continue
+			}
+			passwords[d.ID] = pw
+		}
+		spec := events.StorageSpec{Type: j.StorageType}
+		if j.StorageType != "local" && j.CloudStorageID != nil {
+			k := specKey{*j.CloudStorageID, agents[i]}
+			if spec, ok = specs[k]; !ok {
+				if spec, err = a.storageSpec(ctx, j.StorageType, j.CloudStorageID, j.UserID, agents[i]); err != nil {
+					errs[i] = err
+					continue
+				}
+				specs[k] = spec
+			}
+		} else if j.StorageType != "local" {
+			if spec, err = a.storageSpec(ctx, j.StorageType, nil, j.UserID, agents[i]); err != nil {
+				errs[i] = err
+				continue
+			}
+		}
+		cmds[i], errs[i] = a.assembleCommand(j, d, pw, pub, spec, runs[i])
+	}
+	return cmds, errs
 }
 
-// backupCommand is BackupCommand with the job's database at hand.
+// backupCommand is the command that runs job j (on database d) on agentID
+// as run runID.
 func (a *API) backupCommand(ctx context.Context, j db.BackupJob, d db.Database, agentID, runID uuid.UUID) (events.BackupCommand, error) {
-	conn, err := a.connSpec(ctx, d, agentID)
+	password, err := a.databasePassword(d)
+	if err != nil {
+		return events.BackupCommand{}, err
+	}
+	pub, err := a.q.GetAgentPublicKey(ctx, a.pool, agentID)
 	if err != nil {
 		return events.BackupCommand{}, err
 	}
 	spec, err := a.storageSpec(ctx, j.StorageType, j.CloudStorageID, j.UserID, agentID)
+	if err != nil {
+		return events.BackupCommand{}, err
+	}
+	return a.assembleCommand(j, d, password, pub, spec, runID)
+}
+
+// assembleCommand is job j's backup command for the agent with key pub.
+func (a *API) assembleCommand(j db.BackupJob, d db.Database, password []byte, pub string, spec events.StorageSpec, runID uuid.UUID) (events.BackupCommand, error) {
+	conn, err := sealConn(d, password, pub)
 	if err != nil {
 		return events.BackupCommand{}, err
 	}
@@ -239,11 +326,7 @@ func (a *API) backupCommand(ctx context.Context, j db.BackupJob, d db.Database, 
 			if err != nil {
 				return cmd, err
 			}
-			agentPub, err := a.q.GetAgentPublicKey(ctx, a.pool, agentID)
-			if err != nil {
-				return cmd, err
-			}
-			if cmd.SealedIdentity, err = sealed.Seal(agentPub, []byte(id.String())); err != nil {
+			if cmd.SealedIdentity, err = sealed.Seal(pub, []byte(id.String())); err != nil {
 				return cmd, err
 			}
 		}

@@ -174,30 +174,9 @@ func applyBackup(ctx context.Context, q *db.Queries, dbtx db.DBTX, agent uuid.UU
 	at := ev.At.UTC()
 	switch phase {
 	case events.PhaseQueued, events.PhaseSkipped:
-		user, err := parseID("userId", ev.UserID)
+		p, err := queuedParams(agent, phase, ev)
 		if err != nil {
 			return err
-		}
-		job, err := parseID("jobId", ev.JobID)
-		if err != nil {
-			return err
-		}
-		database, err := parseID("databaseId", ev.DatabaseID)
-		if err != nil {
-			return err
-		}
-		p := db.ApplyBackupQueuedParams{ID: run, UserID: user, BackupJobID: job, DatabaseID: database,
-			AgentID: agent, QueuedAt: at, StorageType: ev.StorageType, Compression: ev.Compression,
-			IsEncrypted: ev.IsEncrypted, Status: "queued", ScheduledFor: ev.ScheduledFor}
-		if phase == events.PhaseSkipped {
-			p.Status, p.ErrorMessage = "skipped", ptr(ev.Error)
-		}
-		if ev.CloudStorageID != "" {
-			cs, err := parseID("cloudStorageId", ev.CloudStorageID)
-			if err != nil {
-				return err
-			}
-			p.CloudStorageID = &cs
 		}
 		return q.ApplyBackupQueued(ctx, dbtx, p)
 	case events.PhaseStarted:
@@ -219,6 +198,82 @@ func applyBackup(ctx context.Context, q *db.Queries, dbtx db.DBTX, agent uuid.UU
 	default:
 		return fmt.Errorf("%w: backup phase %q", errPoison, phase)
 	}
+}
+
+// queuedParams is the history row of a queued or skipped backup event.
+func queuedParams(agent uuid.UUID, phase string, ev events.BackupEvent) (db.ApplyBackupQueuedParams, error) {
+	var p db.ApplyBackupQueuedParams
+	run, err := parseID("runId", ev.RunID)
+	if err != nil {
+		return p, err
+	}
+	user, err := parseID("userId", ev.UserID)
+	if err != nil {
+		return p, err
+	}
+	job, err := parseID("jobId", ev.JobID)
+	if err != nil {
+		return p, err
+	}
+	database, err := parseID("databaseId", ev.DatabaseID)
+	if err != nil {
+		return p, err
+	}
+	p = db.ApplyBackupQueuedParams{ID: run, UserID: user, BackupJobID: job, DatabaseID: database,
+		AgentID: agent, QueuedAt: ev.At.UTC(), StorageType: ev.StorageType, Compression: ev.Compression,
+		IsEncrypted: ev.IsEncrypted, Status: "queued", ScheduledFor: ev.ScheduledFor}
+	if phase == events.PhaseSkipped {
+		p.Status, p.ErrorMessage = "skipped", ptr(ev.Error)
+	}
+	if ev.CloudStorageID != "" {
+		cs, err := parseID("cloudStorageId", ev.CloudStorageID)
+		if err != nil {
+			return p, err
+		}
+		p.CloudStorageID = &cs
+	}
+	return p, nil
+}
+
+// Queued is one queued or skipped backup event for ApplyQueued.
+type Queued struct {
+	Agent uuid.UUID
+	Phase string // events.PhaseQueued or events.PhaseSkipped
+	Event events.BackupEvent
+}
+
+// ApplyQueued applies many queued and skipped backup events in one
+// statement: what Apply does for each, for the scheduler's bursts.
+func ApplyQueued(ctx context.Context, dbtx db.DBTX, items []Queued) error {
+	if len(items) == 0 {
+		return nil
+	}
+	var m db.ApplyBackupQueuedManyParams
+	for _, it := range items {
+		p, err := queuedParams(it.Agent, it.Phase, it.Event)
+		if err != nil {
+			return err
+		}
+		m.Ids, m.UserIds, m.JobIds = append(m.Ids, p.ID), append(m.UserIds, p.UserID), append(m.JobIds, p.BackupJobID)
+		m.DatabaseIds, m.AgentIds = append(m.DatabaseIds, p.DatabaseID), append(m.AgentIds, p.AgentID)
+		m.Statuses, m.QueuedAts = append(m.Statuses, p.Status), append(m.QueuedAts, p.QueuedAt)
+		m.StorageTypes, m.Compressions = append(m.StorageTypes, p.StorageType), append(m.Compressions, p.Compression)
+		m.Encrypted = append(m.Encrypted, p.IsEncrypted)
+		var msg string
+		if p.ErrorMessage != nil {
+			msg = *p.ErrorMessage
+		}
+		cloud := uuid.Nil
+		if p.CloudStorageID != nil {
+			cloud = *p.CloudStorageID
+		}
+		var slot time.Time
+		if p.ScheduledFor != nil {
+			slot = *p.ScheduledFor
+		}
+		m.ErrorMessages, m.CloudStorageIds, m.ScheduledFors = append(m.ErrorMessages, msg), append(m.CloudStorageIds, cloud), append(m.ScheduledFors, slot)
+	}
+	return db.New().ApplyBackupQueuedMany(ctx, dbtx, m)
 }
 
 func applyRestore(ctx context.Context, q *db.Queries, dbtx db.DBTX, agent uuid.UUID, phase string, data []byte) error {

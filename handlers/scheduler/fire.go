@@ -1,10 +1,12 @@
 package scheduler
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/google/uuid"
@@ -45,38 +47,93 @@ type planned struct {
 	phase string // queued or skipped
 	ev    events.BackupEvent
 	slot  time.Time
+	// cmd is the command, built ahead of the slot, when it still fits.
+	cmd []byte
 }
 
-// decide handles the slots of the due jobs up to now in one transaction
-// holding their row locks, then publishes the commands and events.
+// decide handles the slots of the due jobs up to now in one transaction,
+// then publishes the commands and events. A job's slots are claimed by
+// moving its scheduled_through from the value read; a job another replica
+// claimed first is left to it.
 func (s *Scheduler) decide(ctx context.Context, batch []*entry, now time.Time) ([]outcome, error) {
 	ids := make([]uuid.UUID, len(batch))
+	byID := make(map[uuid.UUID]*entry, len(batch))
 	for i, e := range batch {
 		ids[i] = e.id
+		byID[e.id] = e
 	}
+	slices.SortFunc(ids, func(a, b uuid.UUID) int { return bytes.Compare(a[:], b[:]) })
 	var plans []planned
 	var outs []outcome
 	err := db.WithTx(ctx, s.o.Pool, func(tx pgx.Tx) error {
 		plans, outs = plans[:0], outs[:0]
-		rows, err := s.q.LockJobs(ctx, tx, ids)
+		rows, err := s.q.DueJobs(ctx, tx, ids)
 		if err != nil {
 			return err
 		}
 		found := make(map[uuid.UUID]bool, len(rows))
-		var users, jobs []uuid.UUID
-		seenUser := map[uuid.UUID]bool{}
+		type due struct {
+			row   db.DueJobsRow
+			slots []time.Time
+			out   outcome
+		}
+		var dues []due
+		var claimIDs []uuid.UUID
+		var olds, news []time.Time
 		for _, r := range rows {
-			found[r.BackupJob.ID] = true
-			jobs = append(jobs, r.BackupJob.ID)
-			if !seenUser[r.BackupJob.UserID] {
-				seenUser[r.BackupJob.UserID] = true
-				users = append(users, r.BackupJob.UserID)
+			j := r.BackupJob
+			found[j.ID] = true
+			if !j.IsActive || j.ScheduleType == "manual" {
+				outs = append(outs, outcome{id: j.ID, gone: true})
+				continue
 			}
+			sc, err := s.schedule(j.ScheduleType, j.CronExpression, j.AdvancedScheduleConfig, j.Timezone)
+			if err != nil {
+				s.log.Warn("job has an invalid schedule; not scheduled", "jobId", j.ID, "err", err)
+				outs = append(outs, outcome{id: j.ID, gone: true})
+				continue
+			}
+			out := outcome{id: j.ID, sc: sc, updatedAt: j.UpdatedAt, through: j.ScheduledThrough}
+			slots := sc.Between(j.ScheduledThrough, now)
+			if len(slots) == 0 {
+				outs = append(outs, out) // another replica handled it
+				continue
+			}
+			out.through = slots[len(slots)-1]
+			dues = append(dues, due{row: r, slots: slots, out: out})
+			claimIDs, olds, news = append(claimIDs, j.ID), append(olds, j.ScheduledThrough), append(news, out.through)
 		}
 		for _, id := range ids {
 			if !found[id] {
 				outs = append(outs, outcome{id: id, gone: true}) // deleted
 			}
+		}
+		if len(dues) == 0 {
+			return nil
+		}
+		claimedIDs, err := s.q.ClaimSlots(ctx, tx, db.ClaimSlotsParams{Ids: claimIDs, Olds: olds, News: news})
+		if err != nil {
+			return err
+		}
+		claimed := make(map[uuid.UUID]bool, len(claimedIDs))
+		for _, id := range claimedIDs {
+			claimed[id] = true
+		}
+		var users, jobs []uuid.UUID
+		seenUser := map[uuid.UUID]bool{}
+		for _, d := range dues {
+			outs = append(outs, d.out) // claimed here or by another replica: handled through d.out.through
+			if !claimed[d.row.BackupJob.ID] {
+				continue
+			}
+			jobs = append(jobs, d.row.BackupJob.ID)
+			if u := d.row.BackupJob.UserID; !seenUser[u] {
+				seenUser[u] = true
+				users = append(users, u)
+			}
+		}
+		if len(jobs) == 0 {
+			return nil
 		}
 		agentRows, err := s.q.AgentsOfUsers(ctx, tx, db.AgentsOfUsersParams{UserIds: users,
 			OfflineAfterSecs: s.o.OfflineAfter.Seconds()})
@@ -95,89 +152,74 @@ func (s *Scheduler) decide(ctx context.Context, batch []*entry, now time.Time) (
 		for _, a := range activeRows {
 			active[a.BackupJobID] = a.ID
 		}
-
-		var markIDs []uuid.UUID
-		var markSlots []time.Time
-		for _, r := range rows {
-			j := r.BackupJob
-			if !j.IsActive || j.ScheduleType == "manual" {
-				outs = append(outs, outcome{id: j.ID, gone: true})
+		for _, d := range dues {
+			j := d.row.BackupJob
+			if !claimed[j.ID] {
 				continue
 			}
-			sc, err := s.schedule(j.ScheduleType, j.CronExpression, j.AdvancedScheduleConfig, j.Timezone)
-			if err != nil {
-				s.log.Warn("job has an invalid schedule; not scheduled", "jobId", j.ID, "err", err)
-				outs = append(outs, outcome{id: j.ID, gone: true})
-				continue
-			}
-			out := outcome{id: j.ID, sc: sc, updatedAt: j.UpdatedAt, through: j.ScheduledThrough}
-			slots := sc.Between(j.ScheduledThrough, now)
-			if len(slots) == 0 {
-				outs = append(outs, out) // another replica handled it
-				continue
-			}
-			last := slots[len(slots)-1]
-			out.through = last
-			outs = append(outs, out)
-			markIDs, markSlots = append(markIDs, j.ID), append(markSlots, last)
-
-			missed := slots
-			var run *time.Time
-			if now.Sub(last) <= s.o.Grace {
-				run, missed = &last, slots[:len(slots)-1]
-			}
-			agent, haveAgent := pickAgent(agents[j.UserID], r.DatabaseAgentID)
-			agentID := uuid.Nil
-			if haveAgent {
-				agentID = agent.ID
-			}
-			if len(missed) > s.o.MaxMissed {
-				dropped := len(missed) - s.o.MaxMissed
-				missed = missed[dropped:]
-				s.log.Warn("job missed more slots than are recorded", "jobId", j.ID, "missed", dropped+len(missed),
-					"recorded", len(missed))
-				plans = append(plans, s.plan(j, agentID, missed[0], now, events.PhaseSkipped,
-					fmt.Sprintf("%s (and %d earlier slots since %s)", ReasonDown, dropped, slots[0].Format(time.RFC3339))))
-				missed = missed[1:]
-			}
-			for _, slot := range missed {
-				plans = append(plans, s.plan(j, agentID, slot, now, events.PhaseSkipped, ReasonDown))
-			}
-			if run == nil {
-				continue
-			}
-			switch runID, busy := active[j.ID]; {
-			case busy:
-				plans = append(plans, s.plan(j, agentID, *run, now, events.PhaseSkipped,
-					fmt.Sprintf("%s (run %s)", ReasonBusy, runID)))
-			case !haveAgent:
-				plans = append(plans, s.plan(j, agentID, *run, now, events.PhaseSkipped, ReasonNoAgent))
-			case !agent.Online:
-				plans = append(plans, s.plan(j, agentID, *run, now, events.PhaseSkipped,
-					fmt.Sprintf("%s: agent %q was not connected at the scheduled time", ReasonOffline, agent.Name)))
-			default:
-				plans = append(plans, s.plan(j, agentID, *run, now, events.PhaseQueued, ""))
+			plans = s.planSlots(plans, j, d.row.DatabaseAgentID, d.slots, now, agents[j.UserID], active)
+			if p := &plans[len(plans)-1]; p.phase == events.PhaseQueued {
+				if pr := byID[j.ID].prep; pr != nil && pr.fits(p, d.row) {
+					p.cmd = pr.cmd
+				}
 			}
 		}
-		for _, p := range plans {
-			data, err := json.Marshal(p.ev)
-			if err != nil {
-				return err
-			}
-			if err := projector.Apply(ctx, tx, events.EventSubject(p.agent.String(), events.KindBackup, p.phase), p.ev.At, data); err != nil {
-				return err
-			}
+		items := make([]projector.Queued, len(plans))
+		for i, p := range plans {
+			items[i] = projector.Queued{Agent: p.agent, Phase: p.phase, Event: p.ev}
 		}
-		if len(markIDs) == 0 {
-			return nil
-		}
-		return s.q.MarkScheduledThrough(ctx, tx, db.MarkScheduledThroughParams{Ids: markIDs, Slots: markSlots})
+		return projector.ApplyQueued(ctx, tx, items)
 	})
 	if err != nil {
 		return nil, err
 	}
 	s.publish(ctx, plans)
 	return outs, nil
+}
+
+// planSlots appends the rows of job j's claimed slots (in order, the
+// latest last): the latest runs when it is within the grace period and
+// nothing prevents it; the others are recorded as missed, at most
+// MaxMissed of them.
+func (s *Scheduler) planSlots(plans []planned, j db.BackupJob, assigned *uuid.UUID, slots []time.Time, now time.Time,
+	agents []db.AgentsOfUsersRow, active map[uuid.UUID]uuid.UUID) []planned {
+	last := slots[len(slots)-1]
+	missed := slots
+	var run *time.Time
+	if now.Sub(last) <= s.o.Grace {
+		run, missed = &last, slots[:len(slots)-1]
+	}
+	agent, haveAgent := pickAgent(agents, assigned)
+	agentID := uuid.Nil
+	if haveAgent {
+		agentID = agent.ID
+	}
+	if len(missed) > s.o.MaxMissed {
+		dropped := len(missed) - s.o.MaxMissed
+		missed = missed[dropped:]
+		s.log.Warn("job missed more slots than are recorded", "jobId", j.ID, "missed", dropped+len(missed),
+			"recorded", len(missed))
+		plans = append(plans, s.plan(j, agentID, missed[0], now, events.PhaseSkipped,
+			fmt.Sprintf("%s (and %d earlier slots since %s)", ReasonDown, dropped, slots[0].Format(time.RFC3339))))
+		missed = missed[1:]
+	}
+	for _, slot := range missed {
+		plans = append(plans, s.plan(j, agentID, slot, now, events.PhaseSkipped, ReasonDown))
+	}
+	if run == nil {
+		return plans
+	}
+	switch runID, busy := active[j.ID]; {
+	case busy:
+		return append(plans, s.plan(j, agentID, *run, now, events.PhaseSkipped, fmt.Sprintf("%s (run %s)", ReasonBusy, runID)))
+	case !haveAgent:
+		return append(plans, s.plan(j, agentID, *run, now, events.PhaseSkipped, ReasonNoAgent))
+	case !agent.Online:
+		return append(plans, s.plan(j, agentID, *run, now, events.PhaseSkipped,
+			fmt.Sprintf("%s: agent %q was not connected at the scheduled time", ReasonOffline, agent.Name)))
+	default:
+		return append(plans, s.plan(j, agentID, *run, now, events.PhaseQueued, ""))
+	}
 }
 
 // pickAgent is the agent that runs a job: its database's assigned agent
@@ -229,7 +271,11 @@ func (s *Scheduler) publish(ctx context.Context, plans []planned) {
 	}
 	var futures []pending
 	send := func(p *planned, subject, msgID string, payload any, cmd bool) {
-		data, err := json.Marshal(payload)
+		data, ok := payload.([]byte)
+		var err error
+		if !ok {
+			data, err = json.Marshal(payload)
+		}
 		if err == nil {
 			msg := nats.NewMsg(subject)
 			msg.Data = data
@@ -246,18 +292,31 @@ func (s *Scheduler) publish(ctx context.Context, plans []planned) {
 			s.log.Warn("scheduled run event not published; the projector will not see it", "runId", p.ev.RunID, "err", err)
 		}
 	}
+	var queued []*planned
+	var jobs []db.BackupJob
+	var agents, runs []uuid.UUID
+	for i := range plans {
+		p := &plans[i]
+		if p.phase == events.PhaseQueued && p.cmd != nil {
+			send(p, events.CommandSubject(p.agent.String(), events.CommandBackup), MsgID(p.job.ID, p.slot), p.cmd, true)
+		} else if p.phase == events.PhaseQueued {
+			queued = append(queued, p)
+			jobs, agents, runs = append(jobs, p.job), append(agents, p.agent), append(runs, uuid.MustParse(p.ev.RunID))
+		}
+	}
+	if len(queued) > 0 {
+		cmds, errs := s.o.Commands.BackupCommands(ctx, jobs, agents, runs)
+		for i, p := range queued {
+			if errs[i] != nil {
+				s.failRun(ctx, p, "the backup command could not be built: "+errs[i].Error())
+				continue
+			}
+			send(p, events.CommandSubject(p.agent.String(), events.CommandBackup), MsgID(p.job.ID, p.slot), cmds[i], true)
+		}
+	}
 	for i := range plans {
 		p := &plans[i]
 		send(p, events.EventSubject(p.agent.String(), events.KindBackup, p.phase), p.ev.ID, p.ev, false)
-		if p.phase != events.PhaseQueued {
-			continue
-		}
-		cmd, err := s.o.Commands.BackupCommand(ctx, p.job, p.agent, uuid.MustParse(p.ev.RunID))
-		if err != nil {
-			s.failRun(ctx, p, "the backup command could not be built: "+err.Error())
-			continue
-		}
-		send(p, events.CommandSubject(p.agent.String(), events.CommandBackup), MsgID(p.job.ID, p.slot), cmd, true)
 	}
 	for _, f := range futures {
 		var err error
@@ -303,14 +362,22 @@ func (s *Scheduler) resend(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	for _, r := range rows {
-		cmd, err := s.o.Commands.BackupCommand(ctx, r.BackupJob, r.AgentID, r.ID)
-		if err != nil {
-			s.log.Warn("rebuilding a scheduled command", "runId", r.ID, "err", err)
+	if len(rows) == 0 {
+		return nil
+	}
+	jobs := make([]db.BackupJob, len(rows))
+	agents, runs := make([]uuid.UUID, len(rows)), make([]uuid.UUID, len(rows))
+	for i, r := range rows {
+		jobs[i], agents[i], runs[i] = r.BackupJob, r.AgentID, r.ID
+	}
+	cmds, errs := s.o.Commands.BackupCommands(ctx, jobs, agents, runs)
+	for i, r := range rows {
+		if errs[i] != nil {
+			s.log.Warn("rebuilding a scheduled command", "runId", r.ID, "err", errs[i])
 			continue
 		}
-		err = events.Publish(ctx, s.o.JS, events.CommandSubject(r.AgentID.String(), events.CommandBackup),
-			MsgID(r.BackupJob.ID, *r.ScheduledFor), cmd)
+		err := events.Publish(ctx, s.o.JS, events.CommandSubject(r.AgentID.String(), events.CommandBackup),
+			MsgID(r.BackupJob.ID, *r.ScheduledFor), cmds[i])
 		if err != nil {
 			return err
 		}

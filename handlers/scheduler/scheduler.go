@@ -40,10 +40,11 @@ import (
 	"github.com/rahatback/rahatback/schedule"
 )
 
-// CommandBuilder builds the command of a scheduled run (handlers/api's
-// API implements it).
+// CommandBuilder builds the commands of scheduled runs: jobs[i] on
+// agents[i] as runs[i]; errs[i] says why command i could not be built
+// (handlers/api's API implements it).
 type CommandBuilder interface {
-	BackupCommand(ctx context.Context, j db.BackupJob, agentID, runID uuid.UUID) (events.BackupCommand, error)
+	BackupCommands(ctx context.Context, jobs []db.BackupJob, agents, runs []uuid.UUID) ([]events.BackupCommand, []error)
 }
 
 // Opts configures Run. Zero values take the defaults named.
@@ -69,9 +70,19 @@ type Opts struct {
 	Batch int
 	// Workers is how many batches are decided at once; default 4.
 	Workers int
+	// Lead is how long before a slot its command is built, so a burst of
+	// slots costs only its decisions; default 30 s, negative to build
+	// commands only at the slot.
+	Lead time.Duration
 	// MaxMissed caps the skipped rows recorded for one job's missed slots
 	// after downtime (the most recent are recorded); default 100.
 	MaxMissed int
+	// Ready, when set, is called with the number of jobs once the first
+	// load is done.
+	Ready func(jobs int)
+	// Idle, when set, is called each time the scheduler has nothing to do
+	// until its next slot or poll (tests and benchmarks wait for it).
+	Idle func()
 	// Published, when set, is called after each command of a slot has
 	// been stored by JetStream (benchmarks measure with it).
 	Published func(jobID uuid.UUID, slot time.Time)
@@ -110,6 +121,9 @@ func (o *Opts) validate() error {
 	if o.Workers == 0 {
 		o.Workers = 4
 	}
+	if o.Lead == 0 {
+		o.Lead = 30 * time.Second
+	}
 	if o.MaxMissed == 0 {
 		o.MaxMissed = 100
 	}
@@ -139,6 +153,7 @@ type entry struct {
 	updatedAt time.Time
 	next      time.Time // its next slot not yet handled
 	index     int       // in the heap; -1 when out of it
+	prep      *prepared // its command for next, built ahead; nil if none
 }
 
 // New validates o and returns a scheduler; Run starts it.
@@ -170,6 +185,9 @@ func (s *Scheduler) Run(ctx context.Context) error {
 		}
 	}
 	s.log.Info("scheduler started", "jobs", len(s.entries))
+	if s.o.Ready != nil {
+		s.o.Ready(len(s.entries))
+	}
 	poll := time.NewTicker(s.o.Poll)
 	defer poll.Stop()
 	resync := time.NewTicker(s.o.Resync)
@@ -179,6 +197,12 @@ func (s *Scheduler) Run(ctx context.Context) error {
 		if due := s.popDue(now); len(due) > 0 {
 			s.fire(ctx, due, now)
 			continue
+		}
+		if s.prepareAhead(ctx, now) {
+			continue
+		}
+		if s.o.Idle != nil {
+			s.o.Idle()
 		}
 		var wake <-chan time.Time
 		if len(s.queue) > 0 {
@@ -283,11 +307,16 @@ func (s *Scheduler) load(ctx context.Context) error {
 	return nil
 }
 
-// poll applies the jobs changed since the last poll (with a minute of
-// overlap for transactions that committed late).
+// pollOverlap is how far before the last poll a change poll looks again,
+// for transactions that committed after it although their updated_at
+// (their start) is older. A later commit still is caught by the next
+// full reload.
+const pollOverlap = 5 * time.Second
+
+// poll applies the jobs changed since the last poll.
 func (s *Scheduler) poll(ctx context.Context) error {
 	started := time.Now()
-	window := time.Since(s.lastPoll) + time.Minute
+	window := time.Since(s.lastPoll) + pollOverlap
 	rows, err := s.q.ChangedJobs(ctx, s.o.Pool, window.Seconds())
 	if err != nil {
 		return err

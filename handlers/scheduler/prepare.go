@@ -1,0 +1,118 @@
+package scheduler
+
+import (
+	"context"
+	"encoding/json"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/rahatback/rahatback/db"
+)
+
+// prepared is a job's command for its next slot, built ahead of the slot
+// so a burst of slots costs only its decisions. It is used only when
+// nothing it was built from has changed by then.
+type prepared struct {
+	slot       time.Time
+	agent      uuid.UUID
+	jobUpdated time.Time
+	dbUpdated  time.Time
+	cmd        []byte
+}
+
+// fits reports whether the prepared command is the one p needs.
+func (pr *prepared) fits(p *planned, row db.DueJobsRow) bool {
+	return pr.slot.Equal(p.slot) && pr.agent == p.agent && pr.jobUpdated.Equal(row.BackupJob.UpdatedAt) &&
+		pr.dbUpdated.Equal(row.DatabaseUpdatedAt)
+}
+
+// prepareChunk is how many commands one step of prepareAhead builds
+// before the loop checks for due slots again.
+const prepareChunk = 1024
+
+// prepareAhead builds, for up to prepareChunk jobs whose next slot is
+// within Lead, the command that slot will most likely send: for the agent
+// that would run it now. It reports whether it found work. Errors are
+// logged: the slot then builds its command when it comes.
+func (s *Scheduler) prepareAhead(ctx context.Context, now time.Time) bool {
+	if s.o.Lead <= 0 {
+		return false
+	}
+	horizon := now.Add(s.o.Lead)
+	var todo []*entry
+	// The heap is ordered by next slot: walk it breadth-first from the top,
+	// pruning subtrees that are beyond the horizon.
+	stack := []int{0}
+	for len(stack) > 0 && len(todo) < prepareChunk {
+		i := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		if i >= len(s.queue) || s.queue[i].next.After(horizon) {
+			continue
+		}
+		if e := s.queue[i]; e.prep == nil || !e.prep.slot.Equal(e.next) {
+			todo = append(todo, e)
+		}
+		stack = append(stack, 2*i+1, 2*i+2)
+	}
+	if len(todo) == 0 {
+		return false
+	}
+	ids := make([]uuid.UUID, len(todo))
+	for i, e := range todo {
+		ids[i] = e.id
+		e.prep = &prepared{slot: e.next} // even on failure: not retried for this slot
+	}
+	rows, err := s.q.DueJobs(ctx, s.o.Pool, ids)
+	if err != nil {
+		s.log.Warn("preparing scheduled commands", "err", err)
+		return true
+	}
+	var users []uuid.UUID
+	seen := map[uuid.UUID]bool{}
+	for _, r := range rows {
+		if u := r.BackupJob.UserID; !seen[u] {
+			seen[u] = true
+			users = append(users, u)
+		}
+	}
+	agentRows, err := s.q.AgentsOfUsers(ctx, s.o.Pool, db.AgentsOfUsersParams{UserIds: users, OfflineAfterSecs: s.o.OfflineAfter.Seconds()})
+	if err != nil {
+		s.log.Warn("preparing scheduled commands", "err", err)
+		return true
+	}
+	agents := map[uuid.UUID][]db.AgentsOfUsersRow{}
+	for _, a := range agentRows {
+		agents[a.UserID] = append(agents[a.UserID], a)
+	}
+	byID := make(map[uuid.UUID]*entry, len(todo))
+	for _, e := range todo {
+		byID[e.id] = e
+	}
+	var jobs []db.BackupJob
+	var agentIDs, runs []uuid.UUID
+	var preps []*prepared
+	for _, r := range rows {
+		e := byID[r.BackupJob.ID]
+		agent, ok := pickAgent(agents[r.BackupJob.UserID], r.DatabaseAgentID)
+		if !ok || !agent.Online {
+			continue
+		}
+		e.prep = &prepared{slot: e.next, agent: agent.ID, jobUpdated: r.BackupJob.UpdatedAt, dbUpdated: r.DatabaseUpdatedAt}
+		jobs, agentIDs, runs = append(jobs, r.BackupJob), append(agentIDs, agent.ID), append(runs, RunID(e.id, e.next))
+		preps = append(preps, e.prep)
+	}
+	if len(jobs) == 0 {
+		return true
+	}
+	cmds, errs := s.o.Commands.BackupCommands(ctx, jobs, agentIDs, runs)
+	for i, pr := range preps {
+		if errs[i] != nil {
+			continue // built (and its error recorded) when the slot comes
+		}
+		if data, err := json.Marshal(cmds[i]); err == nil {
+			pr.cmd = data
+		}
+	}
+	return true
+}
