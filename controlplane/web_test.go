@@ -655,6 +655,37 @@ func TestWebDashboard(t *testing.T) {
 			t.Fatal("empty encryption key download")
 		}
 
+		// Retention counts: an out-of-range count is flagged on its field;
+		// saved counts come back in the form and on the job page, with
+		// the retention preview; emptying a count clears it.
+		p.open("/jobs/new")
+		p.fill(map[string]string{`#job-name`: "gfs", `#job-keep-last`: "0", `#job-keep-monthly`: "6"})
+		p.run("bad count", chromedp.Click(chromedp.CSS(`form[data-job-form] button[type="submit"]`)))
+		p.waitJS("count error", `document.querySelector('[data-error-for="keepLast"]').textContent.includes('1 to 10000')`, 10*time.Second)
+		p.shot("retention-error")
+		p.fill(map[string]string{`#job-keep-last`: "3"})
+		p.run("create gfs", chromedp.Click(chromedp.CSS(`form[data-job-form] button[type="submit"]`)))
+		p.waitJS("gfs job listed", `location.pathname === '/jobs' && document.body.innerText.includes('gfs')`, 10*time.Second)
+		p.eval(`[...document.querySelectorAll('[data-job] a')].find(a => a.textContent.trim() === 'gfs').click()`, nil)
+		p.waitJS("gfs job page", `document.querySelector('[data-retention-expire]') !== null && document.body.innerText.includes('last 3 · 6 monthly')`, 10*time.Second)
+		p.shot("retention-job-page")
+		p.run("edit gfs", chromedp.Click(chromedp.CSS(`a[href$="/edit"]`)))
+		p.waitJS("counts in the form", `document.querySelector('#job-keep-last').value === '3' && document.querySelector('#job-keep-monthly').value === '6'`, 10*time.Second)
+		p.fill(map[string]string{`#job-keep-last`: ""})
+		p.run("clear keepLast", chromedp.Click(chromedp.CSS(`form[data-job-form] button[type="submit"]`)))
+		p.waitJS("saved", `location.pathname === '/jobs'`, 10*time.Second)
+		var gfs []struct {
+			Name        string
+			KeepLast    *int
+			KeepMonthly *int
+		}
+		p.eval(`fetch('/ui/v1/backups/jobs').then(r => r.json()).then(d => d.results)`, &gfs)
+		for _, j := range gfs {
+			if j.Name == "gfs" && (j.KeepLast != nil || j.KeepMonthly == nil || *j.KeepMonthly != 6) {
+				t.Fatalf("after clearing keepLast: %+v", j)
+			}
+		}
+
 		// S3 storage: a bad endpoint is flagged on its field; Test shows
 		// what failed; Google Drive says it is not configured.
 		p.open("/storage/new")

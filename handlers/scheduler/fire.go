@@ -292,6 +292,12 @@ func (s *Scheduler) publish(ctx context.Context, plans []planned) {
 			s.log.Warn("scheduled run event not published; the projector will not see it", "runId", p.ev.RunID, "err", err)
 		}
 	}
+	// Each run's event goes out before its command, so the stream holds
+	// "queued" before anything its agent reports.
+	for i := range plans {
+		p := &plans[i]
+		send(p, events.EventSubject(p.agent.String(), events.KindBackup, p.phase), p.ev.ID, p.ev, false)
+	}
 	var queued []*planned
 	var jobs []db.BackupJob
 	var agents, runs []uuid.UUID
@@ -313,10 +319,6 @@ func (s *Scheduler) publish(ctx context.Context, plans []planned) {
 			}
 			send(p, events.CommandSubject(p.agent.String(), events.CommandBackup), MsgID(p.job.ID, p.slot), cmds[i], true)
 		}
-	}
-	for i := range plans {
-		p := &plans[i]
-		send(p, events.EventSubject(p.agent.String(), events.KindBackup, p.phase), p.ev.ID, p.ev, false)
 	}
 	for _, f := range futures {
 		var err error

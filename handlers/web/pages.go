@@ -211,6 +211,10 @@ type (
 		StorageType            string          `json:"storageType"`
 		CloudStorageID         *string         `json:"cloudStorageId"`
 		RetentionDays          int             `json:"retentionDays"`
+		KeepLast               *int            `json:"keepLast"`
+		KeepDaily              *int            `json:"keepDaily"`
+		KeepWeekly             *int            `json:"keepWeekly"`
+		KeepMonthly            *int            `json:"keepMonthly"`
 		IsActive               bool            `json:"isActive"`
 		NextRunAt              *time.Time      `json:"nextRunAt"`
 	}
@@ -234,6 +238,9 @@ type (
 		ChecksumValue *string    `json:"checksumValue"`
 		IsEncrypted   bool       `json:"isEncrypted"`
 		ErrorMessage  *string    `json:"errorMessage"`
+		ScheduledFor  *time.Time `json:"scheduledFor"`
+		ExpireReason  *string    `json:"expireReason"`
+		ExpireError   *string    `json:"expireError"`
 		Progress      *struct {
 			Step    string `json:"step"`
 			Bytes   int64  `json:"bytes"`
@@ -523,6 +530,7 @@ type jobStats struct {
 	Chart        template.HTML
 	NextRuns     []time.Time
 	DatabaseName string
+	Retention    retentionJSON
 }
 
 func (wb *Web) jobPage(w http.ResponseWriter, r *http.Request, s *session) error {
@@ -541,11 +549,15 @@ func (wb *Web) jobPage(w http.ResponseWriter, r *http.Request, s *session) error
 	if err := wb.get(w, r, s, "/v1/backups/jobs/"+id+"/next-runs", &next); err != nil {
 		return err
 	}
+	var retention retentionJSON
+	if err := wb.get(w, r, s, "/v1/backups/jobs/"+id+"/retention-preview", &retention); err != nil {
+		return err
+	}
 	names, err := wb.databaseNames(w, r, s)
 	if err != nil {
 		return err
 	}
-	st := jobStats{Runs: runs.Results, NextRuns: next.Runs, DatabaseName: names[j.DatabaseID]}
+	st := jobStats{Runs: runs.Results, NextRuns: next.Runs, DatabaseName: names[j.DatabaseID], Retention: retention}
 	for i, run := range runs.Results {
 		switch run.Status {
 		case "success":
@@ -571,6 +583,21 @@ func (wb *Web) jobPage(w http.ResponseWriter, r *http.Request, s *session) error
 	st.Chart = chart(runs.Results)
 	wb.render(w, r, http.StatusOK, "job", s, view{Title: j.Name, Nav: "jobs", Data: map[string]any{"Job": j, "Stats": st}})
 	return nil
+}
+
+// retentionJSON is GET /v1/backups/jobs/{id}/retention-preview.
+type retentionJSON struct {
+	Expire []retentionItem `json:"expire"`
+	Keep   []retentionItem `json:"keep"`
+}
+
+type retentionItem struct {
+	HistoryID   string    `json:"historyId"`
+	CompletedAt time.Time `json:"completedAt"`
+	FileName    *string   `json:"fileName"`
+	FileSize    *int64    `json:"fileSize"`
+	Reasons     []string  `json:"reasons"`
+	Reason      string    `json:"reason"`
 }
 
 func formatAge(d time.Duration) string {
@@ -686,7 +713,7 @@ func (wb *Web) historyPage(w http.ResponseWriter, r *http.Request, s *session) e
 		"Runs": runs.Results, "Page": max(runs.Page, 1), "TotalPages": runs.TotalPages, "Total": runs.TotalResults,
 		"Databases": dbs.Results, "DBNames": dbNames, "JobNames": jobNames, "Filter": filter,
 		"Status": in.Get("status"), "DatabaseID": in.Get("databaseId"), "FromDate": in.Get("fromDate"), "ToDate": in.Get("toDate"),
-		"Statuses": []string{"queued", "running", "success", "failed", "cancelled", "skipped"},
+		"Statuses": []string{"queued", "running", "success", "failed", "cancelled", "skipped", "expired"},
 	}})
 	return nil
 }

@@ -87,7 +87,8 @@ function busy(button, on, label) {
 
 // formBody turns a form's named fields into the JSON body the API expects:
 // checkboxes are booleans, data-type="number" numbers, data-type="json"
-// parsed JSON, data-type="lines" a list of its non-empty lines;
+// parsed JSON, data-type="lines" a list of its non-empty lines,
+// data-type="count" a number or, when empty, null (which clears it);
 // data-omit-empty fields, and empty numbers and JSON, are left out.
 export function formBody(form) {
   const body = {};
@@ -98,7 +99,8 @@ export function formBody(form) {
     if (el.type === 'checkbox') { body[el.name] = el.checked; continue; }
     const v = el.value;
     if (v === '' && (el.hasAttribute('data-omit-empty') || el.dataset.type === 'number' || el.dataset.type === 'json')) continue;
-    if (el.dataset.type === 'number') body[el.name] = Number(v);
+    if (el.dataset.type === 'count') body[el.name] = v === '' ? null : Number(v);
+    else if (el.dataset.type === 'number') body[el.name] = Number(v);
     else if (el.dataset.type === 'lines') body[el.name] = v.split('\n').map(x => x.trim()).filter(Boolean);
     else if (el.dataset.type === 'json') {
       try { body[el.name] = JSON.parse(v); } catch { body[el.name] = v; }
