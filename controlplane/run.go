@@ -154,6 +154,7 @@ func (s *system) openDatabase(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("--database-url: %w", err)
 	}
+	pcfg.AfterConnect = db.RegisterTypes
 	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
 		return err

@@ -109,7 +109,12 @@ func NewDatabase(t testing.TB) (string, *pgxpool.Pool) {
 		t.Fatalf("create database: %v", err)
 	}
 	url := cluster.URL(name)
-	pool, err := pgxpool.New(ctx, url)
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.AfterConnect = db.RegisterTypes // as the control plane's pool
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
