@@ -178,19 +178,35 @@ func (q *Queries) ClaimSlots(ctx context.Context, db DBTX, arg ClaimSlotsParams)
 }
 
 const dueJobs = `-- name: DueJobs :many
-SELECT j.id, j.user_id, j.database_id, j.name, j.schedule_type, j.cron_expression, j.advanced_schedule_config, j.timezone, j.backup_type, j.compression, j.is_encrypted, j.auto_verify_after_backup, j.verification_level, j.storage_type, j.cloud_storage_id, j.retention_days, j.is_active, j.created_at, j.updated_at, j.age_identity_enc, j.age_recipient, j.age_recipients, j.age_key_export, j.scheduled_through, j.keep_last, j.keep_daily, j.keep_weekly, j.keep_monthly, d.agent_id AS database_agent_id, d.updated_at AS database_updated_at
+SELECT j.id, j.user_id, j.database_id, j.schedule_type, j.cron_expression, j.advanced_schedule_config,
+       j.timezone, j.storage_type, j.cloud_storage_id, j.compression, j.is_encrypted, j.is_active,
+       j.scheduled_through, j.updated_at, d.agent_id AS database_agent_id, d.updated_at AS database_updated_at
 FROM backup_jobs j
 JOIN databases d ON d.id = j.database_id
 WHERE j.id = ANY($1::uuid[])
 `
 
 type DueJobsRow struct {
-	BackupJob         BackupJob
-	DatabaseAgentID   *uuid.UUID
-	DatabaseUpdatedAt time.Time
+	ID                     uuid.UUID
+	UserID                 uuid.UUID
+	DatabaseID             uuid.UUID
+	ScheduleType           string
+	CronExpression         *string
+	AdvancedScheduleConfig []byte
+	Timezone               string
+	StorageType            string
+	CloudStorageID         *uuid.UUID
+	Compression            string
+	IsEncrypted            bool
+	IsActive               bool
+	ScheduledThrough       time.Time
+	UpdatedAt              time.Time
+	DatabaseAgentID        *uuid.UUID
+	DatabaseUpdatedAt      time.Time
 }
 
-// DueJobs returns the given jobs with their database's assigned agent.
+// DueJobs returns what deciding a slot needs of the given jobs, with
+// their database's assigned agent.
 func (q *Queries) DueJobs(ctx context.Context, db DBTX, ids []uuid.UUID) ([]DueJobsRow, error) {
 	rows, err := db.Query(ctx, dueJobs, ids)
 	if err != nil {
@@ -200,6 +216,58 @@ func (q *Queries) DueJobs(ctx context.Context, db DBTX, ids []uuid.UUID) ([]DueJ
 	var items []DueJobsRow
 	for rows.Next() {
 		var i DueJobsRow
+		if err := rows.Scan(
+			&i.ID,
+			&i.UserID,
+			&i.DatabaseID,
+			&i.ScheduleType,
+			&i.CronExpression,
+			&i.AdvancedScheduleConfig,
+			&i.Timezone,
+			&i.StorageType,
+			&i.CloudStorageID,
+			&i.Compression,
+			&i.IsEncrypted,
+			&i.IsActive,
+			&i.ScheduledThrough,
+			&i.UpdatedAt,
+			&i.DatabaseAgentID,
+			&i.DatabaseUpdatedAt,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const jobsWithAgent = `-- name: JobsWithAgent :many
+SELECT j.id, j.user_id, j.database_id, j.name, j.schedule_type, j.cron_expression, j.advanced_schedule_config, j.timezone, j.backup_type, j.compression, j.is_encrypted, j.auto_verify_after_backup, j.verification_level, j.storage_type, j.cloud_storage_id, j.retention_days, j.is_active, j.created_at, j.updated_at, j.age_identity_enc, j.age_recipient, j.age_recipients, j.age_key_export, j.scheduled_through, j.keep_last, j.keep_daily, j.keep_weekly, j.keep_monthly, d.agent_id AS database_agent_id, d.updated_at AS database_updated_at
+FROM backup_jobs j
+JOIN databases d ON d.id = j.database_id
+WHERE j.id = ANY($1::uuid[])
+`
+
+type JobsWithAgentRow struct {
+	BackupJob         BackupJob
+	DatabaseAgentID   *uuid.UUID
+	DatabaseUpdatedAt time.Time
+}
+
+// JobsWithAgent returns the given jobs whole, with their database's
+// assigned agent: what building their commands needs.
+func (q *Queries) JobsWithAgent(ctx context.Context, db DBTX, ids []uuid.UUID) ([]JobsWithAgentRow, error) {
+	rows, err := db.Query(ctx, jobsWithAgent, ids)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []JobsWithAgentRow
+	for rows.Next() {
+		var i JobsWithAgentRow
 		if err := rows.Scan(
 			&i.BackupJob.ID,
 			&i.BackupJob.UserID,

@@ -15,8 +15,19 @@ SELECT id, schedule_type, cron_expression, advanced_schedule_config, timezone, u
 FROM backup_jobs
 WHERE updated_at > now() - make_interval(secs => sqlc.arg(window_secs)::float8);
 
--- DueJobs returns the given jobs with their database's assigned agent.
+-- DueJobs returns what deciding a slot needs of the given jobs, with
+-- their database's assigned agent.
 -- name: DueJobs :many
+SELECT j.id, j.user_id, j.database_id, j.schedule_type, j.cron_expression, j.advanced_schedule_config,
+       j.timezone, j.storage_type, j.cloud_storage_id, j.compression, j.is_encrypted, j.is_active,
+       j.scheduled_through, j.updated_at, d.agent_id AS database_agent_id, d.updated_at AS database_updated_at
+FROM backup_jobs j
+JOIN databases d ON d.id = j.database_id
+WHERE j.id = ANY(sqlc.arg(ids)::uuid[]);
+
+-- JobsWithAgent returns the given jobs whole, with their database's
+-- assigned agent: what building their commands needs.
+-- name: JobsWithAgent :many
 SELECT sqlc.embed(j), d.agent_id AS database_agent_id, d.updated_at AS database_updated_at
 FROM backup_jobs j
 JOIN databases d ON d.id = j.database_id

@@ -81,7 +81,7 @@ func (s *Scheduler) decide(ctx context.Context, batch []*entry, now time.Time) (
 		var claimIDs []uuid.UUID
 		var olds, news []time.Time
 		for _, r := range rows {
-			j := r.BackupJob
+			j := partialJob(r)
 			found[j.ID] = true
 			if !j.IsActive || j.ScheduleType == "manual" {
 				outs = append(outs, outcome{id: j.ID, gone: true})
@@ -123,11 +123,11 @@ func (s *Scheduler) decide(ctx context.Context, batch []*entry, now time.Time) (
 		seenUser := map[uuid.UUID]bool{}
 		for _, d := range dues {
 			outs = append(outs, d.out) // claimed here or by another replica: handled through d.out.through
-			if !claimed[d.row.BackupJob.ID] {
+			if !claimed[d.row.ID] {
 				continue
 			}
-			jobs = append(jobs, d.row.BackupJob.ID)
-			if u := d.row.BackupJob.UserID; !seenUser[u] {
+			jobs = append(jobs, d.row.ID)
+			if u := d.row.UserID; !seenUser[u] {
 				seenUser[u] = true
 				users = append(users, u)
 			}
@@ -153,13 +153,13 @@ func (s *Scheduler) decide(ctx context.Context, batch []*entry, now time.Time) (
 			active[a.BackupJobID] = a.ID
 		}
 		for _, d := range dues {
-			j := d.row.BackupJob
+			j := partialJob(d.row)
 			if !claimed[j.ID] {
 				continue
 			}
 			plans = s.planSlots(plans, j, d.row.DatabaseAgentID, d.slots, now, agents[j.UserID], active)
 			if p := &plans[len(plans)-1]; p.phase == events.PhaseQueued {
-				if pr := byID[j.ID].prep; pr != nil && pr.fits(p, d.row) {
+				if pr := byID[j.ID].prep; pr != nil && pr.fits(p, d.row.UpdatedAt, d.row.DatabaseUpdatedAt) {
 					p.cmd = pr.cmd
 				}
 			}
@@ -220,6 +220,15 @@ func (s *Scheduler) planSlots(plans []planned, j db.BackupJob, assigned *uuid.UU
 	default:
 		return append(plans, s.plan(j, agentID, *run, now, events.PhaseQueued, ""))
 	}
+}
+
+// partialJob is the part of a job a slot's decision reads; the whole job
+// is read again only to build a command not prepared ahead.
+func partialJob(r db.DueJobsRow) db.BackupJob {
+	return db.BackupJob{ID: r.ID, UserID: r.UserID, DatabaseID: r.DatabaseID, ScheduleType: r.ScheduleType,
+		CronExpression: r.CronExpression, AdvancedScheduleConfig: r.AdvancedScheduleConfig, Timezone: r.Timezone,
+		StorageType: r.StorageType, CloudStorageID: r.CloudStorageID, Compression: r.Compression,
+		IsEncrypted: r.IsEncrypted, IsActive: r.IsActive, ScheduledThrough: r.ScheduledThrough, UpdatedAt: r.UpdatedAt}
 }
 
 // pickAgent is the agent that runs a job: its database's assigned agent
@@ -309,6 +318,35 @@ func (s *Scheduler) publish(ctx context.Context, plans []planned) {
 			queued = append(queued, p)
 			jobs, agents, runs = append(jobs, p.job), append(agents, p.agent), append(runs, uuid.MustParse(p.ev.RunID))
 		}
+	}
+	if len(queued) > 0 {
+		ids := make([]uuid.UUID, len(jobs))
+		for i, j := range jobs {
+			ids[i] = j.ID
+		}
+		whole, err := s.q.JobsWithAgent(ctx, s.o.Pool, ids)
+		if err != nil {
+			for _, p := range queued {
+				s.failRun(ctx, p, "the backup command could not be built: "+err.Error())
+			}
+			queued = nil
+		}
+		byID := make(map[uuid.UUID]db.BackupJob, len(whole))
+		for _, w := range whole {
+			byID[w.BackupJob.ID] = w.BackupJob
+		}
+		kept := queued[:0]
+		jobs, agents, runs = jobs[:0], agents[:0], runs[:0]
+		for _, p := range queued {
+			j, ok := byID[p.job.ID]
+			if !ok {
+				s.failRun(ctx, p, "the backup command could not be built: the job was deleted")
+				continue
+			}
+			kept = append(kept, p)
+			jobs, agents, runs = append(jobs, j), append(agents, p.agent), append(runs, uuid.MustParse(p.ev.RunID))
+		}
+		queued = kept
 	}
 	if len(queued) > 0 {
 		cmds, errs := s.o.Commands.BackupCommands(ctx, jobs, agents, runs)

@@ -21,10 +21,10 @@ type prepared struct {
 	cmd        []byte
 }
 
-// fits reports whether the prepared command is the one p needs.
-func (pr *prepared) fits(p *planned, row db.DueJobsRow) bool {
-	return pr.slot.Equal(p.slot) && pr.agent == p.agent && pr.jobUpdated.Equal(row.BackupJob.UpdatedAt) &&
-		pr.dbUpdated.Equal(row.DatabaseUpdatedAt)
+// fits reports whether the prepared command is the one p needs, its job
+// and database last updated at the times given.
+func (pr *prepared) fits(p *planned, jobUpdated, dbUpdated time.Time) bool {
+	return pr.slot.Equal(p.slot) && pr.agent == p.agent && pr.jobUpdated.Equal(jobUpdated) && pr.dbUpdated.Equal(dbUpdated)
 }
 
 // prepareChunk is how many commands one step of prepareAhead builds
@@ -63,7 +63,7 @@ func (s *Scheduler) prepareAhead(ctx context.Context, now time.Time) bool {
 		ids[i] = e.id
 		e.prep = &prepared{slot: e.next} // even on failure: not retried for this slot
 	}
-	rows, err := s.q.DueJobs(ctx, s.o.Pool, ids)
+	rows, err := s.q.JobsWithAgent(ctx, s.o.Pool, ids)
 	if err != nil {
 		s.log.Warn("preparing scheduled commands", "err", err)
 		return true

@@ -425,3 +425,71 @@ func TestJobChangesPickedUp(t *testing.T) {
 		t.Fatalf("deleted job ran: %+v", rs)
 	}
 }
+
+// lastCommand decodes the newest backup command waiting for the agent.
+func (e *env) lastCommand() events.BackupCommand {
+	e.t.Helper()
+	ctx := context.Background()
+	st, err := e.nats.JS.Stream(ctx, events.StreamCommands)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	m, err := st.GetLastMsgForSubject(ctx, events.CommandSubject(e.agent.String(), events.CommandBackup))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	var cmd events.BackupCommand
+	if err := json.Unmarshal(m.Data, &cmd); err != nil {
+		e.t.Fatal(err)
+	}
+	return cmd
+}
+
+// TestPreparedCommands: a command built ahead of its slot is sent as
+// built when nothing changed, and built again when its database changed
+// in between.
+func TestPreparedCommands(t *testing.T) {
+	t0 := minute()
+	e := newEnv(t, t0.Add(10*time.Second))
+	job := e.job("* * * * *", t0)
+	idle := make(chan struct{}, 1)
+	e.start(func(o *scheduler.Opts) {
+		o.Lead = 30 * time.Second
+		o.Idle = func() {
+			select {
+			case idle <- struct{}{}:
+			default:
+			}
+		}
+	})
+	waitIdle := func() {
+		t.Helper()
+		<-idle // possibly stale
+		select {
+		case <-idle:
+		case <-time.After(10 * time.Second):
+			t.Fatal("scheduler never idle")
+		}
+	}
+	for i, host := range []string{"", "db2.internal"} {
+		slot := t0.Add(time.Duration(i+1) * time.Minute)
+		e.clock.Set(slot.Add(-20 * time.Second)) // within Lead: prepared now
+		waitIdle()
+		if host != "" {
+			e.exec(`UPDATE databases SET host = $2, updated_at = now() WHERE id = $1`, e.dbID, host)
+		}
+		e.clock.Set(slot)
+		rs := e.waitRows(job, i+1)
+		e.waitCommands(i + 1)
+		cmd := e.lastCommand()
+		want := host
+		if want == "" {
+			want = "127.0.0.1"
+		}
+		if cmd.RunID != scheduler.RunID(job, slot).String() || cmd.Conn.Host != want {
+			t.Fatalf("slot %d: command for run %s to host %q, want run %s to %q", i+1, cmd.RunID, cmd.Conn.Host,
+				scheduler.RunID(job, slot), want)
+		}
+		e.complete(rs[i].ID)
+	}
+}
