@@ -12,36 +12,6 @@ import (
 	"github.com/google/uuid"
 )
 
-const activeRunsOfJobs = `-- name: ActiveRunsOfJobs :many
-SELECT backup_job_id, id FROM backup_history
-WHERE backup_job_id = ANY($1::uuid[]) AND status IN ('queued', 'running')
-`
-
-type ActiveRunsOfJobsRow struct {
-	BackupJobID uuid.UUID
-	ID          uuid.UUID
-}
-
-func (q *Queries) ActiveRunsOfJobs(ctx context.Context, db DBTX, jobIds []uuid.UUID) ([]ActiveRunsOfJobsRow, error) {
-	rows, err := db.Query(ctx, activeRunsOfJobs, jobIds)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var items []ActiveRunsOfJobsRow
-	for rows.Next() {
-		var i ActiveRunsOfJobsRow
-		if err := rows.Scan(&i.BackupJobID, &i.ID); err != nil {
-			return nil, err
-		}
-		items = append(items, i)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	return items, nil
-}
-
 const agentsOfUsers = `-- name: AgentsOfUsers :many
 SELECT a.id, a.user_id, a.name,
        (coalesce(p.online, false) AND p.last_seen_at > now() - make_interval(secs => $1::float8))::boolean AS online
@@ -91,13 +61,14 @@ func (q *Queries) AgentsOfUsers(ctx context.Context, db DBTX, arg AgentsOfUsersP
 }
 
 const changedJobs = `-- name: ChangedJobs :many
-SELECT id, schedule_type, cron_expression, advanced_schedule_config, timezone, updated_at, is_active, scheduled_through
+SELECT id, user_id, schedule_type, cron_expression, advanced_schedule_config, timezone, updated_at, is_active, scheduled_through
 FROM backup_jobs
 WHERE updated_at > now() - make_interval(secs => $1::float8)
 `
 
 type ChangedJobsRow struct {
 	ID                     uuid.UUID
+	UserID                 uuid.UUID
 	ScheduleType           string
 	CronExpression         *string
 	AdvancedScheduleConfig []byte
@@ -120,6 +91,7 @@ func (q *Queries) ChangedJobs(ctx context.Context, db DBTX, windowSecs float64) 
 		var i ChangedJobsRow
 		if err := rows.Scan(
 			&i.ID,
+			&i.UserID,
 			&i.ScheduleType,
 			&i.CronExpression,
 			&i.AdvancedScheduleConfig,
@@ -143,7 +115,9 @@ UPDATE backup_jobs j SET scheduled_through = u.new
 FROM (SELECT unnest($1::uuid[]) AS id, unnest($2::timestamptz[]) AS old,
              unnest($3::timestamptz[]) AS new) AS u
 WHERE j.id = u.id AND j.scheduled_through = u.old
-RETURNING j.id
+RETURNING j.id, coalesce((SELECT h.id FROM backup_history h
+                          WHERE h.backup_job_id = j.id AND h.status IN ('queued', 'running') LIMIT 1),
+                         '00000000-0000-0000-0000-000000000000')::uuid AS active_run
 `
 
 type ClaimSlotsParams struct {
@@ -152,24 +126,30 @@ type ClaimSlotsParams struct {
 	News []time.Time
 }
 
+type ClaimSlotsRow struct {
+	ID        uuid.UUID
+	ActiveRun uuid.UUID
+}
+
 // ClaimSlots moves each job's scheduled_through from the value read
 // (olds) to the latest slot handled (news), only where it still holds
 // the value read: the jobs returned are this scheduler's to decide; a job
-// another replica claimed first is not returned. The row locks taken
-// here order the decision against "run now" until commit.
-func (q *Queries) ClaimSlots(ctx context.Context, db DBTX, arg ClaimSlotsParams) ([]uuid.UUID, error) {
+// another replica claimed first is not returned. Each comes with its run
+// still queued or running (the nil UUID when none). The row locks taken here order the
+// decision against "run now" until commit.
+func (q *Queries) ClaimSlots(ctx context.Context, db DBTX, arg ClaimSlotsParams) ([]ClaimSlotsRow, error) {
 	rows, err := db.Query(ctx, claimSlots, arg.Ids, arg.Olds, arg.News)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	var items []uuid.UUID
+	var items []ClaimSlotsRow
 	for rows.Next() {
-		var id uuid.UUID
-		if err := rows.Scan(&id); err != nil {
+		var i ClaimSlotsRow
+		if err := rows.Scan(&i.ID, &i.ActiveRun); err != nil {
 			return nil, err
 		}
-		items = append(items, id)
+		items = append(items, i)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, err
@@ -312,13 +292,14 @@ func (q *Queries) JobsWithAgent(ctx context.Context, db DBTX, ids []uuid.UUID) (
 
 const scheduledJobs = `-- name: ScheduledJobs :many
 
-SELECT id, schedule_type, cron_expression, advanced_schedule_config, timezone, updated_at, scheduled_through
+SELECT id, user_id, schedule_type, cron_expression, advanced_schedule_config, timezone, updated_at, scheduled_through
 FROM backup_jobs
 WHERE is_active AND schedule_type <> 'manual'
 `
 
 type ScheduledJobsRow struct {
 	ID                     uuid.UUID
+	UserID                 uuid.UUID
 	ScheduleType           string
 	CronExpression         *string
 	AdvancedScheduleConfig []byte
@@ -342,6 +323,7 @@ func (q *Queries) ScheduledJobs(ctx context.Context, db DBTX) ([]ScheduledJobsRo
 		var i ScheduledJobsRow
 		if err := rows.Scan(
 			&i.ID,
+			&i.UserID,
 			&i.ScheduleType,
 			&i.CronExpression,
 			&i.AdvancedScheduleConfig,

@@ -4,14 +4,14 @@
 
 -- ScheduledJobs is every job the scheduler fires: active and not manual.
 -- name: ScheduledJobs :many
-SELECT id, schedule_type, cron_expression, advanced_schedule_config, timezone, updated_at, scheduled_through
+SELECT id, user_id, schedule_type, cron_expression, advanced_schedule_config, timezone, updated_at, scheduled_through
 FROM backup_jobs
 WHERE is_active AND schedule_type <> 'manual';
 
 -- ChangedJobs is every job changed in the last window_secs seconds
 -- (database clock), paused and manual ones included.
 -- name: ChangedJobs :many
-SELECT id, schedule_type, cron_expression, advanced_schedule_config, timezone, updated_at, is_active, scheduled_through
+SELECT id, user_id, schedule_type, cron_expression, advanced_schedule_config, timezone, updated_at, is_active, scheduled_through
 FROM backup_jobs
 WHERE updated_at > now() - make_interval(secs => sqlc.arg(window_secs)::float8);
 
@@ -36,18 +36,17 @@ WHERE j.id = ANY(sqlc.arg(ids)::uuid[]);
 -- ClaimSlots moves each job's scheduled_through from the value read
 -- (olds) to the latest slot handled (news), only where it still holds
 -- the value read: the jobs returned are this scheduler's to decide; a job
--- another replica claimed first is not returned. The row locks taken
--- here order the decision against "run now" until commit.
+-- another replica claimed first is not returned. Each comes with its run
+-- still queued or running (the nil UUID when none). The row locks taken here order the
+-- decision against "run now" until commit.
 -- name: ClaimSlots :many
 UPDATE backup_jobs j SET scheduled_through = u.new
 FROM (SELECT unnest(sqlc.arg(ids)::uuid[]) AS id, unnest(sqlc.arg(olds)::timestamptz[]) AS old,
              unnest(sqlc.arg(news)::timestamptz[]) AS new) AS u
 WHERE j.id = u.id AND j.scheduled_through = u.old
-RETURNING j.id;
-
--- name: ActiveRunsOfJobs :many
-SELECT backup_job_id, id FROM backup_history
-WHERE backup_job_id = ANY(sqlc.arg(job_ids)::uuid[]) AND status IN ('queued', 'running');
+RETURNING j.id, coalesce((SELECT h.id FROM backup_history h
+                          WHERE h.backup_job_id = j.id AND h.status IN ('queued', 'running') LIMIT 1),
+                         '00000000-0000-0000-0000-000000000000')::uuid AS active_run;
 
 -- AgentsOfUsers is the active agents of the given users with their
 -- presence, in each user's agent order (ListAgents').

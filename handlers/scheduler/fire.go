@@ -55,7 +55,7 @@ type planned struct {
 // then publishes the commands and events. A job's slots are claimed by
 // moving its scheduled_through from the value read; a job another replica
 // claimed first is left to it.
-func (s *Scheduler) decide(ctx context.Context, batch []*entry, now time.Time) ([]outcome, error) {
+func (s *Scheduler) decide(ctx context.Context, batch []*entry, now time.Time, agents agentsByUser) ([]outcome, error) {
 	ids := make([]uuid.UUID, len(batch))
 	byID := make(map[uuid.UUID]*entry, len(batch))
 	for i, e := range batch {
@@ -93,7 +93,7 @@ func (s *Scheduler) decide(ctx context.Context, batch []*entry, now time.Time) (
 				outs = append(outs, outcome{id: j.ID, gone: true})
 				continue
 			}
-			out := outcome{id: j.ID, sc: sc, updatedAt: j.UpdatedAt, through: j.ScheduledThrough}
+			out := outcome{id: j.ID, user: j.UserID, sc: sc, updatedAt: j.UpdatedAt, through: j.ScheduledThrough}
 			slots := sc.Between(j.ScheduledThrough, now)
 			if len(slots) == 0 {
 				outs = append(outs, out) // another replica handled it
@@ -111,46 +111,23 @@ func (s *Scheduler) decide(ctx context.Context, batch []*entry, now time.Time) (
 		if len(dues) == 0 {
 			return nil
 		}
-		claimedIDs, err := s.q.ClaimSlots(ctx, tx, db.ClaimSlotsParams{Ids: claimIDs, Olds: olds, News: news})
+		claimedRows, err := s.q.ClaimSlots(ctx, tx, db.ClaimSlotsParams{Ids: claimIDs, Olds: olds, News: news})
 		if err != nil {
 			return err
 		}
-		claimed := make(map[uuid.UUID]bool, len(claimedIDs))
-		for _, id := range claimedIDs {
-			claimed[id] = true
+		claimed := make(map[uuid.UUID]bool, len(claimedRows))
+		active := map[uuid.UUID]uuid.UUID{}
+		for _, c := range claimedRows {
+			claimed[c.ID] = true
+			if c.ActiveRun != uuid.Nil {
+				active[c.ID] = c.ActiveRun
+			}
 		}
-		var users, jobs []uuid.UUID
-		seenUser := map[uuid.UUID]bool{}
 		for _, d := range dues {
 			outs = append(outs, d.out) // claimed here or by another replica: handled through d.out.through
-			if !claimed[d.row.ID] {
-				continue
-			}
-			jobs = append(jobs, d.row.ID)
-			if u := d.row.UserID; !seenUser[u] {
-				seenUser[u] = true
-				users = append(users, u)
-			}
 		}
-		if len(jobs) == 0 {
+		if len(claimedRows) == 0 {
 			return nil
-		}
-		agentRows, err := s.q.AgentsOfUsers(ctx, tx, db.AgentsOfUsersParams{UserIds: users,
-			OfflineAfterSecs: s.o.OfflineAfter.Seconds()})
-		if err != nil {
-			return err
-		}
-		agents := map[uuid.UUID][]db.AgentsOfUsersRow{}
-		for _, a := range agentRows {
-			agents[a.UserID] = append(agents[a.UserID], a)
-		}
-		activeRows, err := s.q.ActiveRunsOfJobs(ctx, tx, jobs)
-		if err != nil {
-			return err
-		}
-		active := make(map[uuid.UUID]uuid.UUID, len(activeRows))
-		for _, a := range activeRows {
-			active[a.BackupJobID] = a.ID
 		}
 		for _, d := range dues {
 			j := partialJob(d.row)
@@ -229,6 +206,23 @@ func partialJob(r db.DueJobsRow) db.BackupJob {
 		CronExpression: r.CronExpression, AdvancedScheduleConfig: r.AdvancedScheduleConfig, Timezone: r.Timezone,
 		StorageType: r.StorageType, CloudStorageID: r.CloudStorageID, Compression: r.Compression,
 		IsEncrypted: r.IsEncrypted, IsActive: r.IsActive, ScheduledThrough: r.ScheduledThrough, UpdatedAt: r.UpdatedAt}
+}
+
+// agentsByUser is each user's active agents with their presence, in the
+// user's agent order.
+type agentsByUser map[uuid.UUID][]db.AgentsOfUsersRow
+
+// loadAgents reads the agents of every user owning one of the given jobs.
+func (s *Scheduler) loadAgents(ctx context.Context, users []uuid.UUID) (agentsByUser, error) {
+	rows, err := s.q.AgentsOfUsers(ctx, s.o.Pool, db.AgentsOfUsersParams{UserIds: users, OfflineAfterSecs: s.o.OfflineAfter.Seconds()})
+	if err != nil {
+		return nil, err
+	}
+	agents := agentsByUser{}
+	for _, a := range rows {
+		agents[a.UserID] = append(agents[a.UserID], a)
+	}
+	return agents, nil
 }
 
 // pickAgent is the agent that runs a job: its database's assigned agent

@@ -76,14 +76,10 @@ func (s *Scheduler) prepareAhead(ctx context.Context, now time.Time) bool {
 			users = append(users, u)
 		}
 	}
-	agentRows, err := s.q.AgentsOfUsers(ctx, s.o.Pool, db.AgentsOfUsersParams{UserIds: users, OfflineAfterSecs: s.o.OfflineAfter.Seconds()})
+	agents, err := s.loadAgents(ctx, users)
 	if err != nil {
 		s.log.Warn("preparing scheduled commands", "err", err)
 		return true
-	}
-	agents := map[uuid.UUID][]db.AgentsOfUsersRow{}
-	for _, a := range agentRows {
-		agents[a.UserID] = append(agents[a.UserID], a)
 	}
 	byID := make(map[uuid.UUID]*entry, len(todo))
 	for _, e := range todo {

@@ -149,6 +149,7 @@ type Scheduler struct {
 // entry is one scheduled job.
 type entry struct {
 	id        uuid.UUID
+	user      uuid.UUID
 	sc        *schedule.Schedule
 	updatedAt time.Time
 	next      time.Time // its next slot not yet handled
@@ -249,7 +250,7 @@ func (s *Scheduler) schedule(typ string, cron *string, advanced []byte, tz strin
 }
 
 // put adds or refreshes job id: its next slot is the first after through.
-func (s *Scheduler) put(id uuid.UUID, sc *schedule.Schedule, updatedAt, through time.Time) {
+func (s *Scheduler) put(id, user uuid.UUID, sc *schedule.Schedule, updatedAt, through time.Time) {
 	next := sc.Next(through, 1)
 	e := s.entries[id]
 	if len(next) == 0 {
@@ -260,7 +261,7 @@ func (s *Scheduler) put(id uuid.UUID, sc *schedule.Schedule, updatedAt, through 
 		e = &entry{id: id, index: -1}
 		s.entries[id] = e
 	}
-	e.sc, e.updatedAt, e.next = sc, updatedAt, next[0]
+	e.user, e.sc, e.updatedAt, e.next = user, sc, updatedAt, next[0]
 	if e.index < 0 {
 		heap.Push(&s.queue, e)
 	} else {
@@ -296,7 +297,7 @@ func (s *Scheduler) load(ctx context.Context) error {
 			s.remove(r.ID)
 			continue
 		}
-		s.put(r.ID, sc, r.UpdatedAt, r.ScheduledThrough)
+		s.put(r.ID, r.UserID, sc, r.UpdatedAt, r.ScheduledThrough)
 	}
 	for id := range s.entries {
 		if !seen[id] {
@@ -335,7 +336,7 @@ func (s *Scheduler) poll(ctx context.Context) error {
 			s.remove(r.ID)
 			continue
 		}
-		s.put(r.ID, sc, r.UpdatedAt, r.ScheduledThrough)
+		s.put(r.ID, r.UserID, sc, r.UpdatedAt, r.ScheduledThrough)
 	}
 	s.lastPoll = started
 	return nil
@@ -363,11 +364,27 @@ func (s *Scheduler) fire(ctx context.Context, due []*entry, now time.Time) {
 	}
 	outcomes := make([][]outcome, len(batches))
 	failed := make([]error, len(batches))
+	// Whose agents are online is read once for the whole burst.
+	var users []uuid.UUID
+	seen := map[uuid.UUID]bool{}
+	for _, b := range batches {
+		for _, e := range b {
+			if !seen[e.user] {
+				seen[e.user] = true
+				users = append(users, e.user)
+			}
+		}
+	}
+	agents, err := s.loadAgents(ctx, users)
 	var g errgroup.Group
 	g.SetLimit(s.o.Workers)
 	for i, b := range batches {
+		if err != nil {
+			failed[i] = err
+			continue
+		}
 		g.Go(func() error {
-			outcomes[i], failed[i] = s.decide(ctx, b, now)
+			outcomes[i], failed[i] = s.decide(ctx, b, now, agents)
 			return nil
 		})
 	}
@@ -389,7 +406,7 @@ func (s *Scheduler) fire(ctx context.Context, due []*entry, now time.Time) {
 				delete(s.entries, o.id)
 				continue
 			}
-			s.put(o.id, o.sc, o.updatedAt, o.through)
+			s.put(o.id, o.user, o.sc, o.updatedAt, o.through)
 		}
 	}
 	if retry {
@@ -403,6 +420,7 @@ func (s *Scheduler) fire(ctx context.Context, due []*entry, now time.Time) {
 // outcome is what deciding one due job leaves for its heap entry.
 type outcome struct {
 	id        uuid.UUID
+	user      uuid.UUID
 	gone      bool // deleted, paused or made manual
 	sc        *schedule.Schedule
 	updatedAt time.Time
