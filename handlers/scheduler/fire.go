@@ -46,6 +46,7 @@ type planned struct {
 	agent uuid.UUID
 	phase string // queued or skipped
 	ev    events.BackupEvent
+	run   uuid.UUID
 	slot  time.Time
 	// cmd is the command, built ahead of the slot, when it still fits.
 	cmd []byte
@@ -254,7 +255,7 @@ func (s *Scheduler) plan(j db.BackupJob, agent uuid.UUID, slot, now time.Time, p
 	if j.StorageType != "local" && j.CloudStorageID != nil {
 		ev.CloudStorageID = j.CloudStorageID.String()
 	}
-	return planned{job: j, agent: agent, phase: phase, ev: ev, slot: slotUTC}
+	return planned{job: j, agent: agent, phase: phase, ev: ev, run: runID, slot: slotUTC}
 }
 
 // publishTimeout bounds the wait for JetStream's acknowledgements.
@@ -310,7 +311,7 @@ func (s *Scheduler) publish(ctx context.Context, plans []planned) {
 			send(p, events.CommandSubject(p.agent.String(), events.CommandBackup), MsgID(p.job.ID, p.slot), p.cmd, true)
 		} else if p.phase == events.PhaseQueued {
 			queued = append(queued, p)
-			jobs, agents, runs = append(jobs, p.job), append(agents, p.agent), append(runs, uuid.MustParse(p.ev.RunID))
+			jobs, agents, runs = append(jobs, p.job), append(agents, p.agent), append(runs, p.run)
 		}
 	}
 	if len(queued) > 0 {
@@ -338,7 +339,7 @@ func (s *Scheduler) publish(ctx context.Context, plans []planned) {
 				continue
 			}
 			kept = append(kept, p)
-			jobs, agents, runs = append(jobs, j), append(agents, p.agent), append(runs, uuid.MustParse(p.ev.RunID))
+			jobs, agents, runs = append(jobs, j), append(agents, p.agent), append(runs, p.run)
 		}
 		queued = kept
 	}

@@ -66,7 +66,7 @@ type Opts struct {
 	// Resync is how often every job is read again, and queued runs whose
 	// command may not have been sent are sent again; default 1 min.
 	Resync time.Duration
-	// Batch is how many due jobs one transaction decides; default 256.
+	// Batch is how many due jobs one transaction decides; default 512.
 	Batch int
 	// Workers is how many batches are decided at once; default 4.
 	Workers int
@@ -116,7 +116,7 @@ func (o *Opts) validate() error {
 		o.Resync = time.Minute
 	}
 	if o.Batch == 0 {
-		o.Batch = 256
+		o.Batch = 512
 	}
 	if o.Workers == 0 {
 		o.Workers = 4
@@ -262,6 +262,9 @@ func (s *Scheduler) put(id, user uuid.UUID, sc *schedule.Schedule, updatedAt, th
 		s.entries[id] = e
 	}
 	e.user, e.sc, e.updatedAt, e.next = user, sc, updatedAt, next[0]
+	if e.prep != nil && !e.prep.slot.Equal(e.next) {
+		e.prep = nil // built for a slot now past
+	}
 	if e.index < 0 {
 		heap.Push(&s.queue, e)
 	} else {
