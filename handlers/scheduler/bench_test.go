@@ -150,7 +150,7 @@ func BenchmarkScheduler100k(b *testing.B) {
 	ready := make(chan int, 1)
 	idle := make(chan struct{}, 1)
 	loadStart := time.Now()
-	s, err := scheduler.New(scheduler.Opts{Pool: pool, JS: n.JS, Commands: a, Clock: clock, OfflineAfter: 24 * time.Hour,
+	s, err := scheduler.New(scheduler.Opts{Pool: pool, JS: n.JS, Commands: a, Clock: clock, OfflineAfter: 24 * time.Hour, Settle: -1,
 		Resync: time.Hour, Batch: benchEnvInt("RAHATBACK_BENCH_BATCH"), Workers: benchEnvInt("RAHATBACK_BENCH_WORKERS"), Ready: func(n int) { ready <- n }, Idle: func() {
 			select {
 			case idle <- struct{}{}:

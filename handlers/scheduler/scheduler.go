@@ -70,6 +70,12 @@ type Opts struct {
 	Batch int
 	// Workers is how many batches are decided at once; default 4.
 	Workers int
+	// Settle is how long after it starts the scheduler fires nothing, so
+	// that agents reconnecting after a restart are online again when the
+	// slots missed meanwhile are caught up (otherwise they would be
+	// skipped as "agent offline"); default 15 s (beyond an agent's 10 s
+	// heartbeat), negative for none.
+	Settle time.Duration
 	// Lead is how long before a slot its command is built, so a burst of
 	// slots costs only its decisions; default 30 s, negative to build
 	// commands only at the slot.
@@ -120,6 +126,9 @@ func (o *Opts) validate() error {
 	}
 	if o.Workers == 0 {
 		o.Workers = 4
+	}
+	if o.Settle == 0 {
+		o.Settle = 15 * time.Second
 	}
 	if o.Lead == 0 {
 		o.Lead = 30 * time.Second
@@ -185,19 +194,22 @@ func (s *Scheduler) Run(ctx context.Context) error {
 		case <-time.After(s.o.Poll):
 		}
 	}
-	s.log.Info("scheduler started", "jobs", len(s.entries))
+	s.log.Info("scheduler started", "jobs", len(s.entries), "firesFrom", s.o.Clock.Now().Add(max(s.o.Settle, 0)))
 	if s.o.Ready != nil {
 		s.o.Ready(len(s.entries))
 	}
+	settled := s.o.Clock.Now().Add(max(s.o.Settle, 0))
 	poll := time.NewTicker(s.o.Poll)
 	defer poll.Stop()
 	resync := time.NewTicker(s.o.Resync)
 	defer resync.Stop()
 	for {
 		now := s.o.Clock.Now()
-		if due := s.popDue(now); len(due) > 0 {
-			s.fire(ctx, due, now)
-			continue
+		if !now.Before(settled) {
+			if due := s.popDue(now); len(due) > 0 {
+				s.fire(ctx, due, now)
+				continue
+			}
 		}
 		if s.prepareAhead(ctx, now) {
 			continue
@@ -207,7 +219,11 @@ func (s *Scheduler) Run(ctx context.Context) error {
 		}
 		var wake <-chan time.Time
 		if len(s.queue) > 0 {
-			wake = s.o.Clock.After(s.queue[0].next.Sub(now))
+			at := s.queue[0].next
+			if at.Before(settled) {
+				at = settled
+			}
+			wake = s.o.Clock.After(at.Sub(now))
 		}
 		select {
 		case <-ctx.Done():

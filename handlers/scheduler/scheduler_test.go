@@ -103,7 +103,7 @@ func (e *env) job(cron string, through time.Time) uuid.UUID {
 func (e *env) start(mod ...func(*scheduler.Opts)) (stop func()) {
 	e.t.Helper()
 	o := scheduler.Opts{Pool: e.pool, JS: e.nats.JS, Commands: e.api, Clock: e.clock, Logger: testsupport.Logger(e.t),
-		Poll: 20 * time.Millisecond, Resync: time.Hour}
+		Poll: 20 * time.Millisecond, Resync: time.Hour, Settle: -1}
 	for _, f := range mod {
 		f(&o)
 	}
@@ -491,5 +491,26 @@ func TestPreparedCommands(t *testing.T) {
 				scheduler.RunID(job, slot), want)
 		}
 		e.complete(rs[i].ID)
+	}
+}
+
+// TestSettleAfterStart: a scheduler that starts while the agent is still
+// offline (as after a restart) waits Settle before catching up, so the
+// agent that reconnects meanwhile runs the missed slot.
+func TestSettleAfterStart(t *testing.T) {
+	t0 := minute()
+	e := newEnv(t, t0.Add(90*time.Second)) // the slot t0+1m was missed
+	job := e.job("* * * * *", t0)
+	e.setOnline(false)
+	e.start(func(o *scheduler.Opts) { o.Settle = 15 * time.Second })
+	time.Sleep(200 * time.Millisecond)
+	if rs := e.rows(job); len(rs) != 0 {
+		t.Fatalf("fired while settling: %+v", rs)
+	}
+	e.setOnline(true) // the agent is back
+	e.clock.Set(t0.Add(90*time.Second + 15*time.Second))
+	rs := e.waitRows(job, 1)
+	if rs[0].Status != "queued" || !rs[0].Slot.Equal(t0.Add(time.Minute)) {
+		t.Fatalf("missed slot after settling: %+v", rs[0])
 	}
 }
