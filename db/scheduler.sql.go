@@ -110,6 +110,59 @@ func (q *Queries) ChangedJobs(ctx context.Context, db DBTX, windowSecs float64) 
 	return items, nil
 }
 
+const claimPrepared = `-- name: ClaimPrepared :many
+UPDATE backup_jobs j SET scheduled_through = u.new
+FROM (SELECT unnest($1::uuid[]) AS id, unnest($2::timestamptz[]) AS old,
+             unnest($3::timestamptz[]) AS new, unnest($4::timestamptz[]) AS updated) AS u
+WHERE j.id = u.id AND j.scheduled_through = u.old AND j.updated_at = u.updated
+RETURNING j.id, coalesce((SELECT h.id FROM backup_history h
+                          WHERE h.backup_job_id = j.id AND h.status IN ('queued', 'running') LIMIT 1),
+                         '00000000-0000-0000-0000-000000000000')::uuid AS active_run,
+          (SELECT d.updated_at FROM databases d WHERE d.id = j.database_id)::timestamptz AS database_updated_at
+`
+
+type ClaimPreparedParams struct {
+	Ids      []uuid.UUID
+	Olds     []time.Time
+	News     []time.Time
+	Updateds []time.Time
+}
+
+type ClaimPreparedRow struct {
+	ID                uuid.UUID
+	ActiveRun         uuid.UUID
+	DatabaseUpdatedAt time.Time
+}
+
+// ClaimPrepared is ClaimSlots for jobs read ahead of their slot: it
+// claims only jobs still as they were read (updated_at unchanged) and
+// returns their database's updated_at, so a command built ahead is used
+// only when the database is unchanged too.
+func (q *Queries) ClaimPrepared(ctx context.Context, db DBTX, arg ClaimPreparedParams) ([]ClaimPreparedRow, error) {
+	rows, err := db.Query(ctx, claimPrepared,
+		arg.Ids,
+		arg.Olds,
+		arg.News,
+		arg.Updateds,
+	)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []ClaimPreparedRow
+	for rows.Next() {
+		var i ClaimPreparedRow
+		if err := rows.Scan(&i.ID, &i.ActiveRun, &i.DatabaseUpdatedAt); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const claimSlots = `-- name: ClaimSlots :many
 UPDATE backup_jobs j SET scheduled_through = u.new
 FROM (SELECT unnest($1::uuid[]) AS id, unnest($2::timestamptz[]) AS old,

@@ -48,6 +48,20 @@ RETURNING j.id, coalesce((SELECT h.id FROM backup_history h
                           WHERE h.backup_job_id = j.id AND h.status IN ('queued', 'running') LIMIT 1),
                          '00000000-0000-0000-0000-000000000000')::uuid AS active_run;
 
+-- ClaimPrepared is ClaimSlots for jobs read ahead of their slot: it
+-- claims only jobs still as they were read (updated_at unchanged) and
+-- returns their database's updated_at, so a command built ahead is used
+-- only when the database is unchanged too.
+-- name: ClaimPrepared :many
+UPDATE backup_jobs j SET scheduled_through = u.new
+FROM (SELECT unnest(sqlc.arg(ids)::uuid[]) AS id, unnest(sqlc.arg(olds)::timestamptz[]) AS old,
+             unnest(sqlc.arg(news)::timestamptz[]) AS new, unnest(sqlc.arg(updateds)::timestamptz[]) AS updated) AS u
+WHERE j.id = u.id AND j.scheduled_through = u.old AND j.updated_at = u.updated
+RETURNING j.id, coalesce((SELECT h.id FROM backup_history h
+                          WHERE h.backup_job_id = j.id AND h.status IN ('queued', 'running') LIMIT 1),
+                         '00000000-0000-0000-0000-000000000000')::uuid AS active_run,
+          (SELECT d.updated_at FROM databases d WHERE d.id = j.database_id)::timestamptz AS database_updated_at;
+
 -- AgentsOfUsers is the active agents of the given users with their
 -- presence, in each user's agent order (ListAgents').
 -- name: AgentsOfUsers :many

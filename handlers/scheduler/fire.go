@@ -17,6 +17,7 @@ import (
 	"github.com/rahatback/rahatback/db"
 	"github.com/rahatback/rahatback/events"
 	"github.com/rahatback/rahatback/handlers/projector"
+	"github.com/rahatback/rahatback/schedule"
 )
 
 // Reasons recorded on skipped scheduled runs.
@@ -68,6 +69,16 @@ func (s *Scheduler) decide(ctx context.Context, batch []*entry, now time.Time, a
 	var outs []outcome
 	err := db.WithTx(ctx, s.o.Pool, func(tx pgx.Tx) error {
 		plans, outs = plans[:0], outs[:0]
+		// Jobs read ahead of their slot are claimed as read; the others,
+		// and those that changed since, are read now.
+		rest, err := s.claimPrepared(ctx, tx, ids, byID, now, agents, &plans, &outs)
+		if err != nil {
+			return err
+		}
+		ids := rest
+		if len(ids) == 0 {
+			return s.insertPlans(ctx, tx, plans)
+		}
 		rows, err := s.q.DueJobs(ctx, tx, ids)
 		if err != nil {
 			return err
@@ -110,7 +121,7 @@ func (s *Scheduler) decide(ctx context.Context, batch []*entry, now time.Time, a
 			}
 		}
 		if len(dues) == 0 {
-			return nil
+			return s.insertPlans(ctx, tx, plans)
 		}
 		claimedRows, err := s.q.ClaimSlots(ctx, tx, db.ClaimSlotsParams{Ids: claimIDs, Olds: olds, News: news})
 		if err != nil {
@@ -128,7 +139,7 @@ func (s *Scheduler) decide(ctx context.Context, batch []*entry, now time.Time, a
 			outs = append(outs, d.out) // claimed here or by another replica: handled through d.out.through
 		}
 		if len(claimedRows) == 0 {
-			return nil
+			return s.insertPlans(ctx, tx, plans)
 		}
 		for _, d := range dues {
 			j := partialJob(d.row)
@@ -142,11 +153,7 @@ func (s *Scheduler) decide(ctx context.Context, batch []*entry, now time.Time, a
 				}
 			}
 		}
-		items := make([]projector.Queued, len(plans))
-		for i, p := range plans {
-			items[i] = projector.Queued{Agent: p.agent, Phase: p.phase, Event: p.ev}
-		}
-		return projector.ApplyQueued(ctx, tx, items)
+		return s.insertPlans(ctx, tx, plans)
 	})
 	if err != nil {
 		return nil, err
@@ -198,6 +205,76 @@ func (s *Scheduler) planSlots(plans []planned, j db.BackupJob, assigned *uuid.UU
 	default:
 		return append(plans, s.plan(j, agentID, *run, now, events.PhaseQueued, ""))
 	}
+}
+
+// insertPlans writes the history rows of plans.
+func (s *Scheduler) insertPlans(ctx context.Context, tx pgx.Tx, plans []planned) error {
+	items := make([]projector.Queued, len(plans))
+	for i, p := range plans {
+		items[i] = projector.Queued{Agent: p.agent, Phase: p.phase, Event: p.ev}
+	}
+	return projector.ApplyQueued(ctx, tx, items)
+}
+
+// claimPrepared claims, among ids, the jobs read ahead of their slot
+// (prepareAhead) that are still as they were read, and plans their
+// slots; it returns the ids it did not claim.
+func (s *Scheduler) claimPrepared(ctx context.Context, tx pgx.Tx, ids []uuid.UUID, byID map[uuid.UUID]*entry, now time.Time,
+	agents agentsByUser, plans *[]planned, outs *[]outcome) ([]uuid.UUID, error) {
+	var fast []uuid.UUID
+	var olds, news, updateds []time.Time
+	slotsOf := map[uuid.UUID][]time.Time{}
+	scOf := map[uuid.UUID]*schedule.Schedule{}
+	for _, id := range ids {
+		e := byID[id]
+		pr := e.prep
+		if pr == nil || pr.job == nil || !pr.slot.Equal(e.next) || !pr.job.IsActive {
+			continue
+		}
+		// The schedule of the job as read (the entry's may be older).
+		sc, err := s.schedule(pr.job.ScheduleType, pr.job.CronExpression, pr.job.AdvancedScheduleConfig, pr.job.Timezone)
+		if err != nil {
+			continue
+		}
+		slots := sc.Between(pr.job.ScheduledThrough, now)
+		if len(slots) == 0 {
+			continue
+		}
+		slotsOf[id], scOf[id] = slots, sc
+		fast = append(fast, id)
+		olds, news, updateds = append(olds, pr.job.ScheduledThrough), append(news, slots[len(slots)-1]), append(updateds, pr.job.UpdatedAt)
+	}
+	if len(fast) == 0 {
+		return ids, nil
+	}
+	rows, err := s.q.ClaimPrepared(ctx, tx, db.ClaimPreparedParams{Ids: fast, Olds: olds, News: news, Updateds: updateds})
+	if err != nil {
+		return nil, err
+	}
+	claimed := make(map[uuid.UUID]bool, len(rows))
+	for _, r := range rows {
+		claimed[r.ID] = true
+		e := byID[r.ID]
+		pr := e.prep
+		j := *pr.job
+		active := map[uuid.UUID]uuid.UUID{}
+		if r.ActiveRun != uuid.Nil {
+			active[j.ID] = r.ActiveRun
+		}
+		slots := slotsOf[r.ID]
+		*outs = append(*outs, outcome{id: j.ID, user: j.UserID, sc: scOf[r.ID], updatedAt: j.UpdatedAt, through: slots[len(slots)-1]})
+		*plans = s.planSlots(*plans, j, pr.dbAgent, slots, now, agents[j.UserID], active)
+		if p := &(*plans)[len(*plans)-1]; p.phase == events.PhaseQueued && pr.fits(p, j.UpdatedAt, r.DatabaseUpdatedAt) {
+			p.cmd = pr.cmd
+		}
+	}
+	rest := make([]uuid.UUID, 0, len(ids)-len(rows))
+	for _, id := range ids {
+		if !claimed[id] {
+			rest = append(rest, id)
+		}
+	}
+	return rest, nil
 }
 
 // partialJob is the part of a job a slot's decision reads; the whole job

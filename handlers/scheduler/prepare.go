@@ -14,7 +14,11 @@ import (
 // so a burst of slots costs only its decisions. It is used only when
 // nothing it was built from has changed by then.
 type prepared struct {
-	slot       time.Time
+	slot time.Time
+	// job is the job as read, nil when it could not be read; dbAgent its
+	// database's assigned agent.
+	job        *db.BackupJob
+	dbAgent    *uuid.UUID
 	agent      uuid.UUID
 	jobUpdated time.Time
 	dbUpdated  time.Time
@@ -90,11 +94,13 @@ func (s *Scheduler) prepareAhead(ctx context.Context, now time.Time) bool {
 	var preps []*prepared
 	for _, r := range rows {
 		e := byID[r.BackupJob.ID]
+		job := r.BackupJob
+		e.prep = &prepared{slot: e.next, job: &job, dbAgent: r.DatabaseAgentID, jobUpdated: job.UpdatedAt, dbUpdated: r.DatabaseUpdatedAt}
 		agent, ok := pickAgent(agents[r.BackupJob.UserID], r.DatabaseAgentID)
 		if !ok || !agent.Online {
-			continue
+			continue // the slot decides; the job as read still saves reading it then
 		}
-		e.prep = &prepared{slot: e.next, agent: agent.ID, jobUpdated: r.BackupJob.UpdatedAt, dbUpdated: r.DatabaseUpdatedAt}
+		e.prep.agent = agent.ID
 		jobs, agentIDs, runs = append(jobs, r.BackupJob), append(agentIDs, agent.ID), append(runs, RunID(e.id, e.next))
 		preps = append(preps, e.prep)
 	}

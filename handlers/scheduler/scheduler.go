@@ -223,7 +223,12 @@ func (s *Scheduler) Run(ctx context.Context) error {
 			if at.Before(settled) {
 				at = settled
 			}
-			wake = s.o.Clock.After(at.Sub(now))
+			wait := at.Sub(now)
+			if s.o.Lead > 0 {
+				// Look again for slots coming within Lead to prepare.
+				wait = min(wait, s.o.Lead/4)
+			}
+			wake = s.o.Clock.After(wait)
 		}
 		select {
 		case <-ctx.Done():

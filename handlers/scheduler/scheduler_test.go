@@ -514,3 +514,46 @@ func TestSettleAfterStart(t *testing.T) {
 		t.Fatalf("missed slot after settling: %+v", rs[0])
 	}
 }
+
+// TestPreparedThenChanged: a job read ahead of its slot and paused, or
+// given another schedule, before the slot does not fire as read.
+func TestPreparedThenChanged(t *testing.T) {
+	t0 := minute()
+	e := newEnv(t, t0.Add(10*time.Second))
+	paused := e.job("* * * * *", t0)
+	moved := e.job("* * * * *", t0)
+	kept := e.job("* * * * *", t0)
+	idle := make(chan struct{}, 1)
+	e.start(func(o *scheduler.Opts) {
+		o.Lead = 30 * time.Second
+		o.Poll = time.Hour // the changes reach it only through the slot's claim
+		o.Idle = func() {
+			select {
+			case idle <- struct{}{}:
+			default:
+			}
+		}
+	})
+	<-idle
+	e.clock.Set(t0.Add(40 * time.Second)) // within Lead of t0+1m: all three read ahead
+	select {
+	case <-idle:
+	case <-time.After(10 * time.Second):
+		t.Fatal("scheduler never idle")
+	}
+	time.Sleep(50 * time.Millisecond)
+	e.exec(`UPDATE backup_jobs SET is_active = false, updated_at = now() WHERE id = $1`, paused)
+	e.exec(`UPDATE backup_jobs SET cron_expression = '30 * * * *', updated_at = now() WHERE id = $1`, moved)
+	e.clock.Set(t0.Add(time.Minute))
+	e.waitRows(kept, 1)
+	time.Sleep(200 * time.Millisecond)
+	if rs := e.rows(paused); len(rs) != 0 {
+		t.Fatalf("job paused after being read ahead ran: %+v", rs)
+	}
+	if rs := e.rows(moved); len(rs) != 0 {
+		t.Fatalf("job moved to minute 30 after being read ahead ran at minute 1: %+v", rs)
+	}
+	if got := e.waitCommands(1); len(got) != 1 || got[0] != scheduler.MsgID(kept, t0.Add(time.Minute)) {
+		t.Fatalf("commands %q", got)
+	}
+}
