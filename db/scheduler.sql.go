@@ -63,7 +63,8 @@ func (q *Queries) AgentsOfUsers(ctx context.Context, db DBTX, arg AgentsOfUsersP
 const changedJobs = `-- name: ChangedJobs :many
 SELECT id, user_id, schedule_type, cron_expression, advanced_schedule_config, timezone, updated_at, is_active, scheduled_through
 FROM backup_jobs
-WHERE updated_at > now() - make_interval(secs => $1::float8)
+WHERE updated_at > $1
+ORDER BY updated_at
 `
 
 type ChangedJobsRow struct {
@@ -78,10 +79,10 @@ type ChangedJobsRow struct {
 	ScheduledThrough       time.Time
 }
 
-// ChangedJobs is every job changed in the last window_secs seconds
-// (database clock), paused and manual ones included.
-func (q *Queries) ChangedJobs(ctx context.Context, db DBTX, windowSecs float64) ([]ChangedJobsRow, error) {
-	rows, err := db.Query(ctx, changedJobs, windowSecs)
+// ChangedJobs is every job changed after since, paused and manual ones
+// included, oldest change first.
+func (q *Queries) ChangedJobs(ctx context.Context, db DBTX, since time.Time) ([]ChangedJobsRow, error) {
+	rows, err := db.Query(ctx, changedJobs, since)
 	if err != nil {
 		return nil, err
 	}

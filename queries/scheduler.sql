@@ -8,12 +8,13 @@ SELECT id, user_id, schedule_type, cron_expression, advanced_schedule_config, ti
 FROM backup_jobs
 WHERE is_active AND schedule_type <> 'manual';
 
--- ChangedJobs is every job changed in the last window_secs seconds
--- (database clock), paused and manual ones included.
+-- ChangedJobs is every job changed after since, paused and manual ones
+-- included, oldest change first.
 -- name: ChangedJobs :many
 SELECT id, user_id, schedule_type, cron_expression, advanced_schedule_config, timezone, updated_at, is_active, scheduled_through
 FROM backup_jobs
-WHERE updated_at > now() - make_interval(secs => sqlc.arg(window_secs)::float8);
+WHERE updated_at > sqlc.arg(since)
+ORDER BY updated_at;
 
 -- DueJobs returns what deciding a slot needs of the given jobs, with
 -- their database's assigned agent.

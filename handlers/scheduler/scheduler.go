@@ -151,8 +151,8 @@ type Scheduler struct {
 	// compile too, from several goroutines.
 	specsMu sync.Mutex
 	specs   map[string]*schedule.Schedule
-	// lastPoll is when the last change poll (or load) read the jobs.
-	lastPoll time.Time
+	// watermark is the newest updated_at read so far (database clock).
+	watermark time.Time
 }
 
 // entry is one scheduled job.
@@ -304,7 +304,6 @@ func (s *Scheduler) remove(id uuid.UUID) {
 
 // load reads every scheduled job again; jobs gone or paused are dropped.
 func (s *Scheduler) load(ctx context.Context) error {
-	started := time.Now()
 	rows, err := s.q.ScheduledJobs(ctx, s.o.Pool)
 	if err != nil {
 		return err
@@ -328,25 +327,30 @@ func (s *Scheduler) load(ctx context.Context) error {
 			s.remove(id)
 		}
 	}
-	s.lastPoll = started
+	for _, r := range rows {
+		if r.UpdatedAt.After(s.watermark) {
+			s.watermark = r.UpdatedAt
+		}
+	}
 	return nil
 }
 
-// pollOverlap is how far before the last poll a change poll looks again,
-// for transactions that committed after it although their updated_at
-// (their start) is older. A later commit still is caught by the next
-// full reload.
-const pollOverlap = 5 * time.Second
+// pollOverlap is how far before the newest change seen a change poll
+// looks again, for transactions that committed after it although their
+// updated_at (their start) is older. A later commit still is caught by
+// the next full reload (Resync).
+const pollOverlap = time.Second
 
-// poll applies the jobs changed since the last poll.
+// poll applies the jobs changed since the newest change seen.
 func (s *Scheduler) poll(ctx context.Context) error {
-	started := time.Now()
-	window := time.Since(s.lastPoll) + pollOverlap
-	rows, err := s.q.ChangedJobs(ctx, s.o.Pool, window.Seconds())
+	rows, err := s.q.ChangedJobs(ctx, s.o.Pool, s.watermark.Add(-pollOverlap))
 	if err != nil {
 		return err
 	}
 	for _, r := range rows {
+		if r.UpdatedAt.After(s.watermark) {
+			s.watermark = r.UpdatedAt
+		}
 		if !r.IsActive || r.ScheduleType == "manual" {
 			s.remove(r.ID)
 			continue
@@ -362,7 +366,6 @@ func (s *Scheduler) poll(ctx context.Context) error {
 		}
 		s.put(r.ID, r.UserID, sc, r.UpdatedAt, r.ScheduledThrough)
 	}
-	s.lastPoll = started
 	return nil
 }
 
