@@ -620,6 +620,17 @@ func TestWebDashboard(t *testing.T) {
 		p.run("bad time", chromedp.SendKeys(chromedp.CSS(`[data-rules] [data-k="times"]`), "25:00"))
 		p.waitJS("advanced error", `document.querySelector('[data-error-for="advancedScheduleConfig"]').textContent !== ''`, 10*time.Second)
 		p.shot("advanced-error")
+		// A date range: the end before the start is flagged; a range in the
+		// future moves the preview's first run to its start.
+		p.fill(map[string]string{`[data-rules] [data-k="times"]`: "02:00"})
+		p.eval(`(() => {
+			const set = (k, v) => { const el = document.querySelector('[data-rules] [data-k="' + k + '"]'); el.value = v; el.dispatchEvent(new Event('change')); };
+			set('startDate', '2031-03-10'); set('endDate', '2031-03-01');
+		})()`, nil)
+		p.waitJS("range error", `document.querySelector('[data-error-for="advancedScheduleConfig"]').textContent.includes('before startDate')`, 10*time.Second)
+		p.eval(`(() => { const el = document.querySelector('[data-rules] [data-k="endDate"]'); el.value = ''; el.dispatchEvent(new Event('change')); })()`, nil)
+		p.waitJS("range preview", `document.querySelector('[data-error-for="advancedScheduleConfig"]').textContent === '' && document.querySelector('[data-preview-list] li')?.dataset.at?.startsWith('2031-03')`, 10*time.Second)
+		p.shot("advanced-range")
 
 		// Create the job with a valid cron expression, then delete it
 		// after a confirmation that names it.

@@ -316,7 +316,9 @@ function initJobForm() {
       box.innerHTML = `<strong>Rule ${i + 1}</strong>
         <div class="days" role="group" aria-label="Days of week of rule ${i + 1}"></div>
         <label>Times (HH:MM, comma-separated)<input data-k="times"></label>
-        <label>Except on dates (YYYY-MM-DD, comma-separated)<input data-k="exclusions" placeholder="2026-12-25"></label>`;
+        <label>Except on dates (YYYY-MM-DD, comma-separated)<input data-k="exclusions" placeholder="2026-12-25"></label>
+        <div class="range"><label>From (optional)<input type="date" data-k="startDate"></label>
+        <label>Until (optional)<input type="date" data-k="endDate"></label></div>`;
       const days = $('.days', box);
       weekdays.forEach((name, d) => {
         const l = document.createElement('label');
@@ -335,6 +337,16 @@ function initJobForm() {
       $('[data-k="exclusions"]', box).value = (rule.exclusions ?? []).join(', ');
       for (const k of ['times', 'exclusions']) {
         $(`[data-k="${k}"]`, box).addEventListener('input', e => { rule[k] = split(e.target.value); sync(); });
+      }
+      // The first and last day of the rule, in the job's time zone; empty
+      // leaves it open.
+      for (const k of ['startDate', 'endDate']) {
+        const input = $(`[data-k="${k}"]`, box);
+        input.value = rule[k] ?? '';
+        input.addEventListener('change', e => {
+          if (e.target.value) rule[k] = e.target.value; else delete rule[k];
+          sync();
+        });
       }
       if (rules.length > 1) {
         const rm = document.createElement('button');
@@ -391,6 +403,7 @@ function initJobForm() {
       const inZone = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'short', timeZone: tz.value });
       list.replaceChildren(...res.data.runs.map(r => {
         const li = document.createElement('li');
+        li.dataset.at = r;
         const d = new Date(r);
         li.textContent = `${fmt.format(d)} your time` + (tz.value !== Intl.DateTimeFormat().resolvedOptions().timeZone ? ` (${inZone.format(d)} ${tz.value})` : '');
         return li;
