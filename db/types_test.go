@@ -55,3 +55,24 @@ func TestUUIDRoundTrip(t *testing.T) {
 		t.Fatalf("nullable: %v %v", null, some)
 	}
 }
+
+// TestUUIDNullIntoValue: a NULL into a non-pointer UUID is an error, not a
+// silent zero.
+func TestUUIDNullIntoValue(t *testing.T) {
+	ctx := context.Background()
+	url, _ := testsupport.NewDatabase(t)
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.AfterConnect = db.RegisterTypes
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	var got uuid.UUID
+	if err := pool.QueryRow(ctx, `SELECT NULL::uuid`).Scan(&got); err == nil {
+		t.Fatal("NULL scanned into uuid.UUID without an error")
+	}
+}

@@ -214,9 +214,6 @@ func (s *Scheduler) Run(ctx context.Context) error {
 		if s.prepareAhead(ctx, now) {
 			continue
 		}
-		if s.o.Idle != nil {
-			s.o.Idle()
-		}
 		var wake <-chan time.Time
 		if len(s.queue) > 0 {
 			at := s.queue[0].next
@@ -229,6 +226,10 @@ func (s *Scheduler) Run(ctx context.Context) error {
 				wait = min(wait, s.o.Lead/4)
 			}
 			wake = s.o.Clock.After(wait)
+		}
+		// After the timer is set: a clock moved from Idle wakes it.
+		if s.o.Idle != nil {
+			s.o.Idle()
 		}
 		select {
 		case <-ctx.Done():
