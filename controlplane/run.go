@@ -2,6 +2,7 @@ package controlplane
 
 import (
 	"context"
+	"crypto/hkdf"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
@@ -120,6 +121,8 @@ type system struct {
 
 	// registered receives registrations; the local agent waits for the first.
 	registered chan uuid.UUID
+	// sessionKey seals dashboard session cookies (derived from the JWT key).
+	sessionKey []byte
 }
 
 func (s *system) close() {
@@ -342,11 +345,13 @@ func (s *system) serve(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("--http %s: %w", s.cfg.HTTP, err)
 		}
-		dash, err := web.New(web.Opts{API: a, Logger: s.log.With("role", "web"), SecureCookies: strings.HasPrefix(s.cfg.PublicURL, "https://")})
+		dash, err := web.New(web.Opts{API: a, Logger: s.log.With("role", "web"), SessionKey: s.sessionKey,
+			SecureCookies: strings.HasPrefix(s.cfg.PublicURL, "https://")})
 		if err != nil {
 			return err
 		}
 		srv := &http.Server{Handler: web.Mount(a, dash), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
+		srv.RegisterOnShutdown(a.CloseStreams)
 		g.Go(func() error {
 			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 				return err
@@ -390,6 +395,12 @@ func (s *system) newAPI(js jetstream.JetStream, agentURL string) (*api.API, erro
 	}
 	issuer, err := auth.NewIssuer(key, 0)
 	if err != nil {
+		return nil, err
+	}
+	// Dashboard session cookies are sealed with a key derived from the
+	// token-signing key: they survive restarts and every API replica
+	// with the same key accepts them.
+	if s.sessionKey, err = hkdf.Key(sha256.New, key, nil, "rahatback web session v1", 32); err != nil {
 		return nil, err
 	}
 	s.registered = make(chan uuid.UUID, 1)

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -145,7 +146,15 @@ type API struct {
 	actions *ipLimiter // keyed by user id
 	pw      *auth.Passwords
 	handler http.Handler
+	// closing is closed by CloseStreams: event streams end.
+	closing   chan struct{}
+	closeOnce sync.Once
 }
+
+// CloseStreams ends every open event stream (GET /v1/events): call it
+// when the server shuts down (http.Server.RegisterOnShutdown), since
+// Shutdown waits for requests that never end by themselves.
+func (a *API) CloseStreams() { a.closeOnce.Do(func() { close(a.closing) }) }
 
 // New validates opts and builds the API.
 func New(opts Opts) (*API, error) {
@@ -165,6 +174,7 @@ func New(opts Opts) (*API, error) {
 		maxBody: opts.MaxBodyBytes,
 		limiter: newIPLimiter(opts.AuthRate, opts.AuthBurst),
 		actions: newIPLimiter(opts.ActionRate, opts.ActionBurst),
+		closing: make(chan struct{}),
 	}
 	a.handler = a.routes()
 	return a, nil

@@ -103,13 +103,35 @@ type jobInput struct {
 	AutoVerifyAfterBackup  *bool            `json:"autoVerifyAfterBackup"`
 	VerificationLevel      *string          `json:"verificationLevel"`
 	StorageType            *string          `json:"storageType"`
-	CloudStorageID         *uuid.UUID       `json:"cloudStorageId"`
+	CloudStorageID         optionalID       `json:"cloudStorageId"`
 	RetentionDays          *int             `json:"retentionDays"`
 	KeepLast               optionalCount    `json:"keepLast"`
 	KeepDaily              optionalCount    `json:"keepDaily"`
 	KeepWeekly             optionalCount    `json:"keepWeekly"`
 	KeepMonthly            optionalCount    `json:"keepMonthly"`
 	IsActive               *bool            `json:"isActive"`
+}
+
+// optionalID is a job body's cloudStorageId: absent keeps the current
+// storage, null asks for the default storage of the job's type.
+type optionalID struct {
+	set bool
+	v   *uuid.UUID
+}
+
+// UnmarshalJSON implements json.Unmarshaler.
+func (o *optionalID) UnmarshalJSON(b []byte) error {
+	o.set = true
+	if string(b) == "null" {
+		o.v = nil
+		return nil
+	}
+	var id uuid.UUID
+	if err := json.Unmarshal(b, &id); err != nil {
+		return err
+	}
+	o.v = &id
+	return nil
 }
 
 // optionalCount is a GFS count in a job body: absent keeps the current
@@ -193,8 +215,11 @@ func (in jobInput) merge(cur db.BackupJob) (db.BackupJob, error) {
 	if in.StorageType != nil {
 		j.StorageType = *in.StorageType
 	}
-	if in.CloudStorageID != nil {
-		j.CloudStorageID = in.CloudStorageID
+	switch {
+	case in.CloudStorageID.set:
+		j.CloudStorageID = in.CloudStorageID.v // null: the default of the type
+	case in.StorageType != nil && *in.StorageType != cur.StorageType:
+		j.CloudStorageID = nil // another type without a storage named: its default
 	}
 	if in.RetentionDays != nil {
 		j.RetentionDays = int32(*in.RetentionDays)

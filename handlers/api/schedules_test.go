@@ -157,3 +157,54 @@ func TestSchedulesAPI(t *testing.T) {
 		}
 	})
 }
+
+// TestJobCloudStorageChoice: a job's cloudStorageId null means the
+// default storage of its type, and changing storageType without naming a
+// storage takes that type's default (not the old type's storage).
+func TestJobCloudStorageChoice(t *testing.T) {
+	t.Parallel()
+	s := newServer(t)
+	tok := s.register(t, "storage-choice@example.com").Tokens.Access.Token
+	storage := func(name string, isDefault bool) string {
+		r := s.do(t, "POST", "/v1/cloud-storage", tok, map[string]any{"name": name, "storageType": "s3",
+			"s3AccessKeyId": "AKIA", "s3SecretAccessKey": "secret", "s3Region": "us-east-1", "s3Bucket": "b-" + name,
+			"isDefault": isDefault})
+		wantCode(t, r, http.StatusCreated)
+		var c struct{ ID string }
+		r.JSON(t, &c)
+		return c.ID
+	}
+	def := storage("main", true)
+	other := storage("other", false)
+	r := s.do(t, "POST", "/v1/databases", tok, validDB())
+	var d struct{ ID string }
+	r.JSON(t, &d)
+	r = s.do(t, "POST", "/v1/backups/jobs", tok, map[string]any{"databaseId": d.ID, "name": "j", "storageType": "s3", "cloudStorageId": other})
+	wantCode(t, r, http.StatusCreated)
+	var j struct {
+		ID             string
+		StorageType    string
+		CloudStorageID *string
+	}
+	r.JSON(t, &j)
+	if j.CloudStorageID == nil || *j.CloudStorageID != other {
+		t.Fatalf("created with %v, want %s", j.CloudStorageID, other)
+	}
+	for _, step := range []struct {
+		body map[string]any
+		want *string
+	}{
+		{map[string]any{"name": "renamed"}, &other},       // absent: kept
+		{map[string]any{"cloudStorageId": nil}, &def},     // null: the default
+		{map[string]any{"storageType": "local"}, nil},     // local has none
+		{map[string]any{"storageType": "s3"}, &def},       // back to s3: its default
+		{map[string]any{"cloudStorageId": other}, &other}, // named
+	} {
+		r = s.do(t, "PATCH", "/v1/backups/jobs/"+j.ID, tok, step.body)
+		wantCode(t, r, http.StatusOK)
+		r.JSON(t, &j)
+		if (j.CloudStorageID == nil) != (step.want == nil) || (step.want != nil && *j.CloudStorageID != *step.want) {
+			t.Fatalf("PATCH %v: cloudStorageId %v, want %v", step.body, j.CloudStorageID, step.want)
+		}
+	}
+}

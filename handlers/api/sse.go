@@ -17,7 +17,7 @@ import (
 const (
 	sseKeepAlive    = 15 * time.Second // comment line that keeps proxies from closing an idle stream
 	sseAgentRefresh = 5 * time.Second  // how often newly enrolled or revoked agents are noticed
-	sseBuffer       = 256              // events buffered per client; a slower client loses the oldest
+	sseBuffer       = 256              // events buffered per client; beyond, NATS drops the newest (slow consumer)
 )
 
 // streamEvents streams the signed-in user's events as Server-Sent Events: every
@@ -98,6 +98,8 @@ func (a *API) streamEvents(w http.ResponseWriter, r *http.Request) error {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-a.closing:
+			return nil // the server is shutting down; the browser reconnects
 		case <-keepAlive.C:
 			if _, err := fmt.Fprint(w, ": keep-alive\n\n"); err != nil {
 				return nil

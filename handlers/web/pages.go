@@ -279,12 +279,24 @@ type (
 
 // --- sign-in, registration, sign-out
 
-// safeNext is where to go after signing in: a local path, else /agents.
+// safeNext is where to go after signing in: a path on this site, else
+// /agents. Control characters and backslashes are refused outright:
+// browsers drop tabs and newlines from URLs and read \ as /, which would
+// turn "/<TAB>/evil.example" into another site.
 func safeNext(next string) string {
-	if strings.HasPrefix(next, "/") && !strings.HasPrefix(next, "//") && !strings.HasPrefix(next, "/\\") {
-		return next
+	if !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") {
+		return "/agents"
 	}
-	return "/agents"
+	for i := 0; i < len(next); i++ {
+		if c := next[i]; c < 0x20 || c == 0x7f || c == '\\' {
+			return "/agents"
+		}
+	}
+	u, err := url.Parse(next)
+	if err != nil || u.Scheme != "" || u.Host != "" {
+		return "/agents"
+	}
+	return next
 }
 
 func (wb *Web) loginPage(w http.ResponseWriter, r *http.Request, s *session) error {

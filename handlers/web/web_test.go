@@ -399,7 +399,9 @@ func TestWebFormErrors(t *testing.T) {
 
 func TestWebSafeNext(t *testing.T) {
 	for in, want := range map[string]string{"/history?x=1": "/history?x=1", "//evil.example": "/agents",
-		"https://evil.example": "/agents", "/\\evil.example": "/agents", "": "/agents"} {
+		"https://evil.example": "/agents", "/\\evil.example": "/agents", "": "/agents",
+		"/\t/evil.example": "/agents", "/\n/evil.example": "/agents", "/\r//evil.example": "/agents",
+		"/x\\y": "/agents", "/jobs/1#frag": "/jobs/1#frag"} {
 		if got := safeNext(in); got != want {
 			t.Errorf("safeNext(%q) = %q, want %q", in, got, want)
 		}

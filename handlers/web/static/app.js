@@ -88,7 +88,8 @@ function busy(button, on, label) {
 // formBody turns a form's named fields into the JSON body the API expects:
 // checkboxes are booleans, data-type="number" numbers, data-type="json"
 // parsed JSON, data-type="lines" a list of its non-empty lines,
-// data-type="count" a number or, when empty, null (which clears it);
+// data-type="count" a number or, when empty, null (which clears it),
+// data-type="nullable" its value or, when empty, null;
 // data-omit-empty fields, and empty numbers and JSON, are left out.
 export function formBody(form) {
   const body = {};
@@ -100,6 +101,7 @@ export function formBody(form) {
     const v = el.value;
     if (v === '' && (el.hasAttribute('data-omit-empty') || el.dataset.type === 'number' || el.dataset.type === 'json')) continue;
     if (el.dataset.type === 'count') body[el.name] = v === '' ? null : Number(v);
+    else if (el.dataset.type === 'nullable') body[el.name] = v === '' ? null : v;
     else if (el.dataset.type === 'number') body[el.name] = Number(v);
     else if (el.dataset.type === 'lines') body[el.name] = v.split('\n').map(x => x.trim()).filter(Boolean);
     else if (el.dataset.type === 'json') {
@@ -585,7 +587,10 @@ function initHistory() {
       e.preventDefault();
       clearErrors(form);
       const level = $('input[name="verificationLevel"]:checked', vd).value;
+      const ok = e.currentTarget;
+      busy(ok, true); // a second click must not start a second verification
       const res = await api('POST', `/backups/history/${verifyID}/verify`, { verificationLevel: level });
+      busy(ok, false);
       if (!res.ok) return showErrors(form, res.data);
       vd.close();
       const cell = $(`[data-verification="${verifyID}"]`);
