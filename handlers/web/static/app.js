@@ -637,12 +637,8 @@ function initLive() {
     setInterval(() => { if (!document.hidden) refresh(); }, Number(el.dataset.poll));
   }
   if (!$('[data-live]') || !window.EventSource) return;
-  const es = new EventSource('/ui/v1/events');
-  const on = (name, fn) => es.addEventListener(name, e => {
-    let m;
-    try { m = JSON.parse(e.data); } catch { return; }
-    fn(m.payload ?? {}, m.agentId);
-  });
+  const handlers = [];
+  const on = (name, fn) => handlers.push([name, fn]);
   on('backup.queued', p => { updateRun(p.runId, { status: 'queued' }); refreshSoon(); });
   on('backup.started', p => updateRun(p.runId, { status: 'running', step: 'started' }));
   on('backup.progress', p => updateRun(p.runId, { status: 'running', percent: p.percent, step: p.step }));
@@ -669,14 +665,39 @@ function initLive() {
   };
   on('agent.online', agent('online'));
   on('agent.offline', agent('offline'));
-  es.addEventListener('open', () => { document.documentElement.dataset.live = 'connected'; });
-  // Should the stream stay closed (a proxy that buffers), poll instead.
-  es.addEventListener('error', () => {
-    if (es.readyState === EventSource.CLOSED && !window.__rbPoll) {
-      window.__rbPoll = setInterval(() => { if ($('progress')) refresh(); }, 3000);
+  let es = null;
+  function open() {
+    const src = new EventSource('/ui/v1/events');
+    for (const [name, fn] of handlers) {
+      src.addEventListener(name, e => {
+        let m;
+        try { m = JSON.parse(e.data); } catch { return; }
+        fn(m.payload ?? {}, m.agentId);
+      });
+    }
+    src.addEventListener('open', () => { document.documentElement.dataset.live = 'connected'; });
+    // Should the stream stay closed (a proxy that buffers), poll instead.
+    src.addEventListener('error', () => {
+      if (src.readyState === EventSource.CLOSED && !window.__rbPoll) {
+        window.__rbPoll = setInterval(() => { if ($('progress')) refresh(); }, 3000);
+      }
+    });
+    es = src;
+  }
+  // A hidden tab gives its stream back (browsers allow six connections
+  // per site over HTTP/1.1) and catches up when it is shown again.
+  document.addEventListener('visibilitychange', () => {
+    if (document.hidden) {
+      es?.close();
+      es = null;
+      delete document.documentElement.dataset.live;
+    } else if (!es) {
+      open();
+      refresh();
     }
   });
-  window.addEventListener('pagehide', () => es.close());
+  window.addEventListener('pagehide', () => es?.close());
+  if (!document.hidden) open();
 }
 
 localizeTimes();
