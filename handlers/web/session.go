@@ -163,7 +163,8 @@ func (s *session) setTokens(t tokens) {
 // refresher rotates refresh tokens once however many requests of one
 // session need it at the same time: the API revokes a whole token family
 // when a refresh token is used twice, so parallel requests (a page and its
-// event stream) must share one rotation. Results are kept for a minute.
+// event stream) must share one rotation. Successful results are kept
+// for a minute; a failed one is not kept.
 type refresher struct {
 	mu   sync.Mutex
 	done map[[32]byte]*refreshCall
@@ -194,6 +195,15 @@ func (f *refresher) do(ctx context.Context, refresh string, call func(context.Co
 		f.mu.Unlock()
 		c.t, c.err = call(context.WithoutCancel(ctx))
 		close(c.ready)
+		if c.err != nil {
+			// The requests waiting now get the error; later ones try again
+			// rather than failing for a minute.
+			f.mu.Lock()
+			if f.done[key] == c {
+				delete(f.done, key)
+			}
+			f.mu.Unlock()
+		}
 	} else {
 		f.mu.Unlock()
 	}
