@@ -17,6 +17,7 @@ import (
 const (
 	sseKeepAlive    = 15 * time.Second // comment line that keeps proxies from closing an idle stream
 	sseAgentRefresh = 5 * time.Second  // how often newly enrolled or revoked agents are noticed
+	sseWriteTimeout = 30 * time.Second // a write not done by then ends the stream
 	sseBuffer       = 256              // events buffered per client; beyond, NATS drops the newest (slow consumer)
 )
 
@@ -90,6 +91,10 @@ func (a *API) streamEvents(w http.ResponseWriter, r *http.Request) error {
 	fmt.Fprint(w, "retry: 2000\n\n")
 	flusher.Flush()
 
+	// A client that stops reading must not hold the handler and its
+	// subscriptions until TCP gives up: every write has a deadline.
+	rc := http.NewResponseController(w)
+	deadline := func() { _ = rc.SetWriteDeadline(time.Now().Add(sseWriteTimeout)) }
 	keepAlive := time.NewTicker(sseKeepAlive)
 	defer keepAlive.Stop()
 	refresh := time.NewTicker(sseAgentRefresh)
@@ -101,6 +106,7 @@ func (a *API) streamEvents(w http.ResponseWriter, r *http.Request) error {
 		case <-a.closing:
 			return nil // the server is shutting down; the browser reconnects
 		case <-keepAlive.C:
+			deadline()
 			if _, err := fmt.Fprint(w, ": keep-alive\n\n"); err != nil {
 				return nil
 			}
@@ -117,6 +123,7 @@ func (a *API) streamEvents(w http.ResponseWriter, r *http.Request) error {
 			if !oneLineJSON(m.Data) {
 				continue
 			}
+			deadline()
 			_, err := fmt.Fprintf(w, "event: %s.%s\ndata: {\"agentId\":%q,\"payload\":%s}\n\n", kind, phase, agentID, m.Data)
 			if err != nil {
 				return nil
