@@ -430,6 +430,18 @@ func (s *Scheduler) publish(ctx context.Context, plans []planned) {
 			send(p, events.CommandSubject(p.agent.String(), events.CommandBackup), MsgID(p.job.ID, p.slot), cmds[i], true)
 		}
 	}
+	// Commands first: their acknowledgements are what the runs wait for;
+	// the events' are only checked.
+	slices.SortStableFunc(futures, func(a, b pending) int {
+		switch {
+		case a.cmd == b.cmd:
+			return 0
+		case a.cmd:
+			return -1
+		default:
+			return 1
+		}
+	})
 	for _, f := range futures {
 		var err error
 		select {
