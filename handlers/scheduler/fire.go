@@ -380,55 +380,18 @@ func (s *Scheduler) publish(ctx context.Context, plans []planned) {
 		send(p, events.EventSubject(p.agent.String(), events.KindBackup, p.phase), p.ev.ID, p.ev, false)
 	}
 	var queued []*planned
-	var jobs []db.BackupJob
-	var agents, runs []uuid.UUID
 	for i := range plans {
 		p := &plans[i]
-		if p.phase == events.PhaseQueued && p.cmd != nil {
+		switch {
+		case p.phase == events.PhaseQueued && p.cmd != nil:
 			send(p, events.CommandSubject(p.agent.String(), events.CommandBackup), MsgID(p.job.ID, p.slot), p.cmd, true)
-		} else if p.phase == events.PhaseQueued {
+		case p.phase == events.PhaseQueued:
 			queued = append(queued, p)
-			jobs, agents, runs = append(jobs, p.job), append(agents, p.agent), append(runs, p.run)
 		}
 	}
-	if len(queued) > 0 {
-		ids := make([]uuid.UUID, len(jobs))
-		for i, j := range jobs {
-			ids[i] = j.ID
-		}
-		whole, err := s.q.JobsWithAgent(ctx, s.o.Pool, ids)
-		if err != nil {
-			for _, p := range queued {
-				s.failRun(ctx, p, "the backup command could not be built: "+err.Error())
-			}
-			queued = nil
-		}
-		byID := make(map[uuid.UUID]db.BackupJob, len(whole))
-		for _, w := range whole {
-			byID[w.BackupJob.ID] = w.BackupJob
-		}
-		kept := queued[:0]
-		jobs, agents, runs = jobs[:0], agents[:0], runs[:0]
-		for _, p := range queued {
-			j, ok := byID[p.job.ID]
-			if !ok {
-				s.failRun(ctx, p, "the backup command could not be built: the job was deleted")
-				continue
-			}
-			kept = append(kept, p)
-			jobs, agents, runs = append(jobs, j), append(agents, p.agent), append(runs, p.run)
-		}
-		queued = kept
-	}
-	if len(queued) > 0 {
-		cmds, errs := s.o.Commands.BackupCommands(ctx, jobs, agents, runs)
-		for i, p := range queued {
-			if errs[i] != nil {
-				s.failRun(ctx, p, "the backup command could not be built: "+errs[i].Error())
-				continue
-			}
-			send(p, events.CommandSubject(p.agent.String(), events.CommandBackup), MsgID(p.job.ID, p.slot), cmds[i], true)
-		}
+	built, cmds := s.buildCommands(ctx, queued)
+	for i, p := range built {
+		send(p, events.CommandSubject(p.agent.String(), events.CommandBackup), MsgID(p.job.ID, p.slot), cmds[i], true)
 	}
 	// Commands first: their acknowledgements are what the runs wait for;
 	// the events' are only checked.
@@ -459,6 +422,57 @@ func (s *Scheduler) publish(ctx context.Context, plans []planned) {
 			s.log.Warn("scheduled run event not published; the projector will not see it", "runId", f.p.ev.RunID, "err", err)
 		}
 	}
+}
+
+// buildCommands builds the commands of queued runs with none built
+// ahead: it reads their jobs whole (a slot's decision reads only part of
+// them) and fails the runs whose command cannot be built. It returns the
+// runs built and their commands.
+func (s *Scheduler) buildCommands(ctx context.Context, queued []*planned) ([]*planned, []events.BackupCommand) {
+	if len(queued) == 0 {
+		return nil, nil
+	}
+	ids := make([]uuid.UUID, len(queued))
+	for i, p := range queued {
+		ids[i] = p.job.ID
+	}
+	whole, err := s.q.JobsWithAgent(ctx, s.o.Pool, ids)
+	if err != nil {
+		for _, p := range queued {
+			s.failRun(ctx, p, "the backup command could not be built: "+err.Error())
+		}
+		return nil, nil
+	}
+	byID := make(map[uuid.UUID]db.BackupJob, len(whole))
+	for _, w := range whole {
+		byID[w.BackupJob.ID] = w.BackupJob
+	}
+	var found []*planned
+	var jobs []db.BackupJob
+	var agents, runs []uuid.UUID
+	for _, p := range queued {
+		j, ok := byID[p.job.ID]
+		if !ok {
+			s.failRun(ctx, p, "the backup command could not be built: the job was deleted")
+			continue
+		}
+		found = append(found, p)
+		jobs, agents, runs = append(jobs, j), append(agents, p.agent), append(runs, p.run)
+	}
+	if len(found) == 0 {
+		return nil, nil
+	}
+	cmds, errs := s.o.Commands.BackupCommands(ctx, jobs, agents, runs)
+	var built []*planned
+	var out []events.BackupCommand
+	for i, p := range found {
+		if errs[i] != nil {
+			s.failRun(ctx, p, "the backup command could not be built: "+errs[i].Error())
+			continue
+		}
+		built, out = append(built, p), append(out, cmds[i])
+	}
+	return built, out
 }
 
 // failRun records p's run as failed with msg.

@@ -175,10 +175,6 @@ func New(o Opts) (*Scheduler, error) {
 		specs: map[string]*schedule.Schedule{}}, nil
 }
 
-// Len is how many jobs the scheduler holds; call it only from Published
-// or after Run returned.
-func (s *Scheduler) Len() int { return len(s.entries) }
-
 // Run fires jobs until ctx ends. Database and broker errors are logged and
 // retried; Run returns nil when ctx ends.
 func (s *Scheduler) Run(ctx context.Context) error {
