@@ -152,8 +152,7 @@ func (p *page) run(what string, actions ...chromedp.Action[chromedp.Void]) {
 	if err := chromedp.Do(ctx, actions...); err != nil {
 		p.shot("FAILED-" + what)
 		loc, _ := chromedp.Run(p.ctx, chromedp.Location())
-		body, _ := chromedp.Run(p.ctx, chromedp.Evaluate[string](`document.body ? document.body.innerText.slice(0, 3000) : ""`))
-		p.t.Fatalf("%s: %v\nat %s\n%s", what, err, loc, body)
+		p.t.Fatalf("%s: %v\nat %s\n%s", what, err, loc, p.bodyText())
 	}
 }
 
@@ -175,42 +174,94 @@ func (p *page) shot(name string) {
 }
 
 // eval evaluates a JavaScript expression (awaited when it is a promise)
-// and decodes its JSON value into out, unless out is nil.
+// and decodes its JSON value into out, unless out is nil. A script
+// exception fails the test at once: use waitJS or evalWhen for anything a
+// navigation may still be replacing.
 func (p *page) eval(expr string, out any) {
 	p.t.Helper()
-	ctx, cancel := context.WithTimeout(p.ctx, 60*time.Second)
+	if err := p.tryEval(expr, out, 60*time.Second); err != nil {
+		p.shot("FAILED-eval")
+		p.t.Fatalf("eval %s: %v", expr, err)
+	}
+}
+
+// tryEval is eval returning its error (a script exception, a document
+// replaced mid-evaluation, an undecodable value) instead of failing.
+func (p *page) tryEval(expr string, out any, within time.Duration) error {
+	ctx, cancel := context.WithTimeout(p.ctx, within)
 	defer cancel()
 	js := "(async () => JSON.stringify(await (" + expr + ")) ?? 'null')()"
 	v, err := chromedp.Run(ctx, chromedp.Evaluate[string](js, func(e *runtime.EvaluateParams) { e.AwaitPromise = new(true) }))
 	if err != nil {
-		p.shot("FAILED-eval")
-		p.t.Fatalf("eval %s: %v", expr, err)
+		return err
 	}
 	if out != nil {
 		if err := json.Unmarshal([]byte(v), out); err != nil {
-			p.t.Fatalf("eval %s: %s: %v", expr, v, err)
+			return fmt.Errorf("%s: %w", v, err)
 		}
 	}
+	return nil
 }
 
-// waitJS polls a JavaScript condition until it holds.
+// bodyText is the start of the page's text for a failure message, or what
+// prevented reading it.
+func (p *page) bodyText() string {
+	var body string
+	if err := p.tryEval(`document.body ? document.body.innerText.slice(0, 3000) : '(no body)'`, &body, 10*time.Second); err != nil {
+		return "(page text unavailable: " + err.Error() + ")"
+	}
+	return body
+}
+
+// waitJS polls a JavaScript condition until it holds. While a page
+// navigates, document.body or an element is briefly missing and the
+// condition throws: an exception means "not yet", and the last one is
+// reported if the deadline passes.
 func (p *page) waitJS(what, cond string, within time.Duration) {
 	p.t.Helper()
+	p.evalWhen(what, cond, "", nil, within)
+}
+
+// evalWhen waits until cond holds (as waitJS), then evaluates expr into
+// out, unless expr is empty; either throwing (a navigation is replacing
+// the page) means "not yet". For reading or setting what a page shows
+// right after it changed; expr must be safe to run again.
+func (p *page) evalWhen(what, cond, expr string, out any, within time.Duration) {
+	p.t.Helper()
 	deadline := time.Now().Add(within)
+	var lastErr error
 	for {
 		var ok bool
-		p.eval("!!("+cond+")", &ok)
-		if ok {
-			return
+		err := p.tryEval("!!("+cond+")", &ok, 10*time.Second)
+		if err == nil && ok {
+			if expr == "" {
+				return
+			}
+			if err = p.tryEval(expr, out, 10*time.Second); err == nil {
+				return
+			}
+		}
+		if err != nil {
+			lastErr = err
 		}
 		if time.Now().After(deadline) {
 			p.shot("TIMEOUT-" + what)
-			var body string
-			p.eval(`document.body.innerText.slice(0, 3000)`, &body)
-			p.t.Fatalf("%s: not within %s\n%s", what, within, body)
+			last := "none"
+			if lastErr != nil {
+				last = lastErr.Error()
+			}
+			p.t.Fatalf("%s: not within %s (last script exception: %s)\n%s", what, within, last, p.bodyText())
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// read evaluates an expression without side effects into out, retrying
+// while it throws (an element being re-rendered or a page being replaced)
+// for up to 20 s.
+func (p *page) read(expr string, out any) {
+	p.t.Helper()
+	p.evalWhen("read "+expr, "true", expr, out, 20*time.Second)
 }
 
 // open navigates to a dashboard path and waits for its script to be ready.
@@ -231,13 +282,19 @@ func (p *page) signUp(email string) {
 	p.waitJS("signed in as "+email, fmt.Sprintf(`document.querySelector('.who')?.textContent === %q`, email), 10*time.Second)
 }
 
-// fill sets form fields by selector; selects are set by value.
+// fill sets form fields by selector, once every one of them is on the
+// page; selects are set by value.
 func (p *page) fill(fields map[string]string) {
 	p.t.Helper()
 	b, _ := json.Marshal(fields)
-	p.eval(`Object.entries(`+string(b)+`).map(([sel, v]) => { const el = document.querySelector(sel);
+	var set bool
+	p.evalWhen("fields to fill", `Object.keys(`+string(b)+`).every(sel => document.querySelector(sel))`,
+		`Object.entries(`+string(b)+`).map(([sel, v]) => { const el = document.querySelector(sel);
 		el.value = v; el.dispatchEvent(new Event('input', {bubbles: true})); el.dispatchEvent(new Event('change', {bubbles: true})); return el.value === v })
-		.every(Boolean)`, nil)
+		.every(Boolean)`, &set, 20*time.Second)
+	if !set {
+		p.t.Fatalf("fill %s: a field did not take its value", b)
+	}
 }
 
 func pgCredentials(t *testing.T) (user, password string) {
@@ -312,7 +369,7 @@ func TestWebDashboard(t *testing.T) {
 		p.run("test connection", chromedp.Click(chromedp.CSS(`[data-test-connection]`)))
 		p.waitJS("connection tested", `document.querySelector('#test-result.ok, #test-result.bad')`, 40*time.Second)
 		var result string
-		p.eval(`document.querySelector('#test-result').textContent`, &result)
+		p.read(`document.querySelector('#test-result').textContent`, &result)
 		if !strings.Contains(result, "PostgreSQL") {
 			t.Fatalf("test connection shows %q, want the PostgreSQL version", result)
 		}
@@ -330,7 +387,7 @@ func TestWebDashboard(t *testing.T) {
 		// A manual job; verification is asked for by hand below.
 		p.open("/jobs/new")
 		var srcID string
-		p.eval(`[...document.querySelectorAll('#job-db option')].find(o => o.textContent.startsWith('shop ')).value`, &srcID)
+		p.read(`[...document.querySelectorAll('#job-db option')].find(o => o.textContent.startsWith('shop ')).value`, &srcID)
 		p.fill(map[string]string{"#job-name": "nightly", "#job-db": srcID})
 		p.eval(`document.querySelector('#job-verify').checked = false`, nil)
 		p.shot("job-form")
@@ -343,7 +400,7 @@ func TestWebDashboard(t *testing.T) {
 		p.run("run now", chromedp.Click(chromedp.CSS(`[data-run-job]`)))
 		p.waitJS("run shown", `document.querySelector('.last-run [data-run] [data-run-status]')`, 10*time.Second)
 		var first string
-		p.eval(`document.querySelector('.last-run [data-run-status]').textContent`, &first)
+		p.read(`document.querySelector('.last-run [data-run-status]').textContent`, &first)
 		if first != "queued" && first != "running" {
 			t.Fatalf("first status after Run now = %q, want queued or running", first)
 		}
@@ -362,7 +419,7 @@ func TestWebDashboard(t *testing.T) {
 		p.eval(`window.__noReload === true`, &noReload)
 		t.Logf("states shown: %q", seen)
 		var final string
-		p.eval(`document.querySelector('.last-run [data-run-status]').textContent`, &final)
+		p.read(`document.querySelector('.last-run [data-run-status]').textContent`, &final)
 		if final != "success" || !noReload {
 			t.Fatalf("backup ended %q (reloaded: %v); states %q", final, !noReload, seen)
 		}
@@ -394,7 +451,7 @@ func TestWebDashboard(t *testing.T) {
 		p.run("verify BASIC", chromedp.Click(chromedp.CSS(`#verify-dialog input[value="BASIC"]`)), chromedp.Click(chromedp.CSS(`[data-verify-ok]`)))
 		p.waitJS("verification PASSED", `document.querySelector('[data-history] .badge.PASSED, [data-history] .badge.FAILED')`, 60*time.Second)
 		var verification string
-		p.eval(`document.querySelector('[data-history] [data-verification-status]').textContent`, &verification)
+		p.read(`document.querySelector('[data-history] [data-verification-status]').textContent`, &verification)
 		if verification != "PASSED" {
 			t.Fatalf("verification %q, want PASSED", verification)
 		}
@@ -421,12 +478,12 @@ func TestWebDashboard(t *testing.T) {
 		// Restore into the second database, after a confirmation that names it.
 		p.run("restore", chromedp.Click(chromedp.CSS(`[data-restore]`)), chromedp.WaitVisible(chromedp.CSS(`#restore-dialog`)))
 		var dstID string
-		p.eval(`[...document.querySelectorAll('#restore-target option')].find(o => o.dataset.name === 'shop-copy').value`, &dstID)
+		p.read(`[...document.querySelectorAll('#restore-target option')].find(o => o.dataset.name === 'shop-copy').value`, &dstID)
 		p.fill(map[string]string{`#restore-target`: dstID})
 		p.eval(`document.querySelector('#restore-target').dispatchEvent(new Event('change'))`, nil)
 		var warning, okLabel string
-		p.eval(`document.querySelector('[data-restore-warning]').textContent`, &warning)
-		p.eval(`document.querySelector('[data-restore-ok]').textContent`, &okLabel)
+		p.read(`document.querySelector('[data-restore-warning]').textContent`, &warning)
+		p.read(`document.querySelector('[data-restore-ok]').textContent`, &okLabel)
 		if !strings.Contains(warning, "shop-copy") || !strings.Contains(warning, dstName) || !strings.Contains(okLabel, "shop-copy") {
 			t.Fatalf("confirmation does not name the target: %q / %q", warning, okLabel)
 		}
@@ -434,7 +491,7 @@ func TestWebDashboard(t *testing.T) {
 		p.run("confirm restore", chromedp.Click(chromedp.CSS(`[data-restore-ok]`)))
 		p.waitJS("restore finished", `document.querySelector('[data-history] [data-restore-status].success, [data-history] [data-restore-status].failed')`, 120*time.Second)
 		var restore string
-		p.eval(`document.querySelector('[data-history] [data-restore-status]').textContent`, &restore)
+		p.read(`document.querySelector('[data-history] [data-restore-status]').textContent`, &restore)
 		if restore != "success" {
 			t.Fatalf("restore %q, want success", restore)
 		}
@@ -480,7 +537,7 @@ func TestWebDashboard(t *testing.T) {
 		p.open("/jobs")
 		p.run("job page", chromedp.Click(chromedp.CSS(`[data-job] a`)), chromedp.WaitVisible(chromedp.CSS(`svg.chart`)))
 		var rate string
-		p.eval(`document.querySelector('[data-success-rate]').textContent`, &rate)
+		p.read(`document.querySelector('[data-success-rate]').textContent`, &rate)
 		if !strings.HasPrefix(rate, "100%") {
 			t.Fatalf("success rate %q", rate)
 		}
@@ -492,7 +549,7 @@ func TestWebDashboard(t *testing.T) {
 		p.fill(map[string]string{`#job-schedule`: "daily", `#job-tz`: "Europe/Istanbul"})
 		p.waitJS("daily preview", `document.querySelectorAll('[data-preview-list] li').length === 5`, 10*time.Second)
 		var firstRun string
-		p.eval(`document.querySelector('[data-preview-list] li').textContent`, &firstRun)
+		p.read(`document.querySelector('[data-preview-list] li').textContent`, &firstRun)
 		if !strings.Contains(firstRun, "Europe/Istanbul") {
 			t.Fatalf("preview %q does not show the job's own zone", firstRun)
 		}
@@ -510,7 +567,7 @@ func TestWebDashboard(t *testing.T) {
 		m.waitJS("signed in", `document.querySelector('.who')`, 10*time.Second)
 		m.open("/history")
 		var fits bool
-		m.eval(`document.documentElement.scrollWidth <= window.innerWidth + 1 && !!document.querySelector('[data-restore]').offsetParent`, &fits)
+		m.read(`document.documentElement.scrollWidth <= window.innerWidth + 1 && !!document.querySelector('[data-restore]').offsetParent`, &fits)
 		if !fits {
 			t.Error("history does not fit a phone-width screen")
 		}
@@ -521,14 +578,14 @@ func TestWebDashboard(t *testing.T) {
 		p.open("/databases")
 		p.run("edit database", chromedp.Click(chromedp.CSS(`tr:last-child a[href$="/edit"]`)), chromedp.WaitReady(chromedp.CSS(`html[data-ready="true"] form[data-db-form]`)))
 		var editing string
-		p.eval(`document.querySelector('#db-name').value`, &editing)
+		p.read(`document.querySelector('#db-name').value`, &editing)
 		if editing != "shop-copy" {
 			t.Fatalf("editing %q, want shop-copy", editing)
 		}
 		p.fill(map[string]string{"#db-name": "restored-shop"})
 		p.run("test saved connection", chromedp.Click(chromedp.CSS(`[data-test-connection]`)))
 		p.waitJS("saved connection tested", `document.querySelector('#test-result.ok, #test-result.bad')`, 40*time.Second)
-		p.eval(`document.querySelector('#test-result').textContent`, &result)
+		p.read(`document.querySelector('#test-result').textContent`, &result)
 		if !strings.Contains(result, "PostgreSQL") {
 			t.Fatalf("test connection of a saved database shows %q", result)
 		}
@@ -540,7 +597,7 @@ func TestWebDashboard(t *testing.T) {
 		p.open("/history")
 		p.run("delete backup", chromedp.Click(chromedp.CSS(`[data-history] button.danger`)), chromedp.WaitVisible(chromedp.CSS(`#confirm-dialog`)))
 		var deleteText string
-		p.eval(`document.querySelector('#confirm-dialog .confirm-text').textContent`, &deleteText)
+		p.read(`document.querySelector('#confirm-dialog .confirm-text').textContent`, &deleteText)
 		if !strings.Contains(deleteText, ".sql.zst") {
 			t.Fatalf("delete confirmation %q does not name the file", deleteText)
 		}
@@ -551,7 +608,7 @@ func TestWebDashboard(t *testing.T) {
 		p.open("/agents")
 		p.run("revoke", chromedp.Click(chromedp.CSS(`[data-agent] button.danger`)), chromedp.WaitVisible(chromedp.CSS(`#confirm-dialog`)))
 		var revokeText string
-		p.eval(`document.querySelector('#confirm-dialog .confirm-text').textContent`, &revokeText)
+		p.read(`document.querySelector('#confirm-dialog .confirm-text').textContent`, &revokeText)
 		if !strings.Contains(revokeText, "local (") {
 			t.Fatalf("revoke confirmation %q does not name the agent", revokeText)
 		}
@@ -569,7 +626,7 @@ func TestWebDashboard(t *testing.T) {
 			chromedp.Click(chromedp.CSS(`form button[type="submit"]`)),
 			chromedp.WaitVisible(chromedp.CSS(`#password-error`)))
 		var msg string
-		p.eval(`document.querySelector('#password-error').textContent`, &msg)
+		p.read(`document.querySelector('#password-error').textContent`, &msg)
 		if !strings.Contains(msg, "at least 8 characters") {
 			t.Fatalf("password error %q", msg)
 		}
@@ -586,7 +643,7 @@ func TestWebDashboard(t *testing.T) {
 			t.Fatalf("field errors %v", errs)
 		}
 		var invalid, focused string
-		p.eval(`document.querySelector('#db-port').getAttribute('aria-invalid')`, &invalid)
+		p.read(`document.querySelector('#db-port').getAttribute('aria-invalid')`, &invalid)
 		p.eval(`document.activeElement.name`, &focused)
 		if invalid != "true" || focused != "name" {
 			t.Fatalf("port aria-invalid %q, focus on %q", invalid, focused)
@@ -640,7 +697,7 @@ func TestWebDashboard(t *testing.T) {
 		p.waitJS("job listed", `location.pathname === '/jobs' && document.body.innerText.includes('weekday-night')`, 10*time.Second)
 		p.run("delete job", chromedp.Click(chromedp.CSS(`[data-job] button.danger`)), chromedp.WaitVisible(chromedp.CSS(`#confirm-dialog`)))
 		var confirmText string
-		p.eval(`document.querySelector('#confirm-dialog .confirm-text').textContent`, &confirmText)
+		p.read(`document.querySelector('#confirm-dialog .confirm-text').textContent`, &confirmText)
 		if !strings.Contains(confirmText, "weekday-night") {
 			t.Fatalf("delete confirmation %q does not name the job", confirmText)
 		}
@@ -654,7 +711,7 @@ func TestWebDashboard(t *testing.T) {
 		p.fill(map[string]string{`#job-name`: "sealed"})
 		p.run("encrypt", chromedp.Click(chromedp.CSS(`#job-enc`)), chromedp.SendKeys(chromedp.CSS(`#job-encpw`), "short"),
 			chromedp.Click(chromedp.CSS(`form[data-job-form] button[type="submit"]`)))
-		p.waitJS("password error", `document.querySelector('[data-error-for="encryptionPassword"]').textContent.includes('at least 10')`, 10*time.Second)
+		p.waitJS("password error", `document.querySelector('[data-error-for="encryptionPassword"]').textContent.includes('at least 8')`, 10*time.Second)
 		p.shot("encryption-error")
 		p.fill(map[string]string{`#job-encpw`: "a long enough passphrase"})
 		p.run("create encrypted", chromedp.Click(chromedp.CSS(`form[data-job-form] button[type="submit"]`)))
@@ -677,7 +734,7 @@ func TestWebDashboard(t *testing.T) {
 		p.fill(map[string]string{`#job-keep-last`: "3"})
 		p.run("create gfs", chromedp.Click(chromedp.CSS(`form[data-job-form] button[type="submit"]`)))
 		p.waitJS("gfs job listed", `location.pathname === '/jobs' && document.body.innerText.includes('gfs')`, 10*time.Second)
-		p.eval(`[...document.querySelectorAll('[data-job] a')].find(a => a.textContent.trim() === 'gfs').click()`, nil)
+		p.evalWhen("gfs link", `[...document.querySelectorAll('[data-job] a')].some(a => a.textContent.trim() === 'gfs')`, `[...document.querySelectorAll('[data-job] a')].find(a => a.textContent.trim() === 'gfs').click()`, nil, 10*time.Second)
 		p.waitJS("gfs job page", `document.querySelector('[data-retention-expire]') !== null && document.body.innerText.includes('last 3 · 6 monthly')`, 10*time.Second)
 		p.shot("retention-job-page")
 		p.run("edit gfs", chromedp.Click(chromedp.CSS(`a[href$="/edit"]`)))
@@ -737,7 +794,7 @@ func TestWebDashboard(t *testing.T) {
 		for _, path := range []string{"/databases/" + ownerDB + "/edit", "/jobs/" + job.ID, "/jobs/" + job.ID + "/edit"} {
 			p.open(path)
 			var h1 string
-			p.eval(`document.querySelector('h1').textContent`, &h1)
+			p.read(`document.querySelector('h1').textContent`, &h1)
 			if h1 != "Not Found" {
 				t.Fatalf("%s shows %q, want Not Found", path, h1)
 			}
