@@ -56,32 +56,39 @@ func (q *Queries) ApplyBackupCompleted(ctx context.Context, db DBTX, arg ApplyBa
 }
 
 const applyBackupDeleted = `-- name: ApplyBackupDeleted :exec
-UPDATE backup_history SET deleted_at = $2 WHERE id = $1 AND deleted_at IS NULL
+UPDATE backup_history SET deleted_at = $3 WHERE id = $1 AND agent_id = $2 AND deleted_at IS NULL
 `
 
 type ApplyBackupDeletedParams struct {
-	ID uuid.UUID
-	At *time.Time
+	ID      uuid.UUID
+	AgentID uuid.UUID
+	At      *time.Time
 }
 
 func (q *Queries) ApplyBackupDeleted(ctx context.Context, db DBTX, arg ApplyBackupDeletedParams) error {
-	_, err := db.Exec(ctx, applyBackupDeleted, arg.ID, arg.At)
+	_, err := db.Exec(ctx, applyBackupDeleted, arg.ID, arg.AgentID, arg.At)
 	return err
 }
 
 const applyBackupExpired = `-- name: ApplyBackupExpired :exec
-UPDATE backup_history SET status = 'expired', expired_at = $2, expire_reason = $3
-WHERE id = $1 AND status = 'success'
+UPDATE backup_history SET status = 'expired', expired_at = $3, expire_reason = $4
+WHERE id = $1 AND agent_id = $2 AND status = 'success'
 `
 
 type ApplyBackupExpiredParams struct {
-	ID     uuid.UUID
-	At     *time.Time
-	Reason *string
+	ID      uuid.UUID
+	AgentID uuid.UUID
+	At      *time.Time
+	Reason  *string
 }
 
 func (q *Queries) ApplyBackupExpired(ctx context.Context, db DBTX, arg ApplyBackupExpiredParams) error {
-	_, err := db.Exec(ctx, applyBackupExpired, arg.ID, arg.At, arg.Reason)
+	_, err := db.Exec(ctx, applyBackupExpired,
+		arg.ID,
+		arg.AgentID,
+		arg.At,
+		arg.Reason,
+	)
 	return err
 }
 
@@ -298,6 +305,24 @@ func (q *Queries) ApplyBackupVerified(ctx context.Context, db DBTX, arg ApplyBac
 		arg.VerificationResult,
 		arg.At,
 	)
+	return err
+}
+
+const applyVerifyQueued = `-- name: ApplyVerifyQueued :exec
+UPDATE backup_history SET verifying_since = $3
+WHERE id = $1 AND agent_id = $2 AND status = 'success'
+`
+
+type ApplyVerifyQueuedParams struct {
+	ID      uuid.UUID
+	AgentID uuid.UUID
+	At      *time.Time
+}
+
+// ApplyVerifyQueued marks a backup as being verified, from the control
+// plane's verify.queued event.
+func (q *Queries) ApplyVerifyQueued(ctx context.Context, db DBTX, arg ApplyVerifyQueuedParams) error {
+	_, err := db.Exec(ctx, applyVerifyQueued, arg.ID, arg.AgentID, arg.At)
 	return err
 }
 
@@ -521,13 +546,4 @@ func (q *Queries) LostBackupRuns(ctx context.Context, db DBTX, limitSecs float64
 		return nil, err
 	}
 	return items, nil
-}
-
-const markVerifying = `-- name: MarkVerifying :exec
-UPDATE backup_history SET verifying_since = now() WHERE id = $1
-`
-
-func (q *Queries) MarkVerifying(ctx context.Context, db DBTX, id uuid.UUID) error {
-	_, err := db.Exec(ctx, markVerifying, id)
-	return err
 }

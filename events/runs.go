@@ -5,13 +5,13 @@ import (
 	"time"
 )
 
-// Phases published by the control plane on an agent's run subjects: a run
-// is queued when its command is sent, skipped when it cannot run, failed
-// ("agent lost") when its agent stops reporting, deleted by its user, and
-// expired by its job's retention.
+// Phases published by the control plane on ControlSubject: a run is queued
+// when its command is sent, skipped when it cannot run, lost when its agent
+// stops reporting, deleted by its user, and expired by its job's retention.
 const (
 	PhaseQueued  = "queued"
 	PhaseSkipped = "skipped"
+	PhaseLost    = "lost"
 	PhaseDeleted = "deleted"
 	PhaseExpired = "expired"
 )
@@ -166,8 +166,9 @@ type BackupEvent struct {
 
 	// failed, skipped
 	Error string `json:"error,omitempty"`
-	// Lost marks a failure declared by the control plane because the agent
-	// went silent; a later completion from the agent overrides it.
+	// Lost is set on the control plane's lost phase (the agent went
+	// silent; a later completion from the agent overrides it). It is
+	// ignored on an agent's own failed event.
 	Lost bool `json:"lost,omitempty"`
 
 	// expired: the retention rule that let the backup go.

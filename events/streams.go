@@ -27,7 +27,8 @@ type StreamOpts struct {
 const CommandsDuplicateWindow = time.Hour
 
 // EnsureStreams creates or updates StreamCommands (work queue over
-// rahat.cmd.>) and StreamEvents (limits retention over rahat.evt.>). It is
+// rahat.cmd.>) and StreamEvents (limits retention over rahat.evt.> and
+// rahat.cp.>). It is
 // idempotent and safe to call at every start.
 func EnsureStreams(ctx context.Context, js jetstream.JetStream, o StreamOpts) error {
 	if o.EventsMaxAge == 0 {
@@ -52,8 +53,8 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, o StreamOpts) er
 		},
 		{
 			Name:        StreamEvents,
-			Description: "RahatBack events, agents to everyone",
-			Subjects:    []string{eventsPrefix + ">"},
+			Description: "RahatBack events: agents' own (rahat.evt.>) and the control plane's (rahat.cp.>)",
+			Subjects:    []string{eventsPrefix + ">", controlPrefix + ">"},
 			Retention:   jetstream.LimitsPolicy,
 			Storage:     jetstream.FileStorage,
 			Replicas:    o.Replicas,
@@ -101,15 +102,16 @@ func DeleteAgentConsumer(ctx context.Context, js jetstream.JetStream, agentID st
 const ProjectorConsumer = "projector"
 
 // EnsureEventConsumer creates or updates a durable pull consumer over every
-// event in StreamEvents, from the first one kept, and returns it.
+// event in StreamEvents, agents' and the control plane's, from the first
+// one kept, and returns it.
 func EnsureEventConsumer(ctx context.Context, js jetstream.JetStream, durable string) (jetstream.Consumer, error) {
 	c, err := js.CreateOrUpdateConsumer(ctx, StreamEvents, jetstream.ConsumerConfig{
-		Durable:       durable,
-		FilterSubject: eventsPrefix + ">",
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       30 * time.Second,
-		DeliverPolicy: jetstream.DeliverAllPolicy,
-		MaxAckPending: 1000,
+		Durable:        durable,
+		FilterSubjects: []string{eventsPrefix + ">", controlPrefix + ">"},
+		AckPolicy:      jetstream.AckExplicitPolicy,
+		AckWait:        30 * time.Second,
+		DeliverPolicy:  jetstream.DeliverAllPolicy,
+		MaxAckPending:  1000,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("consumer %s: %w", durable, err)

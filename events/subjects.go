@@ -3,6 +3,7 @@
 package events
 
 import (
+	"slices"
 	"strings"
 	"time"
 )
@@ -18,6 +19,7 @@ const (
 const (
 	commandsPrefix = "rahat.cmd."
 	eventsPrefix   = "rahat.evt."
+	controlPrefix  = "rahat.cp."
 	rpcPrefix      = "rahat.rpc."
 )
 
@@ -69,19 +71,73 @@ func EventSubject(agentID, kind, phase string) string {
 	return eventsPrefix + agentID + "." + kind + "." + phase
 }
 
-// ParseEventSubject splits rahat.evt.<agentID>.<kind>.<phase>; ok is false for
-// any other subject.
-func ParseEventSubject(subject string) (agentID, kind, phase string, ok bool) {
+// ControlSubject is rahat.cp.<agentID>.<kind>.<phase>: an event about a run
+// of agentID that only the control plane decides (ControlPhase). No agent
+// may publish under rahat.cp.>.
+func ControlSubject(agentID, kind, phase string) string {
+	return controlPrefix + agentID + "." + kind + "." + phase
+}
+
+// Subject is a parsed event subject.
+type Subject struct {
+	AgentID, Kind, Phase string
+	// Control is true for rahat.cp.> (published by the control plane),
+	// false for rahat.evt.> (published by the agent AgentID).
+	Control bool
+}
+
+// ParseSubject splits rahat.evt.<agentID>.<kind>.<phase> or
+// rahat.cp.<agentID>.<kind>.<phase>; ok is false for any other subject.
+func ParseSubject(subject string) (s Subject, ok bool) {
 	rest, found := strings.CutPrefix(subject, eventsPrefix)
 	if !found {
-		return "", "", "", false
+		if rest, found = strings.CutPrefix(subject, controlPrefix); !found {
+			return s, false
+		}
+		s.Control = true
 	}
 	parts := strings.Split(rest, ".")
 	if len(parts) != 3 || parts[0] == "" || parts[1] == "" || parts[2] == "" {
+		return Subject{}, false
+	}
+	s.AgentID, s.Kind, s.Phase = parts[0], parts[1], parts[2]
+	return s, true
+}
+
+// ParseEventSubject splits rahat.evt.<agentID>.<kind>.<phase>, an agent's
+// own event; ok is false for any other subject, rahat.cp.> included.
+func ParseEventSubject(subject string) (agentID, kind, phase string, ok bool) {
+	s, ok := ParseSubject(subject)
+	if !ok || s.Control {
 		return "", "", "", false
 	}
-	return parts[0], parts[1], parts[2], true
+	return s.AgentID, s.Kind, s.Phase, true
 }
+
+// agentPhases are the phases an agent publishes of each kind, on its own
+// rahat.evt.<agent>.> subjects.
+var agentPhases = map[string][]string{
+	KindAgent:   {PhaseOnline, PhaseHeartbeat, PhaseOffline},
+	KindBackup:  {PhaseStarted, PhaseProgress, PhaseCompleted, PhaseFailed},
+	KindRestore: {PhaseStarted, PhaseProgress, PhaseCompleted, PhaseFailed},
+	KindVerify:  {PhaseStarted, PhaseProgress, PhaseCompleted, PhaseFailed},
+}
+
+// controlPhases are the phases only the control plane decides, published
+// on rahat.cp.<agent>.>: a run queued or skipped, a command that could not
+// be queued (failed), a run whose agent went silent (lost), a backup
+// deleted or expired, a verification queued.
+var controlPhases = map[string][]string{
+	KindBackup:  {PhaseQueued, PhaseSkipped, PhaseFailed, PhaseLost, PhaseDeleted, PhaseExpired},
+	KindRestore: {PhaseQueued, PhaseFailed},
+	KindVerify:  {PhaseQueued},
+}
+
+// AgentPhase reports whether an agent may publish phase of kind.
+func AgentPhase(kind, phase string) bool { return slices.Contains(agentPhases[kind], phase) }
+
+// ControlPhase reports whether the control plane publishes phase of kind.
+func ControlPhase(kind, phase string) bool { return slices.Contains(controlPhases[kind], phase) }
 
 // AgentConsumer is the durable consumer through which one agent pulls its
 // commands from StreamCommands.
@@ -139,4 +195,40 @@ func CommandKind(agentID, subject string) string {
 		return ""
 	}
 	return kind
+}
+
+// AgentLinks is what crosses between an agent's own NATS account and the
+// control plane's (see natsd): every other subject an agent uses stays in
+// its account, where nothing but the agent itself listens.
+type AgentLinks struct {
+	// Requests is what the agent sends into the control plane's account,
+	// each answered at most once: its events (acknowledged by the
+	// stream), its consumer's info, and its acks.
+	Requests []string
+	// StreamedRequests are the agent's requests answered by several
+	// messages: its pull requests for commands.
+	StreamedRequests []string
+	// Services are the agent's RPC subjects, requested by the control
+	// plane and answered by the agent.
+	Services []string
+	// FromAgent are one-way messages from the agent (transfer chunks).
+	FromAgent []string
+	// ToAgent are one-way messages to the agent (transfer control).
+	ToAgent []string
+}
+
+// AgentAccountLinks is the AgentLinks of agentID.
+func AgentAccountLinks(agentID string) AgentLinks {
+	consumer := AgentConsumer(agentID)
+	return AgentLinks{
+		Requests: []string{
+			eventsPrefix + agentID + ".>",
+			"$JS.API.CONSUMER.INFO." + StreamCommands + "." + consumer,
+			"$JS.ACK." + StreamCommands + "." + consumer + ".>",
+		},
+		StreamedRequests: []string{"$JS.API.CONSUMER.MSG.NEXT." + StreamCommands + "." + consumer},
+		Services:         []string{rpcPrefix + agentID + ".>"},
+		FromAgent:        []string{transferPrefix + agentID + ".*.data"},
+		ToAgent:          []string{transferPrefix + agentID + ".*.ctl"},
+	}
 }

@@ -66,14 +66,14 @@ WHERE id = $1 AND agent_id = $2 AND status = 'success' AND (verified_at IS NULL 
 
 -- name: ApplyBackupExpired :exec
 UPDATE backup_history SET status = 'expired', expired_at = sqlc.arg(at), expire_reason = sqlc.arg(reason)
-WHERE id = $1 AND status = 'success';
+WHERE id = $1 AND agent_id = $2 AND status = 'success';
 
 -- name: ApplyBackupRestoreStatus :exec
 UPDATE backup_history SET last_restore_status = sqlc.arg(status)
 WHERE id = $1;
 
 -- name: ApplyBackupDeleted :exec
-UPDATE backup_history SET deleted_at = sqlc.arg(at) WHERE id = $1 AND deleted_at IS NULL;
+UPDATE backup_history SET deleted_at = sqlc.arg(at) WHERE id = $1 AND agent_id = $2 AND deleted_at IS NULL;
 
 -- name: HasActiveBackup :one
 SELECT EXISTS (SELECT 1 FROM backup_history WHERE backup_job_id = $1 AND status IN ('queued', 'running'));
@@ -108,5 +108,8 @@ WHERE h.status IN ('queued', 'running')
 -- name: LockBackupForRead :one
 SELECT status FROM backup_history WHERE id = $1 AND user_id = $2 AND deleted_at IS NULL FOR UPDATE;
 
--- name: MarkVerifying :exec
-UPDATE backup_history SET verifying_since = now() WHERE id = $1;
+-- ApplyVerifyQueued marks a backup as being verified, from the control
+-- plane's verify.queued event.
+-- name: ApplyVerifyQueued :exec
+UPDATE backup_history SET verifying_since = sqlc.arg(at)
+WHERE id = $1 AND agent_id = $2 AND status = 'success';

@@ -19,11 +19,10 @@ import (
 const AuthCalloutSubject = "$SYS.REQ.USER.AUTH"
 
 // GlobalAccount is the account of a NATS server configured without
-// accounts. The embedded server places the control plane and every agent
-// in it: it is the account JetStream is enabled in without further
-// configuration, and the one whose store (StoreDir/jetstream/$G) already
-// holds the streams of existing installations. Agents are kept apart by
-// their per-user permissions, not by accounts.
+// accounts. The embedded server places the control plane in it: it is the
+// account JetStream is enabled in without further configuration, and the
+// one whose store (StoreDir/jetstream/$G) already holds the streams of
+// existing installations. Each agent has an account of its own (Server).
 const GlobalAccount = "$G"
 
 // calloutConcurrency bounds the authorization requests answered at once.
@@ -53,7 +52,10 @@ const calloutConcurrency = 32
 // holds the streams), the issuer seed (SA...) kept by the control plane
 // only, and Serve run on a connection of the control plane user (listed in
 // auth_users, so it bypasses the callout). The requests carry the agents'
-// passwords: use TLS between that connection and the server.
+// passwords: use TLS between that connection and the server. Such a server
+// cannot create an account per agent at run time, so agents share Account
+// there and the reply subjects of their requests are not confined to them
+// (see Server): run the embedded server where agents are not trusted.
 type AuthCallout struct {
 	// Issuer signs the responses and the agents' user JWTs; it must be an
 	// account key pair whose public key is the server's auth_callout issuer.
@@ -63,6 +65,11 @@ type AuthCallout struct {
 	Account string
 	// AuthenticateAgent checks agent credentials; nil refuses every agent.
 	AuthenticateAgent AgentAuthenticator
+	// Place, when set, is called for every authenticated agent and
+	// returns the account to place it in (the embedded server gives each
+	// agent its own, see Server); an error refuses the agent. When nil,
+	// agents go to Account.
+	Place func(agentID string) (account string, err error)
 	// ServerID, when set, is the public key (server ID) of the only server
 	// whose requests are answered.
 	ServerID string
@@ -167,6 +174,12 @@ func (a *AuthCallout) answer(req []byte) []byte {
 	uc.Audience = a.Account
 	if uc.Audience == "" {
 		uc.Audience = GlobalAccount
+	}
+	if a.Place != nil {
+		if uc.Audience, err = a.Place(agentID); err != nil {
+			log.Error("auth callout: cannot place agent in its account", "user", user, "err", err)
+			return a.respond(log, rq, "", refused)
+		}
 	}
 	p := events.AgentPermissions(agentID)
 	uc.Pub.Allow.Add(p.Publish...)

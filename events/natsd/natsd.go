@@ -8,6 +8,16 @@
 // handed to the AuthCallout service that natsd runs on an in-process
 // connection. The callout's issuer is an account nkey created at each Start
 // and held in memory only.
+//
+// Each agent is placed in a NATS account of its own (AgentAccount), linked
+// to the control plane's account only by the subjects of
+// events.AgentAccountLinks. Permissions alone cannot confine an agent:
+// a request's reply subject is the requester's choice, and JetStream
+// answers it with the account's full rights, so an agent in the control
+// plane's account could point a pull request, an ack or an event's
+// acknowledgement at another agent's subjects. Across an account
+// boundary the server rewrites reply subjects, and answers reach only the
+// requester's own account.
 package natsd
 
 import (
@@ -79,6 +89,72 @@ type Server struct {
 	callout     *nats.Conn
 	stopCallout func()
 	shutdown    sync.Once
+
+	// placed holds the agents whose accounts are linked.
+	mu     sync.Mutex
+	placed map[string]bool
+}
+
+// AgentAccount is the name of agentID's own account.
+func AgentAccount(agentID string) string { return "AGENT_" + agentID }
+
+// placeAgent returns the account of agentID, creating it and linking it to
+// the control plane's account at the agent's first connection since Start.
+func (s *Server) placeAgent(agentID string) (string, error) {
+	name := AgentAccount(agentID)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.placed[agentID] {
+		return name, nil
+	}
+	cp := s.ns.GlobalAccount()
+	acc, _ := s.ns.LookupOrRegisterAccount(name)
+	links := events.AgentAccountLinks(agentID)
+	for _, subj := range links.Requests {
+		if err := cp.AddServiceExport(subj, []*server.Account{acc}); err != nil {
+			return "", fmt.Errorf("export %s: %w", subj, err)
+		}
+		if err := acc.AddServiceImport(cp, subj, ""); err != nil {
+			return "", fmt.Errorf("import %s: %w", subj, err)
+		}
+	}
+	for _, subj := range links.StreamedRequests {
+		if err := cp.AddServiceExportWithResponse(subj, server.Streamed, []*server.Account{acc}); err != nil {
+			return "", fmt.Errorf("export %s: %w", subj, err)
+		}
+		if err := acc.AddServiceImport(cp, subj, ""); err != nil {
+			return "", fmt.Errorf("import %s: %w", subj, err)
+		}
+	}
+	for _, subj := range links.Services {
+		if err := acc.AddServiceExport(subj, []*server.Account{cp}); err != nil {
+			return "", fmt.Errorf("export %s: %w", subj, err)
+		}
+		if err := cp.AddServiceImport(acc, subj, ""); err != nil {
+			return "", fmt.Errorf("import %s: %w", subj, err)
+		}
+	}
+	for _, subj := range links.FromAgent {
+		if err := acc.AddStreamExport(subj, []*server.Account{cp}); err != nil {
+			return "", fmt.Errorf("export %s: %w", subj, err)
+		}
+		if err := cp.AddStreamImport(acc, subj, ""); err != nil {
+			return "", fmt.Errorf("import %s: %w", subj, err)
+		}
+	}
+	for _, subj := range links.ToAgent {
+		if err := cp.AddStreamExport(subj, []*server.Account{acc}); err != nil {
+			return "", fmt.Errorf("export %s: %w", subj, err)
+		}
+		if err := acc.AddStreamImport(cp, subj, ""); err != nil {
+			return "", fmt.Errorf("import %s: %w", subj, err)
+		}
+	}
+	if s.placed == nil {
+		s.placed = map[string]bool{}
+	}
+	s.placed[agentID] = true
+	return name, nil
 }
 
 // Start configures the server from o.Config, then applies Listen, StoreDir and
@@ -178,7 +254,7 @@ func (s *Server) startCallout(o Options) error {
 	s.callout = nc
 	ac := &AuthCallout{
 		Issuer: s.issuer, Account: GlobalAccount, AuthenticateAgent: o.AuthenticateAgent,
-		ServerID: s.ns.ID(), Logger: o.Logger,
+		Place: s.placeAgent, ServerID: s.ns.ID(), Logger: o.Logger,
 	}
 	stop, err := ac.Serve(nc)
 	if err != nil {

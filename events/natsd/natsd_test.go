@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -666,4 +667,131 @@ func TestDisconnectAgent(t *testing.T) {
 		default:
 		}
 	})
+}
+
+// TestAgentReplySubjectsConfined: a reply subject is the requester's
+// choice, and JetStream answers it with its account's rights. Agent A points
+// the replies of everything it may request (its own event's
+// acknowledgement, its consumer's info, a pull request, an ack) at agent
+// B's subjects and the control plane's. Nothing reaches them: not B, not
+// the control plane, not the streams.
+func TestAgentReplySubjectsConfined(t *testing.T) {
+	e := setup(t)
+	ctx := context.Background()
+	targets := []string{
+		events.EventSubject(e.b, events.KindBackup, events.PhaseCompleted),
+		events.ControlSubject(e.b, events.KindBackup, events.PhaseExpired),
+		events.CommandSubject(e.b, events.CommandBackup),
+		events.RPCSubject(e.b, events.RPCDBTest),
+	}
+	// What lands on a target: B's own subscription (its RPC), and the
+	// control plane's view of every target.
+	var mu sync.Mutex
+	var landed []string
+	record := func(m *nats.Msg) {
+		mu.Lock()
+		landed = append(landed, m.Subject+" "+string(m.Data))
+		mu.Unlock()
+	}
+	b := e.mustConnectAgent(t, e.b, e.pwB)
+	if _, err := b.nc.Subscribe(events.RPCSubject(e.b, ">"), record); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	for _, target := range targets {
+		if _, err := e.n.NC.Subscribe(target, record); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := e.n.NC.Flush(); err != nil {
+		t.Fatal(err)
+	}
+
+	// A's queue holds two commands: one fetched as A would (to get an ack
+	// subject), one left for the pull request below.
+	cmdA := events.CommandSubject(e.a, events.CommandBackup)
+	for _, id := range []string{"a-1", "a-2"} {
+		if err := events.Publish(ctx, e.n.JS, cmdA, id, map[string]any{"v": 1, "runId": id}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a := e.mustConnectAgent(t, e.a, e.pwA)
+	cons, err := a.js.Consumer(ctx, events.StreamCommands, events.AgentConsumer(e.a))
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch, err := cons.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, ok := <-batch.Messages()
+	if !ok {
+		t.Fatalf("A fetched nothing: %v", batch.Error())
+	}
+	ackSubject := first.Reply()
+
+	for _, target := range targets {
+		for _, m := range []*nats.Msg{
+			{Subject: events.EventSubject(e.a, events.KindAgent, events.PhaseHeartbeat), Reply: target,
+				Data: []byte(`{"v":1,"agentId":"` + e.a + `"}`), Header: nats.Header{jetstream.MsgIDHeader: {uuid.NewString()}}},
+			{Subject: "$JS.API.CONSUMER.INFO." + events.StreamCommands + "." + events.AgentConsumer(e.a), Reply: target},
+			{Subject: "$JS.API.CONSUMER.MSG.NEXT." + events.StreamCommands + "." + events.AgentConsumer(e.a), Reply: target,
+				Data: []byte(`{"batch":1,"expires":500000000}`)},
+			{Subject: ackSubject, Reply: target, Data: []byte("+WPI")},
+		} {
+			if err := a.nc.PublishMsg(m); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := a.nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	// Every answer has had time to arrive (the pull requests expire after
+	// 0.5 s); a sentinel through the same server path shows the
+	// subscriptions are live.
+	time.Sleep(1500 * time.Millisecond)
+	sentinel := events.RPCSubject(e.b, "sentinel")
+	if err := e.n.NC.Publish(sentinel, []byte("end")); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		mu.Lock()
+		got := slices.Clone(landed)
+		mu.Unlock()
+		if len(got) > 0 && strings.HasPrefix(got[len(got)-1], sentinel+" ") {
+			if len(got) > 1 {
+				t.Fatalf("replies chosen by agent A landed on other subjects:\n%s", strings.Join(got[:len(got)-1], "\n"))
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the sentinel did not arrive; seen %q", got)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for _, stream := range []string{events.StreamEvents, events.StreamCommands} {
+		s, err := e.n.JS.Stream(ctx, stream)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, target := range targets[:3] {
+			if m, err := s.GetLastMsgForSubject(ctx, target); !errors.Is(err, jetstream.ErrMsgNotFound) {
+				t.Fatalf("%s holds %s %q (err %v), want nothing", stream, target, m.Data, err)
+			}
+		}
+	}
+
+	// A's own path still works: the first command acks, the second is
+	// fetched.
+	if err := first.DoubleAck(ctx); err != nil {
+		t.Fatalf("A acks its command: %v", err)
+	}
+	if _, err := a.js.Publish(ctx, events.EventSubject(e.a, events.KindAgent, events.PhaseHeartbeat),
+		[]byte(`{"v":1,"agentId":"`+e.a+`"}`), jetstream.WithMsgID(uuid.NewString())); err != nil {
+		t.Fatalf("A publishes its own event: %v", err)
+	}
 }

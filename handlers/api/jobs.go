@@ -96,7 +96,7 @@ type jobInput struct {
 	AdvancedScheduleConfig *json.RawMessage `json:"advancedScheduleConfig"`
 	Timezone               *string          `json:"timezone"`
 	BackupType             *string          `json:"backupType"`
-	Compression            *string          `json:"compression"`
+	Compression            compressionInput `json:"compression"`
 	IsEncrypted            *bool            `json:"isEncrypted"`
 	EncryptionPassword     *string          `json:"encryptionPassword"`
 	EncryptionRecipients   *[]string        `json:"encryptionRecipients"`
@@ -110,6 +110,36 @@ type jobInput struct {
 	KeepWeekly             optionalCount    `json:"keepWeekly"`
 	KeepMonthly            optionalCount    `json:"keepMonthly"`
 	IsActive               *bool            `json:"isActive"`
+}
+
+// compressionInput is a job body's compression: a name (zstd, gzip, none),
+// or, as the seed's form sends it, a boolean: true is the default, zstd,
+// and false is none. Anything else is kept as an invalid name for the
+// field check to report.
+type compressionInput struct {
+	set  bool
+	name string
+}
+
+// UnmarshalJSON implements json.Unmarshaler; it never fails.
+func (c *compressionInput) UnmarshalJSON(b []byte) error {
+	c.set = true
+	var v any
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	switch v := v.(type) {
+	case string:
+		c.name = v
+	case bool:
+		c.name = "none"
+		if v {
+			c.name = "zstd"
+		}
+	default:
+		c.name = string(b)
+	}
+	return nil
 }
 
 // optionalID is a job body's cloudStorageId: absent keeps the current
@@ -200,8 +230,8 @@ func (in jobInput) merge(cur db.BackupJob) (db.BackupJob, error) {
 	if in.BackupType != nil {
 		j.BackupType = *in.BackupType
 	}
-	if in.Compression != nil {
-		j.Compression = *in.Compression
+	if in.Compression.set {
+		j.Compression = in.Compression.name
 	}
 	if in.IsEncrypted != nil {
 		j.IsEncrypted = *in.IsEncrypted
@@ -269,7 +299,7 @@ func (in jobInput) merge(cur db.BackupJob) (db.BackupJob, error) {
 		f.add("backupType", "only full backups are supported so far; incremental and differential are not implemented yet")
 	}
 	if !slices.Contains(compressions, j.Compression) {
-		f.add("compression", "must be one of "+strings.Join(compressions, ", "))
+		f.add("compression", "must be one of "+strings.Join(compressions, ", ")+", or true (zstd) or false (none)")
 	}
 	if in.EncryptionRecipients != nil {
 		j.AgeRecipients = *in.EncryptionRecipients
@@ -286,8 +316,8 @@ func (in jobInput) merge(cur db.BackupJob) (db.BackupJob, error) {
 		switch pw := *in.EncryptionPassword; {
 		case !j.IsEncrypted:
 			f.add("encryptionPassword", "only used with isEncrypted true")
-		case len(pw) < 10:
-			f.add("encryptionPassword", "must be at least 10 characters: it protects the exportable key")
+		case len(pw) < 8:
+			f.add("encryptionPassword", "must be at least 8 characters: it protects the exportable key")
 		case len(pw) > 1024:
 			f.add("encryptionPassword", "must be at most 1024 characters")
 		}

@@ -216,11 +216,13 @@ func (a *API) verifyHistory(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	id := uuid.New()
+	ev := events.VerifyEvent{V: events.Version, ID: id.String() + ":queued", VerifyID: id.String(), BackupID: h.ID.String(),
+		At: time.Now().UTC(), Level: req.VerificationLevel}
 	err = db.WithTx(r.Context(), a.pool, func(tx pgx.Tx) error {
 		if err := a.lockReadable(r, tx, h, "verified"); err != nil {
 			return err
 		}
-		return a.q.MarkVerifying(r.Context(), tx, h.ID)
+		return a.publishEvent(r.Context(), tx, h.AgentID, events.KindVerify, events.PhaseQueued, ev.ID, ev)
 	})
 	if err != nil {
 		return err

@@ -25,12 +25,12 @@ import (
 	"github.com/rahatback/rahatback/transfer"
 )
 
-// publishEvent publishes an event the control plane emits on an agent's
-// subject and applies it at once through the projector, so the API's
-// answer and the history agree. The projector applies it again from the
-// stream; that changes nothing.
+// publishEvent publishes an event the control plane emits about a run of
+// an agent (events.ControlSubject) and applies it at once through the
+// projector, so the API's answer and the history agree. The projector
+// applies it again from the stream; that changes nothing.
 func (a *API) publishEvent(ctx context.Context, dbtx db.DBTX, agentID uuid.UUID, kind, phase, msgID string, payload any) error {
-	subject := events.EventSubject(agentID.String(), kind, phase)
+	subject := events.ControlSubject(agentID.String(), kind, phase)
 	data, err := json.Marshal(payload)
 	if err != nil {
 		return err
@@ -179,7 +179,7 @@ func (a *API) runJob(w http.ResponseWriter, r *http.Request) error {
 		if active {
 			return errRunning
 		}
-		subject := events.EventSubject(agentIDOrNil(agent, haveAgent).String(), events.KindBackup, phase)
+		subject := events.ControlSubject(agentIDOrNil(agent, haveAgent).String(), events.KindBackup, phase)
 		data, _ := json.Marshal(ev)
 		return projector.Apply(ctx, tx, subject, ev.At, data)
 	})
@@ -190,7 +190,7 @@ func (a *API) runJob(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	agentID := agentIDOrNil(agent, haveAgent)
-	if err := events.Publish(ctx, a.opts.JS, events.EventSubject(agentID.String(), events.KindBackup, phase), ev.ID, ev); err != nil {
+	if err := events.Publish(ctx, a.opts.JS, events.ControlSubject(agentID.String(), events.KindBackup, phase), ev.ID, ev); err != nil {
 		a.log.Warn("run event not published; the projector will not see it", "runId", runID, "err", err)
 	}
 	if phase == events.PhaseQueued {
@@ -335,7 +335,7 @@ func (a *API) assembleCommand(j db.BackupJob, d db.Database, password []byte, pu
 }
 
 // agentIDOrNil is the agent's id, or the nil UUID for a run no agent can
-// take (its events then live under rahat.evt.00000000-….).
+// take (its events then live under rahat.cp.00000000-….).
 func agentIDOrNil(agent db.ListAgentsRow, ok bool) uuid.UUID {
 	if !ok {
 		return uuid.Nil

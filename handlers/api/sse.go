@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -57,16 +58,21 @@ func (a *API) streamEvents(w http.ResponseWriter, r *http.Request) error {
 			if subs[id] != nil {
 				continue
 			}
-			s, err := a.opts.NC.ChanSubscribe(events.EventSubject(id, "*", "*"), msgs)
+			own, err := a.opts.NC.ChanSubscribe(events.EventSubject(id, "*", "*"), msgs)
 			if err != nil {
 				return err
 			}
-			subs[id] = s
+			subs[id] = own
+			cp, err := a.opts.NC.ChanSubscribe(events.ControlSubject(id, "*", "*"), msgs)
+			if err != nil {
+				return err
+			}
+			subs["cp:"+id] = cp
 		}
-		for id, s := range subs {
-			if !seen[id] {
+		for key, s := range subs {
+			if !seen[strings.TrimPrefix(key, "cp:")] {
 				_ = s.Unsubscribe()
-				delete(subs, id)
+				delete(subs, key)
 			}
 		}
 		return nil
@@ -116,10 +122,11 @@ func (a *API) streamEvents(w http.ResponseWriter, r *http.Request) error {
 				a.log.Warn("event stream: listing agents", "err", err)
 			}
 		case m := <-msgs:
-			agentID, kind, phase, ok := events.ParseEventSubject(m.Subject)
-			if !ok || kind == events.KindAgent && phase == events.PhaseHeartbeat {
+			sub, ok := events.ParseSubject(m.Subject)
+			if !ok || sub.Kind == events.KindAgent && sub.Phase == events.PhaseHeartbeat {
 				continue
 			}
+			agentID, kind, phase := sub.AgentID, sub.Kind, sub.Phase
 			if !oneLineJSON(m.Data) {
 				continue
 			}

@@ -192,12 +192,12 @@ func expire(ctx context.Context, o Opts, q *db.Queries, id uuid.UUID, reason str
 			return err
 		}
 		expired = true
-		return projector.Apply(ctx, tx, events.EventSubject(agent.String(), events.KindBackup, events.PhaseExpired), ev.At, data)
+		return projector.Apply(ctx, tx, events.ControlSubject(agent.String(), events.KindBackup, events.PhaseExpired), ev.At, data)
 	})
 	if err != nil || !expired {
 		return false, err
 	}
-	if err := events.Publish(ctx, o.JS, events.EventSubject(agent.String(), events.KindBackup, events.PhaseExpired), ev.ID, ev); err != nil {
+	if err := events.Publish(ctx, o.JS, events.ControlSubject(agent.String(), events.KindBackup, events.PhaseExpired), ev.ID, ev); err != nil {
 		o.Logger.Warn("expired event not published; the projector will not see it", "historyId", id, "err", err)
 	}
 	return true, nil

@@ -101,30 +101,42 @@ func (p *projector) apply(ctx context.Context, msg jetstream.Msg) error {
 
 // Apply applies one event, received on subject and stored by the stream at
 // streamTime, to the tables behind dbtx. It is idempotent. The control plane
-// also calls it for the queued/skipped events it publishes, so that a run
-// is visible as soon as the API answers. Errors wrapping ErrPoison mean the
-// event can never apply.
+// also calls it for the events it publishes, so that a run is visible as
+// soon as the API answers. Errors wrapping ErrPoison mean the event can
+// never apply.
+//
+// Trust follows the subject. An agent publishes only on
+// rahat.evt.<its id>.>, and only the phases events.AgentPhase allows
+// there: anything else on an agent subject is poison. Its events move only
+// rows whose agent_id is that agent, that is runs, restores and
+// verifications the control plane sent to it. Rows are created, and
+// deleted, expired or declared lost, only by rahat.cp.> events, which no
+// agent can publish.
 func Apply(ctx context.Context, dbtx db.DBTX, subject string, streamTime time.Time, data []byte) error {
-	agentID, kind, phase, ok := events.ParseEventSubject(subject)
+	sub, ok := events.ParseSubject(subject)
 	if !ok {
 		return fmt.Errorf("%w: subject %q", errPoison, subject)
 	}
-	agent, err := uuid.Parse(agentID)
+	agent, err := uuid.Parse(sub.AgentID)
 	if err != nil {
-		return fmt.Errorf("%w: agent id %q", errPoison, agentID)
+		return fmt.Errorf("%w: agent id %q", errPoison, sub.AgentID)
+	}
+	if sub.Control && !events.ControlPhase(sub.Kind, sub.Phase) ||
+		!sub.Control && !events.AgentPhase(sub.Kind, sub.Phase) {
+		return fmt.Errorf("%w: %s is not a phase of that subject", errPoison, subject)
 	}
 	q := db.New()
-	switch kind {
+	switch sub.Kind {
 	case events.KindAgent:
-		return applyPresence(ctx, q, dbtx, agent, phase, streamTime, data)
+		return applyPresence(ctx, q, dbtx, agent, sub.Phase, streamTime, data)
 	case events.KindBackup:
-		return applyBackup(ctx, q, dbtx, agent, phase, data)
+		return applyBackup(ctx, q, dbtx, agent, sub, data)
 	case events.KindRestore:
-		return applyRestore(ctx, q, dbtx, agent, phase, data)
+		return applyRestore(ctx, q, dbtx, agent, sub.Phase, data)
 	case events.KindVerify:
-		return applyVerify(ctx, q, dbtx, agent, phase, data)
+		return applyVerify(ctx, q, dbtx, agent, sub.Phase, data)
 	default:
-		return fmt.Errorf("%w: unknown event kind %q", errPoison, kind)
+		return fmt.Errorf("%w: unknown event kind %q", errPoison, sub.Kind)
 	}
 }
 
@@ -162,7 +174,7 @@ func parseID(field, s string) (uuid.UUID, error) {
 
 func ptr[T any](v T) *T { return &v }
 
-func applyBackup(ctx context.Context, q *db.Queries, dbtx db.DBTX, agent uuid.UUID, phase string, data []byte) error {
+func applyBackup(ctx context.Context, q *db.Queries, dbtx db.DBTX, agent uuid.UUID, sub events.Subject, data []byte) error {
 	var ev events.BackupEvent
 	if err := events.Decode(data, &ev); err != nil {
 		return fmt.Errorf("%w: %v", errPoison, err)
@@ -172,7 +184,7 @@ func applyBackup(ctx context.Context, q *db.Queries, dbtx db.DBTX, agent uuid.UU
 		return err
 	}
 	at := ev.At.UTC()
-	switch phase {
+	switch phase := sub.Phase; phase {
 	case events.PhaseQueued, events.PhaseSkipped:
 		p, err := queuedParams(agent, phase, ev)
 		if err != nil {
@@ -189,12 +201,15 @@ func applyBackup(ctx context.Context, q *db.Queries, dbtx db.DBTX, agent uuid.UU
 			DurationMs: ptr(ev.DurationMs), FileName: ptr(ev.FileName), FileSize: ptr(ev.FileSize),
 			RawSize: ptr(ev.RawSize), StorageKey: ptr(ev.StorageKey), Checksum: ptr(ev.Checksum),
 			ChecksumAlgorithm: ptr(ev.ChecksumAlgorithm), Manifest: []byte(ev.Manifest)})
-	case events.PhaseFailed:
-		return q.ApplyBackupFailed(ctx, dbtx, db.ApplyBackupFailedParams{ID: run, AgentID: agent, At: &at, ErrorMessage: ptr(ev.Error), Lost: ev.Lost})
+	case events.PhaseFailed, events.PhaseLost:
+		// Only the control plane's lost phase may be overridden by a
+		// later completion; an agent cannot mark its own failure so.
+		lost := phase == events.PhaseLost
+		return q.ApplyBackupFailed(ctx, dbtx, db.ApplyBackupFailedParams{ID: run, AgentID: agent, At: &at, ErrorMessage: ptr(ev.Error), Lost: lost})
 	case events.PhaseDeleted:
-		return q.ApplyBackupDeleted(ctx, dbtx, db.ApplyBackupDeletedParams{ID: run, At: &at})
+		return q.ApplyBackupDeleted(ctx, dbtx, db.ApplyBackupDeletedParams{ID: run, AgentID: agent, At: &at})
 	case events.PhaseExpired:
-		return q.ApplyBackupExpired(ctx, dbtx, db.ApplyBackupExpiredParams{ID: run, At: &at, Reason: ptr(ev.Reason)})
+		return q.ApplyBackupExpired(ctx, dbtx, db.ApplyBackupExpiredParams{ID: run, AgentID: agent, At: &at, Reason: ptr(ev.Reason)})
 	default:
 		return fmt.Errorf("%w: backup phase %q", errPoison, phase)
 	}
@@ -339,6 +354,10 @@ func applyVerify(ctx context.Context, q *db.Queries, dbtx db.DBTX, agent uuid.UU
 	at := ev.At.UTC()
 	var result *events.VerificationResult
 	switch phase {
+	case events.PhaseQueued:
+		// The control plane sent a verification: the backup shows it
+		// as verifying until a result comes.
+		return q.ApplyVerifyQueued(ctx, dbtx, db.ApplyVerifyQueuedParams{ID: backup, AgentID: agent, At: &at})
 	case events.PhaseStarted, events.PhaseProgress:
 		return nil // the row changes when the verification ends
 	case events.PhaseCompleted:

@@ -63,7 +63,7 @@ func Sweep(ctx context.Context, o SweeperOpts) error {
 		for _, r := range runs {
 			ev := events.BackupEvent{V: events.Version, ID: r.ID.String() + ":lost", RunID: r.ID.String(), At: time.Now().UTC(),
 				Error: "agent lost: the agent stopped reporting during this backup. Check the agent and run it again", Lost: true}
-			if err := events.Publish(ctx, o.JS, events.EventSubject(r.AgentID.String(), events.KindBackup, events.PhaseFailed), ev.ID, ev); err != nil {
+			if err := events.Publish(ctx, o.JS, events.ControlSubject(r.AgentID.String(), events.KindBackup, events.PhaseLost), ev.ID, ev); err != nil {
 				o.Logger.Warn("declaring a run lost", "runId", r.ID, "err", err)
 				continue
 			}

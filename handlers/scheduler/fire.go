@@ -377,7 +377,7 @@ func (s *Scheduler) publish(ctx context.Context, plans []planned) {
 	// "queued" before anything its agent reports.
 	for i := range plans {
 		p := &plans[i]
-		send(p, events.EventSubject(p.agent.String(), events.KindBackup, p.phase), p.ev.ID, p.ev, false)
+		send(p, events.ControlSubject(p.agent.String(), events.KindBackup, p.phase), p.ev.ID, p.ev, false)
 	}
 	var queued []*planned
 	for i := range plans {
@@ -480,7 +480,7 @@ func (s *Scheduler) failRun(ctx context.Context, p *planned, msg string) {
 	ctx = context.WithoutCancel(ctx)
 	s.log.Error("scheduled run failed before it reached the agent", "jobId", p.job.ID, "runId", p.ev.RunID, "err", msg)
 	fail := events.BackupEvent{V: events.Version, ID: p.ev.RunID + ":failed", RunID: p.ev.RunID, At: time.Now().UTC(), Error: msg}
-	subject := events.EventSubject(p.agent.String(), events.KindBackup, events.PhaseFailed)
+	subject := events.ControlSubject(p.agent.String(), events.KindBackup, events.PhaseFailed)
 	data, _ := json.Marshal(fail)
 	if err := projector.Apply(ctx, s.o.Pool, subject, fail.At, data); err != nil {
 		s.log.Error("recording a failed scheduled run", "runId", p.ev.RunID, "err", err)

@@ -645,7 +645,9 @@ function initLive() {
   on('backup.completed', p => { updateRun(p.runId, { status: 'success' }); refreshSoon(); });
   on('backup.failed', p => { updateRun(p.runId, { status: 'failed' }); refreshSoon(); });
   on('backup.skipped', p => { updateRun(p.runId, { status: 'skipped' }); refreshSoon(); });
+  on('backup.lost', p => { updateRun(p.runId, { status: 'failed' }); refreshSoon(); });
   on('backup.deleted', () => refreshSoon());
+  on('backup.expired', () => refreshSoon());
   on('restore.queued', () => refreshSoon());
   on('restore.started', p => updateRun(p.restoreId, { status: 'running', step: 'started' }));
   on('restore.progress', p => updateRun(p.restoreId, { status: 'running', percent: p.percent, step: p.step }));
