@@ -108,3 +108,46 @@ func TestDecodeVersion(t *testing.T) {
 		}
 	}
 }
+
+func TestParseSubject(t *testing.T) {
+	for _, tc := range []struct {
+		subject string
+		want    events.Subject
+		ok      bool
+	}{
+		{events.EventSubject(agentID, events.KindBackup, events.PhaseCompleted), events.Subject{AgentID: agentID, Kind: "backup", Phase: "completed"}, true},
+		{events.ControlSubject(agentID, events.KindBackup, events.PhaseExpired), events.Subject{AgentID: agentID, Kind: "backup", Phase: "expired", Control: true}, true},
+		{"rahat.cp." + agentID + ".backup", events.Subject{}, false},
+		{"rahat.cp." + agentID + ".backup.queued.x", events.Subject{}, false},
+		{"rahat.cmd." + agentID + ".backup.queued", events.Subject{}, false},
+	} {
+		got, ok := events.ParseSubject(tc.subject)
+		if got != tc.want || ok != tc.ok {
+			t.Errorf("ParseSubject(%q) = %+v, %v; want %+v, %v", tc.subject, got, ok, tc.want, tc.ok)
+		}
+	}
+	// An agent's own-event parser does not take the control plane's subjects.
+	if _, _, _, ok := events.ParseEventSubject(events.ControlSubject(agentID, events.KindBackup, events.PhaseQueued)); ok {
+		t.Error("ParseEventSubject accepted a rahat.cp subject")
+	}
+}
+
+// TestPhaseAuthority: the phases the control plane decides are never an
+// agent's, and an agent's permissions do not reach rahat.cp.>.
+func TestPhaseAuthority(t *testing.T) {
+	for _, kind := range []string{events.KindBackup, events.KindRestore, events.KindVerify} {
+		for _, phase := range []string{events.PhaseQueued, events.PhaseSkipped, events.PhaseLost, events.PhaseDeleted, events.PhaseExpired} {
+			if events.AgentPhase(kind, phase) {
+				t.Errorf("an agent may publish %s.%s", kind, phase)
+			}
+		}
+	}
+	if !events.ControlPhase(events.KindBackup, events.PhaseLost) || events.ControlPhase(events.KindBackup, events.PhaseCompleted) {
+		t.Error("control-plane phases of backups are wrong")
+	}
+	for _, p := range events.AgentPermissions(agentID).Publish {
+		if strings.HasPrefix(p, "rahat.cp.") || p == ">" || strings.HasPrefix(p, "rahat.>") {
+			t.Errorf("agent may publish %q", p)
+		}
+	}
+}
