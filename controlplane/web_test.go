@@ -46,13 +46,15 @@ func chromiumPath(t *testing.T) string {
 }
 
 // screenshotDir is where each step's screenshot goes: $RAHATBACK_SCREENSHOTS
-// (created), else a temporary directory.
+// (created), else a temporary directory. The pages of one test share it;
+// a test run again (-count) has a directory of its own.
 func screenshotDir(t *testing.T) string {
-	if d, ok := shotDirs.Load(t.Name()); ok {
+	if d, ok := shotDirs.Load(t); ok {
 		return d.(string)
 	}
 	d := screenshotDirFor(t)
-	shotDirs.Store(t.Name(), d)
+	shotDirs.Store(t, d)
+	t.Cleanup(func() { shotDirs.Delete(t) })
 	return d
 }
 
