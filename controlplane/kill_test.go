@@ -65,9 +65,15 @@ func TestAgentKilledMidBackup(t *testing.T) {
 		t.Fatalf("409 body: %s", r.body)
 	}
 
+	// The storage may open its partial file before pg_dump's passfile is
+	// written: wait for it.
 	runtimeDir := filepath.Join(os.TempDir(), "rahatback-agent-"+remoteID)
-	if pf := findFiles(t, runtimeDir, "rahatback-pgpass-"); len(pf) != 1 {
-		t.Fatalf("passfiles while pg_dump runs: %v", pf)
+	deadline = time.Now().Add(10 * time.Second)
+	for pf := findFiles(t, runtimeDir, "rahatback-pgpass-"); len(pf) != 1; pf = findFiles(t, runtimeDir, "rahatback-pgpass-") {
+		if time.Now().After(deadline) {
+			t.Fatalf("passfiles while pg_dump runs: %v", pf)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 	_ = cmd.Process.Signal(syscall.SIGKILL)
 	_ = cmd.Wait()

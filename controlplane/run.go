@@ -38,6 +38,7 @@ import (
 	"github.com/rahatback/rahatback/handlers/projector"
 	"github.com/rahatback/rahatback/handlers/scheduler"
 	"github.com/rahatback/rahatback/handlers/web"
+	"github.com/rahatback/rahatback/outbox"
 	"github.com/rahatback/rahatback/pgcluster"
 	"github.com/rahatback/rahatback/sealed"
 	"github.com/rahatback/rahatback/securefile"
@@ -117,6 +118,7 @@ type system struct {
 	cluster *pgcluster.Cluster
 	pool    *pgxpool.Pool
 	nsrv    *natsd.Server
+	relay   *outbox.Relay
 	nc      *nats.Conn
 
 	// registered receives registrations; the local agent waits for the first.
@@ -312,12 +314,20 @@ func (s *system) serve(ctx context.Context) error {
 	}
 
 	g, gctx := errgroup.WithContext(ctx)
+	// Every role writes control-plane events to the outbox; every process
+	// relays it (one at a time leads).
+	relay, err := outbox.New(outbox.Relay{Pool: s.pool, JS: js, Logger: s.log.With("role", "outbox")})
+	if err != nil {
+		return err
+	}
+	s.relay = relay
+	g.Go(func() error { return relay.Run(gctx) })
 	if s.cfg.hasRole("projector") {
 		g.Go(func() error {
 			return projector.Run(gctx, projector.Opts{Pool: s.pool, JS: js, Logger: s.log.With("role", "projector")})
 		})
 		g.Go(func() error {
-			return projector.Sweep(gctx, projector.SweeperOpts{Pool: s.pool, JS: js, LostAfter: s.cfg.RunLostAfter,
+			return projector.Sweep(gctx, projector.SweeperOpts{Pool: s.pool, Outbox: relay, LostAfter: s.cfg.RunLostAfter,
 				Logger: s.log.With("role", "sweeper")})
 		})
 	}
@@ -336,7 +346,7 @@ func (s *system) serve(ctx context.Context) error {
 		}
 		g.Go(func() error { return sch.Run(gctx) })
 		g.Go(func() error {
-			return expiry.Run(gctx, expiry.Opts{Pool: s.pool, JS: js, Deleter: a, Interval: s.cfg.RetentionInterval,
+			return expiry.Run(gctx, expiry.Opts{Pool: s.pool, JS: js, Outbox: relay, Deleter: a, Interval: s.cfg.RetentionInterval,
 				StaleAfter: s.cfg.CommandTTL + time.Hour, Logger: s.log.With("role", "retention")})
 		})
 	}
@@ -405,7 +415,7 @@ func (s *system) newAPI(js jetstream.JetStream, agentURL string) (*api.API, erro
 	}
 	s.registered = make(chan uuid.UUID, 1)
 	opts := api.Opts{
-		Pool: s.pool, NC: s.nc, JS: js, Vault: v, Issuer: issuer, Logger: s.log.With("role", "api"),
+		Pool: s.pool, NC: s.nc, JS: js, Outbox: s.relay, Vault: v, Issuer: issuer, Logger: s.log.With("role", "api"),
 		AgentNATSURL: agentURL, PublicURL: s.cfg.PublicURL, OfflineAfter: s.cfg.OfflineAfter,
 		CommandTTL: s.cfg.CommandTTL, AgentQueueLimit: s.cfg.QueueLimit, Google: s.cfg.Google,
 		UserRegistered: func(_ context.Context, id uuid.UUID) {

@@ -154,6 +154,14 @@ type OauthState struct {
 	ExpiresAt time.Time
 }
 
+type Outbox struct {
+	ID        int64
+	Subject   string
+	MsgID     string
+	Data      []byte
+	CreatedAt time.Time
+}
+
 type RefreshToken struct {
 	ID        uuid.UUID
 	UserID    uuid.UUID

@@ -26,6 +26,7 @@ import (
 	"github.com/rahatback/rahatback/db"
 	"github.com/rahatback/rahatback/events"
 	"github.com/rahatback/rahatback/events/natsd"
+	"github.com/rahatback/rahatback/outbox"
 	"github.com/rahatback/rahatback/pgcluster"
 )
 
@@ -185,4 +186,22 @@ func (w *tWriter) Write(p []byte) (int, error) {
 		w.t.Log(strings.TrimRight(string(p), "\n"))
 	}
 	return len(p), nil
+}
+
+// RunOutbox runs an outbox relay from pool to js until t ends, and returns
+// it (to pass as the Outbox of what writes there).
+func RunOutbox(t testing.TB, pool *pgxpool.Pool, js jetstream.JetStream) *outbox.Relay {
+	t.Helper()
+	r, err := outbox.New(outbox.Relay{Pool: pool, JS: js, Logger: Logger(t), Interval: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = r.Run(ctx)
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	return r
 }

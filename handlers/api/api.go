@@ -22,6 +22,7 @@ import (
 	"github.com/rahatback/rahatback/auth"
 	"github.com/rahatback/rahatback/db"
 	"github.com/rahatback/rahatback/events"
+	"github.com/rahatback/rahatback/outbox"
 	"github.com/rahatback/rahatback/vault"
 )
 
@@ -33,6 +34,9 @@ type Opts struct {
 	Vault  *vault.Vault        // required
 	Issuer *auth.Issuer        // required
 	Logger *slog.Logger        // default slog.Default()
+	// Outbox is the relay told when events and commands were written to
+	// the outbox; nil leaves them to whichever relay polls it.
+	Outbox *outbox.Relay
 
 	// AgentNATSURL is the NATS URL enrolling agents are given; required.
 	AgentNATSURL string

@@ -44,7 +44,7 @@ func newServer(t *testing.T, mod ...func(*api.Opts)) *testServer {
 	}
 	opts := api.Opts{
 		Pool: pool, NC: n.NC, JS: n.JS, Vault: v, Issuer: iss, Logger: testsupport.Logger(t),
-		AgentNATSURL: n.Server.ClientURL(), DisconnectAgent: n.Server.DisconnectAgent,
+		AgentNATSURL: n.Server.ClientURL(), DisconnectAgent: n.Server.DisconnectAgent, Outbox: testsupport.RunOutbox(t, pool, n.JS),
 		PasswordCost: 10, // the lowest allowed: keeps -race runs quick
 	}
 	for _, f := range mod {

@@ -135,6 +135,11 @@ func (a *API) restoreHistory(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	id := uuid.New()
+	cmd, err := command(h.AgentID, events.CommandRestore, id.String(), events.RestoreCommand{V: events.Version, Deadline: a.deadline(),
+		RestoreID: id.String(), BackupID: h.ID.String(), Object: ref, Target: conn})
+	if err != nil {
+		return err
+	}
 	ev := events.RestoreEvent{V: events.Version, ID: id.String() + ":queued", RestoreID: id.String(), At: time.Now().UTC(),
 		UserID: user.String(), BackupID: h.ID.String(), TargetDatabaseID: target.ID.String()}
 	// Under the backup's row lock: retention cannot expire it between the
@@ -143,18 +148,12 @@ func (a *API) restoreHistory(w http.ResponseWriter, r *http.Request) error {
 		if err := a.lockReadable(r, tx, h, "restored"); err != nil {
 			return err
 		}
-		return a.publishEvent(r.Context(), tx, h.AgentID, events.KindRestore, events.PhaseQueued, ev.ID, ev)
+		return a.emit(r.Context(), tx, h.AgentID, events.KindRestore, events.PhaseQueued, ev.ID, ev, cmd)
 	})
 	if err != nil {
 		return err
 	}
-	cmd := events.RestoreCommand{V: events.Version, Deadline: a.deadline(), RestoreID: id.String(), BackupID: h.ID.String(), Object: ref, Target: conn}
-	if err := a.sendCommand(r.Context(), h.AgentID, events.CommandRestore, id.String(), cmd); err != nil {
-		fail := events.RestoreEvent{V: events.Version, ID: id.String() + ":failed", RestoreID: id.String(), At: time.Now().UTC(),
-			Error: "the restore command could not be queued: " + err.Error()}
-		_ = a.publishEvent(r.Context(), a.pool, h.AgentID, events.KindRestore, events.PhaseFailed, fail.ID, fail)
-		return errorf(http.StatusServiceUnavailable, "the restore could not be queued (message broker unavailable); try again")
-	}
+	a.opts.Outbox.Kick()
 	writeJSON(w, http.StatusAccepted, map[string]any{"restoreHistoryId": id, "status": "queued"})
 	return nil
 }
@@ -216,21 +215,23 @@ func (a *API) verifyHistory(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	id := uuid.New()
+	cmd, err := command(h.AgentID, events.CommandVerify, id.String(), events.VerifyCommand{V: events.Version, Deadline: a.deadline(),
+		VerifyID: id.String(), BackupID: h.ID.String(), Level: req.VerificationLevel, Object: ref})
+	if err != nil {
+		return err
+	}
 	ev := events.VerifyEvent{V: events.Version, ID: id.String() + ":queued", VerifyID: id.String(), BackupID: h.ID.String(),
 		At: time.Now().UTC(), Level: req.VerificationLevel}
 	err = db.WithTx(r.Context(), a.pool, func(tx pgx.Tx) error {
 		if err := a.lockReadable(r, tx, h, "verified"); err != nil {
 			return err
 		}
-		return a.publishEvent(r.Context(), tx, h.AgentID, events.KindVerify, events.PhaseQueued, ev.ID, ev)
+		return a.emit(r.Context(), tx, h.AgentID, events.KindVerify, events.PhaseQueued, ev.ID, ev, cmd)
 	})
 	if err != nil {
 		return err
 	}
-	cmd := events.VerifyCommand{V: events.Version, Deadline: a.deadline(), VerifyID: id.String(), BackupID: h.ID.String(), Level: req.VerificationLevel, Object: ref}
-	if err := a.sendCommand(r.Context(), h.AgentID, events.CommandVerify, id.String(), cmd); err != nil {
-		return errorf(http.StatusServiceUnavailable, "the verification could not be queued (message broker unavailable); try again")
-	}
+	a.opts.Outbox.Kick()
 	writeJSON(w, http.StatusAccepted, map[string]any{"verificationId": id, "status": "queued"})
 	return nil
 }

@@ -19,41 +19,54 @@ import (
 	"github.com/rahatback/rahatback/db"
 	"github.com/rahatback/rahatback/events"
 	"github.com/rahatback/rahatback/handlers/projector"
+	"github.com/rahatback/rahatback/outbox"
 	"github.com/rahatback/rahatback/pipeline"
 	"github.com/rahatback/rahatback/sealed"
 	"github.com/rahatback/rahatback/storage"
 	"github.com/rahatback/rahatback/transfer"
 )
 
-// publishEvent publishes an event the control plane emits about a run of
-// an agent (events.ControlSubject) and applies it at once through the
-// projector, so the API's answer and the history agree. The projector
-// applies it again from the stream; that changes nothing.
-func (a *API) publishEvent(ctx context.Context, dbtx db.DBTX, agentID uuid.UUID, kind, phase, msgID string, payload any) error {
-	subject := events.ControlSubject(agentID.String(), kind, phase)
-	data, err := json.Marshal(payload)
+// emit records an event the control plane emits about a run of an agent
+// (events.ControlSubject) in tx: it applies it at once through the
+// projector, so the API's answer and the history agree, and writes it to
+// the outbox, followed by the commands that go with it, so that it reaches
+// the stream once tx commits (the projector then applies it again, which
+// changes nothing). The caller kicks the relay after the commit.
+func (a *API) emit(ctx context.Context, tx pgx.Tx, agentID uuid.UUID, kind, phase, msgID string, payload any, commands ...outbox.Message) error {
+	ev, err := outbox.JSON(events.ControlSubject(agentID.String(), kind, phase), msgID, payload)
 	if err != nil {
 		return err
 	}
-	if err := projector.Apply(ctx, dbtx, subject, time.Now(), data); err != nil {
+	if err := projector.Apply(ctx, tx, ev.Subject, time.Now(), ev.Data); err != nil {
 		return err
 	}
-	return events.Publish(ctx, a.opts.JS, subject, msgID, payload)
+	return outbox.Add(ctx, tx, append([]outbox.Message{ev}, commands...)...)
+}
+
+// command is a command to agentID's work queue, Nats-Msg-Id msgID (a
+// retried send is stored once), for emit.
+func command(agentID uuid.UUID, kind, msgID string, payload any) (outbox.Message, error) {
+	return outbox.JSON(events.CommandSubject(agentID.String(), kind), msgID, payload)
 }
 
 // errQueueFull answers a command for an agent with too many waiting.
 var errQueueFull = errorf(http.StatusTooManyRequests, "the agent already has too many commands waiting; try again when it has caught up")
 
 // queueFull reports whether agentID has Opts.AgentQueueLimit commands
-// waiting or running already.
+// waiting or running already. When JetStream cannot tell (the broker is
+// down) it answers false: the command waits in the outbox meanwhile.
 func (a *API) queueFull(ctx context.Context, agentID uuid.UUID) (bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
 	cons, err := a.opts.JS.Consumer(ctx, events.StreamCommands, events.AgentConsumer(agentID.String()))
 	if err != nil {
-		return false, err
+		a.log.Warn("agent queue not checked", "agentId", agentID, "err", err)
+		return false, nil
 	}
 	info, err := cons.Info(ctx)
 	if err != nil {
-		return false, err
+		a.log.Warn("agent queue not checked", "agentId", agentID, "err", err)
+		return false, nil
 	}
 	return info.NumPending+uint64(info.NumAckPending) >= uint64(a.opts.AgentQueueLimit), nil
 }
@@ -61,12 +74,6 @@ func (a *API) queueFull(ctx context.Context, agentID uuid.UUID) (bool, error) {
 // deadline is when a command sent now goes stale.
 func (a *API) deadline() events.Deadline {
 	return events.Deadline{Deadline: time.Now().Add(a.opts.CommandTTL).UTC()}
-}
-
-// sendCommand publishes a command to an agent's work queue with
-// Nats-Msg-Id = msgID (a retried send is stored once).
-func (a *API) sendCommand(ctx context.Context, agentID uuid.UUID, kind, msgID string, payload any) error {
-	return events.Publish(ctx, a.opts.JS, events.CommandSubject(agentID.String(), kind), msgID, payload)
 }
 
 // connSpec is how agent reaches database d, its password sealed to the agent.
@@ -156,17 +163,24 @@ func (a *API) runJob(w http.ResponseWriter, r *http.Request) error {
 	if phase == events.PhaseSkipped {
 		ev.ID = runID.String() + ":skipped"
 	}
-	var cmd events.BackupCommand
+	var cmds []outbox.Message
 	if phase == events.PhaseQueued {
 		if full, err := a.queueFull(ctx, agent.ID); err != nil {
 			return err
 		} else if full {
 			return errQueueFull
 		}
-		if cmd, err = a.backupCommand(ctx, j, d, agent.ID, runID); err != nil {
+		cmd, err := a.backupCommand(ctx, j, d, agent.ID, runID)
+		if err != nil {
 			return err
 		}
+		m, err := command(agent.ID, events.CommandBackup, runID.String(), cmd)
+		if err != nil {
+			return err
+		}
+		cmds = append(cmds, m)
 	}
+	agentID := agentIDOrNil(agent, haveAgent)
 	err = db.WithTx(ctx, a.pool, func(tx pgx.Tx) error {
 		// The job's row lock orders concurrent "run now" clicks.
 		if _, err := a.q.GetBackupJobForUpdate(ctx, tx, db.GetBackupJobForUpdateParams{ID: j.ID, UserID: user}); err != nil {
@@ -179,9 +193,7 @@ func (a *API) runJob(w http.ResponseWriter, r *http.Request) error {
 		if active {
 			return errRunning
 		}
-		subject := events.ControlSubject(agentIDOrNil(agent, haveAgent).String(), events.KindBackup, phase)
-		data, _ := json.Marshal(ev)
-		return projector.Apply(ctx, tx, subject, ev.At, data)
+		return a.emit(ctx, tx, agentID, events.KindBackup, phase, ev.ID, ev, cmds...)
 	})
 	if errors.Is(db.MapErr(err), db.ErrConflict) {
 		return errRunning
@@ -189,20 +201,7 @@ func (a *API) runJob(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	agentID := agentIDOrNil(agent, haveAgent)
-	if err := events.Publish(ctx, a.opts.JS, events.ControlSubject(agentID.String(), events.KindBackup, phase), ev.ID, ev); err != nil {
-		a.log.Warn("run event not published; the projector will not see it", "runId", runID, "err", err)
-	}
-	if phase == events.PhaseQueued {
-		if err := a.sendCommand(ctx, agentID, events.CommandBackup, runID.String(), cmd); err != nil {
-			fail := events.BackupEvent{V: events.Version, ID: runID.String() + ":failed", RunID: runID.String(),
-				At: time.Now().UTC(), Error: "the backup command could not be queued: " + err.Error()}
-			if perr := a.publishEvent(context.WithoutCancel(ctx), a.pool, agentID, events.KindBackup, events.PhaseFailed, fail.ID, fail); perr != nil {
-				a.log.Error("recording a failed queue", "runId", runID, "err", perr)
-			}
-			return errorf(http.StatusServiceUnavailable, "the backup could not be queued (message broker unavailable); try again")
-		}
-	}
+	a.opts.Outbox.Kick()
 	status := "queued"
 	if phase == events.PhaseSkipped {
 		status = "skipped"
@@ -562,9 +561,13 @@ func (a *API) deleteHistory(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	ev := events.BackupEvent{V: events.Version, ID: h.ID.String() + ":deleted", RunID: h.ID.String(), At: time.Now().UTC()}
-	if err := a.publishEvent(r.Context(), a.pool, h.AgentID, events.KindBackup, events.PhaseDeleted, ev.ID, ev); err != nil {
+	err = db.WithTx(r.Context(), a.pool, func(tx pgx.Tx) error {
+		return a.emit(r.Context(), tx, h.AgentID, events.KindBackup, events.PhaseDeleted, ev.ID, ev)
+	})
+	if err != nil {
 		return err
 	}
+	a.opts.Outbox.Kick()
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }

@@ -11,7 +11,6 @@ package expiry
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"log/slog"
 	"time"
@@ -24,6 +23,7 @@ import (
 	"github.com/rahatback/rahatback/db"
 	"github.com/rahatback/rahatback/events"
 	"github.com/rahatback/rahatback/handlers/projector"
+	"github.com/rahatback/rahatback/outbox"
 	"github.com/rahatback/rahatback/retention"
 )
 
@@ -38,6 +38,9 @@ type Opts struct {
 	JS      jetstream.JetStream // required
 	Deleter Deleter             // required
 	Logger  *slog.Logger        // default slog.Default()
+	// Outbox is told when an expiry was written to the outbox; nil
+	// leaves it to whichever relay polls it.
+	Outbox *outbox.Relay
 
 	// Interval is the time between passes; default 5 min.
 	Interval time.Duration
@@ -171,8 +174,6 @@ func Pass(ctx context.Context, o Opts) (Stats, error) {
 // verification is reading it (then it reports false; a later pass tries
 // again).
 func expire(ctx context.Context, o Opts, q *db.Queries, id uuid.UUID, reason string) (bool, error) {
-	var ev events.BackupEvent
-	var agent uuid.UUID
 	expired := false
 	err := db.WithTx(ctx, o.Pool, func(tx pgx.Tx) error {
 		row, err := q.LockBackupForExpiry(ctx, tx, db.LockBackupForExpiryParams{ID: id, StaleSecs: o.StaleAfter.Seconds()})
@@ -184,22 +185,22 @@ func expire(ctx context.Context, o Opts, q *db.Queries, id uuid.UUID, reason str
 		if row.Status != "success" || row.Verifying || row.Restoring {
 			return nil
 		}
-		agent = row.AgentID
-		ev = events.BackupEvent{V: events.Version, ID: id.String() + ":expired", RunID: id.String(), At: time.Now().UTC(),
+		ev := events.BackupEvent{V: events.Version, ID: id.String() + ":expired", RunID: id.String(), At: time.Now().UTC(),
 			Reason: "retention: " + reason}
-		data, err := json.Marshal(ev)
+		m, err := outbox.JSON(events.ControlSubject(row.AgentID.String(), events.KindBackup, events.PhaseExpired), ev.ID, ev)
 		if err != nil {
 			return err
 		}
 		expired = true
-		return projector.Apply(ctx, tx, events.ControlSubject(agent.String(), events.KindBackup, events.PhaseExpired), ev.At, data)
+		if err := projector.Apply(ctx, tx, m.Subject, ev.At, m.Data); err != nil {
+			return err
+		}
+		return outbox.Add(ctx, tx, m)
 	})
 	if err != nil || !expired {
 		return false, err
 	}
-	if err := events.Publish(ctx, o.JS, events.ControlSubject(agent.String(), events.KindBackup, events.PhaseExpired), ev.ID, ev); err != nil {
-		o.Logger.Warn("expired event not published; the projector will not see it", "historyId", id, "err", err)
-	}
+	o.Outbox.Kick()
 	return true, nil
 }
 

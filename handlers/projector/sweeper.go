@@ -6,11 +6,12 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rahatback/rahatback/db"
 	"github.com/rahatback/rahatback/events"
+	"github.com/rahatback/rahatback/outbox"
 )
 
 // DefaultLostAfter is how long a queued or running backup may go without a
@@ -19,9 +20,11 @@ const DefaultLostAfter = 90 * time.Second
 
 // SweeperOpts configure Sweep.
 type SweeperOpts struct {
-	Pool   *pgxpool.Pool       // required
-	JS     jetstream.JetStream // required
-	Logger *slog.Logger        // default slog.Default()
+	Pool   *pgxpool.Pool // required
+	Logger *slog.Logger  // default slog.Default()
+	// Outbox is told when a lost run was written to the outbox; nil
+	// leaves it to whichever relay polls it.
+	Outbox *outbox.Relay
 	// LostAfter: default DefaultLostAfter.
 	LostAfter time.Duration
 	// Interval between sweeps; default LostAfter/6, at least one second.
@@ -29,13 +32,13 @@ type SweeperOpts struct {
 }
 
 // Sweep declares failed ("agent lost") every queued or running backup whose
-// agent has been silent for LostAfter, until ctx ends. It does so by
-// publishing a failed event on the agent's subject, so the history stays a
-// pure projection of the event stream; several sweepers publish the same
-// Nats-Msg-Id and the stream keeps one.
+// agent has been silent for LostAfter, until ctx ends. It applies the
+// control plane's lost event and writes it to the outbox in one
+// transaction, so the history stays a projection of the event stream;
+// several sweepers write the same Nats-Msg-Id and the stream keeps one.
 func Sweep(ctx context.Context, o SweeperOpts) error {
-	if o.Pool == nil || o.JS == nil {
-		return errors.New("sweeper: Pool and JS are required")
+	if o.Pool == nil {
+		return errors.New("sweeper: Pool is required")
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -63,10 +66,21 @@ func Sweep(ctx context.Context, o SweeperOpts) error {
 		for _, r := range runs {
 			ev := events.BackupEvent{V: events.Version, ID: r.ID.String() + ":lost", RunID: r.ID.String(), At: time.Now().UTC(),
 				Error: "agent lost: the agent stopped reporting during this backup. Check the agent and run it again", Lost: true}
-			if err := events.Publish(ctx, o.JS, events.ControlSubject(r.AgentID.String(), events.KindBackup, events.PhaseLost), ev.ID, ev); err != nil {
+			err := db.WithTx(ctx, o.Pool, func(tx pgx.Tx) error {
+				m, err := outbox.JSON(events.ControlSubject(r.AgentID.String(), events.KindBackup, events.PhaseLost), ev.ID, ev)
+				if err != nil {
+					return err
+				}
+				if err := Apply(ctx, tx, m.Subject, ev.At, m.Data); err != nil {
+					return err
+				}
+				return outbox.Add(ctx, tx, m)
+			})
+			if err != nil {
 				o.Logger.Warn("declaring a run lost", "runId", r.ID, "err", err)
 				continue
 			}
+			o.Outbox.Kick()
 			o.Logger.Warn("backup run lost with its agent", "runId", r.ID, "agentId", r.AgentID)
 		}
 	}

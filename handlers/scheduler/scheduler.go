@@ -200,6 +200,11 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	resync := time.NewTicker(s.o.Resync)
 	defer resync.Stop()
 	for {
+		// A burst that failed because ctx ended puts its jobs back due;
+		// without this check the loop would take them up again for ever.
+		if ctx.Err() != nil {
+			return nil
+		}
 		now := s.o.Clock.Now()
 		if !now.Before(settled) {
 			if due := s.popDue(now); len(due) > 0 {

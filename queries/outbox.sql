@@ -1,0 +1,17 @@
+-- name: OutboxAdd :exec
+INSERT INTO outbox (subject, msg_id, data)
+SELECT unnest(sqlc.arg(subjects)::text[]), unnest(sqlc.arg(msg_ids)::text[]), unnest(sqlc.arg(data)::bytea[]);
+
+-- OutboxLead takes the relay's lead for the transaction: one relay at a
+-- time publishes, so the stream gets the outbox in id order.
+-- name: OutboxLead :one
+SELECT pg_try_advisory_xact_lock(sqlc.arg(key)::bigint)::boolean AS lead;
+
+-- name: OutboxNext :many
+SELECT id, subject, msg_id, data FROM outbox ORDER BY id LIMIT sqlc.arg(lim);
+
+-- name: OutboxDelete :exec
+DELETE FROM outbox WHERE id = ANY(sqlc.arg(ids)::bigint[]);
+
+-- name: OutboxPending :one
+SELECT count(*) FROM outbox;
