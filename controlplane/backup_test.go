@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -396,39 +397,7 @@ func TestBackupRestoreVerify(t *testing.T) {
 	})
 
 	t.Run("ReplayRebuildsHistory", func(t *testing.T) {
-		_, fresh := testsupport.NewDatabase(t)
-		nc, js := controlPlaneNATS(t, dataDir)
-		defer nc.Close()
-		durable := "replay-" + testsupport.RandomString(4)
-		pctx, cancel := context.WithCancel(ctx)
-		done := make(chan error, 1)
-		go func() {
-			done <- projector.Run(pctx, projector.Opts{Pool: fresh, JS: js, Durable: durable, Logger: testsupport.Logger(t)})
-		}()
-		deadline := time.Now().Add(30 * time.Second)
-		for {
-			ci, err := js.Consumer(ctx, events.StreamEvents, durable)
-			si, serr := js.Stream(ctx, events.StreamEvents)
-			if err == nil && serr == nil {
-				info, err := ci.Info(ctx)
-				if err == nil && info.NumPending == 0 && info.NumAckPending == 0 && info.AckFloor.Stream >= si.CachedInfo().State.LastSeq {
-					break
-				}
-			}
-			if time.Now().After(deadline) {
-				t.Fatal("replay did not finish")
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-		cancel()
-		<-done
-		for _, table := range []string{"backup_history", "restore_history"} {
-			a := tableJSON(t, pool, table)
-			b := tableJSON(t, fresh, table)
-			if a != b || a == "[]" {
-				t.Fatalf("%s differs after replay:\nlive   %s\nreplay %s", table, a, b)
-			}
-		}
+		assertReplay(t, pool, dataDir, "backup_history", "restore_history")
 	})
 
 	t.Run("Delete", func(t *testing.T) {
@@ -443,6 +412,46 @@ func TestBackupRestoreVerify(t *testing.T) {
 		c.want(c.call("GET", "/v1/backups/history/"+runID+"/download", token, nil), 404)
 		c.want(c.call("DELETE", "/v1/backups/history/"+runID, token, nil), 404)
 	})
+}
+
+// assertReplay replays the whole EVENTS stream of the `up` in dataDir into
+// an empty schema and checks every row of each table equals the live one.
+func assertReplay(t *testing.T, live *pgxpool.Pool, dataDir string, tables ...string) {
+	t.Helper()
+	ctx := context.Background()
+	_, fresh := testsupport.NewDatabase(t)
+	nc, js := controlPlaneNATS(t, dataDir)
+	defer nc.Close()
+	durable := "replay-" + testsupport.RandomString(4)
+	pctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		done <- projector.Run(pctx, projector.Opts{Pool: fresh, JS: js, Durable: durable, Logger: testsupport.Logger(t)})
+	}()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ci, err := js.Consumer(ctx, events.StreamEvents, durable)
+		si, serr := js.Stream(ctx, events.StreamEvents)
+		if err == nil && serr == nil {
+			info, err := ci.Info(ctx)
+			if err == nil && info.NumPending == 0 && info.NumAckPending == 0 && info.AckFloor.Stream >= si.CachedInfo().State.LastSeq {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("replay did not finish")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	cancel()
+	<-done
+	for _, table := range tables {
+		a := tableJSON(t, live, table)
+		b := tableJSON(t, fresh, table)
+		if a != b || a == "[]" {
+			t.Fatalf("%s differs after replay:\nlive   %s\nreplay %s", table, a, b)
+		}
+	}
 }
 
 func keys(m map[string][]string) []string {

@@ -12,6 +12,51 @@ import (
 	"github.com/google/uuid"
 )
 
+const applyBackupPurgeFailed = `-- name: ApplyBackupPurgeFailed :exec
+UPDATE backup_history
+SET expire_attempts = $3, expire_error = $4, expire_after = $5
+WHERE id = $1 AND agent_id = $2 AND status = 'expired' AND purged_at IS NULL
+  AND expire_attempts < $3
+`
+
+type ApplyBackupPurgeFailedParams struct {
+	ID      uuid.UUID
+	AgentID uuid.UUID
+	Attempt int32
+	Error   *string
+	RetryAt *time.Time
+}
+
+// A failed attempt is recorded once, and only after the attempts before it.
+func (q *Queries) ApplyBackupPurgeFailed(ctx context.Context, db DBTX, arg ApplyBackupPurgeFailedParams) error {
+	_, err := db.Exec(ctx, applyBackupPurgeFailed,
+		arg.ID,
+		arg.AgentID,
+		arg.Attempt,
+		arg.Error,
+		arg.RetryAt,
+	)
+	return err
+}
+
+const applyBackupPurged = `-- name: ApplyBackupPurged :exec
+UPDATE backup_history SET purged_at = $3, expire_error = NULL, expire_after = NULL
+WHERE id = $1 AND agent_id = $2 AND status = 'expired' AND purged_at IS NULL
+`
+
+type ApplyBackupPurgedParams struct {
+	ID      uuid.UUID
+	AgentID uuid.UUID
+	At      *time.Time
+}
+
+// ApplyBackupPurged and ApplyBackupPurgeFailed are the projector's, from
+// the control plane's purged and purge_failed events.
+func (q *Queries) ApplyBackupPurged(ctx context.Context, db DBTX, arg ApplyBackupPurgedParams) error {
+	_, err := db.Exec(ctx, applyBackupPurged, arg.ID, arg.AgentID, arg.At)
+	return err
+}
+
 const lockBackupForExpiry = `-- name: LockBackupForExpiry :one
 SELECT h.status, h.agent_id,
        (h.verifying_since IS NOT NULL AND h.verifying_since > now() - make_interval(secs => $2::float8))::boolean AS verifying,
@@ -48,33 +93,6 @@ func (q *Queries) LockBackupForExpiry(ctx context.Context, db DBTX, arg LockBack
 		&i.Restoring,
 	)
 	return i, err
-}
-
-const markPurgeFailed = `-- name: MarkPurgeFailed :exec
-UPDATE backup_history
-SET expire_attempts = expire_attempts + 1, expire_error = $2,
-    expire_after = now() + make_interval(secs => $3::float8)
-WHERE id = $1
-`
-
-type MarkPurgeFailedParams struct {
-	ID        uuid.UUID
-	Error     *string
-	RetrySecs float64
-}
-
-func (q *Queries) MarkPurgeFailed(ctx context.Context, db DBTX, arg MarkPurgeFailedParams) error {
-	_, err := db.Exec(ctx, markPurgeFailed, arg.ID, arg.Error, arg.RetrySecs)
-	return err
-}
-
-const markPurged = `-- name: MarkPurged :exec
-UPDATE backup_history SET purged_at = now(), expire_error = NULL, expire_after = NULL WHERE id = $1
-`
-
-func (q *Queries) MarkPurged(ctx context.Context, db DBTX, id uuid.UUID) error {
-	_, err := db.Exec(ctx, markPurged, id)
-	return err
 }
 
 const retentionJobs = `-- name: RetentionJobs :many

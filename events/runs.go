@@ -7,13 +7,17 @@ import (
 
 // Phases published by the control plane on ControlSubject: a run is queued
 // when its command is sent, skipped when it cannot run, lost when its agent
-// stops reporting, deleted by its user, and expired by its job's retention.
+// stops reporting, deleted by its user, and expired by its job's
+// retention; an expired backup's stored object is then purged, or its
+// deletion failed and is tried again later.
 const (
-	PhaseQueued  = "queued"
-	PhaseSkipped = "skipped"
-	PhaseLost    = "lost"
-	PhaseDeleted = "deleted"
-	PhaseExpired = "expired"
+	PhaseQueued      = "queued"
+	PhaseSkipped     = "skipped"
+	PhaseLost        = "lost"
+	PhaseDeleted     = "deleted"
+	PhaseExpired     = "expired"
+	PhasePurged      = "purged"
+	PhasePurgeFailed = "purge_failed"
 )
 
 // StorageSpec says where a backup object lives. For "local" it is a
@@ -173,6 +177,11 @@ type BackupEvent struct {
 
 	// expired: the retention rule that let the backup go.
 	Reason string `json:"reason,omitempty"`
+
+	// purge_failed: which attempt failed (from 1; Error says why) and when
+	// the next one is due.
+	Attempt int        `json:"attempt,omitempty"`
+	RetryAt *time.Time `json:"retryAt,omitempty"`
 }
 
 // RestoreEvent is the payload of rahat.evt.<agent>.restore.<phase>.

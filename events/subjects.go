@@ -126,9 +126,10 @@ var agentPhases = map[string][]string{
 // controlPhases are the phases only the control plane decides, published
 // on rahat.cp.<agent>.>: a run queued or skipped, a command that could not
 // be queued (failed), a run whose agent went silent (lost), a backup
-// deleted or expired, a verification queued.
+// deleted or expired, an expired backup's object purged or its deletion
+// failed, a verification queued.
 var controlPhases = map[string][]string{
-	KindBackup:  {PhaseQueued, PhaseSkipped, PhaseFailed, PhaseLost, PhaseDeleted, PhaseExpired},
+	KindBackup:  {PhaseQueued, PhaseSkipped, PhaseFailed, PhaseLost, PhaseDeleted, PhaseExpired, PhasePurged, PhasePurgeFailed},
 	KindRestore: {PhaseQueued, PhaseFailed},
 	KindVerify:  {PhaseQueued},
 }

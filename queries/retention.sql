@@ -45,11 +45,15 @@ WHERE status = 'expired' AND purged_at IS NULL AND deleted_at IS NULL
 ORDER BY expired_at
 LIMIT sqlc.arg(lim);
 
--- name: MarkPurged :exec
-UPDATE backup_history SET purged_at = now(), expire_error = NULL, expire_after = NULL WHERE id = $1;
+-- ApplyBackupPurged and ApplyBackupPurgeFailed are the projector's, from
+-- the control plane's purged and purge_failed events.
+-- name: ApplyBackupPurged :exec
+UPDATE backup_history SET purged_at = sqlc.arg(at), expire_error = NULL, expire_after = NULL
+WHERE id = $1 AND agent_id = $2 AND status = 'expired' AND purged_at IS NULL;
 
--- name: MarkPurgeFailed :exec
+-- A failed attempt is recorded once, and only after the attempts before it.
+-- name: ApplyBackupPurgeFailed :exec
 UPDATE backup_history
-SET expire_attempts = expire_attempts + 1, expire_error = sqlc.arg(error),
-    expire_after = now() + make_interval(secs => sqlc.arg(retry_secs)::float8)
-WHERE id = $1;
+SET expire_attempts = sqlc.arg(attempt), expire_error = sqlc.arg(error), expire_after = sqlc.arg(retry_at)
+WHERE id = $1 AND agent_id = $2 AND status = 'expired' AND purged_at IS NULL
+  AND expire_attempts < sqlc.arg(attempt);

@@ -12,6 +12,7 @@ package expiry
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -187,15 +188,8 @@ func expire(ctx context.Context, o Opts, q *db.Queries, id uuid.UUID, reason str
 		}
 		ev := events.BackupEvent{V: events.Version, ID: id.String() + ":expired", RunID: id.String(), At: time.Now().UTC(),
 			Reason: "retention: " + reason}
-		m, err := outbox.JSON(events.ControlSubject(row.AgentID.String(), events.KindBackup, events.PhaseExpired), ev.ID, ev)
-		if err != nil {
-			return err
-		}
 		expired = true
-		if err := projector.Apply(ctx, tx, m.Subject, ev.At, m.Data); err != nil {
-			return err
-		}
-		return outbox.Add(ctx, tx, m)
+		return emitTx(ctx, tx, row.AgentID, events.PhaseExpired, ev)
 	})
 	if err != nil || !expired {
 		return false, err
@@ -221,13 +215,18 @@ func purge(ctx context.Context, o Opts, q *db.Queries, st *Stats) error {
 				retry := o.RetryMin << min(h.ExpireAttempts, 20)
 				retry = min(retry, o.RetryMax)
 				o.Logger.Warn("deleting an expired backup failed; will retry", "historyId", h.ID, "retryIn", retry, "err", err)
-				if err := q.MarkPurgeFailed(ctx, o.Pool, db.MarkPurgeFailedParams{ID: h.ID, Error: ptr(err.Error()), RetrySecs: retry.Seconds()}); err != nil {
+				now := time.Now().UTC()
+				retryAt := now.Add(retry)
+				ev := events.BackupEvent{V: events.Version, ID: fmt.Sprintf("%s:purge_failed:%d", h.ID, h.ExpireAttempts+1), RunID: h.ID.String(),
+					At: now, Error: err.Error(), Attempt: int(h.ExpireAttempts) + 1, RetryAt: &retryAt}
+				if err := emit(ctx, o, h.AgentID, events.PhasePurgeFailed, ev); err != nil {
 					return err
 				}
 				continue
 			}
 			st.Purged++
-			if err := q.MarkPurged(ctx, o.Pool, h.ID); err != nil {
+			ev := events.BackupEvent{V: events.Version, ID: h.ID.String() + ":purged", RunID: h.ID.String(), At: time.Now().UTC()}
+			if err := emit(ctx, o, h.AgentID, events.PhasePurged, ev); err != nil {
 				return err
 			}
 		}
@@ -237,4 +236,25 @@ func purge(ctx context.Context, o Opts, q *db.Queries, st *Stats) error {
 	}
 }
 
-func ptr[T any](v T) *T { return &v }
+// emit applies the control plane's event about backup ev.RunID and writes
+// it to the outbox, in one transaction.
+func emit(ctx context.Context, o Opts, agent uuid.UUID, phase string, ev events.BackupEvent) error {
+	err := db.WithTx(ctx, o.Pool, func(tx pgx.Tx) error { return emitTx(ctx, tx, agent, phase, ev) })
+	if err == nil {
+		o.Outbox.Kick()
+	}
+	return err
+}
+
+// emitTx is emit in the caller's transaction; the caller kicks the relay
+// after its commit.
+func emitTx(ctx context.Context, tx pgx.Tx, agent uuid.UUID, phase string, ev events.BackupEvent) error {
+	m, err := outbox.JSON(events.ControlSubject(agent.String(), events.KindBackup, phase), ev.ID, ev)
+	if err != nil {
+		return err
+	}
+	if err := projector.Apply(ctx, tx, m.Subject, ev.At, m.Data); err != nil {
+		return err
+	}
+	return outbox.Add(ctx, tx, m)
+}

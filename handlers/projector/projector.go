@@ -210,6 +210,14 @@ func applyBackup(ctx context.Context, q *db.Queries, dbtx db.DBTX, agent uuid.UU
 		return q.ApplyBackupDeleted(ctx, dbtx, db.ApplyBackupDeletedParams{ID: run, AgentID: agent, At: &at})
 	case events.PhaseExpired:
 		return q.ApplyBackupExpired(ctx, dbtx, db.ApplyBackupExpiredParams{ID: run, AgentID: agent, At: &at, Reason: ptr(ev.Reason)})
+	case events.PhasePurged:
+		return q.ApplyBackupPurged(ctx, dbtx, db.ApplyBackupPurgedParams{ID: run, AgentID: agent, At: &at})
+	case events.PhasePurgeFailed:
+		if ev.Attempt < 1 || ev.RetryAt == nil {
+			return fmt.Errorf("%w: purge_failed without attempt or retryAt", errPoison)
+		}
+		return q.ApplyBackupPurgeFailed(ctx, dbtx, db.ApplyBackupPurgeFailedParams{ID: run, AgentID: agent,
+			Attempt: int32(ev.Attempt), Error: ptr(ev.Error), RetryAt: ptr(ev.RetryAt.UTC())})
 	default:
 		return fmt.Errorf("%w: backup phase %q", errPoison, phase)
 	}
