@@ -12,11 +12,15 @@ import (
 	"strings"
 
 	"github.com/go-chi/chi/v5/middleware"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/rahatback/rahatback/db"
 )
 
 // Error is an error the client may see: its code is the HTTP status, its
-// message and fields are written as the body. Any other error a handler
-// returns is logged and answered with a generic 500.
+// message and fields are written as the body. A row not found (db.ErrNotFound,
+// pgx.ErrNoRows) that a handler returns is a 404; any other error is logged
+// and answered with a generic 500.
 type Error struct {
 	Code    int               `json:"code"`
 	Message string            `json:"message"`
@@ -60,7 +64,13 @@ func (a *API) handle(h handlerFunc) http.HandlerFunc {
 			return
 		}
 		var apiErr *Error
-		if !errors.As(err, &apiErr) {
+		switch {
+		case errors.As(err, &apiErr):
+		case errors.Is(err, db.ErrNotFound), errors.Is(err, pgx.ErrNoRows):
+			// A row the request loaded went away before it was done
+			// (deleted by another request meanwhile).
+			apiErr = &Error{Code: http.StatusNotFound, Message: "not found"}
+		default:
 			a.log.Error("request failed", "requestId", middleware.GetReqID(r.Context()),
 				"method", r.Method, "path", r.URL.Path, "err", err)
 			apiErr = &Error{Code: http.StatusInternalServerError, Message: "internal error; request id " + middleware.GetReqID(r.Context())}
