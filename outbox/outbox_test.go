@@ -4,9 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
-	"net"
 	"os"
 	"sync"
 	"testing"
@@ -17,7 +14,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/rahatback/rahatback"
 	"github.com/rahatback/rahatback/db"
 	"github.com/rahatback/rahatback/events"
 	"github.com/rahatback/rahatback/events/natsd"
@@ -27,62 +23,18 @@ import (
 
 func TestMain(m *testing.M) { os.Exit(testsupport.Main(m)) }
 
-// broker is an embedded NATS server that can be stopped and started again
-// on the same address and store, as a broker outage.
-type broker struct {
-	t        *testing.T
-	listen   string
-	store    string
-	password string
-	srv      *natsd.Server
-}
-
-func startBroker(t *testing.T) *broker {
+// connect is another control plane's connection to n.
+func connect(t *testing.T, n *testsupport.NATS) jetstream.JetStream {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	nc, err := nats.Connect(n.Server.ClientURL(), nats.UserInfo(natsd.ControlPlaneUser, n.ControlPlanePassword),
+		nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := ln.Addr().String()
-	ln.Close()
-	b := &broker{t: t, listen: addr, store: t.TempDir(), password: testsupport.RandomString(16)}
-	b.start()
-	t.Cleanup(b.stop)
-	return b
-}
-
-func (b *broker) start() {
-	b.t.Helper()
-	srv, err := natsd.Start(natsd.Options{Config: rahatback.NATSConf, Listen: b.listen, StoreDir: b.store,
-		ControlPlanePassword: b.password, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		b.t.Fatal(err)
-	}
-	b.srv = srv
-}
-
-func (b *broker) stop() {
-	if b.srv != nil {
-		b.srv.Shutdown()
-		b.srv = nil
-	}
-}
-
-// connect is the control plane's connection: it reconnects for ever.
-func (b *broker) connect() jetstream.JetStream {
-	b.t.Helper()
-	nc, err := nats.Connect("nats://"+b.listen, nats.UserInfo(natsd.ControlPlaneUser, b.password),
-		nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
-	if err != nil {
-		b.t.Fatal(err)
-	}
-	b.t.Cleanup(nc.Close)
+	t.Cleanup(nc.Close)
 	js, err := jetstream.New(nc)
 	if err != nil {
-		b.t.Fatal(err)
-	}
-	if err := events.EnsureStreams(context.Background(), js, events.StreamOpts{}); err != nil {
-		b.t.Fatal(err)
+		t.Fatal(err)
 	}
 	return js
 }
@@ -189,8 +141,8 @@ func equal(t *testing.T, got, want []string) {
 // the outbox; a rolled-back transaction's never are.
 func TestRelay(t *testing.T) {
 	_, pool := testsupport.NewDatabase(t)
-	b := startBroker(t)
-	js := b.connect()
+	n := testsupport.StartNATS(t, nil)
+	js := n.JS
 	add(t, pool, msgs("a", 0, 120))
 	rolledBack := errors.New("rolled back")
 	err := db.WithTx(context.Background(), pool, func(tx pgx.Tx) error {
@@ -213,21 +165,21 @@ func TestRelay(t *testing.T) {
 // NATS and a relay are back, once each.
 func TestRelayBrokerOutage(t *testing.T) {
 	_, pool := testsupport.NewDatabase(t)
-	b := startBroker(t)
-	js := b.connect()
+	n := testsupport.StartNATS(t, nil)
+	js := n.JS
 	r := relay(t, pool, js)
 	run(t, r)
 	add(t, pool, msgs("a", 0, 10))
 	waitEmpty(t, pool, 10*time.Second)
 
-	b.stop()
+	n.Stop()
 	add(t, pool, msgs("a", 10, 30))
 	r.Kick()
 	time.Sleep(3 * time.Second) // rounds fail meanwhile
 	if n, err := db.New().OutboxPending(context.Background(), pool); err != nil || n != 30 {
 		t.Fatalf("during the outage the outbox holds %d (%v), want 30", n, err)
 	}
-	b.start()
+	n.Restart()
 	waitEmpty(t, pool, 30*time.Second)
 	equal(t, stored(t, js), want("a", 40))
 }
@@ -238,8 +190,8 @@ func TestRelayBrokerOutage(t *testing.T) {
 // published again, and the stream keeps it once.
 func TestRelayAfterRestart(t *testing.T) {
 	_, pool := testsupport.NewDatabase(t)
-	b := startBroker(t)
-	js := b.connect()
+	n := testsupport.StartNATS(t, nil)
+	js := n.JS
 	add(t, pool, msgs("a", 0, 20))
 	// The first ten were acknowledged before the stop.
 	for _, m := range msgs("a", 0, 10) {
@@ -260,9 +212,9 @@ func TestRelayAfterRestart(t *testing.T) {
 // order.
 func TestRelayReplicas(t *testing.T) {
 	_, pool := testsupport.NewDatabase(t)
-	b := startBroker(t)
-	run(t, relay(t, pool, b.connect()))
-	run(t, relay(t, pool, b.connect()))
+	n := testsupport.StartNATS(t, nil)
+	run(t, relay(t, pool, connect(t, n)))
+	run(t, relay(t, pool, connect(t, n)))
 	var wg sync.WaitGroup
 	const writers, each = 8, 40
 	for w := range writers {
@@ -276,7 +228,7 @@ func TestRelayReplicas(t *testing.T) {
 	}
 	wg.Wait()
 	waitEmpty(t, pool, 20*time.Second)
-	got := stored(t, b.connect())
+	got := stored(t, n.JS)
 	if len(got) != writers*each {
 		t.Fatalf("stream holds %d messages, want %d", len(got), writers*each)
 	}

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -136,24 +137,31 @@ type NATS struct {
 	ControlPlanePassword string
 	NC                   *nats.Conn
 	JS                   jetstream.JetStream
+
+	t         testing.TB
+	opts      natsd.Options
+	stopped   bool
+	stoppedMu sync.Mutex
 }
 
 // StartNATS starts a NATS server for t on a random loopback port with the
 // project's nats.conf, connects as the control plane and creates the
 // streams. authAgent checks agent credentials (nil rejects every agent).
+// The control plane's connection reconnects for ever, across Stop and
+// Restart.
 func StartNATS(t testing.TB, authAgent natsd.AgentAuthenticator) *NATS {
 	t.Helper()
-	password := RandomString(16)
-	srv, err := natsd.Start(natsd.Options{
+	n := &NATS{t: t, ControlPlanePassword: RandomString(16), opts: natsd.Options{
 		Config: rahatback.NATSConf, Listen: "127.0.0.1:0", StoreDir: t.TempDir(),
-		ControlPlanePassword: password, AuthenticateAgent: authAgent,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Shutdown)
-	nc, err := nats.Connect(srv.ClientURL(), nats.UserInfo(natsd.ControlPlaneUser, password))
+		AuthenticateAgent: authAgent, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	}}
+	n.opts.ControlPlanePassword = n.ControlPlanePassword
+	n.start()
+	// Restart listens where the first start did.
+	n.opts.Listen = strings.TrimPrefix(n.Server.ClientURL(), "nats://")
+	t.Cleanup(n.Stop)
+	nc, err := nats.Connect(n.Server.ClientURL(), nats.UserInfo(natsd.ControlPlaneUser, n.ControlPlanePassword),
+		nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -165,7 +173,38 @@ func StartNATS(t testing.TB, authAgent natsd.AgentAuthenticator) *NATS {
 	if err := events.EnsureStreams(context.Background(), js, events.StreamOpts{}); err != nil {
 		t.Fatal(err)
 	}
-	return &NATS{Server: srv, ControlPlanePassword: password, NC: nc, JS: js}
+	n.NC, n.JS = nc, js
+	return n
+}
+
+func (n *NATS) start() {
+	n.t.Helper()
+	srv, err := natsd.Start(n.opts)
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	n.Server = srv
+}
+
+// Stop shuts the server down, as a broker outage; Restart brings it back.
+func (n *NATS) Stop() {
+	n.stoppedMu.Lock()
+	defer n.stoppedMu.Unlock()
+	if !n.stopped {
+		n.Server.Shutdown()
+		n.stopped = true
+	}
+}
+
+// Restart starts a stopped server again on the same address and store.
+func (n *NATS) Restart() {
+	n.t.Helper()
+	n.stoppedMu.Lock()
+	defer n.stoppedMu.Unlock()
+	if n.stopped {
+		n.start()
+		n.stopped = false
+	}
 }
 
 // Logger returns a logger writing to t.Log until t's cleanups have run;

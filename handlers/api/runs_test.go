@@ -1,9 +1,16 @@
 package api_test
 
 import (
+	"context"
+	"maps"
 	"net/http"
+	"slices"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/rahatback/rahatback/events"
 )
 
 // TestRunNowRacingDelete: a job deleted while "run now" is answered is a
@@ -29,5 +36,125 @@ func TestRunNowRacingDelete(t *testing.T) {
 				t.Fatalf("run now racing a delete answered %d", c)
 			}
 		}
+	}
+}
+
+// TestBrokerOutage: with NATS down, "run now" and "verify" are still
+// accepted; their events and commands reach the streams once NATS is back,
+// each once.
+func TestBrokerOutage(t *testing.T) {
+	t.Parallel()
+	s := newServer(t)
+	ctx := context.Background()
+	tok := s.register(t, "outage@example.com").Tokens.Access.Token
+	agent := enrollAgent(t, s, tok)
+	announce(t, s, agent)
+	waitAgentStatus(t, s, tok, agent, "online", 10*time.Second)
+	r := s.do(t, "POST", "/v1/databases", tok, validDB())
+	wantCode(t, r, http.StatusCreated)
+	var d struct{ ID string }
+	r.JSON(t, &d)
+	job := createJob(t, s, tok, d.ID, "outage")
+	var first struct{ HistoryID string }
+	r = s.do(t, "POST", "/v1/backups/jobs/"+job+"/run", tok, nil)
+	wantCode(t, r, http.StatusAccepted)
+	r.JSON(t, &first)
+	// The agent takes the command (the work queue forgets it) and succeeds.
+	cons, err := s.nats.JS.Consumer(ctx, events.StreamCommands, events.AgentConsumer(agent))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := cons.Fetch(1, jetstream.FetchMaxWait(10*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for m := range b.Messages() {
+		if err := m.Ack(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	completeRun(t, s, agent, first.HistoryID)
+	waitStatus(t, s, tok, first.HistoryID, "success")
+
+	s.nats.Stop()
+	var run struct{ HistoryID, Status string }
+	r = s.do(t, "POST", "/v1/backups/jobs/"+job+"/run", tok, nil)
+	if r.Code != http.StatusAccepted {
+		t.Fatalf("run now with NATS down: %d %s", r.Code, r.Body)
+	}
+	r.JSON(t, &run)
+	r = s.do(t, "POST", "/v1/backups/history/"+first.HistoryID+"/verify", tok, `{"verificationLevel": "BASIC"}`)
+	if r.Code != http.StatusAccepted {
+		t.Fatalf("verify with NATS down: %d %s", r.Code, r.Body)
+	}
+	var verify struct{ VerificationID string }
+	r.JSON(t, &verify)
+	if run.Status != "queued" {
+		t.Fatalf("run now with NATS down: %+v", run)
+	}
+	time.Sleep(time.Second) // the relay fails meanwhile
+	s.nats.Restart()
+
+	want := map[string]uint64{
+		events.ControlSubject(agent, events.KindBackup, events.PhaseQueued): 2, // the first run's and this one's
+		events.ControlSubject(agent, events.KindVerify, events.PhaseQueued): 1,
+		events.CommandSubject(agent, events.CommandBackup):                  1,
+		events.CommandSubject(agent, events.CommandVerify):                  1,
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		got := map[string]uint64{}
+		for _, name := range []string{events.StreamEvents, events.StreamCommands} {
+			st, err := s.nats.JS.Stream(ctx, name)
+			if err != nil {
+				break
+			}
+			for subj := range want {
+				info, err := st.Info(ctx, jetstream.WithSubjectFilter(subj))
+				if err == nil {
+					got[subj] += info.State.Subjects[subj]
+				}
+			}
+		}
+		if maps.Equal(got, want) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after the outage the streams hold %v, want %v", got, want)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	// The commands are the ones promised.
+	b, err = cons.Fetch(2, jetstream.FetchMaxWait(10*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for m := range b.Messages() {
+		var c struct{ RunID, VerifyID string }
+		if err := events.Decode(m.Data(), &c); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, c.RunID+c.VerifyID)
+	}
+	if !slices.Equal(ids, []string{run.HistoryID, verify.VerificationID}) {
+		t.Fatalf("commands after the outage: %v, want the run %s then the verification %s", ids, run.HistoryID, verify.VerificationID)
+	}
+}
+
+// waitStatus waits until run id has status.
+func waitStatus(t *testing.T, s *testServer, tok, id, status string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var h struct{ Status string }
+		s.do(t, "GET", "/v1/backups/history/"+id, tok, nil).JSON(t, &h)
+		if h.Status == status {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("run %s is %s, want %s", id, h.Status, status)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
