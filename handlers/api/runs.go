@@ -21,6 +21,7 @@ import (
 	"github.com/rahatback/rahatback/handlers/projector"
 	"github.com/rahatback/rahatback/outbox"
 	"github.com/rahatback/rahatback/pipeline"
+	"github.com/rahatback/rahatback/runs"
 	"github.com/rahatback/rahatback/sealed"
 	"github.com/rahatback/rahatback/storage"
 	"github.com/rahatback/rahatback/transfer"
@@ -107,23 +108,19 @@ func sealConn(d db.Database, password []byte, pub string) (events.ConnSpec, erro
 		SealedPassword: sealedPW, Database: d.DatabaseName}, nil
 }
 
-// runAgent picks the agent that backs up d: its assigned agent, else the
-// user's first online agent. ok is false when there is none.
-func (a *API) runAgent(ctx context.Context, user uuid.UUID, d db.Database) (agent db.ListAgentsRow, ok bool, err error) {
-	if d.AgentID != nil {
-		row, err := a.q.GetAgentStatus(ctx, a.pool, db.GetAgentStatusParams{ID: *d.AgentID, UserID: user, OfflineAfterSecs: a.offlineSecs()})
-		if err == nil {
-			return db.ListAgentsRow(row), true, nil
-		}
-		if !errors.Is(db.MapErr(err), db.ErrNotFound) {
-			return agent, false, err
-		}
+// runAgent picks the agent that backs up d (runs.Pick among the user's
+// agents). ok is false when there is none.
+func (a *API) runAgent(ctx context.Context, user uuid.UUID, d db.Database) (agent runs.Agent, ok bool, err error) {
+	rows, err := a.q.ListAgents(ctx, a.pool, db.ListAgentsParams{UserID: user, OfflineAfterSecs: a.offlineSecs()})
+	if err != nil {
+		return agent, false, err
 	}
-	agent, err = a.firstOnlineAgent(ctx, user)
-	if errors.Is(err, errNoAgent) {
-		return agent, false, nil
+	agents := make([]runs.Agent, len(rows))
+	for i, r := range rows {
+		agents[i] = runs.Agent{ID: r.ID, Name: r.Name, Online: r.Online}
 	}
-	return agent, err == nil, err
+	agent, ok = runs.Pick(agents, d.AgentID)
+	return agent, ok, nil
 }
 
 var errRunning = errorf(http.StatusConflict, "this job already has a backup queued or running")
@@ -147,22 +144,8 @@ func (a *API) runJob(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	runID := uuid.New()
-	ev := events.BackupEvent{V: events.Version, ID: runID.String() + ":queued", RunID: runID.String(), At: time.Now().UTC(),
-		UserID: user.String(), JobID: j.ID.String(), DatabaseID: d.ID.String(), StorageType: j.StorageType,
-		Compression: j.Compression, IsEncrypted: j.IsEncrypted}
-	if j.StorageType != "local" && j.CloudStorageID != nil {
-		ev.CloudStorageID = j.CloudStorageID.String()
-	}
-	phase := events.PhaseQueued
-	switch {
-	case !haveAgent:
-		phase, ev.Error = events.PhaseSkipped, "no agent can run this backup: connect an agent and assign it to the database"
-	case !agent.Online:
-		phase, ev.Error = events.PhaseSkipped, fmt.Sprintf("agent %q was offline", agent.Name)
-	}
-	if phase == events.PhaseSkipped {
-		ev.ID = runID.String() + ":skipped"
-	}
+	phase, reason := runs.Decide(agent, haveAgent, nil)
+	ev := runs.Event(j, runID, phase, reason, time.Now(), nil)
 	var cmds []outbox.Message
 	if phase == events.PhaseQueued {
 		if full, err := a.queueFull(ctx, agent.ID); err != nil {
@@ -180,7 +163,7 @@ func (a *API) runJob(w http.ResponseWriter, r *http.Request) error {
 		}
 		cmds = append(cmds, m)
 	}
-	agentID := agentIDOrNil(agent, haveAgent)
+	agentID := agent.ID // the nil UUID when no agent can take it
 	err = db.WithTx(ctx, a.pool, func(tx pgx.Tx) error {
 		// The job's row lock orders concurrent "run now" clicks.
 		if _, err := a.q.GetBackupJobForUpdate(ctx, tx, db.GetBackupJobForUpdateParams{ID: j.ID, UserID: user}); err != nil {
@@ -331,15 +314,6 @@ func (a *API) assembleCommand(j db.BackupJob, d db.Database, password []byte, pu
 		}
 	}
 	return cmd, nil
-}
-
-// agentIDOrNil is the agent's id, or the nil UUID for a run no agent can
-// take (its events then live under rahat.cp.00000000-….).
-func agentIDOrNil(agent db.ListAgentsRow, ok bool) uuid.UUID {
-	if !ok {
-		return uuid.Nil
-	}
-	return agent.ID
 }
 
 type historyJSON struct {

@@ -17,15 +17,8 @@ import (
 	"github.com/rahatback/rahatback/db"
 	"github.com/rahatback/rahatback/events"
 	"github.com/rahatback/rahatback/handlers/projector"
+	"github.com/rahatback/rahatback/runs"
 	"github.com/rahatback/rahatback/schedule"
-)
-
-// Reasons recorded on skipped scheduled runs.
-const (
-	ReasonDown    = "control plane was down at the scheduled time; the slot was not run"
-	ReasonBusy    = "previous run still running"
-	ReasonOffline = "agent offline"
-	ReasonNoAgent = "no agent can run this backup: connect an agent and assign it to the database"
 )
 
 // runNamespace derives scheduled run ids: RunID(job, slot).
@@ -167,14 +160,14 @@ func (s *Scheduler) decide(ctx context.Context, batch []*entry, now time.Time, a
 // nothing prevents it; the others are recorded as missed, at most
 // MaxMissed of them.
 func (s *Scheduler) planSlots(plans []planned, j db.BackupJob, assigned *uuid.UUID, slots []time.Time, now time.Time,
-	agents []db.AgentsOfUsersRow, active map[uuid.UUID]uuid.UUID) []planned {
+	agents []runs.Agent, active map[uuid.UUID]uuid.UUID) []planned {
 	last := slots[len(slots)-1]
 	missed := slots
 	var run *time.Time
 	if now.Sub(last) <= s.o.Grace {
 		run, missed = &last, slots[:len(slots)-1]
 	}
-	agent, haveAgent := pickAgent(agents, assigned)
+	agent, haveAgent := runs.Pick(agents, assigned)
 	agentID := uuid.Nil
 	if haveAgent {
 		agentID = agent.ID
@@ -185,26 +178,21 @@ func (s *Scheduler) planSlots(plans []planned, j db.BackupJob, assigned *uuid.UU
 		s.log.Warn("job missed more slots than are recorded", "jobId", j.ID, "missed", dropped+len(missed),
 			"recorded", len(missed))
 		plans = append(plans, s.plan(j, agentID, missed[0], now, events.PhaseSkipped,
-			fmt.Sprintf("%s (and %d earlier slots since %s)", ReasonDown, dropped, slots[0].Format(time.RFC3339))))
+			fmt.Sprintf("%s (and %d earlier slots since %s)", runs.ReasonDown, dropped, slots[0].Format(time.RFC3339))))
 		missed = missed[1:]
 	}
 	for _, slot := range missed {
-		plans = append(plans, s.plan(j, agentID, slot, now, events.PhaseSkipped, ReasonDown))
+		plans = append(plans, s.plan(j, agentID, slot, now, events.PhaseSkipped, runs.ReasonDown))
 	}
 	if run == nil {
 		return plans
 	}
-	switch runID, busy := active[j.ID]; {
-	case busy:
-		return append(plans, s.plan(j, agentID, *run, now, events.PhaseSkipped, fmt.Sprintf("%s (run %s)", ReasonBusy, runID)))
-	case !haveAgent:
-		return append(plans, s.plan(j, agentID, *run, now, events.PhaseSkipped, ReasonNoAgent))
-	case !agent.Online:
-		return append(plans, s.plan(j, agentID, *run, now, events.PhaseSkipped,
-			fmt.Sprintf("%s: agent %q was not connected at the scheduled time", ReasonOffline, agent.Name)))
-	default:
-		return append(plans, s.plan(j, agentID, *run, now, events.PhaseQueued, ""))
+	var busy *uuid.UUID
+	if runID, ok := active[j.ID]; ok {
+		busy = &runID
 	}
+	phase, reason := runs.Decide(agent, haveAgent, busy)
+	return append(plans, s.plan(j, agentID, *run, now, phase, reason))
 }
 
 // insertPlans writes the history rows of plans.
@@ -288,7 +276,7 @@ func partialJob(r db.DueJobsRow) db.BackupJob {
 
 // agentsByUser is each user's active agents with their presence, in the
 // user's agent order.
-type agentsByUser map[uuid.UUID][]db.AgentsOfUsersRow
+type agentsByUser map[uuid.UUID][]runs.Agent
 
 // loadAgents reads the agents of every user owning one of the given jobs.
 func (s *Scheduler) loadAgents(ctx context.Context, users []uuid.UUID) (agentsByUser, error) {
@@ -298,40 +286,16 @@ func (s *Scheduler) loadAgents(ctx context.Context, users []uuid.UUID) (agentsBy
 	}
 	agents := agentsByUser{}
 	for _, a := range rows {
-		agents[a.UserID] = append(agents[a.UserID], a)
+		agents[a.UserID] = append(agents[a.UserID], runs.Agent{ID: a.ID, Name: a.Name, Online: a.Online})
 	}
 	return agents, nil
-}
-
-// pickAgent is the agent that runs a job: its database's assigned agent
-// when the user still has it, else the user's first online agent (the
-// API's rule for "run now").
-func pickAgent(agents []db.AgentsOfUsersRow, assigned *uuid.UUID) (db.AgentsOfUsersRow, bool) {
-	if assigned != nil {
-		for _, a := range agents {
-			if a.ID == *assigned {
-				return a, true
-			}
-		}
-	}
-	for _, a := range agents {
-		if a.Online {
-			return a, true
-		}
-	}
-	return db.AgentsOfUsersRow{}, false
 }
 
 // plan is the history row of job's slot.
 func (s *Scheduler) plan(j db.BackupJob, agent uuid.UUID, slot, now time.Time, phase, reason string) planned {
 	runID := RunID(j.ID, slot)
 	slotUTC := slot.UTC()
-	ev := events.BackupEvent{V: events.Version, ID: runID.String() + ":" + phase, RunID: runID.String(), At: now.UTC(),
-		UserID: j.UserID.String(), JobID: j.ID.String(), DatabaseID: j.DatabaseID.String(), StorageType: j.StorageType,
-		Compression: j.Compression, IsEncrypted: j.IsEncrypted, ScheduledFor: &slotUTC, Error: reason}
-	if j.StorageType != "local" && j.CloudStorageID != nil {
-		ev.CloudStorageID = j.CloudStorageID.String()
-	}
+	ev := runs.Event(j, runID, phase, reason, now, &slotUTC)
 	return planned{job: j, agent: agent, phase: phase, ev: ev, run: runID, slot: slotUTC}
 }
 
@@ -449,7 +413,7 @@ func (s *Scheduler) buildCommands(ctx context.Context, queued []*planned) ([]*pl
 	}
 	var found []*planned
 	var jobs []db.BackupJob
-	var agents, runs []uuid.UUID
+	var agents, runIDs []uuid.UUID
 	for _, p := range queued {
 		j, ok := byID[p.job.ID]
 		if !ok {
@@ -457,12 +421,12 @@ func (s *Scheduler) buildCommands(ctx context.Context, queued []*planned) ([]*pl
 			continue
 		}
 		found = append(found, p)
-		jobs, agents, runs = append(jobs, j), append(agents, p.agent), append(runs, p.run)
+		jobs, agents, runIDs = append(jobs, j), append(agents, p.agent), append(runIDs, p.run)
 	}
 	if len(found) == 0 {
 		return nil, nil
 	}
-	cmds, errs := s.o.Commands.BackupCommands(ctx, jobs, agents, runs)
+	cmds, errs := s.o.Commands.BackupCommands(ctx, jobs, agents, runIDs)
 	var built []*planned
 	var out []events.BackupCommand
 	for i, p := range found {
@@ -504,11 +468,11 @@ func (s *Scheduler) resend(ctx context.Context) error {
 		return nil
 	}
 	jobs := make([]db.BackupJob, len(rows))
-	agents, runs := make([]uuid.UUID, len(rows)), make([]uuid.UUID, len(rows))
+	agents, runIDs := make([]uuid.UUID, len(rows)), make([]uuid.UUID, len(rows))
 	for i, r := range rows {
-		jobs[i], agents[i], runs[i] = r.BackupJob, r.AgentID, r.ID
+		jobs[i], agents[i], runIDs[i] = r.BackupJob, r.AgentID, r.ID
 	}
-	cmds, errs := s.o.Commands.BackupCommands(ctx, jobs, agents, runs)
+	cmds, errs := s.o.Commands.BackupCommands(ctx, jobs, agents, runIDs)
 	for i, r := range rows {
 		if errs[i] != nil {
 			s.log.Warn("rebuilding a scheduled command", "runId", r.ID, "err", errs[i])

@@ -8,6 +8,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/rahatback/rahatback/db"
+	"github.com/rahatback/rahatback/runs"
 )
 
 // prepared is a job's command for its next slot, built ahead of the slot
@@ -90,24 +91,24 @@ func (s *Scheduler) prepareAhead(ctx context.Context, now time.Time) bool {
 		byID[e.id] = e
 	}
 	var jobs []db.BackupJob
-	var agentIDs, runs []uuid.UUID
+	var agentIDs, runIDs []uuid.UUID
 	var preps []*prepared
 	for _, r := range rows {
 		e := byID[r.BackupJob.ID]
 		job := r.BackupJob
 		e.prep = &prepared{slot: e.next, job: &job, dbAgent: r.DatabaseAgentID, jobUpdated: job.UpdatedAt, dbUpdated: r.DatabaseUpdatedAt}
-		agent, ok := pickAgent(agents[r.BackupJob.UserID], r.DatabaseAgentID)
+		agent, ok := runs.Pick(agents[r.BackupJob.UserID], r.DatabaseAgentID)
 		if !ok || !agent.Online {
 			continue // the slot decides; the job as read still saves reading it then
 		}
 		e.prep.agent = agent.ID
-		jobs, agentIDs, runs = append(jobs, r.BackupJob), append(agentIDs, agent.ID), append(runs, RunID(e.id, e.next))
+		jobs, agentIDs, runIDs = append(jobs, r.BackupJob), append(agentIDs, agent.ID), append(runIDs, RunID(e.id, e.next))
 		preps = append(preps, e.prep)
 	}
 	if len(jobs) == 0 {
 		return true
 	}
-	cmds, errs := s.o.Commands.BackupCommands(ctx, jobs, agentIDs, runs)
+	cmds, errs := s.o.Commands.BackupCommands(ctx, jobs, agentIDs, runIDs)
 	for i, pr := range preps {
 		if errs[i] != nil {
 			continue // built (and its error recorded) when the slot comes

@@ -22,6 +22,7 @@ import (
 	"github.com/rahatback/rahatback/handlers/api"
 	"github.com/rahatback/rahatback/handlers/projector"
 	"github.com/rahatback/rahatback/handlers/scheduler"
+	"github.com/rahatback/rahatback/runs"
 	"github.com/rahatback/rahatback/testsupport"
 	"github.com/rahatback/rahatback/vault"
 )
@@ -303,7 +304,7 @@ func TestMissedSlotsAfterDowntime(t *testing.T) {
 		if !r.Slot.Equal(slot) {
 			t.Fatalf("row %d is for %s, want %s", i, r.Slot, slot)
 		}
-		if i < 29 && (r.Status != "skipped" || r.Error != scheduler.ReasonDown) {
+		if i < 29 && (r.Status != "skipped" || r.Error != runs.ReasonDown) {
 			t.Fatalf("missed slot %s: %+v, want skipped (control plane was down)", slot, r)
 		}
 	}
@@ -311,7 +312,7 @@ func TestMissedSlotsAfterDowntime(t *testing.T) {
 		t.Fatalf("latest slot within grace: %+v, want queued", last)
 	}
 	hr := e.waitRows(hourly, 1)
-	if hr[0].Status != "skipped" || hr[0].Error != scheduler.ReasonDown || !hr[0].Slot.Equal(t0) {
+	if hr[0].Status != "skipped" || hr[0].Error != runs.ReasonDown || !hr[0].Slot.Equal(t0) {
 		t.Fatalf("hourly slot missed by 30 min: %+v, want skipped for %s", hr[0], t0)
 	}
 	if got := e.waitCommands(2); len(got) != 2 || !slices.Contains(got, scheduler.MsgID(perMinute, t0.Add(30*time.Minute))) ||
@@ -352,14 +353,14 @@ func TestSkippedSlots(t *testing.T) {
 	// Not completed: the next slot finds it still running.
 	e.clock.Set(t0.Add(2 * time.Minute))
 	rs = e.waitRows(job, 2)
-	if rs[1].Status != "skipped" || !strings.HasPrefix(rs[1].Error, scheduler.ReasonBusy) || !strings.Contains(rs[1].Error, rs[0].ID.String()) {
+	if rs[1].Status != "skipped" || !strings.HasPrefix(rs[1].Error, runs.ReasonBusy) || !strings.Contains(rs[1].Error, rs[0].ID.String()) {
 		t.Fatalf("slot while the previous run is still queued: %+v", rs[1])
 	}
 	e.complete(rs[0].ID)
 	e.setOnline(false)
 	e.clock.Set(t0.Add(3 * time.Minute))
 	rs = e.waitRows(job, 3)
-	if rs[2].Status != "skipped" || !strings.HasPrefix(rs[2].Error, scheduler.ReasonOffline) || !strings.Contains(rs[2].Error, "db-host") {
+	if rs[2].Status != "skipped" || !strings.HasPrefix(rs[2].Error, runs.ReasonOffline) || !strings.Contains(rs[2].Error, "db-host") {
 		t.Fatalf("slot with the agent offline: %+v", rs[2])
 	}
 	e.setOnline(true)
