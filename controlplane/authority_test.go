@@ -229,7 +229,8 @@ func TestAgentAuthority(t *testing.T) {
 				out = append(out, events.BackupEvent{V: events.Version, ID: uuid.NewString(), RunID: run, At: now,
 					UserID: me.ID, JobID: job.ID, DatabaseID: srcDB, StorageType: "local", Compression: "zstd",
 					Seq: 99, Step: "forged", Percent: 99, FileName: "forged.sql.zst", StorageKey: "forged", FileSize: 1,
-					Checksum: "ff", ChecksumAlgorithm: "sha256", Error: "forged", Lost: true, Reason: "forged"})
+					Checksum: "ff", ChecksumAlgorithm: "sha256", Error: "forged", Lost: true, Reason: "forged",
+					Attempt: 9, RetryAt: &now})
 			}
 			return out
 		case events.KindRestore:
@@ -244,7 +245,7 @@ func TestAgentAuthority(t *testing.T) {
 		return nil
 	}
 	phases := []string{events.PhaseQueued, events.PhaseSkipped, events.PhaseStarted, events.PhaseProgress, events.PhaseCompleted,
-		events.PhaseFailed, events.PhaseLost, events.PhaseDeleted, events.PhaseExpired}
+		events.PhaseFailed, events.PhaseLost, events.PhaseDeleted, events.PhaseExpired, events.PhasePurged, events.PhasePurgeFailed}
 	for _, attacker := range []*testAgent{mal, second} {
 		for _, kind := range []string{events.KindBackup, events.KindRestore, events.KindVerify} {
 			for _, phase := range phases {
