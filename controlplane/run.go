@@ -346,7 +346,7 @@ func (s *system) serve(ctx context.Context) error {
 		}
 		g.Go(func() error { return sch.Run(gctx) })
 		g.Go(func() error {
-			return expiry.Run(gctx, expiry.Opts{Pool: s.pool, JS: js, Outbox: relay, Deleter: a, Interval: s.cfg.RetentionInterval,
+			return expiry.Run(gctx, expiry.Opts{Pool: s.pool, Outbox: relay, Deleter: a, Interval: s.cfg.RetentionInterval,
 				StaleAfter: s.cfg.CommandTTL + time.Hour, Logger: s.log.With("role", "retention")})
 		})
 	}

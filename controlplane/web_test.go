@@ -284,19 +284,16 @@ func (p *page) signUp(email string) {
 	p.waitJS("signed in as "+email, fmt.Sprintf(`document.querySelector('.who')?.textContent === %q`, email), 10*time.Second)
 }
 
-// fill sets form fields by selector, once every one of them is on the
-// page; selects are set by value.
+// fill sets form fields by selector, each firing input and change; selects
+// are set by value. It retries until every field is on the page and has
+// taken its value (a select whose options are still loading has not).
 func (p *page) fill(fields map[string]string) {
 	p.t.Helper()
 	b, _ := json.Marshal(fields)
-	var set bool
-	p.evalWhen("fields to fill", `Object.keys(`+string(b)+`).every(sel => document.querySelector(sel))`,
-		`Object.entries(`+string(b)+`).map(([sel, v]) => { const el = document.querySelector(sel);
+	p.waitJS("fill "+string(b), `Object.entries(`+string(b)+`).map(([sel, v]) => { const el = document.querySelector(sel);
+		if (!el) return false;
 		el.value = v; el.dispatchEvent(new Event('input', {bubbles: true})); el.dispatchEvent(new Event('change', {bubbles: true})); return el.value === v })
-		.every(Boolean)`, &set, 20*time.Second)
-	if !set {
-		p.t.Fatalf("fill %s: a field did not take its value", b)
-	}
+		.every(Boolean)`, 20*time.Second)
 }
 
 func pgCredentials(t *testing.T) (user, password string) {

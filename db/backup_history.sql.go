@@ -311,6 +311,8 @@ func (q *Queries) ApplyBackupVerified(ctx context.Context, db DBTX, arg ApplyBac
 const applyVerifyQueued = `-- name: ApplyVerifyQueued :exec
 UPDATE backup_history SET verifying_since = $3
 WHERE id = $1 AND agent_id = $2 AND status = 'success'
+  AND (verified_at IS NULL OR verified_at < $3)
+  AND (verifying_since IS NULL OR verifying_since < $3)
 `
 
 type ApplyVerifyQueuedParams struct {
@@ -320,7 +322,8 @@ type ApplyVerifyQueuedParams struct {
 }
 
 // ApplyVerifyQueued marks a backup as being verified, from the control
-// plane's verify.queued event.
+// plane's verify.queued event, unless a result or a later verification
+// already came (an event applied late changes nothing).
 func (q *Queries) ApplyVerifyQueued(ctx context.Context, db DBTX, arg ApplyVerifyQueuedParams) error {
 	_, err := db.Exec(ctx, applyVerifyQueued, arg.ID, arg.AgentID, arg.At)
 	return err

@@ -1,6 +1,8 @@
 package events
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"time"
 )
@@ -235,4 +237,19 @@ type VerifyEvent struct {
 	Result *VerificationResult `json:"result,omitempty"`
 	// failed: the verification could not run at all
 	Error string `json:"error,omitempty"`
+}
+
+// ControlMsgID is the Nats-Msg-Id of a control-plane event whose payload
+// id is id: id with a random suffix. The stream deduplicates by message
+// id across all its subjects, agents' included, so a predictable id
+// (a run's "<run>:queued", say) could be taken first by an agent's own
+// event and the control plane's then dropped as a duplicate. One event
+// retried keeps its message id (it is chosen once, when the event is
+// written).
+func ControlMsgID(id string) string {
+	b := make([]byte, 12)
+	if _, err := rand.Read(b); err != nil {
+		panic(err) // crypto/rand does not fail on supported platforms
+	}
+	return id + "~" + hex.EncodeToString(b)
 }

@@ -109,7 +109,10 @@ WHERE h.status IN ('queued', 'running')
 SELECT status FROM backup_history WHERE id = $1 AND user_id = $2 AND deleted_at IS NULL FOR UPDATE;
 
 -- ApplyVerifyQueued marks a backup as being verified, from the control
--- plane's verify.queued event.
+-- plane's verify.queued event, unless a result or a later verification
+-- already came (an event applied late changes nothing).
 -- name: ApplyVerifyQueued :exec
 UPDATE backup_history SET verifying_since = sqlc.arg(at)
-WHERE id = $1 AND agent_id = $2 AND status = 'success';
+WHERE id = $1 AND agent_id = $2 AND status = 'success'
+  AND (verified_at IS NULL OR verified_at < sqlc.arg(at))
+  AND (verifying_since IS NULL OR verifying_since < sqlc.arg(at));

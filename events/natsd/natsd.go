@@ -90,9 +90,12 @@ type Server struct {
 	stopCallout func()
 	shutdown    sync.Once
 
-	// placed holds the agents whose accounts are linked.
+	// placed holds the agents whose accounts are linked; linked, each
+	// link made, so that a placement that failed midway is completed by
+	// the next one rather than refused as a duplicate.
 	mu     sync.Mutex
 	placed map[string]bool
+	linked map[string]bool
 }
 
 // AgentAccount is the name of agentID's own account.
@@ -109,49 +112,64 @@ func (s *Server) placeAgent(agentID string) (string, error) {
 	}
 	cp := s.ns.GlobalAccount()
 	acc, _ := s.ns.LookupOrRegisterAccount(name)
+	if s.placed == nil {
+		s.placed, s.linked = map[string]bool{}, map[string]bool{}
+	}
+	// link runs one step of the placement once.
+	link := func(step, subj string, f func() error) error {
+		key := name + " " + step + " " + subj
+		if s.linked[key] {
+			return nil
+		}
+		if err := f(); err != nil {
+			return fmt.Errorf("%s %s: %w", step, subj, err)
+		}
+		s.linked[key] = true
+		return nil
+	}
+	// service makes subj a request from one account answered in the other.
+	service := func(from, to *server.Account, subj string, resp server.ServiceRespType) error {
+		if err := link("export "+to.Name, subj, func() error {
+			return to.AddServiceExportWithResponse(subj, resp, []*server.Account{from})
+		}); err != nil {
+			return err
+		}
+		return link("import "+from.Name, subj, func() error { return from.AddServiceImport(to, subj, "") })
+	}
+	// stream makes subj's messages published in one account reach the other.
+	stream := func(from, to *server.Account, subj string) error {
+		if err := link("export stream "+from.Name, subj, func() error {
+			return from.AddStreamExport(subj, []*server.Account{to})
+		}); err != nil {
+			return err
+		}
+		return link("import stream "+to.Name, subj, func() error { return to.AddStreamImport(from, subj, "") })
+	}
 	links := events.AgentAccountLinks(agentID)
 	for _, subj := range links.Requests {
-		if err := cp.AddServiceExport(subj, []*server.Account{acc}); err != nil {
-			return "", fmt.Errorf("export %s: %w", subj, err)
-		}
-		if err := acc.AddServiceImport(cp, subj, ""); err != nil {
-			return "", fmt.Errorf("import %s: %w", subj, err)
+		if err := service(acc, cp, subj, server.Singleton); err != nil {
+			return "", err
 		}
 	}
 	for _, subj := range links.StreamedRequests {
-		if err := cp.AddServiceExportWithResponse(subj, server.Streamed, []*server.Account{acc}); err != nil {
-			return "", fmt.Errorf("export %s: %w", subj, err)
-		}
-		if err := acc.AddServiceImport(cp, subj, ""); err != nil {
-			return "", fmt.Errorf("import %s: %w", subj, err)
+		if err := service(acc, cp, subj, server.Streamed); err != nil {
+			return "", err
 		}
 	}
 	for _, subj := range links.Services {
-		if err := acc.AddServiceExport(subj, []*server.Account{cp}); err != nil {
-			return "", fmt.Errorf("export %s: %w", subj, err)
-		}
-		if err := cp.AddServiceImport(acc, subj, ""); err != nil {
-			return "", fmt.Errorf("import %s: %w", subj, err)
+		if err := service(cp, acc, subj, server.Singleton); err != nil {
+			return "", err
 		}
 	}
 	for _, subj := range links.FromAgent {
-		if err := acc.AddStreamExport(subj, []*server.Account{cp}); err != nil {
-			return "", fmt.Errorf("export %s: %w", subj, err)
-		}
-		if err := cp.AddStreamImport(acc, subj, ""); err != nil {
-			return "", fmt.Errorf("import %s: %w", subj, err)
+		if err := stream(acc, cp, subj); err != nil {
+			return "", err
 		}
 	}
 	for _, subj := range links.ToAgent {
-		if err := cp.AddStreamExport(subj, []*server.Account{acc}); err != nil {
-			return "", fmt.Errorf("export %s: %w", subj, err)
+		if err := stream(cp, acc, subj); err != nil {
+			return "", err
 		}
-		if err := acc.AddStreamImport(cp, subj, ""); err != nil {
-			return "", fmt.Errorf("import %s: %w", subj, err)
-		}
-	}
-	if s.placed == nil {
-		s.placed = map[string]bool{}
 	}
 	s.placed[agentID] = true
 	return name, nil
@@ -163,8 +181,9 @@ func (s *Server) placeAgent(agentID string) (string, error) {
 //
 // Authentication set here replaces any in o.Config: the only configured user
 // is ControlPlaneUser, and agents go through the auth callout. o.Config must
-// not define accounts or an operator: the control plane and the agents share
-// the global account, the one JetStream is enabled in.
+// not define accounts or an operator: the control plane is in the global
+// account, the one JetStream is enabled in, and natsd makes each agent's
+// account itself (AgentAccount).
 func Start(o Options) (*Server, error) {
 	if err := o.validate(); err != nil {
 		return nil, err

@@ -68,7 +68,10 @@ func (a *API) handle(h handlerFunc) http.HandlerFunc {
 		case errors.As(err, &apiErr):
 		case errors.Is(err, db.ErrNotFound), errors.Is(err, pgx.ErrNoRows):
 			// A row the request loaded went away before it was done
-			// (deleted by another request meanwhile).
+			// (deleted by another request meanwhile). Logged: a 404 that
+			// is a bug would otherwise go unseen.
+			a.log.Warn("a row went away while answering", "requestId", middleware.GetReqID(r.Context()),
+				"method", r.Method, "path", r.URL.Path, "err", err)
 			apiErr = &Error{Code: http.StatusNotFound, Message: "not found"}
 		default:
 			a.log.Error("request failed", "requestId", middleware.GetReqID(r.Context()),

@@ -114,15 +114,19 @@ type jobInput struct {
 
 // compressionInput is a job body's compression: a name (zstd, gzip, none),
 // or, as the seed's form sends it, a boolean: true is the default, zstd,
-// and false is none. Anything else is kept as an invalid name for the
-// field check to report.
+// and false is none; null, like an absent field, keeps the current value.
+// Anything else is kept as an invalid name for the field check to report.
 type compressionInput struct {
 	set  bool
 	name string
 }
 
-// UnmarshalJSON implements json.Unmarshaler; it never fails.
+// UnmarshalJSON implements json.Unmarshaler; it fails only on JSON the
+// decoder has already refused.
 func (c *compressionInput) UnmarshalJSON(b []byte) error {
+	if string(b) == "null" {
+		return nil
+	}
 	c.set = true
 	var v any
 	if err := json.Unmarshal(b, &v); err != nil {

@@ -32,9 +32,10 @@ import (
 // projector, so the API's answer and the history agree, and writes it to
 // the outbox, followed by the commands that go with it, so that it reaches
 // the stream once tx commits (the projector then applies it again, which
-// changes nothing). The caller kicks the relay after the commit.
-func (a *API) emit(ctx context.Context, tx pgx.Tx, agentID uuid.UUID, kind, phase, msgID string, payload any, commands ...outbox.Message) error {
-	ev, err := outbox.JSON(events.ControlSubject(agentID.String(), kind, phase), msgID, payload)
+// changes nothing). id is the event's own id; its message id is
+// events.ControlMsgID(id). The caller kicks the relay after the commit.
+func (a *API) emit(ctx context.Context, tx pgx.Tx, agentID uuid.UUID, kind, phase, id string, payload any, commands ...outbox.Message) error {
+	ev, err := outbox.JSON(events.ControlSubject(agentID.String(), kind, phase), events.ControlMsgID(id), payload)
 	if err != nil {
 		return err
 	}

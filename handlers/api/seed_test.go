@@ -107,7 +107,7 @@ func TestSeedPayloads(t *testing.T) {
 	}
 
 	// compression: false is "none"; names are still taken and answered.
-	for _, tc := range []struct{ in, want string }{{`false`, "none"}, {`true`, "zstd"}, {`"gzip"`, "gzip"}} {
+	for _, tc := range []struct{ in, want string }{{`false`, "none"}, {`true`, "zstd"}, {`"gzip"`, "gzip"}, {`null`, "gzip"}} {
 		r = s.do(t, "PATCH", "/v1/backups/jobs/"+created.ID, tok, `{"compression": `+tc.in+`}`)
 		wantCode(t, r, http.StatusOK)
 		var j struct{ Compression string }

@@ -19,7 +19,6 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rahatback/rahatback/db"
 	"github.com/rahatback/rahatback/events"
@@ -35,12 +34,11 @@ type Deleter interface {
 
 // Opts configures Run and Pass. Zero values take the defaults named.
 type Opts struct {
-	Pool    *pgxpool.Pool       // required
-	JS      jetstream.JetStream // required
-	Deleter Deleter             // required
-	Logger  *slog.Logger        // default slog.Default()
-	// Outbox is told when an expiry was written to the outbox; nil
-	// leaves it to whichever relay polls it.
+	Pool    *pgxpool.Pool // required
+	Deleter Deleter       // required
+	Logger  *slog.Logger  // default slog.Default()
+	// Outbox is told when an event (expired, purged, purge failed) was
+	// written to the outbox; nil leaves it to whichever relay polls it.
 	Outbox *outbox.Relay
 
 	// Interval is the time between passes; default 5 min.
@@ -57,8 +55,8 @@ type Opts struct {
 }
 
 func (o *Opts) validate() error {
-	if o.Pool == nil || o.JS == nil || o.Deleter == nil {
-		return errors.New("expiry: Pool, JS and Deleter are required")
+	if o.Pool == nil || o.Deleter == nil {
+		return errors.New("expiry: Pool and Deleter are required")
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -249,7 +247,7 @@ func emit(ctx context.Context, o Opts, agent uuid.UUID, phase string, ev events.
 // emitTx is emit in the caller's transaction; the caller kicks the relay
 // after its commit.
 func emitTx(ctx context.Context, tx pgx.Tx, agent uuid.UUID, phase string, ev events.BackupEvent) error {
-	m, err := outbox.JSON(events.ControlSubject(agent.String(), events.KindBackup, phase), ev.ID, ev)
+	m, err := outbox.JSON(events.ControlSubject(agent.String(), events.KindBackup, phase), events.ControlMsgID(ev.ID), ev)
 	if err != nil {
 		return err
 	}

@@ -105,7 +105,7 @@ func TestExpiryReadersAndRetries(t *testing.T) {
 	f.exec(`UPDATE backup_history SET verifying_since = now() WHERE id = $1`, verifying)
 
 	del := &deleter{failing: true}
-	o := expiry.Opts{Pool: pool, JS: n.JS, Outbox: testsupport.RunOutbox(t, pool, n.JS), Deleter: del, Logger: testsupport.Logger(t), RetryMin: time.Hour}
+	o := expiry.Opts{Pool: pool, Outbox: testsupport.RunOutbox(t, pool, n.JS), Deleter: del, Logger: testsupport.Logger(t), RetryMin: time.Hour}
 	st, err := expiry.Pass(ctx, o)
 	if err != nil {
 		t.Fatal(err)

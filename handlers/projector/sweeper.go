@@ -67,7 +67,7 @@ func Sweep(ctx context.Context, o SweeperOpts) error {
 			ev := events.BackupEvent{V: events.Version, ID: r.ID.String() + ":lost", RunID: r.ID.String(), At: time.Now().UTC(),
 				Error: "agent lost: the agent stopped reporting during this backup. Check the agent and run it again", Lost: true}
 			err := db.WithTx(ctx, o.Pool, func(tx pgx.Tx) error {
-				m, err := outbox.JSON(events.ControlSubject(r.AgentID.String(), events.KindBackup, events.PhaseLost), ev.ID, ev)
+				m, err := outbox.JSON(events.ControlSubject(r.AgentID.String(), events.KindBackup, events.PhaseLost), events.ControlMsgID(ev.ID), ev)
 				if err != nil {
 					return err
 				}

@@ -341,7 +341,7 @@ func (s *Scheduler) publish(ctx context.Context, plans []planned) {
 	// "queued" before anything its agent reports.
 	for i := range plans {
 		p := &plans[i]
-		send(p, events.ControlSubject(p.agent.String(), events.KindBackup, p.phase), p.ev.ID, p.ev, false)
+		send(p, events.ControlSubject(p.agent.String(), events.KindBackup, p.phase), events.ControlMsgID(p.ev.ID), p.ev, false)
 	}
 	var queued []*planned
 	for i := range plans {
@@ -449,7 +449,7 @@ func (s *Scheduler) failRun(ctx context.Context, p *planned, msg string) {
 	if err := projector.Apply(ctx, s.o.Pool, subject, fail.At, data); err != nil {
 		s.log.Error("recording a failed scheduled run", "runId", p.ev.RunID, "err", err)
 	}
-	if err := events.Publish(ctx, s.o.JS, subject, fail.ID, fail); err != nil {
+	if err := events.Publish(ctx, s.o.JS, subject, events.ControlMsgID(fail.ID), fail); err != nil {
 		s.log.Warn("failed-run event not published", "runId", p.ev.RunID, "err", err)
 	}
 }
