@@ -515,6 +515,19 @@ func (q *Queries) LockBackupForRead(ctx context.Context, db DBTX, arg LockBackup
 	return status, err
 }
 
+const lockRunIfActive = `-- name: LockRunIfActive :one
+SELECT id FROM backup_history WHERE id = $1 AND status IN ('queued', 'running') FOR UPDATE
+`
+
+// LockRunIfActive locks a backup run that is still queued or running;
+// no row when it has ended.
+func (q *Queries) LockRunIfActive(ctx context.Context, db DBTX, id uuid.UUID) (uuid.UUID, error) {
+	row := db.QueryRow(ctx, lockRunIfActive, id)
+	var id_2 uuid.UUID
+	err := row.Scan(&id_2)
+	return id_2, err
+}
+
 const lostBackupRuns = `-- name: LostBackupRuns :many
 SELECT h.id, h.agent_id
 FROM backup_history h

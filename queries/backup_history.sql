@@ -116,3 +116,8 @@ UPDATE backup_history SET verifying_since = sqlc.arg(at)
 WHERE id = $1 AND agent_id = $2 AND status = 'success'
   AND (verified_at IS NULL OR verified_at < sqlc.arg(at))
   AND (verifying_since IS NULL OR verifying_since < sqlc.arg(at));
+
+-- LockRunIfActive locks a backup run that is still queued or running;
+-- no row when it has ended.
+-- name: LockRunIfActive :one
+SELECT id FROM backup_history WHERE id = $1 AND status IN ('queued', 'running') FOR UPDATE;

@@ -66,7 +66,16 @@ func Sweep(ctx context.Context, o SweeperOpts) error {
 		for _, r := range runs {
 			ev := events.BackupEvent{V: events.Version, ID: r.ID.String() + ":lost", RunID: r.ID.String(), At: time.Now().UTC(),
 				Error: "agent lost: the agent stopped reporting during this backup. Check the agent and run it again", Lost: true}
+			declared := false
 			err := db.WithTx(ctx, o.Pool, func(tx pgx.Tx) error {
+				// The run may have ended since it was listed (its agent
+				// came back, another sweeper): then nothing is declared.
+				if _, err := q.LockRunIfActive(ctx, tx, r.ID); errors.Is(err, pgx.ErrNoRows) {
+					return nil
+				} else if err != nil {
+					return err
+				}
+				declared = true
 				m, err := outbox.JSON(events.ControlSubject(r.AgentID.String(), events.KindBackup, events.PhaseLost), events.ControlMsgID(ev.ID), ev)
 				if err != nil {
 					return err
@@ -78,6 +87,9 @@ func Sweep(ctx context.Context, o SweeperOpts) error {
 			})
 			if err != nil {
 				o.Logger.Warn("declaring a run lost", "runId", r.ID, "err", err)
+				continue
+			}
+			if !declared {
 				continue
 			}
 			o.Outbox.Kick()
