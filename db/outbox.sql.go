@@ -93,3 +93,16 @@ func (q *Queries) OutboxPending(ctx context.Context, db DBTX) (int64, error) {
 	err := row.Scan(&count)
 	return count, err
 }
+
+const outboxWaiting = `-- name: OutboxWaiting :one
+SELECT count(*) FROM outbox WHERE starts_with(subject, $1::text)
+`
+
+// OutboxWaiting counts the messages waiting whose subject starts with
+// prefix (an agent's commands not relayed yet).
+func (q *Queries) OutboxWaiting(ctx context.Context, db DBTX, prefix string) (int64, error) {
+	row := db.QueryRow(ctx, outboxWaiting, prefix)
+	var count int64
+	err := row.Scan(&count)
+	return count, err
+}

@@ -15,3 +15,8 @@ DELETE FROM outbox WHERE id = ANY(sqlc.arg(ids)::bigint[]);
 
 -- name: OutboxPending :one
 SELECT count(*) FROM outbox;
+
+-- OutboxWaiting counts the messages waiting whose subject starts with
+-- prefix (an agent's commands not relayed yet).
+-- name: OutboxWaiting :one
+SELECT count(*) FROM outbox WHERE starts_with(subject, sqlc.arg(prefix)::text);

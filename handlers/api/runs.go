@@ -55,22 +55,26 @@ func command(agentID uuid.UUID, kind, msgID string, payload any) (outbox.Message
 var errQueueFull = errorf(http.StatusTooManyRequests, "the agent already has too many commands waiting; try again when it has caught up")
 
 // queueFull reports whether agentID has Opts.AgentQueueLimit commands
-// waiting or running already. When JetStream cannot tell (the broker is
-// down) it answers false: the command waits in the outbox meanwhile.
+// waiting or running already: in its JetStream queue, or still in the
+// outbox. When JetStream cannot tell (the broker is down), the outbox's
+// count alone decides.
 func (a *API) queueFull(ctx context.Context, agentID uuid.UUID) (bool, error) {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	waiting, err := a.q.OutboxWaiting(ctx, a.pool, events.CommandSubject(agentID.String(), ""))
+	if err != nil {
+		return false, err
+	}
+	// A broker that does not answer soon is taken as down.
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	cons, err := a.opts.JS.Consumer(ctx, events.StreamCommands, events.AgentConsumer(agentID.String()))
-	if err != nil {
-		a.log.Warn("agent queue not checked", "agentId", agentID, "err", err)
-		return false, nil
+	var queued uint64
+	if cons, err := a.opts.JS.Consumer(ctx, events.StreamCommands, events.AgentConsumer(agentID.String())); err != nil {
+		a.log.Warn("agent queue not read; counting the outbox only", "agentId", agentID, "err", err)
+	} else if info, err := cons.Info(ctx); err != nil {
+		a.log.Warn("agent queue not read; counting the outbox only", "agentId", agentID, "err", err)
+	} else {
+		queued = info.NumPending + uint64(info.NumAckPending)
 	}
-	info, err := cons.Info(ctx)
-	if err != nil {
-		a.log.Warn("agent queue not checked", "agentId", agentID, "err", err)
-		return false, nil
-	}
-	return info.NumPending+uint64(info.NumAckPending) >= uint64(a.opts.AgentQueueLimit), nil
+	return queued+uint64(waiting) >= uint64(a.opts.AgentQueueLimit), nil
 }
 
 // deadline is when a command sent now goes stale.

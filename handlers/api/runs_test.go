@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rahatback/rahatback/events"
+	"github.com/rahatback/rahatback/handlers/api"
 )
 
 // TestRunNowRacingDelete: a job deleted while "run now" is answered is a
@@ -156,5 +157,31 @@ func waitStatus(t *testing.T, s *testServer, tok, id, status string) {
 			t.Fatalf("run %s is %s, want %s", id, h.Status, status)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestQueueLimitDuringOutage: commands waiting in the outbox count toward
+// an agent's queue limit, so it holds while NATS is down.
+func TestQueueLimitDuringOutage(t *testing.T) {
+	t.Parallel()
+	s := newServer(t, func(o *api.Opts) { o.AgentQueueLimit = 2 })
+	tok := s.register(t, "outage-limit@example.com").Tokens.Access.Token
+	agent := enrollAgent(t, s, tok)
+	announce(t, s, agent)
+	waitAgentStatus(t, s, tok, agent, "online", 10*time.Second)
+	r := s.do(t, "POST", "/v1/databases", tok, validDB())
+	wantCode(t, r, http.StatusCreated)
+	var d struct{ ID string }
+	r.JSON(t, &d)
+	jobs := []string{createJob(t, s, tok, d.ID, "a"), createJob(t, s, tok, d.ID, "b"), createJob(t, s, tok, d.ID, "c")}
+	s.nats.Stop()
+	defer s.nats.Restart()
+	for i, job := range jobs {
+		r := s.do(t, "POST", "/v1/backups/jobs/"+job+"/run", tok, nil)
+		want := http.StatusAccepted
+		if i == 2 {
+			want = http.StatusTooManyRequests
+		}
+		wantCode(t, r, want)
 	}
 }
