@@ -714,7 +714,9 @@ func TestWebDashboard(t *testing.T) {
 		p.shot("encryption-error")
 		p.fill(map[string]string{`#job-encpw`: "a long enough passphrase"})
 		p.run("create encrypted", chromedp.Click(chromedp.CSS(`form[data-job-form] button[type="submit"]`)))
-		p.waitJS("encrypted job listed", `location.pathname === '/jobs' && document.body.innerText.includes('sealed')`, 10*time.Second)
+		// Sealing the exportable key runs scrypt (work factor 18), which the
+		// race detector and a busy machine slow many times over.
+		p.waitJS("encrypted job listed", `location.pathname === '/jobs' && document.body.innerText.includes('sealed')`, 90*time.Second)
 		p.run("encrypted job page", chromedp.Click(chromedp.CSS(`[data-job] a`)), chromedp.WaitVisible(chromedp.CSS(`a[href$="/encryption-key"]`)))
 		var keySize int
 		p.eval(`fetch(document.querySelector('a[href$="/encryption-key"]').href).then(r => r.ok ? r.arrayBuffer() : Promise.reject(r.status)).then(b => b.byteLength)`, &keySize)
