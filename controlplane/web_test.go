@@ -24,7 +24,6 @@ import (
 
 	"github.com/rahatback/rahatback/drivefake"
 	"github.com/rahatback/rahatback/events"
-	"github.com/rahatback/rahatback/sealed"
 	"github.com/rahatback/rahatback/testsupport"
 )
 
@@ -865,21 +864,8 @@ func TestWebEventsOwnOnly(t *testing.T) {
 
 	// enroll joins a new agent to the user and connects to NATS as it.
 	enroll := func(token, name string) (string, *nats.Conn) {
-		var et struct{ Token string }
-		c.want(c.call("POST", "/v1/agents/enrollment-tokens", token, nil), 201).decode(t, &et)
-		id, err := sealed.NewIdentity()
-		if err != nil {
-			t.Fatal(err)
-		}
-		var creds struct{ AgentID, NATSURL, NATSUser, NATSPassword string }
-		c.want(c.call("POST", "/v1/agents/enroll", "", map[string]any{"token": et.Token, "name": name, "hostname": name,
-			"os": "linux/amd64", "version": "test", "publicKey": id.Recipient().String()}), 201).decode(t, &creds)
-		nc, err := nats.Connect(creds.NATSURL, nats.UserInfo(creds.NATSUser, creds.NATSPassword))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(nc.Close)
-		return creds.AgentID, nc
+		a := enrollAgent(t, c, token, name)
+		return a.id, a.nc
 	}
 	online := func(agentID string, nc *nats.Conn, host string) {
 		ev := events.AgentPresence{V: events.Version, ID: testsupport.RandomString(12), AgentID: agentID, Hostname: host,

@@ -19,16 +19,9 @@ import (
 func TestRunNowRacingDelete(t *testing.T) {
 	t.Parallel()
 	s := newServer(t)
-	tok := s.register(t, "racer@example.com").Tokens.Access.Token
-	agent := enrollAgent(t, s, tok)
-	announce(t, s, agent)
-	waitAgentStatus(t, s, tok, agent, "online", 10*time.Second)
-	r := s.do(t, "POST", "/v1/databases", tok, validDB())
-	wantCode(t, r, http.StatusCreated)
-	var d struct{ ID string }
-	r.JSON(t, &d)
+	tok, _, dbID := userWithAgent(t, s, "racer@example.com")
 	for range 20 {
-		job := createJob(t, s, tok, d.ID, "racing")
+		job := createJob(t, s, tok, dbID, "racing")
 		codes := make(chan int, 2)
 		go func() { codes <- s.do(t, "POST", "/v1/backups/jobs/"+job+"/run", tok, nil).Code }()
 		go func() { codes <- s.do(t, "DELETE", "/v1/backups/jobs/"+job, tok, nil).Code }()
@@ -47,17 +40,10 @@ func TestBrokerOutage(t *testing.T) {
 	t.Parallel()
 	s := newServer(t)
 	ctx := context.Background()
-	tok := s.register(t, "outage@example.com").Tokens.Access.Token
-	agent := enrollAgent(t, s, tok)
-	announce(t, s, agent)
-	waitAgentStatus(t, s, tok, agent, "online", 10*time.Second)
-	r := s.do(t, "POST", "/v1/databases", tok, validDB())
-	wantCode(t, r, http.StatusCreated)
-	var d struct{ ID string }
-	r.JSON(t, &d)
-	job := createJob(t, s, tok, d.ID, "outage")
+	tok, agent, dbID := userWithAgent(t, s, "outage@example.com")
+	job := createJob(t, s, tok, dbID, "outage")
 	var first struct{ HistoryID string }
-	r = s.do(t, "POST", "/v1/backups/jobs/"+job+"/run", tok, nil)
+	r := s.do(t, "POST", "/v1/backups/jobs/"+job+"/run", tok, nil)
 	wantCode(t, r, http.StatusAccepted)
 	r.JSON(t, &first)
 	// The agent takes the command (the work queue forgets it) and succeeds.
@@ -165,15 +151,8 @@ func waitStatus(t *testing.T, s *testServer, tok, id, status string) {
 func TestQueueLimitDuringOutage(t *testing.T) {
 	t.Parallel()
 	s := newServer(t, func(o *api.Opts) { o.AgentQueueLimit = 2 })
-	tok := s.register(t, "outage-limit@example.com").Tokens.Access.Token
-	agent := enrollAgent(t, s, tok)
-	announce(t, s, agent)
-	waitAgentStatus(t, s, tok, agent, "online", 10*time.Second)
-	r := s.do(t, "POST", "/v1/databases", tok, validDB())
-	wantCode(t, r, http.StatusCreated)
-	var d struct{ ID string }
-	r.JSON(t, &d)
-	jobs := []string{createJob(t, s, tok, d.ID, "a"), createJob(t, s, tok, d.ID, "b"), createJob(t, s, tok, d.ID, "c")}
+	tok, _, dbID := userWithAgent(t, s, "outage-limit@example.com")
+	jobs := []string{createJob(t, s, tok, dbID, "a"), createJob(t, s, tok, dbID, "b"), createJob(t, s, tok, dbID, "c")}
 	s.nats.Stop()
 	defer s.nats.Restart()
 	for i, job := range jobs {
@@ -184,4 +163,19 @@ func TestQueueLimitDuringOutage(t *testing.T) {
 		}
 		wantCode(t, r, want)
 	}
+}
+
+// userWithAgent registers email with one agent, online, and one database
+// assigned to no agent; it returns the user's token and both ids.
+func userWithAgent(t *testing.T, s *testServer, email string) (tok, agent, dbID string) {
+	t.Helper()
+	tok = s.register(t, email).Tokens.Access.Token
+	agent = enrollAgent(t, s, tok)
+	announce(t, s, agent)
+	waitAgentStatus(t, s, tok, agent, "online", 10*time.Second)
+	r := s.do(t, "POST", "/v1/databases", tok, validDB())
+	wantCode(t, r, http.StatusCreated)
+	var d struct{ ID string }
+	r.JSON(t, &d)
+	return tok, agent, d.ID
 }
