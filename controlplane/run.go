@@ -40,7 +40,9 @@ import (
 	"github.com/rahatback/rahatback/handlers/web"
 	"github.com/rahatback/rahatback/outbox"
 	"github.com/rahatback/rahatback/pgcluster"
+	"github.com/rahatback/rahatback/runs"
 	"github.com/rahatback/rahatback/sealed"
+	"github.com/rahatback/rahatback/secrets"
 	"github.com/rahatback/rahatback/securefile"
 	"github.com/rahatback/rahatback/vault"
 	"github.com/rahatback/rahatback/version"
@@ -332,21 +334,35 @@ func (s *system) serve(ctx context.Context) error {
 		})
 	}
 	var a *api.API
+	var svc *runs.Service
 	if s.cfg.hasRole("api") || s.cfg.hasRole("scheduler") {
-		// The scheduler builds its commands with the API's sealing.
-		if a, err = s.newAPI(js, agentURL); err != nil {
+		// The API, the scheduler and retention start and delete runs
+		// through one service, which opens the vault's secrets.
+		v, err := vault.LoadOrCreateKeys(masterKeysPath(s.cfg.DataDir), envKeys(s.getenv))
+		if err != nil {
+			return err
+		}
+		gc := s.cfg.Google
+		svc, err = runs.New(runs.Config{Pool: s.pool, Secrets: secrets.Box{V: v}, NC: s.nc, JS: js, Outbox: relay,
+			Drive:      runs.DriveApp{ClientID: gc.ClientID, ClientSecret: gc.ClientSecret, Endpoint: gc.DriveEndpoint, TokenURL: gc.TokenURL},
+			CommandTTL: s.cfg.CommandTTL, OfflineAfter: s.cfg.OfflineAfter, QueueLimit: s.cfg.QueueLimit,
+			Logger: s.log.With("role", "runs")})
+		if err != nil {
+			return err
+		}
+		if a, err = s.newAPI(js, agentURL, v, svc); err != nil {
 			return err
 		}
 	}
 	if s.cfg.hasRole("scheduler") {
-		sch, err := scheduler.New(scheduler.Opts{Pool: s.pool, JS: js, Commands: a, Grace: s.cfg.ScheduleGrace,
+		sch, err := scheduler.New(scheduler.Opts{Pool: s.pool, Runs: svc, Outbox: relay, Grace: s.cfg.ScheduleGrace,
 			OfflineAfter: s.cfg.OfflineAfter, Logger: s.log.With("role", "scheduler")})
 		if err != nil {
 			return err
 		}
 		g.Go(func() error { return sch.Run(gctx) })
 		g.Go(func() error {
-			return expiry.Run(gctx, expiry.Opts{Pool: s.pool, Outbox: relay, Deleter: a, Interval: s.cfg.RetentionInterval,
+			return expiry.Run(gctx, expiry.Opts{Pool: s.pool, Outbox: relay, Deleter: svc, Interval: s.cfg.RetentionInterval,
 				StaleAfter: s.cfg.CommandTTL + time.Hour, Logger: s.log.With("role", "retention")})
 		})
 	}
@@ -394,11 +410,7 @@ func (s *system) serve(ctx context.Context) error {
 	return err
 }
 
-func (s *system) newAPI(js jetstream.JetStream, agentURL string) (*api.API, error) {
-	v, err := vault.LoadOrCreateKeys(masterKeysPath(s.cfg.DataDir), envKeys(s.getenv))
-	if err != nil {
-		return nil, err
-	}
+func (s *system) newAPI(js jetstream.JetStream, agentURL string, v *vault.Vault, svc *runs.Service) (*api.API, error) {
 	key, err := auth.LoadOrCreateKey(filepath.Join(s.cfg.DataDir, "jwt.key"), s.getenv("RAHATBACK_JWT_SECRET"))
 	if err != nil {
 		return nil, err
@@ -415,7 +427,7 @@ func (s *system) newAPI(js jetstream.JetStream, agentURL string) (*api.API, erro
 	}
 	s.registered = make(chan uuid.UUID, 1)
 	opts := api.Opts{
-		Pool: s.pool, NC: s.nc, JS: js, Outbox: s.relay, Vault: v, Issuer: issuer, Logger: s.log.With("role", "api"),
+		Pool: s.pool, NC: s.nc, JS: js, Outbox: s.relay, Runs: svc, Vault: v, Issuer: issuer, Logger: s.log.With("role", "api"),
 		AgentNATSURL: agentURL, PublicURL: s.cfg.PublicURL, OfflineAfter: s.cfg.OfflineAfter,
 		CommandTTL: s.cfg.CommandTTL, AgentQueueLimit: s.cfg.QueueLimit, Google: s.cfg.Google,
 		UserRegistered: func(_ context.Context, id uuid.UUID) {

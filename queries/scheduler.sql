@@ -72,16 +72,3 @@ FROM agents a
 LEFT JOIN agent_presence p ON p.agent_id = a.id
 WHERE a.user_id = ANY(sqlc.arg(user_ids)::uuid[]) AND a.revoked_at IS NULL
 ORDER BY a.user_id, a.created_at, a.id;
-
--- UnsentScheduledRuns is the scheduled runs still queued a while after
--- they were queued, queued recently enough for the command's
--- Nats-Msg-Id to be deduplicated: sending their command again is harmless
--- and rescues a run whose scheduler stopped between the commit and the
--- publication.
--- name: UnsentScheduledRuns :many
-SELECT h.id, h.agent_id, h.scheduled_for, sqlc.embed(j)
-FROM backup_history h
-JOIN backup_jobs j ON j.id = h.backup_job_id
-WHERE h.status = 'queued' AND h.scheduled_for IS NOT NULL
-  AND h.queued_at < now() - make_interval(secs => sqlc.arg(older_than_secs)::float8)
-  AND h.queued_at > now() - make_interval(secs => sqlc.arg(newer_than_secs)::float8);

@@ -23,6 +23,8 @@ import (
 	"github.com/rahatback/rahatback/db"
 	"github.com/rahatback/rahatback/events"
 	"github.com/rahatback/rahatback/outbox"
+	"github.com/rahatback/rahatback/runs"
+	"github.com/rahatback/rahatback/secrets"
 	"github.com/rahatback/rahatback/vault"
 )
 
@@ -37,6 +39,10 @@ type Opts struct {
 	// Outbox is the relay told when events and commands were written to
 	// the outbox; nil leaves them to whichever relay polls it.
 	Outbox *outbox.Relay
+	// Runs starts, deletes and reads runs; default one built from these
+	// options (Pool, Vault, NC, JS, Outbox, Google, the durations and
+	// AgentQueueLimit).
+	Runs *runs.Service
 
 	// AgentNATSURL is the NATS URL enrolling agents are given; required.
 	AgentNATSURL string
@@ -142,6 +148,8 @@ func (o *Opts) validate() error {
 // API serves the REST API.
 type API struct {
 	opts    Opts
+	runs    *runs.Service
+	secrets secrets.Box
 	pool    *pgxpool.Pool
 	q       *db.Queries
 	log     *slog.Logger
@@ -169,7 +177,20 @@ func New(opts Opts) (*API, error) {
 	if err != nil {
 		return nil, err
 	}
+	svc := opts.Runs
+	if svc == nil {
+		g := opts.Google
+		svc, err = runs.New(runs.Config{Pool: opts.Pool, Secrets: secrets.Box{V: opts.Vault}, NC: opts.NC, JS: opts.JS,
+			Outbox: opts.Outbox, Logger: opts.Logger,
+			Drive:      runs.DriveApp{ClientID: g.ClientID, ClientSecret: g.ClientSecret, Endpoint: g.DriveEndpoint, TokenURL: g.TokenURL},
+			CommandTTL: opts.CommandTTL, RPCTimeout: opts.RPCTimeout, OfflineAfter: opts.OfflineAfter, QueueLimit: opts.AgentQueueLimit})
+		if err != nil {
+			return nil, err
+		}
+	}
 	a := &API{
+		runs:    svc,
+		secrets: secrets.Box{V: opts.Vault},
 		pw:      pw,
 		opts:    opts,
 		pool:    opts.Pool,

@@ -14,10 +14,7 @@ import (
 
 	"github.com/rahatback/rahatback/auth"
 	"github.com/rahatback/rahatback/db"
-	"github.com/rahatback/rahatback/events"
-	"github.com/rahatback/rahatback/sealed"
 	"github.com/rahatback/rahatback/storage"
-	"github.com/rahatback/rahatback/vault"
 )
 
 // GoogleOpts configure Google Drive. Without ClientID the Drive routes
@@ -68,14 +65,6 @@ type cloudStorageInput struct {
 	S3ForcePathStyle  *bool      `json:"s3ForcePathStyle"`
 	S3Prefix          *string    `json:"s3Prefix"`
 	GDFolderID        *string    `json:"gdFolderId"`
-}
-
-func s3SecretBinding(id uuid.UUID) []byte {
-	return vault.Binding("cloud_storages", "s3_secret", id.String())
-}
-
-func driveTokenBinding(id uuid.UUID) []byte {
-	return vault.Binding("cloud_storages", "gd_refresh_token", id.String())
 }
 
 func optional(dst **string, src *string) {
@@ -172,7 +161,7 @@ func (a *API) listCloudStorage(w http.ResponseWriter, r *http.Request) error {
 // keeps one default per type.
 func (a *API) saveCloudStorage(ctx context.Context, c db.CloudStorage, secret *string, isNew bool) (db.CloudStorage, error) {
 	if secret != nil {
-		enc, err := a.opts.Vault.Seal([]byte(*secret), s3SecretBinding(c.ID))
+		enc, err := a.secrets.SealS3Secret(c.ID, *secret)
 		if err != nil {
 			return c, err
 		}
@@ -227,14 +216,7 @@ func (a *API) createCloudStorage(w http.ResponseWriter, r *http.Request) error {
 
 func (a *API) loadCloudStorage(ctx context.Context, user, id uuid.UUID, field string) (db.CloudStorage, error) {
 	c, err := a.q.GetCloudStorage(ctx, a.pool, db.GetCloudStorageParams{ID: id, UserID: user})
-	if errors.Is(db.MapErr(err), db.ErrNotFound) {
-		e := &Error{Code: http.StatusNotFound, Message: "cloud storage not found"}
-		if field != "" {
-			e.Fields = map[string]string{field: "no such cloud storage"}
-		}
-		return c, e
-	}
-	return c, err
+	return c, owned(err, "cloud storage", field)
 }
 
 // getCloudStorage answers one storage; 404 when not the user's.
@@ -308,91 +290,11 @@ func (a *API) deleteCloudStorage(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// storageConfig is a saved storage with its secrets opened: what the
-// control plane uses itself (test, download, delete) and what, sealed,
-// goes to an agent.
-func (a *API) storageConfig(c db.CloudStorage, s3Secret *string) (storage.Config, error) {
-	cfg := storage.Config{Type: c.StorageType}
-	switch c.StorageType {
-	case "s3":
-		secret := ""
-		if s3Secret != nil {
-			secret = *s3Secret
-		} else if c.S3SecretEnc != nil {
-			raw, err := a.opts.Vault.Open(c.S3SecretEnc, s3SecretBinding(c.ID))
-			if err != nil {
-				return cfg, err
-			}
-			secret = string(raw)
-		}
-		cfg.S3 = &storage.S3Config{Endpoint: deref(c.S3Endpoint), Region: deref(c.S3Region), Bucket: deref(c.S3Bucket),
-			AccessKeyID: deref(c.S3AccessKeyID), SecretAccessKey: secret, ForcePathStyle: c.S3ForcePathStyle, Prefix: deref(c.S3Prefix)}
-	case "google_drive":
-		token := ""
-		if c.GdRefreshTokenEnc != nil {
-			raw, err := a.opts.Vault.Open(c.GdRefreshTokenEnc, driveTokenBinding(c.ID))
-			if err != nil {
-				return cfg, err
-			}
-			token = string(raw)
-		}
-		g := a.opts.Google
-		cfg.Drive = &storage.DriveConfig{ClientID: g.ClientID, ClientSecret: g.ClientSecret, RefreshToken: token,
-			FolderID: deref(c.GdFolderID), Endpoint: g.DriveEndpoint, TokenURL: g.TokenURL}
-	}
-	return cfg, nil
-}
-
 func deref(s *string) string {
 	if s == nil {
 		return ""
 	}
 	return *s
-}
-
-// storageSpec is the StorageSpec of a command to agentID: the storage's
-// settings with every secret sealed to that agent.
-func (a *API) storageSpec(ctx context.Context, storageType string, cloudID *uuid.UUID, user, agentID uuid.UUID) (events.StorageSpec, error) {
-	spec := events.StorageSpec{Type: storageType}
-	if storageType == "local" {
-		return spec, nil
-	}
-	if cloudID == nil {
-		return spec, errorf(http.StatusConflict, "the job has no cloud storage; set its cloudStorageId")
-	}
-	c, err := a.loadCloudStorage(ctx, user, *cloudID, "cloudStorageId")
-	if err != nil {
-		return spec, err
-	}
-	cfg, err := a.storageConfig(c, nil)
-	if err != nil {
-		return spec, err
-	}
-	pub, err := a.q.GetAgentPublicKey(ctx, a.pool, agentID)
-	if err != nil {
-		return spec, err
-	}
-	return sealStorage(cfg, pub)
-}
-
-// sealStorage is cfg as a command carries it: secrets sealed to pub.
-func sealStorage(cfg storage.Config, pub string) (events.StorageSpec, error) {
-	spec := events.StorageSpec{Type: cfg.Type}
-	var err error
-	switch {
-	case cfg.S3 != nil:
-		c := cfg.S3
-		spec.S3 = &events.S3Spec{Endpoint: c.Endpoint, Region: c.Region, Bucket: c.Bucket, AccessKeyID: c.AccessKeyID,
-			ForcePathStyle: c.ForcePathStyle, Prefix: c.Prefix}
-		spec.S3.SealedSecretKey, err = sealed.Seal(pub, []byte(c.SecretAccessKey))
-	case cfg.Drive != nil:
-		c := cfg.Drive
-		spec.Drive = &events.DriveSpec{ClientID: c.ClientID, FolderID: c.FolderID, Endpoint: c.Endpoint, TokenURL: c.TokenURL}
-		if spec.Drive.SealedClientSecret, err = sealed.Seal(pub, []byte(c.ClientSecret)); err == nil {
-			spec.Drive.SealedRefreshToken, err = sealed.Seal(pub, []byte(c.RefreshToken))
-		}
-	}
-	return spec, err
 }
 
 func (a *API) oauthConfig() *oauth2.Config {
@@ -403,27 +305,6 @@ func (a *API) oauthConfig() *oauth2.Config {
 // oauthOfflineOpts ask Google for a refresh token, every time.
 func oauthOfflineOpts() []oauth2.AuthCodeOption {
 	return []oauth2.AuthCodeOption{oauth2.AccessTypeOffline, oauth2.ApprovalForce}
-}
-
-// cloudStorageFor opens, in the control plane, the storage a run's backup
-// is in (download and delete of s3 and google_drive backups).
-func (a *API) cloudStorageFor(ctx context.Context, h db.BackupHistory) (storage.Storage, error) {
-	if h.CloudStorageID == nil {
-		return nil, errorf(http.StatusConflict, "this backup does not say which cloud storage holds it; reach the object in your storage directly")
-	}
-	c, err := a.loadCloudStorage(ctx, h.UserID, *h.CloudStorageID, "")
-	if err != nil {
-		var apiErr *Error
-		if errors.As(err, &apiErr) && apiErr.Code == http.StatusNotFound {
-			return nil, errorf(http.StatusConflict, "the cloud storage that holds this backup was deleted; reach the object in your storage directly")
-		}
-		return nil, err
-	}
-	cfg, err := a.storageConfig(c, nil)
-	if err != nil {
-		return nil, err
-	}
-	return storage.Open(ctx, cfg)
 }
 
 // testCloudStorage writes, reads back and deletes a small probe object
@@ -450,7 +331,7 @@ func (a *API) testCloudStorage(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	cfg, err := a.storageConfig(c, secret)
+	cfg, err := a.runs.StorageConfig(c, secret)
 	if err != nil {
 		return err
 	}
@@ -532,7 +413,7 @@ func (a *API) googleCallback(w http.ResponseWriter, r *http.Request) error {
 		return errorf(http.StatusBadGateway, "Google sent no refresh token; remove RahatBack's access in your Google account and connect again")
 	}
 	c := db.CloudStorage{ID: uuid.New(), UserID: st.UserID, Name: st.Name, StorageType: "google_drive", GdFolderID: st.FolderID}
-	enc, err := a.opts.Vault.Seal([]byte(tok.RefreshToken), driveTokenBinding(c.ID))
+	enc, err := a.secrets.SealDriveToken(c.ID, tok.RefreshToken)
 	if err != nil {
 		return err
 	}

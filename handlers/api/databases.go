@@ -3,19 +3,18 @@ package api
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"time"
 	"unicode"
 
 	"github.com/google/uuid"
-	"github.com/nats-io/nats.go"
 
 	"github.com/rahatback/rahatback/db"
 	"github.com/rahatback/rahatback/engines"
 	"github.com/rahatback/rahatback/events"
-	"github.com/rahatback/rahatback/sealed"
-	"github.com/rahatback/rahatback/vault"
+	"github.com/rahatback/rahatback/runs"
 )
 
 type databaseJSON struct {
@@ -140,17 +139,12 @@ func fieldsOf(d db.Database) dbFields {
 		Database: d.DatabaseName, AgentID: d.AgentID}
 }
 
-func passwordBinding(id uuid.UUID) []byte { return vault.Binding("databases", "password", id.String()) }
-
 // sealPassword returns the stored form of a password: nil for none.
 func (a *API) sealPassword(id uuid.UUID, pw *string, cur []byte) ([]byte, error) {
 	if pw == nil {
 		return cur, nil
 	}
-	if *pw == "" {
-		return nil, nil
-	}
-	return a.opts.Vault.Seal([]byte(*pw), passwordBinding(id))
+	return a.secrets.SealDatabasePassword(id, *pw)
 }
 
 // checkAgent returns 404 naming agentId when id is not one of the user's
@@ -338,19 +332,15 @@ func (a *API) testConnection(w http.ResponseWriter, r *http.Request) error {
 	var password string
 	if in.DatabaseID != nil {
 		d, err := a.q.GetDatabase(r.Context(), a.pool, db.GetDatabaseParams{ID: *in.DatabaseID, UserID: user})
-		if errors.Is(db.MapErr(err), db.ErrNotFound) {
-			return &Error{Code: http.StatusNotFound, Message: "database not found", Fields: map[string]string{"databaseId": "no such database"}}
-		} else if err != nil {
-			return err
+		if err != nil {
+			return owned(err, "database", "databaseId")
 		}
 		cur = fieldsOf(d)
-		if d.PasswordEnc != nil {
-			pw, err := a.opts.Vault.Open(d.PasswordEnc, passwordBinding(d.ID))
-			if err != nil {
-				return err
-			}
-			password = string(pw)
+		pw, err := a.secrets.DatabasePassword(d)
+		if err != nil {
+			return err
 		}
+		password = string(pw)
 	}
 	f, err := in.merge(cur, false)
 	if err != nil {
@@ -377,22 +367,16 @@ func (a *API) testConnection(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	sealedPW, err := sealed.Seal(pubKey, []byte(password))
+	conn, err := runs.SealConn(events.ConnSpec{Type: f.Type, Host: f.Host, Port: f.Port, Username: f.Username,
+		Database: f.Database}, []byte(password), pubKey)
 	if err != nil {
 		return err
 	}
-	req := events.DBTestRequest{V: events.Version, RequestID: uuid.NewString(), Conn: events.ConnSpec{
-		Type: f.Type, Host: f.Host, Port: f.Port, Username: f.Username, SealedPassword: sealedPW, Database: f.Database,
-	}}
+	req := events.DBTestRequest{V: events.Version, RequestID: uuid.NewString(), Conn: conn}
 	var reply events.DBTestReply
 	err = events.Request(r.Context(), a.opts.NC, events.RPCSubject(agent.ID.String(), events.RPCDBTest), req, &reply, a.opts.RPCTimeout)
-	switch {
-	case errors.Is(err, nats.ErrNoResponders):
-		return errorf(http.StatusServiceUnavailable, "agent %q is not connected: start it (rahatback-agent run) and try again", agent.Name)
-	case errors.Is(err, nats.ErrTimeout), errors.Is(err, context.DeadlineExceeded):
-		return errorf(http.StatusGatewayTimeout, "agent %q did not answer within %s", agent.Name, a.opts.RPCTimeout)
-	case err != nil:
-		return err
+	if err != nil {
+		return a.runs.RPCError(err, fmt.Sprintf("agent %q", agent.Name))
 	}
 	writeJSON(w, http.StatusOK, testConnectionResponse{Success: reply.Success, Message: reply.Message, Version: reply.Version})
 	return nil

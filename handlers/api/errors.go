@@ -15,10 +15,12 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/rahatback/rahatback/db"
+	"github.com/rahatback/rahatback/runs"
 )
 
 // Error is an error the client may see: its code is the HTTP status, its
-// message and fields are written as the body. A row not found (db.ErrNotFound,
+// message and fields are written as the body. A *runs.Error is answered
+// with its failure's status (runStatus); a row not found (db.ErrNotFound,
 // pgx.ErrNoRows) that a handler returns is a 404; any other error is logged
 // and answered with a generic 500.
 type Error struct {
@@ -53,6 +55,45 @@ func (f fieldErrors) err() error {
 
 func notFound(what string) *Error { return errorf(http.StatusNotFound, "%s not found", what) }
 
+// owned is err of loading a row the user owns: a row that is not there
+// (or not the user's) is notFound(what), naming field when it is not "".
+func owned(err error, what, field string) error {
+	if !errors.Is(db.MapErr(err), db.ErrNotFound) {
+		return err
+	}
+	e := notFound(what)
+	if field != "" {
+		e.Fields = map[string]string{field: "no such " + what}
+	}
+	return e
+}
+
+// runStatus is the HTTP status of each runs.Failure.
+var runStatus = map[runs.Failure]int{
+	runs.NotFound:    http.StatusNotFound,
+	runs.Conflict:    http.StatusConflict,
+	runs.Unavailable: http.StatusServiceUnavailable,
+	runs.Timeout:     http.StatusGatewayTimeout,
+	runs.Refused:     http.StatusBadGateway,
+	runs.Busy:        http.StatusTooManyRequests,
+	runs.Invalid:     http.StatusBadRequest,
+}
+
+// fromRun is the *Error of a run's failure.
+func fromRun(e *runs.Error) *Error {
+	out := &Error{Code: runStatus[e.Failure], Message: e.Msg}
+	if out.Code == 0 {
+		out.Code = http.StatusInternalServerError
+	}
+	switch {
+	case e.Failure == runs.Invalid && e.Field != "":
+		out.Message, out.Fields = "invalid fields: "+e.Field, map[string]string{e.Field: e.Msg}
+	case e.Field != "":
+		out.Fields = map[string]string{e.Field: e.Msg}
+	}
+	return out
+}
+
 // handlerFunc is an HTTP handler that returns its error instead of writing it.
 type handlerFunc func(w http.ResponseWriter, r *http.Request) error
 
@@ -64,8 +105,11 @@ func (a *API) handle(h handlerFunc) http.HandlerFunc {
 			return
 		}
 		var apiErr *Error
+		var runErr *runs.Error
 		switch {
 		case errors.As(err, &apiErr):
+		case errors.As(err, &runErr):
+			apiErr = fromRun(runErr)
 		case errors.Is(err, db.ErrNotFound), errors.Is(err, pgx.ErrNoRows):
 			// A row the request loaded went away before it was done
 			// (deleted by another request meanwhile). Logged: a 404 that

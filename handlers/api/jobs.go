@@ -18,7 +18,6 @@ import (
 
 	"github.com/rahatback/rahatback/db"
 	"github.com/rahatback/rahatback/schedule"
-	"github.com/rahatback/rahatback/vault"
 )
 
 // Allowed values of backup job fields.
@@ -532,22 +531,6 @@ func (a *API) deleteJob(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-func identityBinding(jobID uuid.UUID) []byte {
-	return vault.Binding("backup_jobs", "age_identity", jobID.String())
-}
-
-// jobIdentity opens the job's age identity.
-func (a *API) jobIdentity(j db.BackupJob) (*age.X25519Identity, error) {
-	if j.AgeIdentityEnc == nil {
-		return nil, errors.New("the job has no encryption key")
-	}
-	raw, err := a.opts.Vault.Open(j.AgeIdentityEnc, identityBinding(j.ID))
-	if err != nil {
-		return nil, err
-	}
-	return age.ParseX25519Identity(string(raw))
-}
-
 // applyEncryption gives an encrypted job its X25519 identity (once: it
 // stays when encryption is turned off and on, so older backups still
 // restore), stores it sealed by the vault, and when password is given
@@ -558,7 +541,7 @@ func (a *API) applyEncryption(ctx context.Context, tx pgx.Tx, j *db.BackupJob, p
 		if err != nil {
 			return err
 		}
-		sealedID, err := a.opts.Vault.Seal([]byte(id.String()), identityBinding(j.ID))
+		sealedID, err := a.secrets.SealJobIdentity(j.ID, id)
 		if err != nil {
 			return err
 		}
@@ -566,7 +549,7 @@ func (a *API) applyEncryption(ctx context.Context, tx pgx.Tx, j *db.BackupJob, p
 		j.AgeIdentityEnc, j.AgeRecipient = sealedID, &rcpt
 	}
 	if password != nil && j.AgeIdentityEnc != nil {
-		id, err := a.jobIdentity(*j)
+		id, err := a.secrets.JobIdentity(*j)
 		if err != nil {
 			return err
 		}

@@ -13,312 +13,32 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
-	"github.com/nats-io/nats.go"
 
 	"github.com/rahatback/rahatback/db"
 	"github.com/rahatback/rahatback/events"
-	"github.com/rahatback/rahatback/handlers/projector"
-	"github.com/rahatback/rahatback/outbox"
-	"github.com/rahatback/rahatback/pipeline"
-	"github.com/rahatback/rahatback/runs"
-	"github.com/rahatback/rahatback/sealed"
 	"github.com/rahatback/rahatback/storage"
 	"github.com/rahatback/rahatback/transfer"
 )
 
-// emit records an event the control plane emits about a run of an agent
-// (events.ControlSubject) in tx: it applies it at once through the
-// projector, so the API's answer and the history agree, and writes it to
-// the outbox, followed by the commands that go with it, so that it reaches
-// the stream once tx commits (the projector then applies it again, which
-// changes nothing). id is the event's own id; its message id is
-// events.ControlMsgID(id). The caller kicks the relay after the commit.
-func (a *API) emit(ctx context.Context, tx pgx.Tx, agentID uuid.UUID, kind, phase, id string, payload any, commands ...outbox.Message) error {
-	ev, err := outbox.JSON(events.ControlSubject(agentID.String(), kind, phase), events.ControlMsgID(id), payload)
-	if err != nil {
-		return err
-	}
-	if err := projector.Apply(ctx, tx, ev.Subject, time.Now(), ev.Data); err != nil {
-		return err
-	}
-	return outbox.Add(ctx, tx, append([]outbox.Message{ev}, commands...)...)
-}
-
-// command is a command to agentID's work queue, Nats-Msg-Id msgID (a
-// retried send is stored once), for emit.
-func command(agentID uuid.UUID, kind, msgID string, payload any) (outbox.Message, error) {
-	return outbox.JSON(events.CommandSubject(agentID.String(), kind), msgID, payload)
-}
-
-// errQueueFull answers a command for an agent with too many waiting.
-var errQueueFull = errorf(http.StatusTooManyRequests, "the agent already has too many commands waiting; try again when it has caught up")
-
-// queueFull reports whether agentID has Opts.AgentQueueLimit commands
-// waiting or running already: in its JetStream queue, or still in the
-// outbox. When JetStream cannot tell (the broker is down), the outbox's
-// count alone decides.
-func (a *API) queueFull(ctx context.Context, agentID uuid.UUID) (bool, error) {
-	waiting, err := a.q.OutboxWaiting(ctx, a.pool, events.CommandSubject(agentID.String(), ""))
-	if err != nil {
-		return false, err
-	}
-	// A broker that does not answer soon is taken as down.
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	var queued uint64
-	if cons, err := a.opts.JS.Consumer(ctx, events.StreamCommands, events.AgentConsumer(agentID.String())); err != nil {
-		a.log.Warn("agent queue not read; counting the outbox only", "agentId", agentID, "err", err)
-	} else if info, err := cons.Info(ctx); err != nil {
-		a.log.Warn("agent queue not read; counting the outbox only", "agentId", agentID, "err", err)
-	} else {
-		queued = info.NumPending + uint64(info.NumAckPending)
-	}
-	return queued+uint64(waiting) >= uint64(a.opts.AgentQueueLimit), nil
-}
-
-// deadline is when a command sent now goes stale.
-func (a *API) deadline() events.Deadline {
-	return events.Deadline{Deadline: time.Now().Add(a.opts.CommandTTL).UTC()}
-}
-
-// connSpec is how agent reaches database d, its password sealed to the agent.
-func (a *API) connSpec(ctx context.Context, d db.Database, agentID uuid.UUID) (events.ConnSpec, error) {
-	password, err := a.databasePassword(d)
-	if err != nil {
-		return events.ConnSpec{}, err
-	}
-	pub, err := a.q.GetAgentPublicKey(ctx, a.pool, agentID)
-	if err != nil {
-		return events.ConnSpec{}, err
-	}
-	return sealConn(d, password, pub)
-}
-
-// databasePassword opens d's password from the vault; nil when it has none.
-func (a *API) databasePassword(d db.Database) ([]byte, error) {
-	if d.PasswordEnc == nil {
-		return nil, nil
-	}
-	return a.opts.Vault.Open(d.PasswordEnc, passwordBinding(d.ID))
-}
-
-// sealConn is d's connection with password sealed to agent key pub.
-func sealConn(d db.Database, password []byte, pub string) (events.ConnSpec, error) {
-	sealedPW, err := sealed.Seal(pub, password)
-	if err != nil {
-		return events.ConnSpec{}, err
-	}
-	return events.ConnSpec{Type: d.Type, Host: d.Host, Port: int(d.Port), Username: d.Username,
-		SealedPassword: sealedPW, Database: d.DatabaseName}, nil
-}
-
-// runAgent picks the agent that backs up d (runs.Pick among the user's
-// agents). ok is false when there is none.
-func (a *API) runAgent(ctx context.Context, user uuid.UUID, d db.Database) (agent runs.Agent, ok bool, err error) {
-	rows, err := a.q.ListAgents(ctx, a.pool, db.ListAgentsParams{UserID: user, OfflineAfterSecs: a.offlineSecs()})
-	if err != nil {
-		return agent, false, err
-	}
-	agents := make([]runs.Agent, len(rows))
-	for i, r := range rows {
-		agents[i] = runs.Agent{ID: r.ID, Name: r.Name, Online: r.Online}
-	}
-	agent, ok = runs.Pick(agents, d.AgentID)
-	return agent, ok, nil
-}
-
-var errRunning = errorf(http.StatusConflict, "this job already has a backup queued or running")
-
 // runJob starts a backup now: 202 {historyId, status}. 409 when the job
-// already has one queued or running; when its agent is offline the run is
-// recorded as skipped (202, status "skipped"). 404 for another user's job.
+// already has one queued or running; when no agent can take it now the run
+// is recorded as skipped (202, status "skipped"). 404 for another user's
+// job, or one deleted meanwhile; 429 when the agent's queue is full.
 func (a *API) runJob(w http.ResponseWriter, r *http.Request) error {
-	ctx := r.Context()
-	user := userID(ctx)
-	j, err := a.loadJob(r)
+	id, err := pathID(r, "backup job")
 	if err != nil {
 		return err
 	}
-	d, err := a.q.GetDatabase(ctx, a.pool, db.GetDatabaseParams{ID: j.DatabaseID, UserID: user})
-	if err != nil {
-		return db.MapErr(err)
-	}
-	agent, haveAgent, err := a.runAgent(ctx, user, d)
+	run, phase, err := a.runs.StartBackup(r.Context(), userID(r.Context()), id)
 	if err != nil {
 		return err
 	}
-	runID := uuid.New()
-	phase, reason := runs.Decide(agent, haveAgent, nil)
-	ev := runs.Event(j, runID, phase, reason, time.Now(), nil)
-	var cmds []outbox.Message
-	if phase == events.PhaseQueued {
-		if full, err := a.queueFull(ctx, agent.ID); err != nil {
-			return err
-		} else if full {
-			return errQueueFull
-		}
-		cmd, err := a.backupCommand(ctx, j, d, agent.ID, runID)
-		if err != nil {
-			return err
-		}
-		m, err := command(agent.ID, events.CommandBackup, runID.String(), cmd)
-		if err != nil {
-			return err
-		}
-		cmds = append(cmds, m)
-	}
-	agentID := agent.ID // the nil UUID when no agent can take it
-	err = db.WithTx(ctx, a.pool, func(tx pgx.Tx) error {
-		// The job's row lock orders concurrent "run now" clicks.
-		if _, err := a.q.GetBackupJobForUpdate(ctx, tx, db.GetBackupJobForUpdateParams{ID: j.ID, UserID: user}); err != nil {
-			return db.MapErr(err)
-		}
-		active, err := a.q.HasActiveBackup(ctx, tx, j.ID)
-		if err != nil {
-			return err
-		}
-		if active {
-			return errRunning
-		}
-		return a.emit(ctx, tx, agentID, events.KindBackup, phase, ev.ID, ev, cmds...)
-	})
-	if errors.Is(db.MapErr(err), db.ErrConflict) {
-		return errRunning
-	}
-	if err != nil {
-		return err
-	}
-	a.opts.Outbox.Kick()
 	status := "queued"
 	if phase == events.PhaseSkipped {
 		status = "skipped"
 	}
-	writeJSON(w, http.StatusAccepted, map[string]any{"historyId": runID, "status": status})
+	writeJSON(w, http.StatusAccepted, map[string]any{"historyId": run, "status": status})
 	return nil
-}
-
-// BackupCommands builds the commands that run jobs[i] on agents[i] as
-// runs[i], their secrets sealed to each agent, with a few queries for the
-// lot: how the scheduler builds the commands of a burst of slots.
-// errs[i] is non-nil when command i cannot be built (an *Error with
-// status 409 when the job is encrypted but has no key).
-func (a *API) BackupCommands(ctx context.Context, jobs []db.BackupJob, agents, runs []uuid.UUID) (cmds []events.BackupCommand, errs []error) {
-	cmds, errs = make([]events.BackupCommand, len(jobs)), make([]error, len(jobs))
-	fail := func(err error) ([]events.BackupCommand, []error) {
-		for i := range errs {
-			errs[i] = err
-		}
-		return cmds, errs
-	}
-	dbIDs := make([]uuid.UUID, len(jobs))
-	for i, j := range jobs {
-		dbIDs[i] = j.DatabaseID
-	}
-	dbRows, err := a.q.GetDatabasesByIDs(ctx, a.pool, dbIDs)
-	if err != nil {
-		return fail(err)
-	}
-	databases := make(map[uuid.UUID]db.Database, len(dbRows))
-	for _, d := range dbRows {
-		databases[d.ID] = d
-	}
-	keyRows, err := a.q.GetAgentPublicKeys(ctx, a.pool, agents)
-	if err != nil {
-		return fail(err)
-	}
-	keys := make(map[uuid.UUID]string, len(keyRows))
-	for _, k := range keyRows {
-		keys[k.ID] = k.PublicKey
-	}
-	passwords := map[uuid.UUID][]byte{}
-	type specKey struct{ cloud, agent uuid.UUID }
-	specs := map[specKey]events.StorageSpec{}
-	for i, j := range jobs {
-		d, ok := databases[j.DatabaseID]
-		if !ok || d.UserID != j.UserID {
-			errs[i] = notFound("database")
-			continue
-		}
-		pub, ok := keys[agents[i]]
-		if !ok {
-			errs[i] = notFound("agent")
-			continue
-		}
-		pw, ok := passwords[d.ID]
-		if !ok {
-			if pw, err = a.databasePassword(d); err != nil {
-				errs[i] = err
-				continue
-			}
-			passwords[d.ID] = pw
-		}
-		spec := events.StorageSpec{Type: j.StorageType}
-		if j.StorageType != "local" && j.CloudStorageID != nil {
-			k := specKey{*j.CloudStorageID, agents[i]}
-			if spec, ok = specs[k]; !ok {
-				if spec, err = a.storageSpec(ctx, j.StorageType, j.CloudStorageID, j.UserID, agents[i]); err != nil {
-					errs[i] = err
-					continue
-				}
-				specs[k] = spec
-			}
-		} else if j.StorageType != "local" {
-			if spec, err = a.storageSpec(ctx, j.StorageType, nil, j.UserID, agents[i]); err != nil {
-				errs[i] = err
-				continue
-			}
-		}
-		cmds[i], errs[i] = a.assembleCommand(j, d, pw, pub, spec, runs[i])
-	}
-	return cmds, errs
-}
-
-// backupCommand is the command that runs job j (on database d) on agentID
-// as run runID.
-func (a *API) backupCommand(ctx context.Context, j db.BackupJob, d db.Database, agentID, runID uuid.UUID) (events.BackupCommand, error) {
-	password, err := a.databasePassword(d)
-	if err != nil {
-		return events.BackupCommand{}, err
-	}
-	pub, err := a.q.GetAgentPublicKey(ctx, a.pool, agentID)
-	if err != nil {
-		return events.BackupCommand{}, err
-	}
-	spec, err := a.storageSpec(ctx, j.StorageType, j.CloudStorageID, j.UserID, agentID)
-	if err != nil {
-		return events.BackupCommand{}, err
-	}
-	return a.assembleCommand(j, d, password, pub, spec, runID)
-}
-
-// assembleCommand is job j's backup command for the agent with key pub.
-func (a *API) assembleCommand(j db.BackupJob, d db.Database, password []byte, pub string, spec events.StorageSpec, runID uuid.UUID) (events.BackupCommand, error) {
-	conn, err := sealConn(d, password, pub)
-	if err != nil {
-		return events.BackupCommand{}, err
-	}
-	cmd := events.BackupCommand{V: events.Version, Deadline: a.deadline(), RunID: runID.String(), JobID: j.ID.String(),
-		DatabaseID: d.ID.String(), Conn: conn, Compression: j.Compression, Storage: spec}
-	if j.IsEncrypted {
-		if j.AgeRecipient == nil {
-			return cmd, errorf(http.StatusConflict, "the job is encrypted but has no key; set its encryptionPassword again")
-		}
-		cmd.Recipients = append([]string{*j.AgeRecipient}, j.AgeRecipients...)
-	}
-	if j.AutoVerifyAfterBackup {
-		cmd.Verify, cmd.VerifyID = j.VerificationLevel, uuid.NewString()
-		if j.IsEncrypted {
-			id, err := a.jobIdentity(j)
-			if err != nil {
-				return cmd, err
-			}
-			if cmd.SealedIdentity, err = sealed.Seal(pub, []byte(id.String())); err != nil {
-				return cmd, err
-			}
-		}
-	}
-	return cmd, nil
 }
 
 type historyJSON struct {
@@ -509,10 +229,7 @@ func (a *API) loadHistory(r *http.Request) (db.BackupHistory, error) {
 		return db.BackupHistory{}, err
 	}
 	h, err := a.q.GetBackupHistory(r.Context(), a.pool, db.GetBackupHistoryParams{ID: id, UserID: userID(r.Context())})
-	if errors.Is(db.MapErr(err), db.ErrNotFound) {
-		return h, notFound("backup")
-	}
-	return h, err
+	return h, owned(err, "backup", "")
 }
 
 // getHistory answers one run with its manifest; 404 when not the user's.
@@ -527,67 +244,17 @@ func (a *API) getHistory(w http.ResponseWriter, r *http.Request) error {
 
 // deleteHistory deletes the stored backup (through the agent that holds
 // it), then the run: 204. 409 while it is queued or running; 503 when the
-// agent holding it is offline (nothing is deleted).
+// agent holding it is offline, 504 when it does not answer, 502 when the
+// storage refuses (nothing is deleted).
 func (a *API) deleteHistory(w http.ResponseWriter, r *http.Request) error {
 	h, err := a.loadHistory(r)
 	if err != nil {
 		return err
 	}
-	if h.Status == "queued" || h.Status == "running" {
-		return errorf(http.StatusConflict, "the backup is still %s; wait for it to end", h.Status)
-	}
-	if err := a.DeleteBackupObject(r.Context(), h); err != nil {
+	if err := a.runs.DeleteBackup(r.Context(), h); err != nil {
 		return err
 	}
-	ev := events.BackupEvent{V: events.Version, ID: h.ID.String() + ":deleted", RunID: h.ID.String(), At: time.Now().UTC()}
-	err = db.WithTx(r.Context(), a.pool, func(tx pgx.Tx) error {
-		return a.emit(r.Context(), tx, h.AgentID, events.KindBackup, events.PhaseDeleted, ev.ID, ev)
-	})
-	if err != nil {
-		return err
-	}
-	a.opts.Outbox.Kick()
 	w.WriteHeader(http.StatusNoContent)
-	return nil
-}
-
-// DeleteBackupObject deletes the stored object and manifest of backup h,
-// if it has any (a successful backup, or an expired one not purged yet):
-// from its cloud storage directly, or through the agent holding a local
-// one. An object already gone counts as deleted. Errors are *Error: 503
-// when that agent is offline, 504 when it does not answer, 502 when the
-// storage or agent refuses.
-func (a *API) DeleteBackupObject(ctx context.Context, h db.BackupHistory) error {
-	stored := h.Status == "success" || (h.Status == "expired" && h.PurgedAt == nil)
-	if !stored || h.StorageKey == nil {
-		return nil
-	}
-	if h.StorageType != "local" {
-		st, err := a.cloudStorageFor(ctx, h)
-		if err != nil {
-			return err
-		}
-		for _, key := range []string{*h.StorageKey, *h.StorageKey + pipeline.ManifestSuffix} {
-			if err := st.Delete(ctx, key); err != nil && !errors.Is(err, storage.ErrNotFound) {
-				return errorf(http.StatusBadGateway, "the storage refused to delete the backup: %v", err)
-			}
-		}
-		return nil
-	}
-	var reply events.DeleteReply
-	err := events.Request(ctx, a.opts.NC, events.RPCSubject(h.AgentID.String(), events.RPCDelete),
-		events.DeleteRequest{V: events.Version, Storage: events.StorageSpec{Type: h.StorageType}, Key: *h.StorageKey},
-		&reply, a.opts.RPCTimeout)
-	switch {
-	case errors.Is(err, nats.ErrNoResponders):
-		return errorf(http.StatusServiceUnavailable, "the agent holding this backup is offline; start it and try again (nothing was deleted)")
-	case errors.Is(err, nats.ErrTimeout), errors.Is(err, context.DeadlineExceeded):
-		return errorf(http.StatusGatewayTimeout, "the agent holding this backup did not answer (nothing was deleted)")
-	case err != nil:
-		return err
-	case !reply.OK && !reply.NotFound:
-		return errorf(http.StatusBadGateway, "the agent could not delete the backup: %s", reply.Error)
-	}
 	return nil
 }
 
@@ -661,7 +328,7 @@ func (s sizedReader) Size() int64 { return s.size }
 // openCloudObject opens a backup kept in s3 or google_drive directly from
 // the control plane.
 func (a *API) openCloudObject(ctx context.Context, h db.BackupHistory) (sizedReader, error) {
-	st, err := a.cloudStorageFor(ctx, h)
+	st, err := a.runs.OpenStorage(ctx, h)
 	if err != nil {
 		return sizedReader{}, err
 	}

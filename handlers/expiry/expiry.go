@@ -22,14 +22,14 @@ import (
 
 	"github.com/rahatback/rahatback/db"
 	"github.com/rahatback/rahatback/events"
-	"github.com/rahatback/rahatback/handlers/projector"
 	"github.com/rahatback/rahatback/outbox"
 	"github.com/rahatback/rahatback/retention"
+	"github.com/rahatback/rahatback/runs"
 )
 
-// Deleter deletes a backup's stored object (handlers/api's API).
+// Deleter deletes a backup's stored object (runs.Service).
 type Deleter interface {
-	DeleteBackupObject(ctx context.Context, h db.BackupHistory) error
+	DeleteObject(ctx context.Context, h db.BackupHistory) error
 }
 
 // Opts configures Run and Pass. Zero values take the defaults named.
@@ -205,7 +205,7 @@ func purge(ctx context.Context, o Opts, q *db.Queries, st *Stats) error {
 			return err
 		}
 		for _, h := range rows {
-			if err := o.Deleter.DeleteBackupObject(ctx, h); err != nil {
+			if err := o.Deleter.DeleteObject(ctx, h); err != nil {
 				if ctx.Err() != nil {
 					return ctx.Err()
 				}
@@ -234,8 +234,7 @@ func purge(ctx context.Context, o Opts, q *db.Queries, st *Stats) error {
 	}
 }
 
-// emit applies the control plane's event about backup ev.RunID and writes
-// it to the outbox, in one transaction.
+// emit is runs.Emit of a backup event in a transaction of its own.
 func emit(ctx context.Context, o Opts, agent uuid.UUID, phase string, ev events.BackupEvent) error {
 	err := db.WithTx(ctx, o.Pool, func(tx pgx.Tx) error { return emitTx(ctx, tx, agent, phase, ev) })
 	if err == nil {
@@ -244,15 +243,8 @@ func emit(ctx context.Context, o Opts, agent uuid.UUID, phase string, ev events.
 	return err
 }
 
-// emitTx is emit in the caller's transaction; the caller kicks the relay
-// after its commit.
+// emitTx is runs.Emit of a backup event in the caller's transaction; the
+// caller kicks the relay after its commit.
 func emitTx(ctx context.Context, tx pgx.Tx, agent uuid.UUID, phase string, ev events.BackupEvent) error {
-	m, err := outbox.JSON(events.ControlSubject(agent.String(), events.KindBackup, phase), events.ControlMsgID(ev.ID), ev)
-	if err != nil {
-		return err
-	}
-	if err := projector.Apply(ctx, tx, m.Subject, ev.At, m.Data); err != nil {
-		return err
-	}
-	return outbox.Add(ctx, tx, m)
+	return runs.Emit(ctx, tx, agent, events.KindBackup, phase, ev.ID, ev)
 }

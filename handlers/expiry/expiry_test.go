@@ -28,7 +28,7 @@ type deleter struct {
 	deleted []uuid.UUID
 }
 
-func (d *deleter) DeleteBackupObject(_ context.Context, h db.BackupHistory) error {
+func (d *deleter) DeleteObject(_ context.Context, h db.BackupHistory) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.failing {

@@ -15,12 +15,17 @@ import (
 	"time"
 
 	"filippo.io/age"
-	"github.com/google/uuid"
 
-	"github.com/rahatback/rahatback/auth"
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/rahatback/rahatback/events"
 	"github.com/rahatback/rahatback/handlers/api"
 	"github.com/rahatback/rahatback/handlers/scheduler"
+	"github.com/rahatback/rahatback/outbox"
+	"github.com/rahatback/rahatback/runs"
 	"github.com/rahatback/rahatback/schedule"
+	"github.com/rahatback/rahatback/secrets"
 	"github.com/rahatback/rahatback/testsupport"
 	"github.com/rahatback/rahatback/vault"
 )
@@ -54,11 +59,15 @@ func BenchmarkScheduler100k(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	iss, err := auth.NewIssuer([]byte(testsupport.RandomString(32)), 0)
+	relay, err := outbox.New(outbox.Relay{Pool: pool, JS: n.JS})
 	if err != nil {
 		b.Fatal(err)
 	}
-	a, err := api.New(api.Opts{Pool: pool, NC: n.NC, JS: n.JS, Vault: v, Issuer: iss, AgentNATSURL: n.Server.ClientURL()})
+	relayCtx, stopRelay := context.WithCancel(ctx)
+	relayDone := make(chan struct{})
+	go func() { defer close(relayDone); _ = relay.Run(relayCtx) }()
+	defer func() { stopRelay(); <-relayDone }()
+	svc, err := runs.New(runs.Config{Pool: pool, Secrets: secrets.Box{V: v}, NC: n.NC, JS: n.JS, Outbox: relay})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -154,23 +163,43 @@ func BenchmarkScheduler100k(b *testing.B) {
 	ready := make(chan int, 1)
 	idle := make(chan struct{}, 1)
 	loadStart := time.Now()
-	s, err := scheduler.New(scheduler.Opts{Pool: pool, JS: n.JS, Commands: a, Clock: clock, OfflineAfter: 24 * time.Hour, Settle: -1,
+	// A command counts once JetStream has stored it: an ordered consumer
+	// of the COMMANDS stream sees it then.
+	stored := func(msg jetstream.Msg) {
+		id := msg.Headers().Get(jetstream.MsgIDHeader)
+		// job:<job id>:<slot> (scheduler.MsgID)
+		slot, err := time.Parse(time.RFC3339, strings.TrimPrefix(id, "job:")[len(uuid.Nil.String())+1:])
+		_ = msg.Ack()
+		mu.Lock()
+		defer mu.Unlock()
+		if err != nil {
+			b.Errorf("command %q: %v", id, err)
+			return
+		}
+		d := time.Since(reached)
+		delays = append(delays, d)
+		if slot.Minute() != 0 {
+			offPeak = append(offPeak, d)
+		}
+		published++
+		if published == want {
+			done <- struct{}{}
+		}
+	}
+	cons, err := n.JS.OrderedConsumer(ctx, events.StreamCommands, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	cc, err := cons.Consume(stored)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer cc.Stop()
+	s, err := scheduler.New(scheduler.Opts{Pool: pool, Runs: svc, Outbox: relay, Clock: clock, OfflineAfter: 24 * time.Hour, Settle: -1,
 		Resync: time.Hour, Batch: benchEnvInt("RAHATBACK_BENCH_BATCH"), Workers: benchEnvInt("RAHATBACK_BENCH_WORKERS"), Ready: func(n int) { ready <- n }, Idle: func() {
 			select {
 			case idle <- struct{}{}:
 			default:
-			}
-		}, Published: func(_ uuid.UUID, slot time.Time) {
-			mu.Lock()
-			defer mu.Unlock()
-			d := time.Since(reached)
-			delays = append(delays, d)
-			if slot.Minute() != 0 {
-				offPeak = append(offPeak, d)
-			}
-			published++
-			if published == want {
-				done <- struct{}{}
 			}
 		}})
 	if err != nil {

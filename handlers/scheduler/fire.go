@@ -11,12 +11,11 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rahatback/rahatback/db"
 	"github.com/rahatback/rahatback/events"
 	"github.com/rahatback/rahatback/handlers/projector"
+	"github.com/rahatback/rahatback/outbox"
 	"github.com/rahatback/rahatback/runs"
 	"github.com/rahatback/rahatback/schedule"
 )
@@ -47,7 +46,7 @@ type planned struct {
 }
 
 // decide handles the slots of the due jobs up to now in one transaction,
-// then publishes the commands and events. A job's slots are claimed by
+// which also writes their events and commands to the outbox. A job's slots are claimed by
 // moving its scheduled_through from the value read; a job another replica
 // claimed first is left to it.
 func (s *Scheduler) decide(ctx context.Context, batch []*entry, now time.Time, agents agentsByUser) ([]outcome, error) {
@@ -151,7 +150,7 @@ func (s *Scheduler) decide(ctx context.Context, batch []*entry, now time.Time, a
 	if err != nil {
 		return nil, err
 	}
-	s.publish(ctx, plans)
+	s.o.Outbox.Kick()
 	return outs, nil
 }
 
@@ -195,13 +194,49 @@ func (s *Scheduler) planSlots(plans []planned, j db.BackupJob, assigned *uuid.UU
 	return append(plans, s.plan(j, agentID, *run, now, phase, reason))
 }
 
-// insertPlans writes the history rows of plans.
+// insertPlans writes the history rows of plans and, to the outbox, their
+// events, then the commands of the queued runs (so the stream holds each
+// run's "queued" before anything its agent reports). A queued run whose
+// command cannot be built is recorded as failed, with the reason.
 func (s *Scheduler) insertPlans(ctx context.Context, tx pgx.Tx, plans []planned) error {
+	if len(plans) == 0 {
+		return nil
+	}
 	items := make([]projector.Queued, len(plans))
+	msgs := make([]outbox.Message, 0, 2*len(plans))
 	for i, p := range plans {
 		items[i] = projector.Queued{Agent: p.agent, Phase: p.phase, Event: p.ev}
+		m, err := outbox.JSON(events.ControlSubject(p.agent.String(), events.KindBackup, p.phase), events.ControlMsgID(p.ev.ID), p.ev)
+		if err != nil {
+			return err
+		}
+		msgs = append(msgs, m)
 	}
-	return projector.ApplyQueued(ctx, tx, items)
+	if err := projector.ApplyQueued(ctx, tx, items); err != nil {
+		return err
+	}
+	failed, err := s.buildCommands(ctx, tx, plans)
+	if err != nil {
+		return err
+	}
+	for i := range plans {
+		if p := &plans[i]; p.phase == events.PhaseQueued && p.cmd != nil {
+			msgs = append(msgs, outbox.Message{Subject: events.CommandSubject(p.agent.String(), events.CommandBackup),
+				MsgID: MsgID(p.job.ID, p.slot), Data: p.cmd})
+		}
+	}
+	if err := outbox.Add(ctx, tx, msgs...); err != nil {
+		return err
+	}
+	for _, f := range failed {
+		s.log.Error("scheduled run failed before it reached the agent", "jobId", f.p.job.ID, "runId", f.p.ev.RunID, "err", f.err)
+		ev := events.BackupEvent{V: events.Version, ID: f.p.ev.RunID + ":failed", RunID: f.p.ev.RunID, At: time.Now().UTC(),
+			Error: "the backup command could not be built: " + f.err.Error()}
+		if err := runs.Emit(ctx, tx, f.p.agent, events.KindBackup, events.PhaseFailed, ev.ID, ev); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // claimPrepared claims, among ids, the jobs read ahead of their slot
@@ -299,100 +334,22 @@ func (s *Scheduler) plan(j db.BackupJob, agent uuid.UUID, slot, now time.Time, p
 	return planned{job: j, agent: agent, phase: phase, ev: ev, run: runID, slot: slotUTC}
 }
 
-// publishTimeout bounds the wait for JetStream's acknowledgements.
-const publishTimeout = 30 * time.Second
+// unbuilt is a queued run whose command could not be built, and why.
+type unbuilt struct {
+	p   *planned
+	err error
+}
 
-// publish sends the commands of the queued runs and every row's event.
-// A command that cannot be built or stored fails its run, with the reason.
-func (s *Scheduler) publish(ctx context.Context, plans []planned) {
-	// The rows are committed: what they promise is sent even when the
-	// scheduler is stopping, bounded by publishTimeout.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), publishTimeout)
-	defer cancel()
-	type pending struct {
-		p   *planned
-		cmd bool
-		f   jetstream.PubAckFuture
-	}
-	var futures []pending
-	send := func(p *planned, subject, msgID string, payload any, cmd bool) {
-		data, ok := payload.([]byte)
-		var err error
-		if !ok {
-			data, err = json.Marshal(payload)
-		}
-		if err == nil {
-			msg := nats.NewMsg(subject)
-			msg.Data = data
-			msg.Header.Set(jetstream.MsgIDHeader, msgID)
-			var f jetstream.PubAckFuture
-			if f, err = s.o.JS.PublishMsgAsync(msg, jetstream.WithStallWait(publishTimeout)); err == nil {
-				futures = append(futures, pending{p: p, cmd: cmd, f: f})
-				return
-			}
-		}
-		if cmd {
-			s.failRun(ctx, p, "the backup command could not be queued: "+err.Error())
-		} else {
-			s.log.Warn("scheduled run event not published; the projector will not see it", "runId", p.ev.RunID, "err", err)
-		}
-	}
-	// Each run's event goes out before its command, so the stream holds
-	// "queued" before anything its agent reports.
-	for i := range plans {
-		p := &plans[i]
-		send(p, events.ControlSubject(p.agent.String(), events.KindBackup, p.phase), events.ControlMsgID(p.ev.ID), p.ev, false)
-	}
+// buildCommands builds the commands of the queued plans with none built
+// ahead (a slot's decision reads only part of a job, so their jobs are
+// read whole first) and returns those that cannot be built.
+func (s *Scheduler) buildCommands(ctx context.Context, tx pgx.Tx, plans []planned) ([]unbuilt, error) {
 	var queued []*planned
 	for i := range plans {
-		p := &plans[i]
-		switch {
-		case p.phase == events.PhaseQueued && p.cmd != nil:
-			send(p, events.CommandSubject(p.agent.String(), events.CommandBackup), MsgID(p.job.ID, p.slot), p.cmd, true)
-		case p.phase == events.PhaseQueued:
+		if p := &plans[i]; p.phase == events.PhaseQueued && p.cmd == nil {
 			queued = append(queued, p)
 		}
 	}
-	built, cmds := s.buildCommands(ctx, queued)
-	for i, p := range built {
-		send(p, events.CommandSubject(p.agent.String(), events.CommandBackup), MsgID(p.job.ID, p.slot), cmds[i], true)
-	}
-	// Commands first: their acknowledgements are what the runs wait for;
-	// the events' are only checked.
-	slices.SortStableFunc(futures, func(a, b pending) int {
-		switch {
-		case a.cmd == b.cmd:
-			return 0
-		case a.cmd:
-			return -1
-		default:
-			return 1
-		}
-	})
-	for _, f := range futures {
-		var err error
-		select {
-		case <-f.f.Ok():
-		case err = <-f.f.Err():
-		case <-ctx.Done():
-			err = errors.New("no acknowledgement from JetStream")
-		}
-		switch {
-		case err == nil && f.cmd && s.o.Published != nil:
-			s.o.Published(f.p.job.ID, f.p.slot)
-		case err != nil && f.cmd:
-			s.failRun(ctx, f.p, "the backup command could not be queued: "+err.Error())
-		case err != nil:
-			s.log.Warn("scheduled run event not published; the projector will not see it", "runId", f.p.ev.RunID, "err", err)
-		}
-	}
-}
-
-// buildCommands builds the commands of queued runs with none built
-// ahead: it reads their jobs whole (a slot's decision reads only part of
-// them) and fails the runs whose command cannot be built. It returns the
-// runs built and their commands.
-func (s *Scheduler) buildCommands(ctx context.Context, queued []*planned) ([]*planned, []events.BackupCommand) {
 	if len(queued) == 0 {
 		return nil, nil
 	}
@@ -400,89 +357,38 @@ func (s *Scheduler) buildCommands(ctx context.Context, queued []*planned) ([]*pl
 	for i, p := range queued {
 		ids[i] = p.job.ID
 	}
-	whole, err := s.q.JobsWithAgent(ctx, s.o.Pool, ids)
+	whole, err := s.q.JobsWithAgent(ctx, tx, ids)
 	if err != nil {
-		for _, p := range queued {
-			s.failRun(ctx, p, "the backup command could not be built: "+err.Error())
-		}
-		return nil, nil
+		return nil, err
 	}
 	byID := make(map[uuid.UUID]db.BackupJob, len(whole))
 	for _, w := range whole {
 		byID[w.BackupJob.ID] = w.BackupJob
 	}
+	var failed []unbuilt
 	var found []*planned
 	var jobs []db.BackupJob
 	var agents, runIDs []uuid.UUID
 	for _, p := range queued {
 		j, ok := byID[p.job.ID]
 		if !ok {
-			s.failRun(ctx, p, "the backup command could not be built: the job was deleted")
+			failed = append(failed, unbuilt{p, errors.New("the job was deleted")})
 			continue
 		}
 		found = append(found, p)
 		jobs, agents, runIDs = append(jobs, j), append(agents, p.agent), append(runIDs, p.run)
 	}
 	if len(found) == 0 {
-		return nil, nil
+		return failed, nil
 	}
-	cmds, errs := s.o.Commands.BackupCommands(ctx, jobs, agents, runIDs)
-	var built []*planned
-	var out []events.BackupCommand
+	cmds, errs := s.o.Runs.BackupCommands(ctx, jobs, agents, runIDs)
 	for i, p := range found {
+		if errs[i] == nil {
+			p.cmd, errs[i] = json.Marshal(cmds[i])
+		}
 		if errs[i] != nil {
-			s.failRun(ctx, p, "the backup command could not be built: "+errs[i].Error())
-			continue
-		}
-		built, out = append(built, p), append(out, cmds[i])
-	}
-	return built, out
-}
-
-// failRun records p's run as failed with msg.
-func (s *Scheduler) failRun(ctx context.Context, p *planned, msg string) {
-	ctx = context.WithoutCancel(ctx)
-	s.log.Error("scheduled run failed before it reached the agent", "jobId", p.job.ID, "runId", p.ev.RunID, "err", msg)
-	fail := events.BackupEvent{V: events.Version, ID: p.ev.RunID + ":failed", RunID: p.ev.RunID, At: time.Now().UTC(), Error: msg}
-	subject := events.ControlSubject(p.agent.String(), events.KindBackup, events.PhaseFailed)
-	data, _ := json.Marshal(fail)
-	if err := projector.Apply(ctx, s.o.Pool, subject, fail.At, data); err != nil {
-		s.log.Error("recording a failed scheduled run", "runId", p.ev.RunID, "err", err)
-	}
-	if err := events.Publish(ctx, s.o.JS, subject, events.ControlMsgID(fail.ID), fail); err != nil {
-		s.log.Warn("failed-run event not published", "runId", p.ev.RunID, "err", err)
-	}
-}
-
-// resend sends again the commands of scheduled runs still queued a while
-// after they were queued, within JetStream's deduplication window: the
-// command of a run whose scheduler stopped between commit and publication
-// reaches its agent; one already stored is dropped as a duplicate.
-func (s *Scheduler) resend(ctx context.Context) error {
-	rows, err := s.q.UnsentScheduledRuns(ctx, s.o.Pool, db.UnsentScheduledRunsParams{
-		OlderThanSecs: 30, NewerThanSecs: (events.CommandsDuplicateWindow - 10*time.Minute).Seconds()})
-	if err != nil {
-		return err
-	}
-	if len(rows) == 0 {
-		return nil
-	}
-	jobs := make([]db.BackupJob, len(rows))
-	agents, runIDs := make([]uuid.UUID, len(rows)), make([]uuid.UUID, len(rows))
-	for i, r := range rows {
-		jobs[i], agents[i], runIDs[i] = r.BackupJob, r.AgentID, r.ID
-	}
-	cmds, errs := s.o.Commands.BackupCommands(ctx, jobs, agents, runIDs)
-	for i, r := range rows {
-		if errs[i] != nil {
-			s.log.Warn("rebuilding a scheduled command", "runId", r.ID, "err", errs[i])
-			continue
-		}
-		err := events.Publish(ctx, s.o.JS, events.CommandSubject(r.AgentID.String(), events.CommandBackup),
-			MsgID(r.BackupJob.ID, *r.ScheduledFor), cmds[i])
-		if err != nil {
-			return err
+			failed = append(failed, unbuilt{p, errs[i]})
 		}
 	}
-	return nil
+	return failed, nil
 }

@@ -32,28 +32,24 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/rahatback/rahatback/db"
-	"github.com/rahatback/rahatback/events"
+	"github.com/rahatback/rahatback/outbox"
+	"github.com/rahatback/rahatback/runs"
 	"github.com/rahatback/rahatback/schedule"
 )
 
-// CommandBuilder builds the commands of scheduled runs: jobs[i] on
-// agents[i] as runs[i]; errs[i] says why command i could not be built
-// (handlers/api's API implements it).
-type CommandBuilder interface {
-	BackupCommands(ctx context.Context, jobs []db.BackupJob, agents, runs []uuid.UUID) ([]events.BackupCommand, []error)
-}
-
 // Opts configures Run. Zero values take the defaults named.
 type Opts struct {
-	Pool     *pgxpool.Pool       // required
-	JS       jetstream.JetStream // required
-	Commands CommandBuilder      // required
-	Logger   *slog.Logger        // default slog.Default()
-	Clock    Clock               // default WallClock
+	Pool *pgxpool.Pool // required
+	// Runs builds the commands of scheduled runs; required.
+	Runs *runs.Service
+	// Outbox is the relay told when a batch of runs was committed; nil
+	// leaves them to whichever relay polls the outbox.
+	Outbox *outbox.Relay
+	Logger *slog.Logger // default slog.Default()
+	Clock  Clock        // default WallClock
 
 	// Grace is how late a missed slot may still run (once, the latest
 	// only); older missed slots are recorded as skipped. Default 10 min.
@@ -63,8 +59,7 @@ type Opts struct {
 	OfflineAfter time.Duration
 	// Poll is how often changed jobs are read; default 1 s.
 	Poll time.Duration
-	// Resync is how often every job is read again, and queued runs whose
-	// command may not have been sent are sent again; default 1 min.
+	// Resync is how often every job is read again; default 1 min.
 	Resync time.Duration
 	// Batch is how many due jobs one transaction decides; default 512.
 	Batch int
@@ -89,19 +84,14 @@ type Opts struct {
 	// Idle, when set, is called each time the scheduler has nothing to do
 	// until its next slot or poll (tests and benchmarks wait for it).
 	Idle func()
-	// Published, when set, is called after each command of a slot has
-	// been stored by JetStream (benchmarks measure with it).
-	Published func(jobID uuid.UUID, slot time.Time)
 }
 
 func (o *Opts) validate() error {
 	switch {
 	case o.Pool == nil:
 		return errors.New("scheduler: Pool is required")
-	case o.JS == nil:
-		return errors.New("scheduler: JS is required")
-	case o.Commands == nil:
-		return errors.New("scheduler: Commands is required")
+	case o.Runs == nil:
+		return errors.New("scheduler: Runs is required")
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -243,9 +233,6 @@ func (s *Scheduler) Run(ctx context.Context) error {
 		case <-resync.C:
 			if err := s.load(ctx); err != nil && ctx.Err() == nil {
 				s.log.Warn("reloading the scheduled jobs", "err", err)
-			}
-			if err := s.resend(ctx); err != nil && ctx.Err() == nil {
-				s.log.Warn("sending unsent scheduled commands again", "err", err)
 			}
 		}
 	}

@@ -17,25 +17,27 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/rahatback/rahatback/auth"
 	"github.com/rahatback/rahatback/events"
 	"github.com/rahatback/rahatback/handlers/api"
 	"github.com/rahatback/rahatback/handlers/projector"
 	"github.com/rahatback/rahatback/handlers/scheduler"
+	"github.com/rahatback/rahatback/outbox"
 	"github.com/rahatback/rahatback/runs"
+	"github.com/rahatback/rahatback/secrets"
 	"github.com/rahatback/rahatback/testsupport"
 	"github.com/rahatback/rahatback/vault"
 )
 
 func TestMain(m *testing.M) { os.Exit(testsupport.Main(m)) }
 
-// env is a database, a NATS server, the API (which builds commands) and a
-// user with one agent and one database.
+// env is a database, a NATS server, the runs service (which builds
+// commands), an outbox relay and a user with one agent and one database.
 type env struct {
 	t     *testing.T
 	pool  *pgxpool.Pool
 	nats  *testsupport.NATS
-	api   *api.API
+	runs  *runs.Service
+	relay *outbox.Relay
 	user  uuid.UUID
 	agent uuid.UUID
 	dbID  uuid.UUID
@@ -50,16 +52,13 @@ func newEnv(t *testing.T, start time.Time) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	iss, err := auth.NewIssuer([]byte(testsupport.RandomString(32)), 0)
+	relay := testsupport.RunOutbox(t, pool, n.JS)
+	svc, err := runs.New(runs.Config{Pool: pool, Secrets: secrets.Box{V: v}, NC: n.NC, JS: n.JS, Outbox: relay,
+		Logger: testsupport.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, err := api.New(api.Opts{Pool: pool, NC: n.NC, JS: n.JS, Vault: v, Issuer: iss, Logger: testsupport.Logger(t),
-		AgentNATSURL: n.Server.ClientURL()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := &env{t: t, pool: pool, nats: n, api: a, user: uuid.New(), agent: uuid.New(), dbID: uuid.New(),
+	e := &env{t: t, pool: pool, nats: n, runs: svc, relay: relay, user: uuid.New(), agent: uuid.New(), dbID: uuid.New(),
 		clock: scheduler.NewFakeClock(start)}
 	id, err := age.GenerateX25519Identity()
 	if err != nil {
@@ -103,7 +102,7 @@ func (e *env) job(cron string, through time.Time) uuid.UUID {
 // start runs a scheduler until the test ends or stop is called.
 func (e *env) start(mod ...func(*scheduler.Opts)) (stop func()) {
 	e.t.Helper()
-	o := scheduler.Opts{Pool: e.pool, JS: e.nats.JS, Commands: e.api, Clock: e.clock, Logger: testsupport.Logger(e.t),
+	o := scheduler.Opts{Pool: e.pool, Runs: e.runs, Outbox: e.relay, Clock: e.clock, Logger: testsupport.Logger(e.t),
 		Poll: 20 * time.Millisecond, Resync: time.Hour, Settle: -1}
 	for _, f := range mod {
 		f(&o)

@@ -1,0 +1,188 @@
+package runs
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/rahatback/rahatback/db"
+	"github.com/rahatback/rahatback/events"
+	"github.com/rahatback/rahatback/handlers/projector"
+	"github.com/rahatback/rahatback/outbox"
+	"github.com/rahatback/rahatback/secrets"
+)
+
+// DriveApp is the control plane's Google OAuth client, which Drive
+// storages use; empty when Drive is not configured.
+type DriveApp struct {
+	ClientID, ClientSecret string
+	// Endpoint and TokenURL override Google's own (tests point them at a fake).
+	Endpoint, TokenURL string
+}
+
+// Config configures New. Zero durations and limits take the defaults named.
+type Config struct {
+	Pool    *pgxpool.Pool       // required
+	Secrets secrets.Box         // required
+	NC      *nats.Conn          // required: requests to agents
+	JS      jetstream.JetStream // required: agents' queues
+	// Outbox is the relay told when messages were written; nil leaves them
+	// to whichever relay polls the outbox.
+	Outbox *outbox.Relay
+	Drive  DriveApp
+	Logger *slog.Logger // default slog.Default()
+
+	CommandTTL   time.Duration // how long a command stays runnable; default 24 h
+	RPCTimeout   time.Duration // requests to agents; default events.DefaultRPCTimeout
+	OfflineAfter time.Duration // an agent is offline this long after its last presence; default 30 s
+	// QueueLimit is how many commands may wait for one agent; default 20.
+	QueueLimit int
+}
+
+// Service starts, deletes and reads backups, restores and verifications:
+// the rules of a run that the API, the scheduler and the retention worker
+// share.
+type Service struct {
+	c Config
+	q *db.Queries
+}
+
+// New validates c and builds the Service.
+func New(c Config) (*Service, error) {
+	if c.Pool == nil || c.Secrets.V == nil || c.NC == nil || c.JS == nil {
+		return nil, errors.New("runs: Pool, Secrets, NC and JS are required")
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.CommandTTL == 0 {
+		c.CommandTTL = 24 * time.Hour
+	}
+	if c.RPCTimeout == 0 {
+		c.RPCTimeout = events.DefaultRPCTimeout
+	}
+	if c.OfflineAfter == 0 {
+		c.OfflineAfter = 30 * time.Second
+	}
+	if c.QueueLimit == 0 {
+		c.QueueLimit = 20
+	}
+	return &Service{c: c, q: db.New()}, nil
+}
+
+// Emit records an event the control plane emits about a run of agent
+// (events.ControlSubject) in tx: it applies it at once through the
+// projector, so whoever reads the history after tx commits sees it, and
+// writes it to the outbox followed by the commands that go with it, so
+// they reach the stream once tx commits (the projector then applies the
+// event again, which changes nothing). id is the event's own id; its
+// message id is events.ControlMsgID(id). The caller kicks the relay after
+// the commit.
+func Emit(ctx context.Context, tx pgx.Tx, agent uuid.UUID, kind, phase, id string, payload any, commands ...outbox.Message) error {
+	ev, err := outbox.JSON(events.ControlSubject(agent.String(), kind, phase), events.ControlMsgID(id), payload)
+	if err != nil {
+		return err
+	}
+	if err := projector.Apply(ctx, tx, ev.Subject, time.Now(), ev.Data); err != nil {
+		return err
+	}
+	return outbox.Add(ctx, tx, append([]outbox.Message{ev}, commands...)...)
+}
+
+// emit is Emit in a transaction of its own, then a kick of the relay.
+func (s *Service) emit(ctx context.Context, agent uuid.UUID, kind, phase, id string, payload any) error {
+	err := db.WithTx(ctx, s.c.Pool, func(tx pgx.Tx) error { return Emit(ctx, tx, agent, kind, phase, id, payload) })
+	if err == nil {
+		s.c.Outbox.Kick()
+	}
+	return err
+}
+
+// Command is a command to agent's work queue with Nats-Msg-Id msgID (a
+// retried send is stored once), for Emit.
+func Command(agent uuid.UUID, kind, msgID string, payload any) (outbox.Message, error) {
+	return outbox.JSON(events.CommandSubject(agent.String(), kind), msgID, payload)
+}
+
+// deadline is when a command sent now goes stale.
+func (s *Service) deadline() events.Deadline {
+	return events.Deadline{Deadline: time.Now().Add(s.c.CommandTTL).UTC()}
+}
+
+func (s *Service) offlineSecs() float64 { return s.c.OfflineAfter.Seconds() }
+
+// Agents is user's agents in their order, with their presence.
+func (s *Service) Agents(ctx context.Context, user uuid.UUID) ([]Agent, error) {
+	rows, err := s.q.ListAgents(ctx, s.c.Pool, db.ListAgentsParams{UserID: user, OfflineAfterSecs: s.offlineSecs()})
+	if err != nil {
+		return nil, err
+	}
+	agents := make([]Agent, len(rows))
+	for i, r := range rows {
+		agents[i] = Agent{ID: r.ID, Name: r.Name, Online: r.Online}
+	}
+	return agents, nil
+}
+
+// QueueFull reports whether agent has QueueLimit commands waiting or
+// running already: in its JetStream queue, or still in the outbox. When
+// JetStream cannot tell (the broker is down), the outbox's count alone
+// decides.
+func (s *Service) QueueFull(ctx context.Context, agent uuid.UUID) (bool, error) {
+	waiting, err := s.q.OutboxWaiting(ctx, s.c.Pool, events.CommandSubject(agent.String(), ""))
+	if err != nil {
+		return false, err
+	}
+	// A broker that does not answer soon is taken as down.
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	var queued uint64
+	if cons, err := s.c.JS.Consumer(ctx, events.StreamCommands, events.AgentConsumer(agent.String())); err != nil {
+		s.c.Logger.Warn("agent queue not read; counting the outbox only", "agentId", agent, "err", err)
+	} else if info, err := cons.Info(ctx); err != nil {
+		s.c.Logger.Warn("agent queue not read; counting the outbox only", "agentId", agent, "err", err)
+	} else {
+		queued = info.NumPending + uint64(info.NumAckPending)
+	}
+	return queued+uint64(waiting) >= uint64(s.c.QueueLimit), nil
+}
+
+// errQueueFull answers a command for an agent with too many waiting.
+var errQueueFull = fail(Busy, "the agent already has too many commands waiting; try again when it has caught up")
+
+// checkQueue is errQueueFull when agent's queue is full.
+func (s *Service) checkQueue(ctx context.Context, agent uuid.UUID) error {
+	full, err := s.QueueFull(ctx, agent)
+	if err == nil && full {
+		err = errQueueFull
+	}
+	return err
+}
+
+// RPCError is err of a request to an agent as the user reads it: offline
+// (Unavailable) when no agent listens, Timeout when it did not answer,
+// err itself otherwise. who names the agent in the message.
+func (s *Service) RPCError(err error, who string) error {
+	switch {
+	case errors.Is(err, nats.ErrNoResponders):
+		return fail(Unavailable, "%s is not connected: start it (rahatback-agent run) and try again", who)
+	case errors.Is(err, nats.ErrTimeout), errors.Is(err, context.DeadlineExceeded):
+		return fail(Timeout, "%s did not answer within %s", who, s.c.RPCTimeout)
+	}
+	return err
+}
+
+// mapNotFound is err, with a row that is not there as NotFound of what.
+func mapNotFound(err error, what, field string) error {
+	if errors.Is(db.MapErr(err), db.ErrNotFound) {
+		return notFound(what, field)
+	}
+	return err
+}
