@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rahatback/rahatback/events"
@@ -33,9 +34,9 @@ func TestRunNowRacingDelete(t *testing.T) {
 	}
 }
 
-// TestBrokerOutage: with NATS down, "run now" and "verify" are still
-// accepted; their events and commands reach the streams once NATS is back,
-// each once.
+// TestBrokerOutage: with NATS down, "run now", "verify" and the delete of
+// a run with no stored object are still accepted; their events and
+// commands reach the streams once NATS is back, each once.
 func TestBrokerOutage(t *testing.T) {
 	t.Parallel()
 	s := newServer(t)
@@ -62,8 +63,18 @@ func TestBrokerOutage(t *testing.T) {
 	}
 	completeRun(t, s, agent, first.HistoryID)
 	waitStatus(t, s, tok, first.HistoryID, "success")
+	// A failed run (no stored object) to delete during the outage.
+	failed := uuid.New()
+	if _, err := s.pool.Exec(ctx, `INSERT INTO backup_history (id, user_id, backup_job_id, database_id, agent_id, status,
+		queued_at, storage_type, compression) SELECT $1, user_id, backup_job_id, database_id, agent_id, 'failed', now(),
+		storage_type, compression FROM backup_history WHERE id = $2`, failed, first.HistoryID); err != nil {
+		t.Fatal(err)
+	}
 
 	s.nats.Stop()
+	if r := s.do(t, "DELETE", "/v1/backups/history/"+failed.String(), tok, nil); r.Code != http.StatusNoContent {
+		t.Fatalf("delete with NATS down: %d %s", r.Code, r.Body)
+	}
 	var run struct{ HistoryID, Status string }
 	r = s.do(t, "POST", "/v1/backups/jobs/"+job+"/run", tok, nil)
 	if r.Code != http.StatusAccepted {
@@ -83,10 +94,11 @@ func TestBrokerOutage(t *testing.T) {
 	s.nats.Restart()
 
 	want := map[string]uint64{
-		events.ControlSubject(agent, events.KindBackup, events.PhaseQueued): 2, // the first run's and this one's
-		events.ControlSubject(agent, events.KindVerify, events.PhaseQueued): 1,
-		events.CommandSubject(agent, events.CommandBackup):                  1,
-		events.CommandSubject(agent, events.CommandVerify):                  1,
+		events.ControlSubject(agent, events.KindBackup, events.PhaseQueued):  2, // the first run's and this one's
+		events.ControlSubject(agent, events.KindVerify, events.PhaseQueued):  1,
+		events.ControlSubject(agent, events.KindBackup, events.PhaseDeleted): 1,
+		events.CommandSubject(agent, events.CommandBackup):                   1,
+		events.CommandSubject(agent, events.CommandVerify):                   1,
 	}
 	deadline := time.Now().Add(60 * time.Second)
 	for {

@@ -3,6 +3,7 @@ package expiry_test
 import (
 	"context"
 	"errors"
+	"maps"
 	"os"
 	"slices"
 	"sync"
@@ -11,8 +12,10 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rahatback/rahatback/db"
+	"github.com/rahatback/rahatback/events"
 	"github.com/rahatback/rahatback/handlers/expiry"
 	"github.com/rahatback/rahatback/testsupport"
 )
@@ -152,5 +155,68 @@ func TestExpiryReadersAndRetries(t *testing.T) {
 	defer del.mu.Unlock()
 	if slices.Contains(del.deleted, newest) || len(del.deleted) != 3 {
 		t.Fatalf("deleted %v", del.deleted)
+	}
+}
+
+// TestExpiryDuringBrokerOutage: retention expires a backup, fails to
+// delete it once and then deletes it, all while NATS is down; once NATS is
+// back its expired, purge_failed and purged events reach the stream, once
+// each.
+func TestExpiryDuringBrokerOutage(t *testing.T) {
+	ctx := context.Background()
+	_, pool := testsupport.NewDatabase(t)
+	n := testsupport.StartNATS(t, nil)
+	f := &fixture{t: t, pool: pool, user: uuid.New(), job: uuid.New()}
+	dbID := uuid.New()
+	f.exec(`INSERT INTO users (id, email, password_hash) VALUES ($1, 'o@example.com', 'x')`, f.user)
+	f.exec(`INSERT INTO databases (id, user_id, name, type, host, port, username, database_name)
+		VALUES ($1, $2, 'd', 'postgresql', 'h', 5432, 'u', 'd')`, dbID, f.user)
+	f.exec(`INSERT INTO backup_jobs (id, user_id, database_id, name, schedule_type, retention_days)
+		VALUES ($1, $2, $3, 'j', 'manual', 7)`, f.job, f.user, dbID)
+	f.backup(9) // the newest: kept
+	old := f.backup(12)
+	var agent uuid.UUID
+	if err := pool.QueryRow(ctx, `SELECT agent_id FROM backup_history WHERE id = $1`, old).Scan(&agent); err != nil {
+		t.Fatal(err)
+	}
+
+	n.Stop()
+	del := &deleter{failing: true}
+	o := expiry.Opts{Pool: pool, Outbox: testsupport.RunOutbox(t, pool, n.JS), Deleter: del, Logger: testsupport.Logger(t), RetryMin: time.Hour}
+	if st, err := expiry.Pass(ctx, o); err != nil || st.Expired != 1 || st.PurgeFailed != 1 {
+		t.Fatalf("pass with the storage down: %+v %v", st, err)
+	}
+	del.mu.Lock()
+	del.failing = false
+	del.mu.Unlock()
+	f.exec(`UPDATE backup_history SET expire_after = now() WHERE id = $1`, old)
+	if st, err := expiry.Pass(ctx, o); err != nil || st.Purged != 1 {
+		t.Fatalf("pass with the storage back: %+v %v", st, err)
+	}
+	if s := f.state(old); s.Status != "expired" || !s.Purged {
+		t.Fatalf("backup after the passes: %+v", s)
+	}
+	time.Sleep(time.Second) // the relay fails meanwhile
+	n.Restart()
+
+	want := map[string]uint64{}
+	for _, phase := range []string{events.PhaseExpired, events.PhasePurgeFailed, events.PhasePurged} {
+		want[events.ControlSubject(agent.String(), events.KindBackup, phase)] = 1
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		got := map[string]uint64{}
+		if st, err := n.JS.Stream(ctx, events.StreamEvents); err == nil {
+			if info, err := st.Info(ctx, jetstream.WithSubjectFilter(events.ControlSubject(agent.String(), events.KindBackup, "*"))); err == nil {
+				maps.Copy(got, info.State.Subjects)
+			}
+		}
+		if maps.Equal(got, want) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after the outage the stream holds %v, want %v", got, want)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }

@@ -557,3 +557,59 @@ func TestPreparedThenChanged(t *testing.T) {
 		t.Fatalf("commands %q", got)
 	}
 }
+
+// TestSlotDuringBrokerOutage: a slot that comes while NATS is down is
+// decided as usual (its run is queued in the history), and once NATS is
+// back its "queued" event and its command reach their streams, once each
+// and in that order, from the outbox.
+func TestSlotDuringBrokerOutage(t *testing.T) {
+	t0 := minute()
+	e := newEnv(t, t0.Add(10*time.Second))
+	job := e.job("* * * * *", t0)
+	e.start()
+	e.nats.Stop()
+	slot := t0.Add(time.Minute)
+	e.clock.Set(slot.Add(300 * time.Millisecond))
+	rs := e.waitRows(job, 1)
+	if rs[0].Status != "queued" || !rs[0].Slot.Equal(slot) {
+		t.Fatalf("slot during the outage: %+v, want queued", rs[0])
+	}
+	time.Sleep(time.Second) // the relay fails meanwhile
+	e.nats.Restart()
+
+	if got := e.waitCommands(1); !slices.Equal(got, []string{scheduler.MsgID(job, slot)}) {
+		t.Fatalf("commands after the outage: %q", got)
+	}
+	ctx := context.Background()
+	st, err := e.nats.JS.Stream(ctx, events.StreamEvents)
+	if err != nil {
+		t.Fatal(err)
+	}
+	subject := events.ControlSubject(e.agent.String(), events.KindBackup, events.PhaseQueued)
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter(subject))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := info.State.Subjects[subject]; n != 1 {
+		t.Fatalf("%d queued events in the stream, want 1", n)
+	}
+	ev, err := st.GetLastMsgForSubject(ctx, subject)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmds, err := e.nats.JS.Stream(ctx, events.StreamCommands)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd, err := cmds.GetLastMsgForSubject(ctx, events.CommandSubject(e.agent.String(), events.CommandBackup))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cmd.Time.Before(ev.Time) {
+		t.Fatalf("the command was stored at %s, before its queued event at %s", cmd.Time, ev.Time)
+	}
+	var got events.BackupEvent
+	if err := events.Decode(ev.Data, &got); err != nil || got.RunID != scheduler.RunID(job, slot).String() {
+		t.Fatalf("queued event %s: %+v %v", ev.Data, got, err)
+	}
+}
