@@ -185,10 +185,8 @@ func (a *API) revokeAgent(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	_, err = a.q.RevokeAgent(r.Context(), a.pool, db.RevokeAgentParams{ID: id, UserID: userID(r.Context())})
-	if errors.Is(db.MapErr(err), db.ErrNotFound) {
-		return notFound("agent")
-	} else if err != nil {
-		return err
+	if err != nil {
+		return owned(err, "agent", "")
 	}
 	if err := events.DeleteAgentConsumer(r.Context(), a.opts.JS, id.String()); err != nil {
 		a.log.Warn("deleting revoked agent's consumer", "agentId", id, "err", err)

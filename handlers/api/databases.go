@@ -2,7 +2,6 @@ package api
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -154,10 +153,7 @@ func (a *API) checkAgent(ctx context.Context, user uuid.UUID, id *uuid.UUID) err
 		return nil
 	}
 	_, err := a.q.GetAgentStatus(ctx, a.pool, db.GetAgentStatusParams{ID: *id, UserID: user, OfflineAfterSecs: a.offlineSecs()})
-	if errors.Is(db.MapErr(err), db.ErrNotFound) {
-		return &Error{Code: http.StatusNotFound, Message: "agent not found", Fields: map[string]string{"agentId": "no such agent"}}
-	}
-	return err
+	return owned(err, "agent", "agentId")
 }
 
 // listDatabases answers {results: [database]}.
@@ -220,10 +216,7 @@ func (a *API) loadDatabase(r *http.Request) (db.Database, error) {
 		return db.Database{}, err
 	}
 	d, err := a.q.GetDatabase(r.Context(), a.pool, db.GetDatabaseParams{ID: id, UserID: userID(r.Context())})
-	if errors.Is(db.MapErr(err), db.ErrNotFound) {
-		return db.Database{}, notFound("database")
-	}
-	return d, err
+	return d, owned(err, "database", "")
 }
 
 // getDatabase answers one database; 404 when it is not the user's.
@@ -269,10 +262,8 @@ func (a *API) updateDatabase(w http.ResponseWriter, r *http.Request) error {
 		ID: d.ID, UserID: user, AgentID: f.AgentID, Name: f.Name, Type: f.Type, Host: f.Host,
 		Port: int32(f.Port), Username: f.Username, PasswordEnc: pw, DatabaseName: f.Database,
 	})
-	if errors.Is(db.MapErr(err), db.ErrNotFound) {
-		return notFound("database")
-	} else if err != nil {
-		return err
+	if err != nil {
+		return owned(err, "database", "")
 	}
 	writeJSON(w, http.StatusOK, toDatabaseJSON(d))
 	return nil
@@ -285,10 +276,8 @@ func (a *API) deleteDatabase(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	_, err = a.q.DeleteDatabase(r.Context(), a.pool, db.DeleteDatabaseParams{ID: id, UserID: userID(r.Context())})
-	if errors.Is(db.MapErr(err), db.ErrNotFound) {
-		return notFound("database")
-	} else if err != nil {
-		return err
+	if err != nil {
+		return owned(err, "database", "")
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil
@@ -384,10 +373,8 @@ func (a *API) testConnection(w http.ResponseWriter, r *http.Request) error {
 
 func (a *API) agentStatus(ctx context.Context, user, id uuid.UUID) (db.ListAgentsRow, error) {
 	row, err := a.q.GetAgentStatus(ctx, a.pool, db.GetAgentStatusParams{ID: id, UserID: user, OfflineAfterSecs: a.offlineSecs()})
-	if errors.Is(db.MapErr(err), db.ErrNotFound) {
-		return db.ListAgentsRow{}, &Error{Code: http.StatusNotFound, Message: "agent not found", Fields: map[string]string{"agentId": "no such agent"}}
-	} else if err != nil {
-		return db.ListAgentsRow{}, err
+	if err != nil {
+		return db.ListAgentsRow{}, owned(err, "agent", "agentId")
 	}
 	return db.ListAgentsRow(row), nil
 }

@@ -380,10 +380,7 @@ func (a *API) resolveCloudStorage(r *http.Request, j *db.BackupJob) error {
 // checkDatabase returns 404 naming databaseId when id is not the user's.
 func (a *API) checkDatabase(r *http.Request, id uuid.UUID) (db.Database, error) {
 	d, err := a.q.GetDatabase(r.Context(), a.pool, db.GetDatabaseParams{ID: id, UserID: userID(r.Context())})
-	if errors.Is(db.MapErr(err), db.ErrNotFound) {
-		return d, &Error{Code: http.StatusNotFound, Message: "database not found", Fields: map[string]string{"databaseId": "no such database"}}
-	}
-	return d, err
+	return d, owned(err, "database", "databaseId")
 }
 
 // listJobs answers {results: [job]}.
@@ -451,10 +448,7 @@ func (a *API) loadJob(r *http.Request) (db.BackupJob, error) {
 		return db.BackupJob{}, err
 	}
 	j, err := a.q.GetBackupJob(r.Context(), a.pool, db.GetBackupJobParams{ID: id, UserID: userID(r.Context())})
-	if errors.Is(db.MapErr(err), db.ErrNotFound) {
-		return j, notFound("backup job")
-	}
-	return j, err
+	return j, owned(err, "backup job", "")
 }
 
 // getJob answers one job; 404 when it is not the user's.
@@ -522,10 +516,8 @@ func (a *API) deleteJob(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	_, err = a.q.DeleteBackupJob(r.Context(), a.pool, db.DeleteBackupJobParams{ID: id, UserID: userID(r.Context())})
-	if errors.Is(db.MapErr(err), db.ErrNotFound) {
-		return notFound("backup job")
-	} else if err != nil {
-		return err
+	if err != nil {
+		return owned(err, "backup job", "")
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil
