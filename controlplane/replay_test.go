@@ -2,6 +2,7 @@ package controlplane_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -14,7 +15,7 @@ import (
 // TestReplayEveryAction: after a run of every kind of action (backups that
 // succeed, are verified, restored, deleted, expired and purged; a purge
 // that fails and waits to be retried; a restore that fails; a run lost
-// with its agent; a run skipped), replaying the EVENTS stream into an empty
+// with its agent; a run skipped; a scheduled run), replaying the EVENTS stream into an empty
 // schema gives the history and restore tables, row for row.
 func TestReplayEveryAction(t *testing.T) {
 	ctx := context.Background()
@@ -76,6 +77,29 @@ func TestReplayEveryAction(t *testing.T) {
 	succeeded(gone)
 	c.want(c.call("DELETE", "/v1/backups/history/"+gone, token, nil), 204)
 
+	// A scheduled run: a daily slot two minutes ago that the scheduler has
+	// not handled yet (within the grace period) runs once.
+	slot := time.Now().UTC().Truncate(time.Minute).Add(-2 * time.Minute)
+	scheduled := job(srcDB, "scheduled", map[string]any{"scheduleType": "custom", "timezone": "UTC",
+		"cronExpression": fmt.Sprintf("%d %d * * *", slot.Minute(), slot.Hour())})
+	if _, err := pool.Exec(ctx, `UPDATE backup_jobs SET scheduled_through = $2, updated_at = now() WHERE id = $1`,
+		scheduled, slot.Add(-time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		var page struct{ Results []historyView }
+		c.want(c.call("GET", "/v1/backups/history?backupJobId="+scheduled, token, nil), 200).decode(t, &page)
+		if len(page.Results) == 1 {
+			succeeded(page.Results[0].ID)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the scheduled slot %s did not run: %+v", slot, page.Results)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+
 	// A second agent, driven by hand: its backups succeed, its restore
 	// fails, its expired backup cannot be deleted (nothing answers for
 	// it), then it goes silent with a run in flight, then a run is skipped.
@@ -104,7 +128,7 @@ func TestReplayEveryAction(t *testing.T) {
 	remote.complete(remote.nextCommand())
 	succeeded(newer)
 	c.waitHistory(token, older, 30*time.Second, "expired, its deletion failed", func(h historyView) bool { return h.Status == "expired" && h.PurgedAt == nil })
-	deadline := time.Now().Add(30 * time.Second)
+	deadline = time.Now().Add(30 * time.Second)
 	for {
 		var attempts int
 		var failure *string
