@@ -307,7 +307,10 @@ func (s *system) serve(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	js, err := jetstream.New(s.nc)
+	// An asynchronous publish whose acknowledgement never comes (the
+	// outbox relay gave up on it) is dropped from the pending table after
+	// this long, so such publishes cannot pile up.
+	js, err := jetstream.New(s.nc, jetstream.WithPublishAsyncTimeout(time.Minute))
 	if err != nil {
 		return err
 	}

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -21,6 +22,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rahatback/rahatback/db"
+	"github.com/rahatback/rahatback/events"
 )
 
 // Message is one message to publish.
@@ -66,7 +68,8 @@ const leadKey = 0x7261686174626f78 // "rahatbox"
 
 // Defaults of Relay.
 const (
-	DefaultBatch    = 256
+	DefaultBatch    = 2048
+	DefaultWindow   = 512
 	DefaultInterval = time.Second
 	DefaultTimeout  = 5 * time.Second
 )
@@ -77,15 +80,23 @@ type Relay struct {
 	Pool   *pgxpool.Pool       // required
 	JS     jetstream.JetStream // required
 	Logger *slog.Logger        // default slog.Default()
-	// Batch is how many messages one round publishes; default DefaultBatch.
+	// Batch is how many messages one round reads, publishes and deletes
+	// in one transaction; default DefaultBatch.
 	Batch int
+	// Window is how many published messages may await JetStream's
+	// acknowledgement at once; default DefaultWindow. Keep it well below
+	// JS's limit of pending asynchronous publishes
+	// (jetstream.WithPublishAsyncMaxPending, 4000 by default), which
+	// every asynchronous publisher on JS shares.
+	Window int
 	// Interval is how often the outbox is read when nothing signals new
 	// messages (another replica wrote them, or a round failed); default
 	// DefaultInterval.
 	Interval time.Duration
-	// Timeout bounds the wait for JetStream's acknowledgement of one
-	// message; default DefaultTimeout. A round holds a database
-	// connection (its lead) meanwhile.
+	// Timeout bounds the wait for JetStream's acknowledgement of each
+	// message, counted from its publication, and the wait for room among
+	// JS's pending asynchronous publishes; default DefaultTimeout. A
+	// round holds a database connection (its lead) meanwhile.
 	Timeout time.Duration
 
 	kick chan struct{}
@@ -101,6 +112,9 @@ func New(r Relay) (*Relay, error) {
 	}
 	if r.Batch <= 0 {
 		r.Batch = DefaultBatch
+	}
+	if r.Window <= 0 {
+		r.Window = DefaultWindow
 	}
 	if r.Interval <= 0 {
 		r.Interval = DefaultInterval
@@ -163,10 +177,19 @@ func (r *Relay) Run(ctx context.Context) error {
 	}
 }
 
-// Round publishes up to Batch messages from the head of the outbox, unless
-// another relay leads, and returns how many it published and deleted. When
-// publishing fails, what JetStream acknowledged, in order, is deleted and
-// the rest is left for the next round.
+// Round publishes up to Batch messages from the head of the outbox, in
+// order, unless another relay leads, and returns how many it published and
+// deleted (0 when another relay leads or the outbox is empty). Up to Window
+// messages await their acknowledgement at once, but a message bound for
+// another stream than the one before it is published only once everything
+// before it is acknowledged: a message is never stored before one ahead of
+// it in the outbox bound for another stream (an event before the command
+// written after it). The first failure (an error, or no acknowledgement
+// within Timeout) stops the round: it deletes the messages acknowledged
+// before that failure, returns their number with the error, and leaves the
+// rest for the next round. Messages of the same stream published after the
+// failed one may have been stored anyway; the next round publishes them
+// again and JetStream keeps them once, by their Nats-Msg-Id.
 func (r *Relay) Round(ctx context.Context) (int, error) {
 	var done int
 	var pubErr error
@@ -194,24 +217,95 @@ func (r *Relay) Round(ctx context.Context) (int, error) {
 	return done, pubErr
 }
 
-// publish sends rows one at a time, each once the one before it is
-// stored, and returns the ids JetStream acknowledged: a prefix of rows,
-// ended by the first failure. Waiting for each acknowledgement keeps the
-// stream in the outbox's order even when a publish fails midway (an
-// event then never lands after the command that follows it).
+// publish sends rows in order, up to Window of them awaiting their
+// acknowledgement at once, and returns the ids JetStream acknowledged: the
+// longest prefix of rows acknowledged with no failure before it. The first
+// failure (an error, or no acknowledgement within Timeout) ends it: no
+// further row is published, and the error is returned with that prefix.
+//
+// Before a row that goes to another stream than the row before it
+// (streamOf), publish waits until every row before it is acknowledged, so
+// a message is never stored before one ahead of it in the outbox that
+// goes to another stream: an event is stored before the command written
+// after it, and an agent never reports on a command whose "queued" event
+// the stream lacks. Within one stream, rows published after a failed one
+// may be stored anyway; they stay in the outbox, are published again by
+// the next round and stored once, by their Nats-Msg-Id.
 func (r *Relay) publish(ctx context.Context, rows []db.OutboxNextRow) ([]int64, error) {
-	var acked []int64
-	for _, row := range rows {
+	acked := make([]int64, 0, len(rows))
+	type pending struct {
+		row  *db.OutboxNextRow
+		ack  jetstream.PubAckFuture
+		sent time.Time
+	}
+	// inflight is a ring of the n messages awaiting their acknowledgement,
+	// in the order sent, from head.
+	inflight := make([]pending, min(len(rows), r.Window))
+	head, n := 0, 0
+	// gather waits, in order, for the acknowledgements of all but the
+	// last keep messages in flight.
+	gather := func(keep int) error {
+		for n > keep {
+			p := inflight[head]
+			var err error
+			select {
+			case <-p.ack.Ok():
+			case err = <-p.ack.Err():
+			default:
+				t := time.NewTimer(time.Until(p.sent.Add(r.Timeout)))
+				select {
+				case <-p.ack.Ok():
+				case err = <-p.ack.Err():
+				case <-t.C:
+					err = fmt.Errorf("no acknowledgement within %s", r.Timeout)
+				case <-ctx.Done():
+					err = ctx.Err()
+				}
+				t.Stop()
+			}
+			if err != nil {
+				return fmt.Errorf("publish %s: %w", p.row.Subject, err)
+			}
+			acked = append(acked, p.row.ID)
+			inflight[head] = pending{}
+			head, n = (head+1)%len(inflight), n-1
+		}
+		return nil
+	}
+	for i := range rows {
+		row := &rows[i]
+		if i > 0 && streamOf(row.Subject) != streamOf(rows[i-1].Subject) {
+			if err := gather(0); err != nil {
+				return acked, err
+			}
+		}
+		if err := gather(len(inflight) - 1); err != nil {
+			return acked, err
+		}
 		msg := nats.NewMsg(row.Subject)
 		msg.Data = row.Data
 		msg.Header.Set(jetstream.MsgIDHeader, row.MsgID)
-		pctx, cancel := context.WithTimeout(ctx, r.Timeout)
-		_, err := r.JS.PublishMsg(pctx, msg)
-		cancel()
+		ack, err := r.JS.PublishMsgAsync(msg, jetstream.WithStallWait(r.Timeout))
 		if err != nil {
+			if gerr := gather(0); gerr != nil {
+				return acked, gerr
+			}
 			return acked, fmt.Errorf("publish %s: %w", row.Subject, err)
 		}
-		acked = append(acked, row.ID)
+		inflight[(head+n)%len(inflight)] = pending{row: row, ack: ack, sent: time.Now()}
+		n++
 	}
-	return acked, nil
+	return acked, gather(0)
+}
+
+// commandsPrefix is rahat.cmd., the start of every command subject.
+var commandsPrefix = strings.TrimSuffix(events.CommandSubject("", ""), ".")
+
+// streamOf is the stream class of subject: events.StreamCommands for a
+// command (rahat.cmd.>), events.StreamEvents for anything else.
+func streamOf(subject string) string {
+	if strings.HasPrefix(subject, commandsPrefix) {
+		return events.StreamCommands
+	}
+	return events.StreamEvents
 }

@@ -49,7 +49,7 @@ func msgs(agent string, first, n int) []outbox.Message {
 	return out
 }
 
-func add(t *testing.T, pool *pgxpool.Pool, m []outbox.Message) {
+func add(t testing.TB, pool *pgxpool.Pool, m []outbox.Message) {
 	t.Helper()
 	if err := db.WithTx(context.Background(), pool, func(tx pgx.Tx) error { return outbox.Add(context.Background(), tx, m...) }); err != nil {
 		t.Fatal(err)
@@ -243,5 +243,242 @@ func TestRelayReplicas(t *testing.T) {
 			t.Fatalf("writer %s: message %d after %d", w, i, next[w]-1)
 		}
 		next[w]++
+	}
+}
+
+// entry is one message of TestRelayStreamOrder's outbox.
+type entry struct {
+	outbox.Message
+	agent   string
+	command bool
+	pos     int // in the outbox
+}
+
+// pairs writes, for each of n runs, an event (rahat.cp.<agent>.backup.queued)
+// and a command (rahat.cmd.<agent>.backup), one agent per run, in
+// transactions of varied sizes: some interleaved (event, command, event,
+// command …), the others in the scheduler's shape (all events, then all
+// commands). It returns the messages in outbox order.
+func pairs(t *testing.T, pool *pgxpool.Pool, n int) []entry {
+	t.Helper()
+	var out []entry
+	sizes := []int{1, 3, 1, 8, 2, 40, 5, 1, 17}
+	for run, tx := 0, 0; run < n; tx++ {
+		k := min(sizes[tx%len(sizes)], n-run)
+		var evs, cmds []entry
+		for i := run; i < run+k; i++ {
+			agent := fmt.Sprintf("agent%04d", i)
+			evs = append(evs, entry{Message: outbox.Message{Subject: events.ControlSubject(agent, events.KindBackup, events.PhaseQueued),
+				MsgID: agent + ":queued", Data: []byte(agent + ":queued")}, agent: agent})
+			cmds = append(cmds, entry{Message: outbox.Message{Subject: events.CommandSubject(agent, events.CommandBackup),
+				MsgID: agent + ":backup", Data: []byte(agent + ":backup")}, agent: agent, command: true})
+		}
+		var es []entry
+		if tx%2 == 0 {
+			for i := range evs {
+				es = append(es, evs[i], cmds[i])
+			}
+		} else {
+			es = append(evs, cmds...)
+		}
+		m := make([]outbox.Message, len(es))
+		for i := range es {
+			m[i] = es[i].Message
+			es[i].pos = len(out) + i
+		}
+		add(t, pool, m)
+		out = append(out, es...)
+		run += k
+	}
+	return out
+}
+
+// has reports whether stream holds a message on subject, failing t on
+// anything but its absence.
+func has(t *testing.T, s jetstream.Stream, subject string) bool {
+	t.Helper()
+	_, err := s.GetLastMsgForSubject(context.Background(), subject)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return false
+	}
+	if err != nil {
+		t.Fatalf("get %s: %v", subject, err)
+	}
+	return true
+}
+
+// TestRelayStreamOrder: relayed with many messages in flight, an event is
+// stored before any command written after it (whichever shape the outbox
+// has), even when EVENTS refuses a message midway; and every message ends
+// up in its stream once.
+//
+// Two checks, neither depending on timing to pass: a subscriber sees each
+// command as the relay publishes it and then requires the events ahead
+// of it in the outbox to be in EVENTS already; and EVENTS is made to
+// refuse messages beyond a limit (DiscardNew), after which the commands
+// in COMMANDS must be exactly those ahead of the first refused event. The
+// second fails for certain if the relay publishes a command without
+// waiting for the events before it.
+func TestRelayStreamOrder(t *testing.T) {
+	_, pool := testsupport.NewDatabase(t)
+	n := testsupport.StartNATS(t, nil)
+	ctx := context.Background()
+	const runs = 624
+	out := pairs(t, pool, runs)
+	evStream, err := n.JS.Stream(ctx, events.StreamEvents)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmdStream, err := n.JS.Stream(ctx, events.StreamCommands)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// ahead[subject of a command] is its own event and the last event
+	// before it in the outbox.
+	ahead := map[string][]string{}
+	own := map[string]string{}
+	lastEvent := ""
+	for _, e := range out {
+		if !e.command {
+			lastEvent = e.Subject
+			own[e.agent] = e.Subject
+			continue
+		}
+		ahead[e.Subject] = []string{own[e.agent], lastEvent}
+	}
+
+	// The subscriber.
+	monitor := connect(t, n)
+	mon, err := monitor.Stream(ctx, events.StreamEvents)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub, err := monitor.Conn().SubscribeSync("rahat.cmd.>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := monitor.Conn().Flush(); err != nil {
+		t.Fatal(err)
+	}
+	stop, stopped := make(chan struct{}), make(chan struct{})
+	var violations []string
+	seen := 0
+	go func() {
+		defer close(stopped)
+		for {
+			m, err := sub.NextMsg(50 * time.Millisecond)
+			if errors.Is(err, nats.ErrTimeout) {
+				select {
+				case <-stop:
+					return
+				default:
+					continue
+				}
+			}
+			if err != nil {
+				violations = append(violations, err.Error())
+				return
+			}
+			seen++
+			for _, ev := range ahead[m.Subject] {
+				_, err := mon.GetLastMsgForSubject(ctx, ev)
+				if err != nil {
+					violations = append(violations, fmt.Sprintf("%s published before %s was stored (%v)", m.Subject, ev, err))
+				}
+			}
+		}
+	}()
+
+	r, err := outbox.New(outbox.Relay{Pool: pool, JS: n.JS, Logger: testsupport.Logger(t), Batch: 100, Window: 16,
+		Interval: 50 * time.Millisecond, Timeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	limit := func(lim int64) {
+		t.Helper()
+		info, err := evStream.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := info.Config
+		cfg.MaxMsgs, cfg.Discard = lim, jetstream.DiscardNew
+		if lim < 0 {
+			cfg.Discard = jetstream.DiscardOld
+		}
+		if _, err := n.JS.UpdateStream(ctx, cfg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, lim := range []int64{1, 50, 51, 200, 390, 500} {
+		limit(lim)
+		for i := 0; ; i++ {
+			if i == 100 {
+				t.Fatalf("limit %d: rounds do not fail", lim)
+			}
+			if _, err := r.Round(ctx); err != nil {
+				t.Logf("limit %d: %v", lim, err)
+				break
+			}
+		}
+		// EVENTS holds the first lim events; COMMANDS, every command
+		// ahead of the first event refused, and no other.
+		refused := -1
+		nEvents := 0
+		for _, e := range out {
+			if e.command {
+				if want := refused < 0; has(t, cmdStream, e.Subject) != want {
+					t.Fatalf("limit %d: command %d (%s) stored: %v, want %v", lim, e.pos, e.Subject, !want, want)
+				}
+				continue
+			}
+			stored := has(t, evStream, e.Subject)
+			if want := int64(nEvents) < lim; stored != want {
+				t.Fatalf("limit %d: event %d (%s) stored: %v, want %v", lim, e.pos, e.Subject, stored, want)
+			}
+			if !stored && refused < 0 {
+				refused = e.pos
+			}
+			nEvents++
+		}
+	}
+	limit(-1)
+	run(t, r)
+	waitEmpty(t, pool, 20*time.Second)
+
+	if err := monitor.Conn().Flush(); err != nil {
+		t.Fatal(err)
+	}
+	close(stop)
+	<-stopped
+	for _, v := range violations {
+		t.Error(v)
+	}
+	if seen < runs {
+		t.Errorf("the subscriber saw %d commands published, want at least %d", seen, runs)
+	}
+
+	// Every message once, in its stream.
+	for _, s := range []jetstream.Stream{evStream, cmdStream} {
+		info, err := s.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.State.Msgs != runs {
+			t.Errorf("%s holds %d messages, want %d", info.Config.Name, info.State.Msgs, runs)
+		}
+	}
+	for _, e := range out {
+		s := evStream
+		if e.command {
+			s = cmdStream
+		}
+		m, err := s.GetLastMsgForSubject(ctx, e.Subject)
+		if err != nil {
+			t.Fatalf("%s: %v", e.Subject, err)
+		}
+		if string(m.Data) != string(e.Data) {
+			t.Errorf("%s holds %q, want %q", e.Subject, m.Data, string(e.Data))
+		}
 	}
 }
