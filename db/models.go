@@ -160,6 +160,7 @@ type Outbox struct {
 	MsgID     string
 	Data      []byte
 	CreatedAt time.Time
+	HoldUntil *time.Time
 }
 
 type RefreshToken struct {

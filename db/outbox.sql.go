@@ -25,6 +25,52 @@ func (q *Queries) OutboxAdd(ctx context.Context, db DBTX, arg OutboxAddParams) e
 	return err
 }
 
+const outboxAddHeld = `-- name: OutboxAddHeld :many
+INSERT INTO outbox (subject, msg_id, data, hold_until)
+SELECT unnest($1::text[]), unnest($2::text[]), unnest($3::bytea[]),
+       now() + make_interval(secs => $4::float8)
+RETURNING id, msg_id
+`
+
+type OutboxAddHeldParams struct {
+	Subjects []string
+	MsgIds   []string
+	Data     [][]byte
+	HoldSecs float64
+}
+
+type OutboxAddHeldRow struct {
+	ID    int64
+	MsgID string
+}
+
+// OutboxAddHeld is OutboxAdd of messages held from the relays for
+// hold_secs; it returns their ids with their message ids.
+func (q *Queries) OutboxAddHeld(ctx context.Context, db DBTX, arg OutboxAddHeldParams) ([]OutboxAddHeldRow, error) {
+	rows, err := db.Query(ctx, outboxAddHeld,
+		arg.Subjects,
+		arg.MsgIds,
+		arg.Data,
+		arg.HoldSecs,
+	)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []OutboxAddHeldRow
+	for rows.Next() {
+		var i OutboxAddHeldRow
+		if err := rows.Scan(&i.ID, &i.MsgID); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const outboxDelete = `-- name: OutboxDelete :exec
 DELETE FROM outbox WHERE id = ANY($1::bigint[])
 `
@@ -48,7 +94,9 @@ func (q *Queries) OutboxLead(ctx context.Context, db DBTX, key int64) (bool, err
 }
 
 const outboxNext = `-- name: OutboxNext :many
-SELECT id, subject, msg_id, data FROM outbox ORDER BY id LIMIT $1
+SELECT id, subject, msg_id, data FROM outbox
+WHERE hold_until IS NULL OR hold_until <= now()
+ORDER BY id LIMIT $1
 `
 
 type OutboxNextRow struct {
@@ -58,6 +106,7 @@ type OutboxNextRow struct {
 	Data    []byte
 }
 
+// OutboxNext is the head of the outbox, held messages left out.
 func (q *Queries) OutboxNext(ctx context.Context, db DBTX, lim int32) ([]OutboxNextRow, error) {
 	rows, err := db.Query(ctx, outboxNext, lim)
 	if err != nil {
@@ -92,6 +141,16 @@ func (q *Queries) OutboxPending(ctx context.Context, db DBTX) (int64, error) {
 	var count int64
 	err := row.Scan(&count)
 	return count, err
+}
+
+const outboxRelease = `-- name: OutboxRelease :exec
+UPDATE outbox SET hold_until = NULL WHERE id = ANY($1::bigint[])
+`
+
+// OutboxRelease hands held messages to the relays.
+func (q *Queries) OutboxRelease(ctx context.Context, db DBTX, ids []int64) error {
+	_, err := db.Exec(ctx, outboxRelease, ids)
+	return err
 }
 
 const outboxWaiting = `-- name: OutboxWaiting :one

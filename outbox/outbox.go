@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -52,14 +53,155 @@ func Add(ctx context.Context, dbtx db.DBTX, msgs ...Message) error {
 	if len(msgs) == 0 {
 		return nil
 	}
+	p, err := params(msgs)
+	if err != nil {
+		return err
+	}
+	return db.New().OutboxAdd(ctx, dbtx, p)
+}
+
+// params is msgs as OutboxAdd's arrays; it fails for a message without a
+// subject or an id.
+func params(msgs []Message) (db.OutboxAddParams, error) {
 	var p db.OutboxAddParams
 	for _, m := range msgs {
 		if m.Subject == "" || m.MsgID == "" {
-			return errors.New("outbox: a message needs a subject and an id")
+			return p, errors.New("outbox: a message needs a subject and an id")
 		}
 		p.Subjects, p.MsgIds, p.Data = append(p.Subjects, m.Subject), append(p.MsgIds, m.MsgID), append(p.Data, m.Data)
 	}
-	return db.New().OutboxAdd(ctx, dbtx, p)
+	return p, nil
+}
+
+// Held is messages written by AddHeld, for Flush.
+type Held struct {
+	rows []db.OutboxNextRow
+}
+
+// Len is how many messages h holds.
+func (h Held) Len() int { return len(h.rows) }
+
+// AddHeld is Add for a writer that publishes its messages itself right
+// after its commit (Relay.Flush), so that a burst is published by the
+// writers that made it, in parallel, rather than by the one leading relay.
+// The relays leave the messages alone for hold (which should exceed
+// Flush's timeout), then publish whatever is left as any other message.
+// Only messages that nothing written later depends on should be held: the
+// relays publish later messages meanwhile.
+func AddHeld(ctx context.Context, dbtx db.DBTX, hold time.Duration, msgs ...Message) (Held, error) {
+	if len(msgs) == 0 {
+		return Held{}, nil
+	}
+	p, err := params(msgs)
+	if err != nil {
+		return Held{}, err
+	}
+	ids, err := db.New().OutboxAddHeld(ctx, dbtx, db.OutboxAddHeldParams{Subjects: p.Subjects, MsgIds: p.MsgIds, Data: p.Data,
+		HoldSecs: hold.Seconds()})
+	if err != nil {
+		return Held{}, err
+	}
+	idOf := make(map[string]int64, len(ids))
+	for _, r := range ids {
+		idOf[r.MsgID] = r.ID
+	}
+	h := Held{rows: make([]db.OutboxNextRow, len(msgs))}
+	for i, m := range msgs {
+		id, ok := idOf[m.MsgID]
+		if !ok {
+			return Held{}, fmt.Errorf("outbox: message %s not written", m.MsgID)
+		}
+		h.rows[i] = db.OutboxNextRow{ID: id, Subject: m.Subject, MsgID: m.MsgID, Data: m.Data}
+	}
+	return h, nil
+}
+
+// Flush publishes held messages h once their transaction has committed,
+// in order and with the barrier between streams that Round keeps, and
+// deletes those JetStream acknowledged. What it cannot publish (the broker
+// is down) it releases to the relays, which publish it as any other
+// message; when even that fails, the relays take it once the hold has
+// passed. Its error says what failed; nothing is lost either way. A nil
+// relay leaves h to the relays.
+func (r *Relay) Flush(ctx context.Context, h Held) error {
+	if r == nil || len(h.rows) == 0 {
+		return nil
+	}
+	acked, pubErr := r.publish(ctx, h.rows)
+	q := db.New()
+	if len(acked) > 0 {
+		if err := r.forget(ctx, acked); err != nil {
+			return errors.Join(pubErr, err)
+		}
+	}
+	if pubErr == nil {
+		return nil
+	}
+	rest := make([]int64, 0, len(h.rows)-len(acked))
+	for _, row := range h.rows[len(acked):] {
+		rest = append(rest, row.ID)
+	}
+	if err := q.OutboxRelease(ctx, r.Pool, rest); err != nil {
+		return errors.Join(pubErr, err)
+	}
+	r.Kick()
+	return pubErr
+}
+
+// forget deletes the messages Flush published: through Run's deleter when
+// it runs (so the writer does not wait for it; until then the messages are
+// still held), else at once.
+func (r *Relay) forget(ctx context.Context, ids []int64) error {
+	if r.running.Load() {
+		select {
+		case r.flushed <- ids:
+			return nil
+		default: // the deleter is behind: delete here
+		}
+	}
+	return db.New().OutboxDelete(ctx, r.Pool, ids)
+}
+
+// deleteFlushed deletes, a few statements at a time, the messages Flush
+// published, until ctx ends; then it deletes what is still waiting. What it
+// fails to delete stays held, and is published again once the hold has
+// passed (JetStream keeps it once, by its Nats-Msg-Id).
+func (r *Relay) deleteFlushed(ctx context.Context) {
+	del := func(ctx context.Context, ids []int64) {
+		if err := db.New().OutboxDelete(ctx, r.Pool, ids); err != nil {
+			r.Logger.Warn("outbox: deleting published messages failed; they will be published again", "messages", len(ids), "err", err)
+		}
+	}
+	for {
+		var ids []int64
+		select {
+		case <-ctx.Done():
+			for {
+				select {
+				case more := <-r.flushed:
+					ids = append(ids, more...)
+				default:
+					if len(ids) > 0 {
+						dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+						del(dctx, ids)
+						cancel()
+					}
+					return
+				}
+			}
+		case ids = <-r.flushed:
+		}
+	more:
+		for len(ids) < 8192 {
+			select {
+			case m := <-r.flushed:
+				ids = append(ids, m...)
+			default:
+				break more
+			}
+		}
+		del(ctx, ids)
+	}
 }
 
 // leadKey is the advisory lock that makes one relay at a time the one
@@ -100,6 +242,10 @@ type Relay struct {
 	Timeout time.Duration
 
 	kick chan struct{}
+	// flushed carries the ids of messages Flush published to Run's
+	// deleter; running says whether Run is there to take them.
+	flushed chan []int64
+	running *atomic.Bool
 }
 
 // New returns a Relay with its defaults set; it fails without Pool or JS.
@@ -123,6 +269,8 @@ func New(r Relay) (*Relay, error) {
 		r.Timeout = DefaultTimeout
 	}
 	r.kick = make(chan struct{}, 1)
+	r.flushed = make(chan []int64, 256)
+	r.running = new(atomic.Bool)
 	return &r, nil
 }
 
@@ -142,6 +290,10 @@ func (r *Relay) Kick() {
 // database unavailable) is retried with a backoff from Interval up to 30 s,
 // which Kick does not cut short.
 func (r *Relay) Run(ctx context.Context) error {
+	deleted := make(chan struct{})
+	go func() { defer close(deleted); r.deleteFlushed(ctx) }()
+	r.running.Store(true)
+	defer func() { r.running.Store(false); <-deleted }()
 	backoff := r.Interval
 	for {
 		n, err := r.Round(ctx)

@@ -482,3 +482,53 @@ func TestRelayStreamOrder(t *testing.T) {
 		}
 	}
 }
+
+// addHeld writes m held for hold, in a transaction of its own.
+func addHeld(t *testing.T, pool *pgxpool.Pool, hold time.Duration, m []outbox.Message) outbox.Held {
+	t.Helper()
+	var h outbox.Held
+	err := db.WithTx(context.Background(), pool, func(tx pgx.Tx) (err error) {
+		h, err = outbox.AddHeld(context.Background(), tx, hold, m...)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+// TestFlushHeld: messages written held are left alone by a running relay
+// while held; Flush publishes them in order and they leave the outbox; a
+// Flush during a broker outage hands them to the relay, which publishes
+// them once the broker is back, each once.
+func TestFlushHeld(t *testing.T) {
+	ctx := context.Background()
+	_, pool := testsupport.NewDatabase(t)
+	n := testsupport.StartNATS(t, nil)
+	r := relay(t, pool, n.JS)
+	run(t, r)
+
+	h := addHeld(t, pool, time.Hour, msgs("a", 0, 20))
+	r.Kick()
+	time.Sleep(500 * time.Millisecond) // a relay round or more
+	if got := stored(t, n.JS); len(got) != 0 {
+		t.Fatalf("the relay published held messages: %q", got)
+	}
+	if err := r.Flush(ctx, h); err != nil {
+		t.Fatal(err)
+	}
+	equal(t, stored(t, n.JS), want("a", 20))
+	waitEmpty(t, pool, 10*time.Second) // deleted by the running relay
+
+	h = addHeld(t, pool, time.Hour, msgs("a", 20, 20))
+	n.Stop()
+	if err := r.Flush(ctx, h); err == nil {
+		t.Fatal("Flush with the broker down reported no error")
+	}
+	if pending, err := db.New().OutboxPending(ctx, pool); err != nil || pending != 20 {
+		t.Fatalf("after a failed Flush the outbox holds %d (%v), want 20", pending, err)
+	}
+	n.Restart()
+	waitEmpty(t, pool, 40*time.Second) // released: the relay publishes them
+	equal(t, stored(t, n.JS), want("a", 40))
+}

@@ -7,8 +7,23 @@ SELECT unnest(sqlc.arg(subjects)::text[]), unnest(sqlc.arg(msg_ids)::text[]), un
 -- name: OutboxLead :one
 SELECT pg_try_advisory_xact_lock(sqlc.arg(key)::bigint)::boolean AS lead;
 
+-- OutboxNext is the head of the outbox, held messages left out.
 -- name: OutboxNext :many
-SELECT id, subject, msg_id, data FROM outbox ORDER BY id LIMIT sqlc.arg(lim);
+SELECT id, subject, msg_id, data FROM outbox
+WHERE hold_until IS NULL OR hold_until <= now()
+ORDER BY id LIMIT sqlc.arg(lim);
+
+-- OutboxAddHeld is OutboxAdd of messages held from the relays for
+-- hold_secs; it returns their ids with their message ids.
+-- name: OutboxAddHeld :many
+INSERT INTO outbox (subject, msg_id, data, hold_until)
+SELECT unnest(sqlc.arg(subjects)::text[]), unnest(sqlc.arg(msg_ids)::text[]), unnest(sqlc.arg(data)::bytea[]),
+       now() + make_interval(secs => sqlc.arg(hold_secs)::float8)
+RETURNING id, msg_id;
+
+-- OutboxRelease hands held messages to the relays.
+-- name: OutboxRelease :exec
+UPDATE outbox SET hold_until = NULL WHERE id = ANY(sqlc.arg(ids)::bigint[]);
 
 -- name: OutboxDelete :exec
 DELETE FROM outbox WHERE id = ANY(sqlc.arg(ids)::bigint[]);

@@ -84,6 +84,11 @@ func deref(s *string) string {
 // cloudStorageId) when the storage is not the user's; Conflict when a
 // cloud type names none.
 func (s *Service) StorageSpec(ctx context.Context, storageType string, cloudID *uuid.UUID, user, agent uuid.UUID) (events.StorageSpec, error) {
+	return s.storageSpec(ctx, s.c.Pool, storageType, cloudID, user, agent)
+}
+
+// storageSpec is StorageSpec reading through dbtx.
+func (s *Service) storageSpec(ctx context.Context, dbtx db.DBTX, storageType string, cloudID *uuid.UUID, user, agent uuid.UUID) (events.StorageSpec, error) {
 	spec := events.StorageSpec{Type: storageType}
 	if storageType == "local" {
 		return spec, nil
@@ -91,7 +96,7 @@ func (s *Service) StorageSpec(ctx context.Context, storageType string, cloudID *
 	if cloudID == nil {
 		return spec, fail(Conflict, "the job has no cloud storage; set its cloudStorageId")
 	}
-	c, err := s.q.GetCloudStorage(ctx, s.c.Pool, db.GetCloudStorageParams{ID: *cloudID, UserID: user})
+	c, err := s.q.GetCloudStorage(ctx, dbtx, db.GetCloudStorageParams{ID: *cloudID, UserID: user})
 	if err != nil {
 		return spec, mapNotFound(err, "cloud storage", "cloudStorageId")
 	}
@@ -99,7 +104,7 @@ func (s *Service) StorageSpec(ctx context.Context, storageType string, cloudID *
 	if err != nil {
 		return spec, err
 	}
-	pub, err := s.q.GetAgentPublicKey(ctx, s.c.Pool, agent)
+	pub, err := s.q.GetAgentPublicKey(ctx, dbtx, agent)
 	if err != nil {
 		return spec, mapNotFound(err, "agent", "")
 	}
@@ -190,10 +195,11 @@ func (s *Service) ObjectRef(ctx context.Context, h db.BackupHistory) (events.Obj
 
 // BackupCommands builds the commands that run jobs[i] on agents[i] as
 // runIDs[i], their secrets sealed to each agent, with a few queries for the
-// lot (the scheduler builds a burst of slots at once). errs[i] is non-nil
+// lot (the scheduler builds a burst of slots at once), read through dbtx
+// (the pool, or a transaction the caller holds). errs[i] is non-nil
 // when command i cannot be built: NotFound when its database or agent is
 // gone, Conflict when the job is encrypted but has no key.
-func (s *Service) BackupCommands(ctx context.Context, jobs []db.BackupJob, agents, runIDs []uuid.UUID) (cmds []events.BackupCommand, errs []error) {
+func (s *Service) BackupCommands(ctx context.Context, dbtx db.DBTX, jobs []db.BackupJob, agents, runIDs []uuid.UUID) (cmds []events.BackupCommand, errs []error) {
 	cmds, errs = make([]events.BackupCommand, len(jobs)), make([]error, len(jobs))
 	failAll := func(err error) ([]events.BackupCommand, []error) {
 		for i := range errs {
@@ -205,7 +211,7 @@ func (s *Service) BackupCommands(ctx context.Context, jobs []db.BackupJob, agent
 	for i, j := range jobs {
 		dbIDs[i] = j.DatabaseID
 	}
-	dbRows, err := s.q.GetDatabasesByIDs(ctx, s.c.Pool, dbIDs)
+	dbRows, err := s.q.GetDatabasesByIDs(ctx, dbtx, dbIDs)
 	if err != nil {
 		return failAll(err)
 	}
@@ -213,7 +219,7 @@ func (s *Service) BackupCommands(ctx context.Context, jobs []db.BackupJob, agent
 	for _, d := range dbRows {
 		databases[d.ID] = d
 	}
-	keyRows, err := s.q.GetAgentPublicKeys(ctx, s.c.Pool, agents)
+	keyRows, err := s.q.GetAgentPublicKeys(ctx, dbtx, agents)
 	if err != nil {
 		return failAll(err)
 	}
@@ -250,7 +256,7 @@ func (s *Service) BackupCommands(ctx context.Context, jobs []db.BackupJob, agent
 				k.cloud = *j.CloudStorageID
 			}
 			if spec, ok = specs[k]; !ok {
-				if spec, err = s.StorageSpec(ctx, j.StorageType, j.CloudStorageID, j.UserID, agents[i]); err != nil {
+				if spec, err = s.storageSpec(ctx, dbtx, j.StorageType, j.CloudStorageID, j.UserID, agents[i]); err != nil {
 					errs[i] = err
 					continue
 				}

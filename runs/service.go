@@ -77,28 +77,10 @@ func New(c Config) (*Service, error) {
 	return &Service{c: c, q: db.New()}, nil
 }
 
-// Emit records an event the control plane emits about a run of agent
-// (events.ControlSubject) in tx: it applies it at once through the
-// projector, so whoever reads the history after tx commits sees it, and
-// writes it to the outbox followed by the commands that go with it, so
-// they reach the stream once tx commits (the projector then applies the
-// event again, which changes nothing). id is the event's own id; its
-// message id is events.ControlMsgID(id). The caller kicks the relay after
-// the commit.
-func Emit(ctx context.Context, tx pgx.Tx, agent uuid.UUID, kind, phase, id string, payload any, commands ...outbox.Message) error {
-	ev, err := outbox.JSON(events.ControlSubject(agent.String(), kind, phase), events.ControlMsgID(id), payload)
-	if err != nil {
-		return err
-	}
-	if err := projector.Apply(ctx, tx, ev.Subject, time.Now(), ev.Data); err != nil {
-		return err
-	}
-	return outbox.Add(ctx, tx, append([]outbox.Message{ev}, commands...)...)
-}
-
-// emit is Emit in a transaction of its own, then a kick of the relay.
+// emit is projector.Emit in a transaction of its own, then a kick of the
+// relay.
 func (s *Service) emit(ctx context.Context, agent uuid.UUID, kind, phase, id string, payload any) error {
-	err := db.WithTx(ctx, s.c.Pool, func(tx pgx.Tx) error { return Emit(ctx, tx, agent, kind, phase, id, payload) })
+	err := db.WithTx(ctx, s.c.Pool, func(tx pgx.Tx) error { return projector.Emit(ctx, tx, agent, kind, phase, id, payload) })
 	if err == nil {
 		s.c.Outbox.Kick()
 	}
@@ -106,7 +88,7 @@ func (s *Service) emit(ctx context.Context, agent uuid.UUID, kind, phase, id str
 }
 
 // Command is a command to agent's work queue with Nats-Msg-Id msgID (a
-// retried send is stored once), for Emit.
+// retried send is stored once), for projector.Emit.
 func Command(agent uuid.UUID, kind, msgID string, payload any) (outbox.Message, error) {
 	return outbox.JSON(events.CommandSubject(agent.String(), kind), msgID, payload)
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/rahatback/rahatback/db"
 	"github.com/rahatback/rahatback/events"
+	"github.com/rahatback/rahatback/handlers/projector"
 	"github.com/rahatback/rahatback/outbox"
 	"github.com/rahatback/rahatback/pipeline"
 	"github.com/rahatback/rahatback/storage"
@@ -44,7 +45,7 @@ func (s *Service) StartBackup(ctx context.Context, user, jobID uuid.UUID) (run u
 		if err := s.checkQueue(ctx, agent.ID); err != nil {
 			return run, "", err
 		}
-		built, errs := s.BackupCommands(ctx, []db.BackupJob{j}, []uuid.UUID{agent.ID}, []uuid.UUID{run})
+		built, errs := s.BackupCommands(ctx, s.c.Pool, []db.BackupJob{j}, []uuid.UUID{agent.ID}, []uuid.UUID{run})
 		if errs[0] != nil {
 			return run, "", errs[0]
 		}
@@ -68,7 +69,7 @@ func (s *Service) StartBackup(ctx context.Context, user, jobID uuid.UUID) (run u
 			return errRunning
 		}
 		// agent.ID is the nil UUID when no agent can take it.
-		return Emit(ctx, tx, agent.ID, events.KindBackup, phase, ev.ID, ev, cmds...)
+		return projector.Emit(ctx, tx, agent.ID, events.KindBackup, phase, ev.ID, ev, cmds...)
 	})
 	switch err = db.MapErr(err); {
 	case errors.Is(err, db.ErrConflict):
@@ -166,7 +167,7 @@ func (s *Service) StartRestore(ctx context.Context, h db.BackupHistory, target d
 		if err := s.lockReadable(ctx, tx, h, "restored"); err != nil {
 			return err
 		}
-		return Emit(ctx, tx, h.AgentID, events.KindRestore, events.PhaseQueued, ev.ID, ev, cmd)
+		return projector.Emit(ctx, tx, h.AgentID, events.KindRestore, events.PhaseQueued, ev.ID, ev, cmd)
 	})
 	if err != nil {
 		return uuid.Nil, mapNotFound(err, "target database", "targetDatabaseId")
@@ -199,7 +200,7 @@ func (s *Service) StartVerify(ctx context.Context, h db.BackupHistory, level str
 		if err := s.lockReadable(ctx, tx, h, "verified"); err != nil {
 			return err
 		}
-		return Emit(ctx, tx, h.AgentID, events.KindVerify, events.PhaseQueued, ev.ID, ev, cmd)
+		return projector.Emit(ctx, tx, h.AgentID, events.KindVerify, events.PhaseQueued, ev.ID, ev, cmd)
 	})
 	if err != nil {
 		return uuid.Nil, err

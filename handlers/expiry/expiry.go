@@ -22,9 +22,9 @@ import (
 
 	"github.com/rahatback/rahatback/db"
 	"github.com/rahatback/rahatback/events"
+	"github.com/rahatback/rahatback/handlers/projector"
 	"github.com/rahatback/rahatback/outbox"
 	"github.com/rahatback/rahatback/retention"
-	"github.com/rahatback/rahatback/runs"
 )
 
 // Deleter deletes a backup's stored object (runs.Service).
@@ -234,7 +234,7 @@ func purge(ctx context.Context, o Opts, q *db.Queries, st *Stats) error {
 	}
 }
 
-// emit is runs.Emit of a backup event in a transaction of its own.
+// emit is projector.Emit of a backup event in a transaction of its own.
 func emit(ctx context.Context, o Opts, agent uuid.UUID, phase string, ev events.BackupEvent) error {
 	err := db.WithTx(ctx, o.Pool, func(tx pgx.Tx) error { return emitTx(ctx, tx, agent, phase, ev) })
 	if err == nil {
@@ -243,8 +243,8 @@ func emit(ctx context.Context, o Opts, agent uuid.UUID, phase string, ev events.
 	return err
 }
 
-// emitTx is runs.Emit of a backup event in the caller's transaction; the
+// emitTx is projector.Emit of a backup event in the caller's transaction; the
 // caller kicks the relay after its commit.
 func emitTx(ctx context.Context, tx pgx.Tx, agent uuid.UUID, phase string, ev events.BackupEvent) error {
-	return runs.Emit(ctx, tx, agent, events.KindBackup, phase, ev.ID, ev)
+	return projector.Emit(ctx, tx, agent, events.KindBackup, phase, ev.ID, ev)
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/rahatback/rahatback/db"
 	"github.com/rahatback/rahatback/events"
+	"github.com/rahatback/rahatback/outbox"
 )
 
 // Opts configures Run.
@@ -389,4 +390,23 @@ func applyVerify(ctx context.Context, q *db.Queries, dbtx db.DBTX, agent uuid.UU
 	}
 	return q.ApplyBackupVerified(ctx, dbtx, db.ApplyBackupVerifiedParams{ID: backup, AgentID: agent,
 		VerificationStatus: status, VerificationResult: raw, At: &at})
+}
+
+// Emit records an event the control plane emits about a run of agent
+// (events.ControlSubject) in tx: it applies it at once through the
+// projector, so whoever reads the history after tx commits sees it, and
+// writes it to the outbox followed by the commands that go with it, so
+// they reach the stream once tx commits (the projector then applies the
+// event again, which changes nothing). id is the event's own id; its
+// message id is events.ControlMsgID(id). The caller kicks the relay after
+// the commit.
+func Emit(ctx context.Context, tx pgx.Tx, agent uuid.UUID, kind, phase, id string, payload any, commands ...outbox.Message) error {
+	ev, err := outbox.JSON(events.ControlSubject(agent.String(), kind, phase), events.ControlMsgID(id), payload)
+	if err != nil {
+		return err
+	}
+	if err := Apply(ctx, tx, ev.Subject, time.Now(), ev.Data); err != nil {
+		return err
+	}
+	return outbox.Add(ctx, tx, append([]outbox.Message{ev}, commands...)...)
 }

@@ -76,14 +76,7 @@ func Sweep(ctx context.Context, o SweeperOpts) error {
 					return err
 				}
 				declared = true
-				m, err := outbox.JSON(events.ControlSubject(r.AgentID.String(), events.KindBackup, events.PhaseLost), events.ControlMsgID(ev.ID), ev)
-				if err != nil {
-					return err
-				}
-				if err := Apply(ctx, tx, m.Subject, ev.At, m.Data); err != nil {
-					return err
-				}
-				return outbox.Add(ctx, tx, m)
+				return Emit(ctx, tx, r.AgentID, events.KindBackup, events.PhaseLost, ev.ID, ev)
 			})
 			if err != nil {
 				o.Logger.Warn("declaring a run lost", "runId", r.ID, "err", err)

@@ -46,7 +46,8 @@ type planned struct {
 }
 
 // decide handles the slots of the due jobs up to now in one transaction,
-// which also writes their events and commands to the outbox. A job's slots are claimed by
+// which also writes their events and commands to the outbox, then
+// publishes them (flush). A job's slots are claimed by
 // moving its scheduled_through from the value read; a job another replica
 // claimed first is left to it.
 func (s *Scheduler) decide(ctx context.Context, batch []*entry, now time.Time, agents agentsByUser) ([]outcome, error) {
@@ -59,6 +60,7 @@ func (s *Scheduler) decide(ctx context.Context, batch []*entry, now time.Time, a
 	slices.SortFunc(ids, func(a, b uuid.UUID) int { return bytes.Compare(a[:], b[:]) })
 	var plans []planned
 	var outs []outcome
+	var held outbox.Held
 	err := db.WithTx(ctx, s.o.Pool, func(tx pgx.Tx) error {
 		plans, outs = plans[:0], outs[:0]
 		// Jobs read ahead of their slot are claimed as read; the others,
@@ -69,7 +71,7 @@ func (s *Scheduler) decide(ctx context.Context, batch []*entry, now time.Time, a
 		}
 		ids := rest
 		if len(ids) == 0 {
-			return s.insertPlans(ctx, tx, plans)
+			return s.insertPlans(ctx, tx, plans, &held)
 		}
 		rows, err := s.q.DueJobs(ctx, tx, ids)
 		if err != nil {
@@ -113,7 +115,7 @@ func (s *Scheduler) decide(ctx context.Context, batch []*entry, now time.Time, a
 			}
 		}
 		if len(dues) == 0 {
-			return s.insertPlans(ctx, tx, plans)
+			return s.insertPlans(ctx, tx, plans, &held)
 		}
 		claimedRows, err := s.q.ClaimSlots(ctx, tx, db.ClaimSlotsParams{Ids: claimIDs, Olds: olds, News: news})
 		if err != nil {
@@ -131,7 +133,7 @@ func (s *Scheduler) decide(ctx context.Context, batch []*entry, now time.Time, a
 			outs = append(outs, d.out) // claimed here or by another replica: handled through d.out.through
 		}
 		if len(claimedRows) == 0 {
-			return s.insertPlans(ctx, tx, plans)
+			return s.insertPlans(ctx, tx, plans, &held)
 		}
 		for _, d := range dues {
 			j := partialJob(d.row)
@@ -145,13 +147,34 @@ func (s *Scheduler) decide(ctx context.Context, batch []*entry, now time.Time, a
 				}
 			}
 		}
-		return s.insertPlans(ctx, tx, plans)
+		return s.insertPlans(ctx, tx, plans, &held)
 	})
 	if err != nil {
 		return nil, err
 	}
-	s.o.Outbox.Kick()
+	s.flush(ctx, held)
 	return outs, nil
+}
+
+// holdFor is how long a batch's messages are left to the batch itself
+// before the relays take what it did not publish; beyond flushTimeout.
+const holdFor = time.Minute
+
+// flushTimeout bounds a batch's publication of its own messages.
+const flushTimeout = 30 * time.Second
+
+// flush publishes a committed batch's events and commands (outbox.Flush):
+// the workers publish their batches in parallel, so a burst of slots is
+// not queued behind the one leading relay. What fails is left to the
+// relays.
+func (s *Scheduler) flush(ctx context.Context, held outbox.Held) {
+	// The rows are committed: what they promise is sent even when the
+	// scheduler is stopping, bounded by flushTimeout.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), flushTimeout)
+	defer cancel()
+	if err := s.o.Outbox.Flush(ctx, held); err != nil {
+		s.log.Warn("a batch's events and commands were left to the outbox relay", "messages", held.Len(), "err", err)
+	}
 }
 
 // planSlots appends the rows of job j's claimed slots (in order, the
@@ -194,11 +217,12 @@ func (s *Scheduler) planSlots(plans []planned, j db.BackupJob, assigned *uuid.UU
 	return append(plans, s.plan(j, agentID, *run, now, phase, reason))
 }
 
-// insertPlans writes the history rows of plans and, to the outbox, their
-// events, then the commands of the queued runs (so the stream holds each
-// run's "queued" before anything its agent reports). A queued run whose
-// command cannot be built is recorded as failed, with the reason.
-func (s *Scheduler) insertPlans(ctx context.Context, tx pgx.Tx, plans []planned) error {
+// insertPlans writes the history rows of plans and, to the outbox (held
+// for the batch to publish itself, in held), their events, then the
+// commands of the queued runs (so the stream holds each run's "queued"
+// before anything its agent reports). A queued run whose command cannot
+// be built is recorded as failed, with the reason, after them.
+func (s *Scheduler) insertPlans(ctx context.Context, tx pgx.Tx, plans []planned, held *outbox.Held) error {
 	if len(plans) == 0 {
 		return nil
 	}
@@ -225,18 +249,24 @@ func (s *Scheduler) insertPlans(ctx context.Context, tx pgx.Tx, plans []planned)
 				MsgID: MsgID(p.job.ID, p.slot), Data: p.cmd})
 		}
 	}
-	if err := outbox.Add(ctx, tx, msgs...); err != nil {
-		return err
-	}
 	for _, f := range failed {
 		s.log.Error("scheduled run failed before it reached the agent", "jobId", f.p.job.ID, "runId", f.p.ev.RunID, "err", f.err)
 		ev := events.BackupEvent{V: events.Version, ID: f.p.ev.RunID + ":failed", RunID: f.p.ev.RunID, At: time.Now().UTC(),
 			Error: "the backup command could not be built: " + f.err.Error()}
-		if err := runs.Emit(ctx, tx, f.p.agent, events.KindBackup, events.PhaseFailed, ev.ID, ev); err != nil {
+		m, err := outbox.JSON(events.ControlSubject(f.p.agent.String(), events.KindBackup, events.PhaseFailed), events.ControlMsgID(ev.ID), ev)
+		if err != nil {
 			return err
 		}
+		if err := projector.Apply(ctx, tx, m.Subject, ev.At, m.Data); err != nil {
+			return err
+		}
+		msgs = append(msgs, m)
 	}
-	return nil
+	// Held for this batch to publish after its commit: nothing written
+	// later depends on them (a run's later events come from its agent,
+	// once it has the command, or from the control plane long after).
+	*held, err = outbox.AddHeld(ctx, tx, holdFor, msgs...)
+	return err
 }
 
 // claimPrepared claims, among ids, the jobs read ahead of their slot
@@ -381,7 +411,9 @@ func (s *Scheduler) buildCommands(ctx context.Context, tx pgx.Tx, plans []planne
 	if len(found) == 0 {
 		return failed, nil
 	}
-	cmds, errs := s.o.Runs.BackupCommands(ctx, jobs, agents, runIDs)
+	// Through tx: the batch's transaction already holds a connection, and
+	// the pool may have none left for it to wait on.
+	cmds, errs := s.o.Runs.BackupCommands(ctx, tx, jobs, agents, runIDs)
 	for i, p := range found {
 		if errs[i] == nil {
 			p.cmd, errs[i] = json.Marshal(cmds[i])

@@ -108,7 +108,7 @@ func (s *Scheduler) prepareAhead(ctx context.Context, now time.Time) bool {
 	if len(jobs) == 0 {
 		return true
 	}
-	cmds, errs := s.o.Runs.BackupCommands(ctx, jobs, agentIDs, runIDs)
+	cmds, errs := s.o.Runs.BackupCommands(ctx, s.o.Pool, jobs, agentIDs, runIDs)
 	for i, pr := range preps {
 		if errs[i] != nil {
 			continue // built (and its error recorded) when the slot comes

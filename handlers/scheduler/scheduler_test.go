@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/rahatback/rahatback/db"
 	"github.com/rahatback/rahatback/events"
 	"github.com/rahatback/rahatback/handlers/api"
 	"github.com/rahatback/rahatback/handlers/projector"
@@ -36,6 +37,7 @@ type env struct {
 	t     *testing.T
 	pool  *pgxpool.Pool
 	nats  *testsupport.NATS
+	dbURL string
 	runs  *runs.Service
 	relay *outbox.Relay
 	user  uuid.UUID
@@ -46,7 +48,7 @@ type env struct {
 
 func newEnv(t *testing.T, start time.Time) *env {
 	t.Helper()
-	_, pool := testsupport.NewDatabase(t)
+	dbURL, pool := testsupport.NewDatabase(t)
 	n := testsupport.StartNATS(t, api.AgentAuthenticator(pool))
 	v, err := vault.New(map[uint32][]byte{1: bytes.Repeat([]byte{7}, vault.KeySize)})
 	if err != nil {
@@ -58,7 +60,7 @@ func newEnv(t *testing.T, start time.Time) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{t: t, pool: pool, nats: n, runs: svc, relay: relay, user: uuid.New(), agent: uuid.New(), dbID: uuid.New(),
+	e := &env{t: t, dbURL: dbURL, pool: pool, nats: n, runs: svc, relay: relay, user: uuid.New(), agent: uuid.New(), dbID: uuid.New(),
 		clock: scheduler.NewFakeClock(start)}
 	id, err := age.GenerateX25519Identity()
 	if err != nil {
@@ -611,5 +613,38 @@ func TestSlotDuringBrokerOutage(t *testing.T) {
 	var got events.BackupEvent
 	if err := events.Decode(ev.Data, &got); err != nil || got.RunID != scheduler.RunID(job, slot).String() {
 		t.Fatalf("queued event %s: %+v %v", ev.Data, got, err)
+	}
+}
+
+// TestCommandsBuiltInBatchesWithFewConnections: with no command built
+// ahead, four workers decide single-job batches at one slot on a pool of
+// two connections; each batch builds its commands inside its own
+// transaction without waiting for another connection, so every slot runs.
+func TestCommandsBuiltInBatchesWithFewConnections(t *testing.T) {
+	t0 := minute()
+	e := newEnv(t, t0.Add(10*time.Second))
+	var jobs []uuid.UUID
+	for range 12 {
+		jobs = append(jobs, e.job("* * * * *", t0))
+	}
+	cfg, err := pgxpool.ParseConfig(e.dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.MaxConns, cfg.AfterConnect = 2, db.RegisterTypes
+	small, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(small.Close)
+	e.start(func(o *scheduler.Opts) { o.Pool, o.Lead, o.Batch, o.Workers = small, -1, 1, 4 })
+	e.clock.Set(t0.Add(time.Minute))
+	for _, j := range jobs {
+		if rs := e.waitRows(j, 1); rs[0].Status != "queued" {
+			t.Fatalf("job %s: %+v, want queued", j, rs[0])
+		}
+	}
+	if got := e.waitCommands(len(jobs)); len(got) != len(jobs) {
+		t.Fatalf("%d commands, want %d", len(got), len(jobs))
 	}
 }
