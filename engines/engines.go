@@ -1,11 +1,16 @@
-// Package engines holds what RahatBack knows about each database engine and
-// the interface the agent drives them through.
+// Package engines holds what RahatBack knows about each database engine
+// (Spec: one place per engine, read by the API, the dashboard and the
+// agent) and the interface the agent drives them through (Engine).
 package engines
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
+	"slices"
+
+	"github.com/rahatback/rahatback/pipeline"
 )
 
 // Engine types, as stored and as the API spells them.
@@ -16,26 +21,69 @@ const (
 	MSSQL      = "mssql"
 )
 
-// Types lists every engine type in display order.
-var Types = []string{PostgreSQL, MySQL, MongoDB, MSSQL}
+// Connection fields a database may need (Spec.Required).
+const (
+	FieldHost     = "host"
+	FieldUsername = "username"
+	FieldDatabase = "database"
+)
 
-// DefaultPort returns the usual port of an engine type, 0 for an unknown type.
-func DefaultPort(typ string) int {
-	switch typ {
-	case PostgreSQL:
-		return 5432
-	case MySQL:
-		return 3306
-	case MongoDB:
-		return 27017
-	case MSSQL:
-		return 1433
-	}
-	return 0
+// Spec is what RahatBack knows about one engine type.
+type Spec struct {
+	Type        string // as stored and as the API spells it
+	Name        string // as users read it
+	DefaultPort int
+	// Required are the connection fields a database of this type must
+	// have (FieldHost, FieldUsername, FieldDatabase); the password is
+	// always optional.
+	Required []string
+	// Format is the dump format, as the manifest records it.
+	Format string
+	// Extension is the dump's file extension, before the compression's
+	// and encryption's.
+	Extension string
+	// Restore says what a restore guarantees, for users.
+	Restore string
 }
 
-// Known reports whether typ is one of Types.
-func Known(typ string) bool { return DefaultPort(typ) != 0 }
+// specs is every engine type, in display order.
+var specs = []Spec{
+	{Type: PostgreSQL, Name: "PostgreSQL", DefaultPort: 5432, Required: []string{FieldHost, FieldUsername, FieldDatabase},
+		Format: "plain", Extension: ".sql",
+		Restore: "applied in one transaction: a restore that fails leaves the database as it was"},
+	{Type: MySQL, Name: "MySQL / MariaDB", DefaultPort: 3306, Required: []string{FieldHost, FieldUsername, FieldDatabase},
+		Format: "mariadb-dump", Extension: ".sql",
+		Restore: "applied to a scratch database on the same server, then swapped in: a restore that fails leaves the database as it was"},
+	{Type: MongoDB, Name: "MongoDB", DefaultPort: 27017, Required: []string{FieldHost},
+		Format: "mongodump-archive", Extension: ".archive"},
+	{Type: MSSQL, Name: "SQL Server", DefaultPort: 1433, Required: []string{FieldHost, FieldUsername, FieldDatabase},
+		Format: "native", Extension: ".bak"},
+}
+
+// Specs is every engine type, in display order.
+func Specs() []Spec { return slices.Clone(specs) }
+
+// Types lists every engine type in display order.
+func Types() []string {
+	out := make([]string, len(specs))
+	for i, s := range specs {
+		out[i] = s.Type
+	}
+	return out
+}
+
+// Lookup is the Spec of typ; ok is false for an unknown type.
+func Lookup(typ string) (Spec, bool) {
+	for _, s := range specs {
+		if s.Type == typ {
+			return s, true
+		}
+	}
+	return Spec{}, false
+}
+
+// Requires reports whether databases of this type need field.
+func (s Spec) Requires(field string) bool { return slices.Contains(s.Required, field) }
 
 // Conn says how to reach a database. The password is plaintext here: it
 // exists only in the agent's memory.
@@ -51,38 +99,77 @@ type Conn struct {
 type DumpInfo struct {
 	ServerVersion string // e.g. "15.20"
 	ToolVersion   string // e.g. "pg_dump (PostgreSQL) 15.20"
-	Format        string // e.g. "plain"
+	Format        string // Spec.Format
+	// Tables is the rows of every table, counted from the dump stream
+	// itself (never an estimate), in the order the dump holds them.
+	Tables []pipeline.TableCount
 }
 
-// Engine is one database engine as the agent drives it. Each operation talks
-// to the server with the engine's own client and never passes a password in
-// a process argument.
+// Engine is one database engine as the agent drives it. Each operation
+// talks to the server with the engine's own client and never passes a
+// password in a process argument.
 type Engine interface {
+	// Spec is the engine's Spec.
+	Spec() Spec
 	// Test connects to c and returns the server's version, or an error whose
 	// message is the server's own (wrong password, unknown database…).
 	Test(ctx context.Context, c Conn) (version string, err error)
 	// Size estimates the bytes a dump of c will have (for progress).
 	Size(ctx context.Context, c Conn) (int64, error)
-	// Dump writes a logical dump of c to w as it is produced.
+	// Dump writes a logical dump of c to w as it is produced, counting
+	// the rows of every table from the stream. A dump that is not
+	// complete (the tool failed, or its output lacks the engine's
+	// completion marker) is an error, never a DumpInfo.
 	Dump(ctx context.Context, c Conn, w io.Writer) (DumpInfo, error)
-	// Restore applies a dump read from r to c in one transaction: when r
-	// returns an error (a checksum mismatch found at its end, say) or the
-	// dump fails to apply, nothing of it remains in c.
+	// Restore applies a dump read from r to c as Spec().Restore says. When
+	// r returns an error (a checksum mismatch found at its end, say) or the
+	// dump fails to apply, c is left as it was.
 	Restore(ctx context.Context, c Conn, r io.Reader) error
 }
 
 // Registry maps engine types to the engines an agent supports.
 type Registry map[string]Engine
 
+// NewRegistry is the Registry of engs, by their Spec().Type.
+func NewRegistry(engs ...Engine) Registry {
+	r := Registry{}
+	for _, e := range engs {
+		r[e.Spec().Type] = e
+	}
+	return r
+}
+
 // Lookup returns the engine for typ, or an error saying this agent does not
 // support it.
 func (r Registry) Lookup(typ string) (Engine, error) {
 	e, ok := r[typ]
 	if !ok {
-		if Known(typ) {
-			return nil, fmt.Errorf("this agent does not support %s databases yet", typ)
+		if s, known := Lookup(typ); known {
+			return nil, fmt.Errorf("this agent does not support %s databases yet", s.Name)
 		}
 		return nil, fmt.Errorf("unknown database type %q", typ)
 	}
 	return e, nil
 }
+
+// tailKeep is how many bytes Tail keeps.
+const tailKeep = 512
+
+// Tail is an io.Writer that keeps the last bytes written to it: engines
+// check a dump's completion marker with it. Write never fails.
+type Tail struct{ b []byte }
+
+func (t *Tail) Write(p []byte) (int, error) {
+	if len(p) >= tailKeep {
+		t.b = append(t.b[:0], p[len(p)-tailKeep:]...)
+		return len(p), nil
+	}
+	t.b = append(t.b, p...)
+	if len(t.b) > 2*tailKeep {
+		t.b = append(t.b[:0], t.b[len(t.b)-tailKeep:]...)
+	}
+	return len(p), nil
+}
+
+// Contains reports whether the last bytes written hold s.
+func (t *Tail) Contains(s string) bool { return bytes.Contains(t.b, []byte(s)) }

@@ -50,6 +50,15 @@ type Manifest struct {
 	Tables            []TableCount `json:"tables"`
 }
 
+// TableCount is the number of rows of one table in a dump, counted from
+// the dump stream by its engine. Schema is "" for an engine without
+// schemas, or a name the dump left unqualified.
+type TableCount struct {
+	Schema string `json:"schema"`
+	Name   string `json:"name"`
+	Rows   int64  `json:"rows"`
+}
+
 // Marshal returns m as indented JSON ending in a newline, Tables as [] when
 // nil. It returns an error, and no bytes, if m would not pass ParseManifest,
 // so that no backup is stored with a manifest that cannot be read back; in

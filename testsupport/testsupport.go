@@ -61,6 +61,7 @@ func Main(m *testing.M) int {
 		return 1
 	}
 	defer cluster.Stop()
+	defer stopMariaDB()
 	if err := buildTemplate(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, "testsupport: template database:", err)
 		return 1

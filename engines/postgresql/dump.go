@@ -15,13 +15,21 @@ import (
 	"github.com/rahatback/rahatback/engines"
 )
 
-// Format of the dumps this engine makes: plain SQL (pg_dump -Fp). It
-// restores with nothing but psql (`zstd -d < f | psql`), every COPY row is
-// one line so the agent counts rows per table from the stream itself for
-// the manifest, and psql --single-transaction applies it all or nothing.
-// (The custom format's selective and parallel restore need a seekable file,
-// which a streamed backup is not.)
-const Format = "plain"
+// The dumps this engine makes are plain SQL (pg_dump -Fp). It restores
+// with nothing but psql (`zstd -d < f | psql`), every COPY row is one line
+// so the engine counts rows per table from the stream itself for the
+// manifest (CopyCounter), and psql --single-transaction applies it all or
+// nothing. (The custom format's selective and parallel restore need a
+// seekable file, which a streamed backup is not.)
+
+// completeMarker is the last comment of every complete pg_dump plain dump.
+const completeMarker = "-- PostgreSQL database dump complete"
+
+// Spec is the PostgreSQL engine's engines.Spec.
+func (Engine) Spec() engines.Spec {
+	s, _ := engines.Lookup(engines.PostgreSQL)
+	return s
+}
 
 // Size returns pg_database_size of the database, the estimate behind the
 // progress percentage (a dump is usually somewhat smaller).
@@ -41,7 +49,8 @@ func (Engine) Size(ctx context.Context, c engines.Conn) (int64, error) {
 }
 
 // Dump runs pg_dump --format=plain --clean --if-exists --no-owner
-// --no-privileges into w. --clean lets a restore replace the objects of an
+// --no-privileges into w, counting the rows of each table's COPY block,
+// and checks the dump ends with pg_dump's completion marker. --clean lets a restore replace the objects of an
 // existing database inside its one transaction; ownership and grants are
 // left out so that any role allowed to create the objects can restore them.
 // The password reaches pg_dump through a 0600 passfile. On failure the error
@@ -67,8 +76,10 @@ func (e Engine) Dump(ctx context.Context, c engines.Conn, w io.Writer) (engines.
 	cmd := exec.CommandContext(ctx, path, "--format=plain", "--clean", "--if-exists", "--no-owner",
 		"--no-privileges", "--no-password", "--encoding=UTF8")
 	cmd.Env = env
-	cmd.Stdout = w
-	var stderr stderrTail
+	rows := NewCopyCounter()
+	tail := &engines.Tail{}
+	cmd.Stdout = io.MultiWriter(w, rows, tail)
+	var stderr engines.StderrTail
 	cmd.Stderr = &stderr
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
 	cmd.WaitDelay = 10 * time.Second
@@ -78,11 +89,15 @@ func (e Engine) Dump(ctx context.Context, c engines.Conn, w io.Writer) (engines.
 		}
 		var exitErr *exec.ExitError
 		if errors.As(err, &exitErr) {
-			return engines.DumpInfo{}, fmt.Errorf("pg_dump: %s", stderr.message())
+			return engines.DumpInfo{}, fmt.Errorf("pg_dump: %s", stderr.Message())
 		}
 		return engines.DumpInfo{}, fmt.Errorf("pg_dump: %w", err)
 	}
-	return engines.DumpInfo{ServerVersion: strings.TrimPrefix(server, "PostgreSQL "), ToolVersion: tool, Format: Format}, nil
+	if !tail.Contains(completeMarker) {
+		return engines.DumpInfo{}, errors.New("pg_dump: the dump ended without its completion marker; it is incomplete")
+	}
+	return engines.DumpInfo{ServerVersion: strings.TrimPrefix(server, "PostgreSQL "), ToolVersion: tool,
+		Format: e.Spec().Format, Tables: rows.Tables()}, nil
 }
 
 // Restore pipes r into psql --single-transaction -v ON_ERROR_STOP=1. psql
@@ -104,7 +119,7 @@ func (e Engine) Restore(ctx context.Context, c engines.Conn, r io.Reader) error 
 	cmd := exec.CommandContext(runCtx, path, "--no-psqlrc", "--quiet", "--no-password",
 		"--single-transaction", "--set=ON_ERROR_STOP=1", "--output=/dev/null")
 	cmd.Env = env
-	var stderr stderrTail
+	var stderr engines.StderrTail
 	cmd.Stderr = &stderr
 	cmd.WaitDelay = 10 * time.Second
 	stdin, err := cmd.StdinPipe()
@@ -127,7 +142,7 @@ func (e Engine) Restore(ctx context.Context, c engines.Conn, r io.Reader) error 
 		return ctx.Err()
 	}
 	if waitErr != nil {
-		return fmt.Errorf("psql: %s (nothing was restored: the transaction was rolled back)", stderr.message())
+		return fmt.Errorf("psql: %s (nothing was restored: the transaction was rolled back)", stderr.Message())
 	}
 	if copyErr != nil {
 		return fmt.Errorf("psql stopped reading: %w", copyErr)

@@ -1,7 +1,6 @@
 package postgresql
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -96,35 +95,4 @@ func toolVersion(ctx context.Context, path string) (string, error) {
 		return "", fmt.Errorf("%s --version: %w", path, err)
 	}
 	return strings.TrimSpace(strings.SplitN(string(out), "\n", 2)[0]), nil
-}
-
-// stderrTail keeps the last bytes a tool wrote to stderr, for error messages.
-type stderrTail struct{ buf bytes.Buffer }
-
-const stderrKeep = 4 << 10
-
-func (s *stderrTail) Write(p []byte) (int, error) {
-	s.buf.Write(p)
-	if s.buf.Len() > 2*stderrKeep {
-		b := s.buf.Bytes()
-		keep := append([]byte(nil), b[len(b)-stderrKeep:]...)
-		s.buf.Reset()
-		s.buf.Write(keep)
-	}
-	return len(p), nil
-}
-
-// message is the tool's most useful error line: the last "ERROR:"/"FATAL:"/
-// "error:" line, else the last line.
-func (s *stderrTail) message() string {
-	lines := strings.Split(strings.TrimSpace(s.buf.String()), "\n")
-	for i := len(lines) - 1; i >= 0; i-- {
-		l := lines[i]
-		for _, marker := range []string{"ERROR:", "FATAL:", "error:"} {
-			if idx := strings.Index(l, marker); idx >= 0 {
-				return strings.TrimSpace(l[idx:])
-			}
-		}
-	}
-	return strings.TrimSpace(lines[len(lines)-1])
 }

@@ -43,9 +43,10 @@ func (h *Handlers) openConn(c events.ConnSpec) (engines.Engine, engines.Conn, er
 }
 
 // BackupKey is where a run's backup is stored:
-// <job>/<UTC time>-<run>.sql<compression ext>[.age].
-func BackupKey(jobID, runID string, at time.Time, compression string, encrypted bool) string {
-	name := at.UTC().Format("20060102T150405Z") + "-" + runID + ".sql" + pipeline.Extension(compression)
+// <job>/<UTC time>-<run><engine ext><compression ext>[.age], the engine's
+// extension being its Spec's (".sql").
+func BackupKey(jobID, runID string, at time.Time, engineExt, compression string, encrypted bool) string {
+	name := at.UTC().Format("20060102T150405Z") + "-" + runID + engineExt + pipeline.Extension(compression)
 	if encrypted {
 		name += ".age"
 	}
@@ -166,7 +167,7 @@ func (h *Handlers) backup(ctx context.Context, cmd events.BackupCommand, started
 		}
 		recipients = append(recipients, rc)
 	}
-	key := BackupKey(cmd.JobID, cmd.RunID, started, cmd.Compression, len(recipients) > 0)
+	key := BackupKey(cmd.JobID, cmd.RunID, started, eng.Spec().Extension, cmd.Compression, len(recipients) > 0)
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -204,7 +205,6 @@ func (h *Handlers) backup(ctx context.Context, cmd events.BackupCommand, started
 		return nil, err
 	}
 	raw := &counter{}
-	rows := pipeline.NewCopyCounter()
 	stop := h.progress(ctx, ProgressInterval, keepAlive, func(seq int64) {
 		p := events.BackupEvent{V: events.Version, ID: fmt.Sprintf("%s:progress:%d", cmd.RunID, seq), RunID: cmd.RunID,
 			At: time.Now().UTC(), Seq: seq, Step: "dumping", Bytes: raw.n.Load(), Percent: percent(raw.n.Load(), estimate)}
@@ -212,7 +212,7 @@ func (h *Handlers) backup(ctx context.Context, cmd events.BackupCommand, started
 			h.Logger.Debug("progress not published", "err", err)
 		}
 	})
-	info, dumpErr := eng.Dump(ctx, conn, io.MultiWriter(raw, rows, comp))
+	info, dumpErr := eng.Dump(ctx, conn, io.MultiWriter(raw, comp))
 	stop()
 	if dumpErr == nil {
 		dumpErr = comp.Close()
@@ -234,7 +234,7 @@ func (h *Handlers) backup(ctx context.Context, cmd events.BackupCommand, started
 		Engine: cmd.Conn.Type, ServerVersion: info.ServerVersion, ToolVersion: info.ToolVersion,
 		Database: cmd.Conn.Database, Format: info.Format, RawSize: raw.n.Load(), StoredSize: stored.Size(),
 		Checksum: stored.Sum(), ChecksumAlgorithm: "sha256", Compression: cmd.Compression, Encryption: encryption,
-		StartedAt: started, CompletedAt: time.Now().UTC(), Tables: rows.Tables()}
+		StartedAt: started, CompletedAt: time.Now().UTC(), Tables: info.Tables}
 	if m.Tables == nil {
 		m.Tables = []pipeline.TableCount{}
 	}

@@ -91,20 +91,21 @@ func (in databaseInput) merge(cur dbFields, requireName bool) (dbFields, error) 
 	case len(out.Name) > 100:
 		f.add("name", "must be at most 100 characters")
 	}
+	spec, known := engines.Lookup(out.Type)
 	switch {
 	case out.Type == "":
-		f.add("type", "is required: one of "+strings.Join(engines.Types, ", "))
-	case !engines.Known(out.Type):
-		f.add("type", "must be one of "+strings.Join(engines.Types, ", "))
+		f.add("type", "is required: one of "+strings.Join(engines.Types(), ", "))
+	case !known:
+		f.add("type", "must be one of "+strings.Join(engines.Types(), ", "))
 	}
 	if in.Port == nil && out.Port == 0 {
-		out.Port = engines.DefaultPort(out.Type)
+		out.Port = spec.DefaultPort
 	}
 	if out.Port < 1 || out.Port > 65535 {
 		f.add("port", "must be 1-65535")
 	}
 	switch {
-	case out.Host == "":
+	case out.Host == "" && (spec.Requires(engines.FieldHost) || !known):
 		f.add("host", "is required")
 	case len(out.Host) > 255:
 		f.add("host", "must be at most 255 characters")
@@ -112,7 +113,7 @@ func (in databaseInput) merge(cur dbFields, requireName bool) (dbFields, error) 
 		f.add("host", "must be a host name, an IP address or a socket directory")
 	}
 	switch {
-	case out.Username == "" && out.Type != engines.MongoDB:
+	case out.Username == "" && (spec.Requires(engines.FieldUsername) || !known):
 		f.add("username", "is required")
 	case len(out.Username) > 128:
 		f.add("username", "must be at most 128 characters")
@@ -120,7 +121,7 @@ func (in databaseInput) merge(cur dbFields, requireName bool) (dbFields, error) 
 		f.add("username", "must not contain control characters")
 	}
 	switch {
-	case out.Database == "" && out.Type != engines.MongoDB:
+	case out.Database == "" && (spec.Requires(engines.FieldDatabase) || !known):
 		f.add("database", "is required")
 	case len(out.Database) > 128:
 		f.add("database", "must be at most 128 characters")

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/go-chi/chi/v5"
+
+	"github.com/rahatback/rahatback/engines"
 )
 
 // timeNow is time.Now; tests move the clock.
@@ -406,14 +408,15 @@ func (wb *Web) databaseForm(w http.ResponseWriter, r *http.Request, s *session) 
 		}
 		title = "Edit " + d.Name
 	} else {
-		d.Type, d.Port, d.Host = "postgresql", 5432, "127.0.0.1"
+		first := engines.Specs()[0]
+		d.Type, d.Port, d.Host = first.Type, first.DefaultPort, "127.0.0.1"
 	}
 	var agents list[agentJSON]
 	if err := wb.get(w, r, s, "/v1/agents", &agents); err != nil {
 		return err
 	}
 	wb.render(w, r, http.StatusOK, "database_form", s, view{Title: title, Nav: "databases",
-		Data: map[string]any{"DB": d, "Agents": agents.Results}})
+		Data: map[string]any{"DB": d, "Agents": agents.Results, "Engines": engines.Specs()}})
 	return nil
 }
 

@@ -210,7 +210,6 @@ function initAgents() {
 
 // --- databases and storage tests
 
-const defaultPorts = { postgresql: 5432, mysql: 3306, mongodb: 27017, mssql: 1433 };
 
 function showTest(out, res) {
   out.classList.remove('ok', 'bad');
@@ -245,10 +244,12 @@ function initDatabases() {
   if (form) {
     const type = $('[data-port-follows]', form);
     const port = form.elements.port;
+    // Each type's default port comes with its option (the engines' Spec).
+    const defaultPorts = [...type.options].map((o) => Number(o.dataset.port));
     type.addEventListener('change', () => {
       // The port follows the type unless the user typed another one.
-      if (port.value === '' || Object.values(defaultPorts).includes(Number(port.value))) {
-        port.value = defaultPorts[type.value];
+      if (port.value === '' || defaultPorts.includes(Number(port.value))) {
+        port.value = type.selectedOptions[0].dataset.port;
       }
     });
     const btn = $('[data-test-connection]', form);

@@ -1,15 +1,10 @@
-package pipeline
+package postgresql
 
 import (
 	"bytes"
-)
 
-// TableCount is the number of rows of one table in a dump.
-type TableCount struct {
-	Schema string `json:"schema"`
-	Name   string `json:"name"`
-	Rows   int64  `json:"rows"`
-}
+	"github.com/rahatback/rahatback/pipeline"
+)
 
 // CopyCounter is an io.Writer that reads a pg_dump plain-format (-Fp) SQL
 // stream and counts the data rows of every "COPY ... FROM stdin;" block: the
@@ -24,7 +19,7 @@ type TableCount struct {
 // statement does. Names are unquoted ("Weird ""Name""" gives Weird "Name")
 // and unquoted ones lowercased as PostgreSQL does; an unqualified name has
 // Schema "". Blocks loading the same table (pg_dump
-// --load-via-partition-root) add up into one TableCount.
+// --load-via-partition-root) add up into one pipeline.TableCount.
 //
 // It keeps no lines, only a few bytes of state plus the table names, and
 // scans COPY data with bytes.IndexByte and bytes.Count. Write never fails.
@@ -58,7 +53,7 @@ type CopyCounter struct {
 	line lineState
 	cur  int // index in tables of the table being loaded
 
-	tables []TableCount
+	tables []pipeline.TableCount
 	index  map[[2]string]int
 }
 
@@ -116,8 +111,8 @@ func NewCopyCounter() *CopyCounter {
 
 // Tables returns the row count of every table with a COPY block so far, in
 // dump order. The slice is a copy.
-func (c *CopyCounter) Tables() []TableCount {
-	out := make([]TableCount, len(c.tables))
+func (c *CopyCounter) Tables() []pipeline.TableCount {
+	out := make([]pipeline.TableCount, len(c.tables))
 	copy(out, c.tables)
 	return out
 }
@@ -408,7 +403,7 @@ func (c *CopyCounter) beginCopy() {
 	i, ok := c.index[key]
 	if !ok {
 		i = len(c.tables)
-		c.tables = append(c.tables, TableCount{Schema: key[0], Name: key[1]})
+		c.tables = append(c.tables, pipeline.TableCount{Schema: key[0], Name: key[1]})
 		c.index[key] = i
 	}
 	c.cur = i

@@ -1,0 +1,217 @@
+package mysql_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"database/sql"
+	"encoding/hex"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/rahatback/rahatback/engines"
+	"github.com/rahatback/rahatback/engines/enginetest"
+	"github.com/rahatback/rahatback/engines/mysql"
+	"github.com/rahatback/rahatback/mariadbserver"
+	"github.com/rahatback/rahatback/testsupport"
+)
+
+func TestMain(m *testing.M) { os.Exit(testsupport.Main(m)) }
+
+func quote(name string) string { return "`" + strings.ReplaceAll(name, "`", "``") + "`" }
+
+// server is the test binary's private MariaDB as enginetest sees it.
+type server struct{ srv *mariadbserver.Server }
+
+func (s server) Conn(database string) engines.Conn {
+	return engines.Conn{Host: "127.0.0.1", Port: s.srv.Port(), Username: mariadbserver.Admin, Password: s.srv.Password(), Database: database}
+}
+
+func (s server) admin(t *testing.T, database string) *sql.DB {
+	t.Helper()
+	db, err := s.srv.Open(database)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+func (s server) CreateDatabase(t *testing.T, name string) {
+	t.Helper()
+	if _, err := s.admin(t, "").Exec("CREATE DATABASE " + quote(name)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (s server) DropDatabase(t *testing.T, name string) {
+	if _, err := s.admin(t, "").Exec("DROP DATABASE IF EXISTS " + quote(name)); err != nil {
+		t.Error(err)
+	}
+}
+
+func (s server) Exec(t *testing.T, database, statements string) {
+	t.Helper()
+	if strings.TrimSpace(statements) == "" {
+		return
+	}
+	if _, err := s.admin(t, database).Exec(statements); err != nil {
+		t.Fatalf("%v\n%s", err, statements)
+	}
+}
+
+// Contents hashes every row's columns as the server returns them (NULL
+// apart from any value), the row hashes sorted.
+func (s server) Contents(t *testing.T, database string) map[string]enginetest.Table {
+	t.Helper()
+	db := s.admin(t, database)
+	rows, err := db.Query(`SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_TYPE = 'BASE TABLE'`, database)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for rows.Next() {
+		var n string
+		if err := rows.Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		names = append(names, n)
+	}
+	rows.Close()
+	out := map[string]enginetest.Table{}
+	for _, n := range names {
+		out[n] = tableContent(t, db, n)
+	}
+	return out
+}
+
+func tableContent(t *testing.T, db *sql.DB, table string) enginetest.Table {
+	t.Helper()
+	rows, err := db.Query("SELECT * FROM " + quote(table))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	cols, _ := rows.Columns()
+	vals := make([]sql.RawBytes, len(cols))
+	ptrs := make([]any, len(cols))
+	for i := range vals {
+		ptrs[i] = &vals[i]
+	}
+	var hashes []string
+	for rows.Next() {
+		if err := rows.Scan(ptrs...); err != nil {
+			t.Fatal(err)
+		}
+		h := sha256.New()
+		for _, v := range vals {
+			if v == nil {
+				h.Write([]byte{0})
+				continue
+			}
+			h.Write([]byte{1})
+			h.Write([]byte(strings.Repeat(" ", 0)))
+			h.Write([]byte(hex.EncodeToString(v)))
+			h.Write([]byte{2})
+		}
+		hashes = append(hashes, hex.EncodeToString(h.Sum(nil)))
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(hashes)
+	sum := sha256.Sum256([]byte(strings.Join(hashes, "")))
+	return enginetest.Table{Rows: int64(len(hashes)), Hash: hex.EncodeToString(sum[:8])}
+}
+
+// hostileSchema: names with quotes, spaces, non-ASCII, a leading '-',
+// reserved words, two that differ only in case; every common type, NULLs,
+// binary bytes (0x00, quote, backslash, line break), a 2 MB value; a view,
+// a trigger, a procedure, a function and an event.
+const hostileSchema = "CREATE TABLE `select` (id INT PRIMARY KEY, `from` VARCHAR(20));\n" +
+	"INSERT INTO `select` VALUES (1, 'a'), (2, NULL), (3, 'it''s');\n" +
+	"CREATE TABLE `Weird \"Name\" 'x` (id INT PRIMARY KEY, note TEXT);\n" +
+	"INSERT INTO `Weird \"Name\" 'x` VALUES (1, 'line\\nbreak'), (2, 'tab\\there'), (3, 'back\\\\slash');\n" +
+	"CREATE TABLE `-lead ü táble` (id INT PRIMARY KEY, v VARCHAR(50)) DEFAULT CHARSET=utf8mb4;\n" +
+	"INSERT INTO `-lead ü táble` VALUES (1, 'Ünïcode ✓ 😀'), (2, '');\n" +
+	"CREATE TABLE `Case` (id INT PRIMARY KEY);\nCREATE TABLE `case` (id INT PRIMARY KEY);\n" +
+	"INSERT INTO `Case` VALUES (1), (2);\nINSERT INTO `case` VALUES (3);\n" +
+	"CREATE TABLE `empty` (id INT PRIMARY KEY);\n" +
+	"CREATE TABLE types (id BIGINT AUTO_INCREMENT PRIMARY KEY, i INT, si SMALLINT, ti TINYINT, d DECIMAL(20,6), f FLOAT, db DOUBLE,\n" +
+	"  b BOOL, c CHAR(10), vc VARCHAR(255), t TEXT, lt LONGTEXT, bl BLOB, lb LONGBLOB, bin VARBINARY(16), dt DATETIME(6),\n" +
+	"  ts TIMESTAMP(6) NULL, dd DATE, tm TIME, yr YEAR, e ENUM('a','b'), st SET('x','y'), j JSON, bt BIT(8), g GEOMETRY NULL,\n" +
+	"  u UUID NULL) DEFAULT CHARSET=utf8mb4;\n" +
+	"INSERT INTO types (i, si, ti, d, f, db, b, c, vc, t, lt, bl, lb, bin, dt, ts, dd, tm, yr, e, st, j, bt, g, u) VALUES\n" +
+	"  (-2147483648, 32767, -128, 12345678901234.123456, 1.5, 2.25e300, TRUE, 'char', 'it''s \"q\" \\\\ ; (x)', 'text', REPEAT('long ', 400000),\n" +
+	"   X'00275C0A0D1A', X'DEADBEEF00', X'0102', '2024-02-29 23:59:59.123456', '2024-01-01 00:00:00.5', '2024-12-31', '-12:30:00', 2024,\n" +
+	"   'b', 'x,y', '{\"k\": [1, \"two\", null]}', b'10101010', ST_GeomFromText('POINT(1 2)'), '123e4567-e89b-12d3-a456-426614174000'),\n" +
+	"  (NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,\n" +
+	"   NULL, NULL, NULL, NULL);\n" +
+	"CREATE VIEW `select view` AS SELECT id, `from` FROM `select`;\n" +
+	"CREATE TRIGGER `up per` BEFORE INSERT ON `select` FOR EACH ROW SET NEW.`from` = UPPER(NEW.`from`);\n" +
+	"CREATE PROCEDURE `count it`(OUT n INT) BEGIN SELECT COUNT(*) INTO n FROM `select`; END;\n" +
+	"CREATE FUNCTION `twice`(x INT) RETURNS INT DETERMINISTIC RETURN x * 2;\n" +
+	"CREATE EVENT `nightly` ON SCHEDULE EVERY 1 DAY DISABLE DO DELETE FROM `empty`;\n"
+
+func TestConformance(t *testing.T) {
+	dir := t.TempDir()
+	eng := mysql.Engine{OptionDir: dir}
+	enginetest.Run(t, eng, server{testsupport.MariaDB(t)}, enginetest.Options{
+		HostileSchema: hostileSchema,
+		Change:        "UPDATE `select` SET `from` = 'changed'; DELETE FROM `Case`; INSERT INTO `case` VALUES (99);",
+		Failing:       "INSERT INTO rb_no_such_table VALUES (1);",
+		TempDir:       dir,
+	})
+}
+
+// TestRestoreKeepsSchemaObjects: a restore brings the backup's view,
+// trigger, routines and event into the target, which works as before.
+func TestRestoreKeepsSchemaObjects(t *testing.T) {
+	ctx := context.Background()
+	srv := server{testsupport.MariaDB(t)}
+	src, dst := "objs_src_"+testsupport.RandomString(3), "objs_dst_"+testsupport.RandomString(3)
+	srv.CreateDatabase(t, src)
+	srv.CreateDatabase(t, dst)
+	t.Cleanup(func() { srv.DropDatabase(t, src); srv.DropDatabase(t, dst) })
+	srv.Exec(t, src, hostileSchema)
+	eng := mysql.Engine{OptionDir: t.TempDir()}
+	var dump strings.Builder
+	if _, err := eng.Dump(ctx, srv.Conn(src), &dump); err != nil {
+		t.Fatal(err)
+	}
+	if err := eng.Restore(ctx, srv.Conn(dst), strings.NewReader(dump.String())); err != nil {
+		t.Fatal(err)
+	}
+	db := srv.admin(t, dst)
+	var n, twice int
+	var from string
+	if _, err := db.Exec("INSERT INTO `select` VALUES (10, 'lower')"); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.QueryRow("SELECT `from` FROM `select view` WHERE id = 10").Scan(&from); err != nil || from != "LOWER" {
+		t.Fatalf("the view and the trigger after the restore: %q, %v", from, err)
+	}
+	if err := db.QueryRow("SELECT `twice`(21)").Scan(&twice); err != nil || twice != 42 {
+		t.Fatalf("the function after the restore: %d, %v", twice, err)
+	}
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, "CALL `count it`(@n)"); err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.QueryRowContext(ctx, "SELECT @n").Scan(&n); err != nil || n != 4 {
+		t.Fatalf("the procedure after the restore: %d, %v", n, err)
+	}
+	var events int
+	if err := db.QueryRow("SELECT COUNT(*) FROM information_schema.EVENTS WHERE EVENT_SCHEMA = ?", dst).Scan(&events); err != nil || events != 1 {
+		t.Fatalf("events after the restore: %d, %v", events, err)
+	}
+	var scratch int
+	if err := db.QueryRow("SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE 'rahatback\\_%'").Scan(&scratch); err != nil || scratch != 0 {
+		t.Fatalf("%d scratch databases left, %v", scratch, err)
+	}
+}

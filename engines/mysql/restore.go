@@ -1,0 +1,434 @@
+package mysql
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os/exec"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/rahatback/rahatback/engines"
+)
+
+// ScratchPrefix starts the name of the scratch databases a restore makes
+// and always drops: rahatback_restore_<random> and rahatback_undo_<random>.
+const ScratchPrefix = "rahatback_"
+
+// Restore applies a dump read from r to c's database without touching it
+// until the dump has applied completely:
+//
+//  1. the dump is applied by the mariadb (or mysql) client, in
+//     --binary-mode (no client commands but DELIMITER), to a new scratch
+//     database on the same server. When r fails (a checksum mismatch found
+//     at its end) or a statement fails, the scratch database is dropped and
+//     the target is as it was.
+//  2. the result is swapped in: the target's tables that the backup also
+//     holds move to an undo database and the scratch tables move into the
+//     target, in one RENAME TABLE; then the backup's views, triggers,
+//     routines and events are created in the target, replacing those of the
+//     same names. When a step fails, the steps done are undone and the
+//     target is as it was; the error says so, or says where the previous
+//     tables are when even the undo failed.
+//
+// Objects of the target that the backup does not hold (tables, views,
+// routines, events, and the triggers of such tables) are left as they are.
+// The target database must exist; c's user needs the privileges to create
+// and drop databases.
+func (e Engine) Restore(ctx context.Context, c engines.Conn, r io.Reader) error {
+	db, err := open(c, "")
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return serverError(err)
+	}
+	defer conn.Close()
+	var charset, collation string
+	err = conn.QueryRowContext(ctx, `SELECT DEFAULT_CHARACTER_SET_NAME, DEFAULT_COLLATION_NAME FROM information_schema.SCHEMATA
+		WHERE SCHEMA_NAME = ?`, c.Database).Scan(&charset, &collation)
+	if errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("Unknown database '%s'", c.Database)
+	} else if err != nil {
+		return serverError(err)
+	}
+	suffix := randomSuffix()
+	scratch := ScratchPrefix + "restore_" + suffix
+	if _, err := conn.ExecContext(ctx, "CREATE DATABASE "+quoteIdent(scratch)+" CHARACTER SET "+charset+" COLLATE "+collation); err != nil {
+		return fmt.Errorf("creating the scratch database: %w", serverError(err))
+	}
+	defer func() {
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+		defer cancel()
+		_, _ = conn.ExecContext(dctx, "DROP DATABASE IF EXISTS "+quoteIdent(scratch))
+	}()
+	if err := e.apply(ctx, c, scratch, r); err != nil {
+		return fmt.Errorf("%w (nothing was restored: the target was not touched)", err)
+	}
+	s := &swap{conn: conn, scratch: scratch, target: c.Database, undo: ScratchPrefix + "undo_" + suffix}
+	return s.run(context.WithoutCancel(ctx))
+}
+
+func randomSuffix() string {
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// apply pipes r into the client tool connected to database. The tool is
+// killed before it reads the end of r when r fails.
+func (e Engine) apply(ctx context.Context, c engines.Conn, database string, r io.Reader) error {
+	path, err := e.tool("mariadb", "mysql")
+	if err != nil {
+		return err
+	}
+	opts, cleanup, err := e.optionFile(c, database)
+	if err != nil {
+		return err
+	}
+	defer cleanup()
+	runCtx, kill := context.WithCancel(ctx)
+	defer kill()
+	cmd := exec.CommandContext(runCtx, path, "--defaults-file="+opts, "--binary-mode", "--batch", "--silent")
+	var stderr engines.StderrTail
+	cmd.Stderr = &stderr
+	cmd.Stdout = io.Discard
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGKILL) }
+	cmd.WaitDelay = 10 * time.Second
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return err
+	}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("mariadb: %w", err)
+	}
+	_, copyErr := io.Copy(stdin, r)
+	if copyErr != nil && !errors.Is(copyErr, syscall.EPIPE) {
+		kill()
+		_ = cmd.Wait()
+		return copyErr
+	}
+	stdin.Close()
+	waitErr := cmd.Wait()
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if waitErr != nil {
+		return fmt.Errorf("mariadb: %s", stderr.Message())
+	}
+	if copyErr != nil {
+		return fmt.Errorf("mariadb stopped reading: %w", copyErr)
+	}
+	return nil
+}
+
+// object is a view, trigger, routine or event with its definition.
+type object struct {
+	kind  string // VIEW, TRIGGER, PROCEDURE, FUNCTION, EVENT
+	name  string
+	table string // a trigger's table
+	def   string
+}
+
+// swap moves a restored scratch database's content into the target.
+type swap struct {
+	conn                   *sql.Conn
+	scratch, target, undo  string
+	moveOut, moveIn        []string // base tables
+	oldObjs, newObjs       []object // the target's replaced ones, the backup's
+	oldTriggers            []object // of the tables moved out
+	createdUndo, renamed   bool
+	created, droppedOldObj []object
+}
+
+func (s *swap) exec(ctx context.Context, q string) error {
+	_, err := s.conn.ExecContext(ctx, q)
+	return serverError(err)
+}
+
+// run swaps, or undoes what it did when a step fails.
+func (s *swap) run(ctx context.Context) error {
+	err := s.forward(ctx)
+	if err == nil {
+		_ = s.exec(ctx, "DROP DATABASE IF EXISTS "+quoteIdent(s.undo))
+		return nil
+	}
+	if uerr := s.back(ctx); uerr != nil {
+		return fmt.Errorf("restore failed while swapping in the restored tables: %v; undoing it failed too (%v): the target may be partly changed, its previous tables are in database %s", err, uerr, s.undo)
+	}
+	return fmt.Errorf("restore failed while swapping in the restored tables: %v (the target was put back as it was)", err)
+}
+
+func (s *swap) forward(ctx context.Context) error {
+	if err := s.exec(ctx, "SET SESSION foreign_key_checks = 0"); err != nil {
+		return err
+	}
+	scratchTables, scratchViews, err := s.tables(ctx, s.scratch)
+	if err != nil {
+		return err
+	}
+	targetTables, targetViews, err := s.tables(ctx, s.target)
+	if err != nil {
+		return err
+	}
+	if s.newObjs, err = s.objects(ctx, s.scratch, scratchViews); err != nil {
+		return err
+	}
+	backup := map[string]bool{}
+	for _, t := range append(append([]string{}, scratchTables...), scratchViews...) {
+		backup[strings.ToLower(t)] = true
+	}
+	s.moveIn = scratchTables
+	for _, t := range targetTables {
+		if backup[strings.ToLower(t)] {
+			s.moveOut = append(s.moveOut, t)
+		}
+	}
+	var replacedViews []string
+	for _, v := range targetViews {
+		if backup[strings.ToLower(v)] {
+			replacedViews = append(replacedViews, v)
+		}
+	}
+	// What of the target the backup replaces: views of the same names,
+	// routines and events of the same names, and the triggers of the
+	// tables moved out (a table with triggers cannot change database).
+	targetObjs, err := s.objects(ctx, s.target, replacedViews)
+	if err != nil {
+		return err
+	}
+	moved := map[string]bool{}
+	for _, t := range s.moveOut {
+		moved[t] = true
+	}
+	newNames := map[string]bool{}
+	for _, o := range s.newObjs {
+		newNames[o.kind+"\x00"+strings.ToLower(o.name)] = true
+	}
+	for _, o := range targetObjs {
+		switch {
+		case o.kind == "TRIGGER" && moved[o.table]:
+			s.oldTriggers = append(s.oldTriggers, o)
+		case o.kind == "VIEW", newNames[o.kind+"\x00"+strings.ToLower(o.name)]:
+			s.oldObjs = append(s.oldObjs, o)
+		}
+	}
+	// The scratch database's triggers go (they are recreated in the
+	// target), then the target's on the tables that move out.
+	for _, o := range s.newObjs {
+		if o.kind == "TRIGGER" {
+			if err := s.exec(ctx, "DROP TRIGGER "+quoteIdent(s.scratch)+"."+quoteIdent(o.name)); err != nil {
+				return err
+			}
+		}
+	}
+	for _, o := range s.oldTriggers {
+		if err := s.exec(ctx, "DROP TRIGGER "+quoteIdent(s.target)+"."+quoteIdent(o.name)); err != nil {
+			return err
+		}
+		s.droppedOldObj = append(s.droppedOldObj, o)
+	}
+	for _, o := range s.oldObjs {
+		if err := s.exec(ctx, "DROP "+o.kind+" "+quoteIdent(s.target)+"."+quoteIdent(o.name)); err != nil {
+			return err
+		}
+		s.droppedOldObj = append(s.droppedOldObj, o)
+	}
+	if err := s.exec(ctx, "CREATE DATABASE "+quoteIdent(s.undo)); err != nil {
+		return err
+	}
+	s.createdUndo = true
+	var renames []string
+	for _, t := range s.moveOut {
+		renames = append(renames, quoteIdent(s.target)+"."+quoteIdent(t)+" TO "+quoteIdent(s.undo)+"."+quoteIdent(t))
+	}
+	for _, t := range s.moveIn {
+		renames = append(renames, quoteIdent(s.scratch)+"."+quoteIdent(t)+" TO "+quoteIdent(s.target)+"."+quoteIdent(t))
+	}
+	if len(renames) > 0 {
+		if err := s.exec(ctx, "RENAME TABLE "+strings.Join(renames, ", ")); err != nil {
+			return err
+		}
+	}
+	s.renamed = true
+	if err := s.exec(ctx, "USE "+quoteIdent(s.target)); err != nil {
+		return err
+	}
+	return s.create(ctx, s.newObjs, &s.created)
+}
+
+// create creates objs in the current database, views in an order their
+// dependencies allow, recording each in done.
+func (s *swap) create(ctx context.Context, objs []object, done *[]object) error {
+	pending := objs
+	for len(pending) > 0 {
+		var failed []object
+		var lastErr error
+		for _, o := range pending {
+			if err := s.exec(ctx, o.def); err != nil {
+				if o.kind != "VIEW" {
+					return fmt.Errorf("creating %s %s: %w", strings.ToLower(o.kind), o.name, err)
+				}
+				failed, lastErr = append(failed, o), err
+				continue
+			}
+			*done = append(*done, o)
+		}
+		if len(failed) == len(pending) {
+			return fmt.Errorf("creating view %s: %w", failed[0].name, lastErr)
+		}
+		pending = failed
+	}
+	return nil
+}
+
+// back undoes forward's steps that were done, in reverse.
+func (s *swap) back(ctx context.Context) error {
+	var errs []error
+	keep := func(err error) {
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for i := len(s.created) - 1; i >= 0; i-- {
+		o := s.created[i]
+		keep(s.exec(ctx, "DROP "+o.kind+" IF EXISTS "+quoteIdent(s.target)+"."+quoteIdent(o.name)))
+	}
+	if s.renamed {
+		var renames []string
+		for _, t := range s.moveIn {
+			renames = append(renames, quoteIdent(s.target)+"."+quoteIdent(t)+" TO "+quoteIdent(s.scratch)+"."+quoteIdent(t))
+		}
+		for _, t := range s.moveOut {
+			renames = append(renames, quoteIdent(s.undo)+"."+quoteIdent(t)+" TO "+quoteIdent(s.target)+"."+quoteIdent(t))
+		}
+		if len(renames) > 0 {
+			keep(s.exec(ctx, "RENAME TABLE "+strings.Join(renames, ", ")))
+		}
+	}
+	if len(errs) == 0 && s.createdUndo {
+		keep(s.exec(ctx, "DROP DATABASE IF EXISTS "+quoteIdent(s.undo)))
+	}
+	if len(s.droppedOldObj) > 0 {
+		keep(s.exec(ctx, "USE "+quoteIdent(s.target)))
+		var restored []object
+		keep(s.create(ctx, s.droppedOldObj, &restored))
+	}
+	return errors.Join(errs...)
+}
+
+// tables lists database's base tables (and sequences) and views.
+func (s *swap) tables(ctx context.Context, database string) (tables, views []string, err error) {
+	rows, err := s.conn.QueryContext(ctx, `SELECT TABLE_NAME, TABLE_TYPE FROM information_schema.TABLES WHERE TABLE_SCHEMA = ?
+		ORDER BY TABLE_NAME`, database)
+	if err != nil {
+		return nil, nil, serverError(err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var name, typ string
+		if err := rows.Scan(&name, &typ); err != nil {
+			return nil, nil, err
+		}
+		if typ == "VIEW" {
+			views = append(views, name)
+		} else {
+			tables = append(tables, name)
+		}
+	}
+	return tables, views, serverError(rows.Err())
+}
+
+// objects reads, with database as the default (so the definitions name
+// its objects unqualified), the definitions of the given views and of
+// every trigger, routine and event of database.
+func (s *swap) objects(ctx context.Context, database string, views []string) ([]object, error) {
+	if err := s.exec(ctx, "USE "+quoteIdent(database)); err != nil {
+		return nil, err
+	}
+	var out []object
+	for _, v := range views {
+		out = append(out, object{kind: "VIEW", name: v})
+	}
+	lists := []struct {
+		kind, query string
+	}{
+		{"TRIGGER", `SELECT TRIGGER_NAME, EVENT_OBJECT_TABLE FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = ?
+			ORDER BY EVENT_OBJECT_TABLE, ACTION_TIMING, EVENT_MANIPULATION, ACTION_ORDER`},
+		{"ROUTINE", `SELECT ROUTINE_NAME, ROUTINE_TYPE FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = ? ORDER BY ROUTINE_NAME`},
+		{"EVENT", `SELECT EVENT_NAME, '' FROM information_schema.EVENTS WHERE EVENT_SCHEMA = ? ORDER BY EVENT_NAME`},
+	}
+	for _, l := range lists {
+		rows, err := s.conn.QueryContext(ctx, l.query, database)
+		if err != nil {
+			return nil, serverError(err)
+		}
+		for rows.Next() {
+			var name, extra string
+			if err := rows.Scan(&name, &extra); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			o := object{kind: l.kind, name: name}
+			switch l.kind {
+			case "ROUTINE":
+				o.kind = extra // PROCEDURE or FUNCTION
+			case "TRIGGER":
+				o.table = extra
+			}
+			out = append(out, o)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, serverError(err)
+		}
+	}
+	for i := range out {
+		def, err := s.showCreate(ctx, out[i].kind, out[i].name)
+		if err != nil {
+			return nil, err
+		}
+		out[i].def = def
+	}
+	return out, nil
+}
+
+// showCreate is the definition of kind name in the current database: the
+// column of SHOW CREATE holding the statement.
+func (s *swap) showCreate(ctx context.Context, kind, name string) (string, error) {
+	rows, err := s.conn.QueryContext(ctx, "SHOW CREATE "+kind+" "+quoteIdent(name))
+	if err != nil {
+		return "", serverError(err)
+	}
+	defer rows.Close()
+	cols, err := rows.Columns()
+	if err != nil {
+		return "", err
+	}
+	want := map[string]string{"VIEW": "Create View", "TRIGGER": "SQL Original Statement", "PROCEDURE": "Create Procedure",
+		"FUNCTION": "Create Function", "EVENT": "Create Event"}[kind]
+	if !rows.Next() {
+		return "", fmt.Errorf("SHOW CREATE %s %s: no row", kind, name)
+	}
+	vals := make([]sql.NullString, len(cols))
+	ptrs := make([]any, len(cols))
+	for i := range vals {
+		ptrs[i] = &vals[i]
+	}
+	if err := rows.Scan(ptrs...); err != nil {
+		return "", err
+	}
+	for i, c := range cols {
+		if c == want {
+			return vals[i].String, nil
+		}
+	}
+	return "", fmt.Errorf("SHOW CREATE %s: no column %q", kind, want)
+}

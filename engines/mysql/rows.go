@@ -1,0 +1,223 @@
+package mysql
+
+import (
+	"bytes"
+
+	"github.com/rahatback/rahatback/pipeline"
+)
+
+// rowCounter is an io.Writer that reads a mariadb-dump stream and counts
+// the rows of every table: each "-- Dumping data for table `t`" comment
+// names a table (with 0 rows until its INSERTs), and each row is a
+// parenthesised tuple of an "INSERT INTO `t` VALUES (…),(…);" statement,
+// which starts a line and may span several (MariaDB 10.11 puts each tuple
+// on a line of its own). Inside the tuples it follows single-quoted
+// strings with their backslash escapes, so parentheses in values do not
+// count; binary columns are hex with --hex-blob. Lines between
+// "DELIMITER ;;" and "DELIMITER ;" (routine and trigger bodies) are never
+// counted. It keeps at most maxHead bytes of a line; Write never fails.
+type rowCounter struct {
+	mode      int
+	head      []byte
+	inRoutine bool
+	// modeValues
+	inString, escape bool
+	depth            int
+	cur              int
+
+	tables []pipeline.TableCount
+	index  map[string]int
+}
+
+const (
+	modeHead   = iota // reading the start of a line
+	modeSkip          // the rest of the line does not matter
+	modeValues        // inside an INSERT's VALUES
+)
+
+// maxHead bounds the start of a line kept: the longest table name
+// (64 characters, 4 bytes each, every backquote doubled) fits.
+const maxHead = 1024
+
+var (
+	insertPrefix  = []byte("INSERT INTO `")
+	dumpingPrefix = []byte("-- Dumping data for table `")
+	valuesWord    = []byte(" VALUES")
+)
+
+func newRowCounter() *rowCounter { return &rowCounter{index: map[string]int{}} }
+
+// Tables is the tables seen so far in order, with their rows.
+func (c *rowCounter) Tables() []pipeline.TableCount {
+	out := make([]pipeline.TableCount, len(c.tables))
+	copy(out, c.tables)
+	return out
+}
+
+func (c *rowCounter) table(name string) int {
+	i, ok := c.index[name]
+	if !ok {
+		i = len(c.tables)
+		c.index[name] = i
+		c.tables = append(c.tables, pipeline.TableCount{Name: name})
+	}
+	return i
+}
+
+func (c *rowCounter) Write(p []byte) (int, error) {
+	for i := 0; i < len(p); {
+		switch c.mode {
+		case modeSkip:
+			j := bytes.IndexByte(p[i:], '\n')
+			if j < 0 {
+				return len(p), nil
+			}
+			i += j + 1
+			c.mode, c.head = modeHead, c.head[:0]
+		case modeValues:
+			i = c.values(p, i)
+		case modeHead:
+			b := p[i]
+			i++
+			if b == '\n' {
+				c.lineEnd()
+				c.head = c.head[:0]
+				continue
+			}
+			c.head = append(c.head, b)
+			c.decide()
+		}
+	}
+	return len(p), nil
+}
+
+// lineEnd handles a whole line kept in head: a DELIMITER line, the
+// comment naming a table, or an INSERT whose tuples start on the next
+// line.
+func (c *rowCounter) lineEnd() {
+	line := bytes.TrimRight(c.head, "\r ")
+	switch {
+	case bytes.Equal(line, []byte("DELIMITER ;;")):
+		c.inRoutine = true
+	case bytes.Equal(line, []byte("DELIMITER ;")):
+		c.inRoutine = false
+	case c.inRoutine:
+	case bytes.HasPrefix(line, dumpingPrefix):
+		if name, n, ok := quotedName(append(line[len(dumpingPrefix):], '\n')); ok && n == len(line)-len(dumpingPrefix) {
+			c.table(name)
+		}
+	case bytes.HasPrefix(line, insertPrefix):
+		name, n, ok := quotedName(append(line[len(insertPrefix):], '\n'))
+		if ok && bytes.Equal(line[len(insertPrefix)+n:], valuesWord) {
+			c.startValues(name)
+		}
+	}
+}
+
+// startValues counts the tuples that follow as rows of table name.
+func (c *rowCounter) startValues(name string) {
+	c.cur = c.table(name)
+	c.mode, c.inString, c.escape, c.depth = modeValues, false, false, 0
+}
+
+// decide looks at the start of the line read so far: an INSERT of table
+// data starts counting its tuples, a "Dumping data" comment names a table,
+// anything else is skipped to the end of the line.
+func (c *rowCounter) decide() {
+	h := c.head
+	if c.inRoutine {
+		if !bytes.HasPrefix([]byte("DELIMITER ;"), h) {
+			c.mode = modeSkip
+		}
+		return
+	}
+	switch {
+	case bytes.HasPrefix(h, insertPrefix):
+		name, n, ok := quotedName(h[len(insertPrefix):])
+		switch {
+		case !ok && len(h) < maxHead:
+			return // the name goes on
+		case !ok:
+			c.mode = modeSkip
+			return
+		}
+		rest := h[len(insertPrefix)+n:]
+		if len(rest) <= len(valuesWord) {
+			if !bytes.HasPrefix(valuesWord, rest) {
+				c.mode = modeSkip // INSERT with a column list: not mariadb-dump's data
+			}
+			return // "… VALUES" may end the line: lineEnd decides
+		}
+		if !bytes.HasPrefix(rest, valuesWord) || rest[len(valuesWord)] != ' ' {
+			c.mode = modeSkip
+			return
+		}
+		c.startValues(name)
+		c.values(rest[len(valuesWord):], 0)
+	case bytes.HasPrefix(h, dumpingPrefix):
+		if len(h) >= maxHead {
+			c.mode = modeSkip
+		}
+		// lineEnd reads the name once the line is whole.
+	case bytes.HasPrefix(insertPrefix, h), bytes.HasPrefix(dumpingPrefix, h), bytes.HasPrefix([]byte("DELIMITER ;;"), h):
+		// still a possible start
+	default:
+		c.mode = modeSkip
+	}
+}
+
+// quotedName reads a backquoted name whose opening quote is already read:
+// the name, the bytes it took with its closing quote, and ok once the
+// closing quote is certain (it is followed by a byte that is not another
+// backquote).
+func quotedName(b []byte) (name string, n int, ok bool) {
+	var out []byte
+	for i := 0; i < len(b); i++ {
+		if b[i] != '`' {
+			out = append(out, b[i])
+			continue
+		}
+		if i+1 >= len(b) {
+			return "", 0, false
+		}
+		if b[i+1] == '`' {
+			out = append(out, '`')
+			i++
+			continue
+		}
+		return string(out), i + 1, true
+	}
+	return "", 0, false
+}
+
+// values counts the tuples in p from i, up to the ';' that ends the
+// statement, and returns where it stopped.
+func (c *rowCounter) values(p []byte, i int) int {
+	for ; i < len(p); i++ {
+		b := p[i]
+		switch {
+		case c.inString:
+			switch {
+			case c.escape:
+				c.escape = false
+			case b == '\\':
+				c.escape = true
+			case b == '\'':
+				c.inString = false
+			}
+		case b == '\'':
+			c.inString = true
+		case b == '(':
+			if c.depth == 0 {
+				c.tables[c.cur].Rows++
+			}
+			c.depth++
+		case b == ')':
+			c.depth--
+		case b == ';' && c.depth == 0:
+			c.mode = modeSkip // the rest of the line
+			return i + 1
+		}
+	}
+	return i
+}
