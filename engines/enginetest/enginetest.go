@@ -114,7 +114,7 @@ func testRoundTrip(t *testing.T, eng engines.Engine, srv Server, o Options) {
 	// events of such a database (its MySQL engine says so); the tables'
 	// names have them.
 	src := database(t, srv, `-rb src ü select `+suffix())
-	dst := database(t, srv, `-rb dst select ✓` + suffix())
+	dst := database(t, srv, `-rb dst select ✓`+suffix())
 	srv.Exec(t, src, o.HostileSchema)
 	want := srv.Contents(t, src)
 	if len(want) < 3 {
