@@ -39,6 +39,26 @@ ensure_test_tools() {
 	command -v script >/dev/null 2>&1 || apt_install bsdutils
 }
 
+# ensure_mariadb_client installs the MariaDB client tools (mariadb-dump,
+# mariadb), which the agent runs to back up and restore MySQL and MariaDB.
+ensure_mariadb_client() {
+	if ! command -v mariadb-dump >/dev/null 2>&1 && ! command -v mysqldump >/dev/null 2>&1; then
+		echo "installing the MariaDB client tools (Debian package mariadb-client)…" >&2
+		apt_install mariadb-client
+	fi
+}
+
+# ensure_mariadb_server installs the MariaDB server binaries: tests start
+# private servers of their own with them (package mariadbserver) and never
+# use the machine's service.
+ensure_mariadb_server() {
+	if ! command -v mariadbd >/dev/null 2>&1 && [[ ! -x /usr/sbin/mariadbd ]]; then
+		echo "installing the MariaDB server binaries for the tests (Debian package mariadb-server)…" >&2
+		apt_install mariadb-server
+	fi
+	ensure_mariadb_client
+}
+
 # ensure_chromium installs Debian's Chromium, which the dashboard's browser
 # tests drive (github.com/chromedp/chromedp); without it they are skipped.
 ensure_chromium() {

@@ -2,9 +2,13 @@ package testsupport
 
 import (
 	"context"
+	"crypto/sha256"
 	"database/sql"
+	"encoding/hex"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -77,4 +81,75 @@ func stopMariaDB() {
 	if mariaDir != "" {
 		os.RemoveAll(mariaDir)
 	}
+}
+
+// TableContent is a table's row count and a hash of its rows independent
+// of their order.
+type TableContent struct {
+	Rows int64
+	Hash string
+}
+
+// MariaDBContents is every base table of database (through db) with its
+// content: each row's columns hashed as the server returns them (NULL
+// apart from any value), the row hashes sorted and hashed.
+func MariaDBContents(t testing.TB, db *sql.DB, database string) map[string]TableContent {
+	t.Helper()
+	rows, err := db.Query(`SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_TYPE = 'BASE TABLE'`, database)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for rows.Next() {
+		var n string
+		if err := rows.Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		names = append(names, n)
+	}
+	rows.Close()
+	out := map[string]TableContent{}
+	for _, n := range names {
+		out[n] = mariaTable(t, db, database, n)
+	}
+	return out
+}
+
+func mariaTable(t testing.TB, db *sql.DB, database, table string) TableContent {
+	t.Helper()
+	q := func(s string) string { return "`" + strings.ReplaceAll(s, "`", "``") + "`" }
+	rows, err := db.Query("SELECT * FROM " + q(database) + "." + q(table))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	cols, _ := rows.Columns()
+	vals := make([]sql.RawBytes, len(cols))
+	ptrs := make([]any, len(cols))
+	for i := range vals {
+		ptrs[i] = &vals[i]
+	}
+	var hashes []string
+	for rows.Next() {
+		if err := rows.Scan(ptrs...); err != nil {
+			t.Fatal(err)
+		}
+		h := sha256.New()
+		for _, v := range vals {
+			if v == nil {
+				h.Write([]byte{0})
+				continue
+			}
+			h.Write([]byte{1})
+			h.Write([]byte(hex.EncodeToString(v)))
+			h.Write([]byte{2})
+		}
+		hashes = append(hashes, hex.EncodeToString(h.Sum(nil)))
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(hashes)
+	sum := sha256.Sum256([]byte(strings.Join(hashes, "")))
+	return TableContent{Rows: int64(len(hashes)), Hash: hex.EncodeToString(sum[:8])}
 }

@@ -2,11 +2,8 @@ package mysql_test
 
 import (
 	"context"
-	"crypto/sha256"
 	"database/sql"
-	"encoding/hex"
 	"os"
-	"slices"
 	"strings"
 	"testing"
 
@@ -61,68 +58,14 @@ func (s server) Exec(t *testing.T, database, statements string) {
 	}
 }
 
-// Contents hashes every row's columns as the server returns them (NULL
-// apart from any value), the row hashes sorted.
+// Contents is testsupport.MariaDBContents.
 func (s server) Contents(t *testing.T, database string) map[string]enginetest.Table {
 	t.Helper()
-	db := s.admin(t, database)
-	rows, err := db.Query(`SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_TYPE = 'BASE TABLE'`, database)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var names []string
-	for rows.Next() {
-		var n string
-		if err := rows.Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		names = append(names, n)
-	}
-	rows.Close()
 	out := map[string]enginetest.Table{}
-	for _, n := range names {
-		out[n] = tableContent(t, db, n)
+	for name, c := range testsupport.MariaDBContents(t, s.admin(t, database), database) {
+		out[name] = enginetest.Table{Rows: c.Rows, Hash: c.Hash}
 	}
 	return out
-}
-
-func tableContent(t *testing.T, db *sql.DB, table string) enginetest.Table {
-	t.Helper()
-	rows, err := db.Query("SELECT * FROM " + quote(table))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
-	cols, _ := rows.Columns()
-	vals := make([]sql.RawBytes, len(cols))
-	ptrs := make([]any, len(cols))
-	for i := range vals {
-		ptrs[i] = &vals[i]
-	}
-	var hashes []string
-	for rows.Next() {
-		if err := rows.Scan(ptrs...); err != nil {
-			t.Fatal(err)
-		}
-		h := sha256.New()
-		for _, v := range vals {
-			if v == nil {
-				h.Write([]byte{0})
-				continue
-			}
-			h.Write([]byte{1})
-			h.Write([]byte(strings.Repeat(" ", 0)))
-			h.Write([]byte(hex.EncodeToString(v)))
-			h.Write([]byte{2})
-		}
-		hashes = append(hashes, hex.EncodeToString(h.Sum(nil)))
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
-	slices.Sort(hashes)
-	sum := sha256.Sum256([]byte(strings.Join(hashes, "")))
-	return enginetest.Table{Rows: int64(len(hashes)), Hash: hex.EncodeToString(sum[:8])}
 }
 
 // hostileSchema: names with quotes, spaces, non-ASCII, a leading '-',

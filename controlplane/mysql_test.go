@@ -1,0 +1,219 @@
+package controlplane_test
+
+import (
+	"bufio"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/rahatback/rahatback/mariadbserver"
+	"github.com/rahatback/rahatback/testsupport"
+)
+
+// mariaDB creates an empty database on the test binary's MariaDB,
+// dropped when t ends.
+func mariaDB(t *testing.T, name string) {
+	t.Helper()
+	admin, err := testsupport.MariaDB(t).Open("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	q := "`" + strings.ReplaceAll(name, "`", "``") + "`"
+	if _, err := admin.Exec("CREATE DATABASE " + q); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		admin, err := testsupport.MariaDB(t).Open("")
+		if err == nil {
+			_, _ = admin.Exec("DROP DATABASE IF EXISTS " + q)
+			admin.Close()
+		}
+	})
+}
+
+// sampleStatement is what loading a sample into a database of another name
+// leaves out: its own USE, CREATE and DROP of the database.
+var sampleStatement = regexp.MustCompile(`(?i)^(USE|CREATE DATABASE|DROP DATABASE|CREATE SCHEMA|DROP SCHEMA) `)
+
+// loadMariaDBSample loads ../shared/sample-db/mysql/<file> into database
+// with the mariadb client, as a user would (its views name sakila.
+// explicitly: that qualifier is dropped).
+func loadMariaDBSample(t *testing.T, database string, files ...string) {
+	t.Helper()
+	srv := testsupport.MariaDB(t)
+	opts := filepath.Join(t.TempDir(), "my.cnf")
+	cnf := "[client]\nuser=" + mariadbserver.Admin + "\npassword=" + srv.Password() + "\nhost=127.0.0.1\nport=" +
+		strconv.Itoa(srv.Port()) + "\nprotocol=TCP\ndefault-character-set=utf8mb4\n"
+	if err := os.WriteFile(opts, []byte(cnf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range files {
+		in, err := os.Open(filepath.Join("..", "..", "shared", "sample-db", "mysql", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		zr, err := zstd.NewReader(in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command("mariadb", "--defaults-file="+opts, "--database="+database)
+		stdin, err := cmd.StdinPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := &strings.Builder{}
+		cmd.Stdout, cmd.Stderr = out, out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		sc := bufio.NewScanner(zr)
+		sc.Buffer(make([]byte, 1<<20), 64<<20)
+		w := bufio.NewWriter(stdin)
+		for sc.Scan() {
+			line := sc.Text()
+			if sampleStatement.MatchString(line) {
+				continue
+			}
+			w.WriteString(strings.ReplaceAll(line, "sakila.", ""))
+			w.WriteByte('\n')
+		}
+		w.Flush()
+		stdin.Close()
+		zr.Close()
+		in.Close()
+		if err := sc.Err(); err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Wait(); err != nil {
+			t.Fatalf("loading %s: %v: %s", f, err, out)
+		}
+	}
+}
+
+// TestMySQLSampleDatabases backs up Sakila and Chinook (one MariaDB
+// database: triggers, procedures, views, spatial and full-text indexes,
+// BLOBs, and tables whose names differ only in case) through `rahatback
+// up` and its local agent, encrypted to S3 (versitygw) and plain to local
+// storage; downloads, verifies, and restores each into a new database
+// whose tables, rows and content hashes must equal the source's.
+func TestMySQLSampleDatabases(t *testing.T) {
+	maria := testsupport.MariaDB(t)
+	gw := testsupport.StartVersityGW(t)
+	suffix := testsupport.RandomString(3)
+	src := "sakila chinook " + suffix
+	mariaDB(t, src)
+	loadMariaDBSample(t, src, "sakila-schema.sql.zst", "sakila-data.sql.zst", "chinook-mysql.sql.zst")
+	admin, err := maria.Open("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	want := testsupport.MariaDBContents(t, admin, src)
+	if len(want) < 25 || want["customer"].Rows != 599 || want["Customer"].Rows != 59 {
+		t.Fatalf("the samples did not load: %d tables, customer %+v, Customer %+v", len(want), want["customer"], want["Customer"])
+	}
+
+	dbURL, _ := testsupport.NewDatabase(t)
+	httpAddr := freeAddr(t)
+	base := "http://" + httpAddr
+	sys := startUp(t, []string{"--data-dir", t.TempDir(), "--http", httpAddr, "--nats-listen", freeAddr(t), "--database-url", dbURL,
+		"--agent-heartbeat", "500ms", "--agent-offline-after", "3s"}, nil, base)
+	defer sys.stop(t)
+	c := client{t, base}
+	token := c.register("mysql@example.com")
+	c.waitAgents(token, 30*time.Second, "local agent online", func(l []agentView) bool { return len(l) == 1 && l[0].Status == "online" })
+
+	createDB := func(c client, name, database string) string {
+		t := c.t
+		t.Helper()
+		var d struct {
+			ID   string
+			Port int
+		}
+		// No port: the MySQL default (3306) is filled in, then corrected.
+		c.want(c.call("POST", "/v1/databases", token, map[string]any{"name": name, "type": "mysql", "host": "127.0.0.1",
+			"username": mariadbserver.Admin, "password": maria.Password(), "database": database}), 201).decode(t, &d)
+		if d.Port != 3306 {
+			t.Fatalf("a mysql database without a port got port %d, want 3306", d.Port)
+		}
+		c.want(c.call("PATCH", "/v1/databases/"+d.ID, token, map[string]any{"port": maria.Port()}), 200)
+		return d.ID
+	}
+	srcID := createDB(c, "sakila", src)
+	var test struct {
+		Success bool
+		Version string
+		Message string
+	}
+	c.want(c.call("POST", "/v1/databases/test-connection", token, map[string]any{"databaseId": srcID}), 200).decode(t, &test)
+	if !test.Success || !strings.HasPrefix(test.Version, "MariaDB 10.") {
+		t.Fatalf("test connection: %+v", test)
+	}
+
+	roundTrip := func(t *testing.T, job map[string]any, dst string) {
+		c := client{t, base}
+		var j struct{ ID string }
+		job["databaseId"] = srcID
+		c.want(c.call("POST", "/v1/backups/jobs", token, job), 201).decode(t, &j)
+		run := c.runJob(token, j.ID)
+		h := c.waitHistory(token, run, 3*time.Minute, "finished", func(h historyView) bool { return h.Status == "success" || h.Status == "failed" })
+		if h.Status != "success" {
+			t.Fatalf("backup: %s", h.ErrorMessage)
+		}
+		if h.Manifest.Engine != "mysql" || !strings.Contains(h.FileName, ".sql.zst") {
+			t.Fatalf("backup %s: engine %q", h.FileName, h.Manifest.Engine)
+		}
+		counted := map[string]int64{}
+		for _, tc := range h.Manifest.Tables {
+			counted[tc.Name] = tc.Rows
+		}
+		for name, w := range want {
+			if counted[name] != w.Rows {
+				t.Errorf("manifest: table %s has %d rows, count(*) %d", name, counted[name], w.Rows)
+			}
+		}
+		if sum, n := c.downloadSum(token, run); sum != h.ChecksumValue || n != h.FileSize {
+			t.Fatalf("download %s/%d, recorded %s/%d", sum, n, h.ChecksumValue, h.FileSize)
+		}
+		c.want(c.call("POST", "/v1/backups/history/"+run+"/verify", token, map[string]any{"verificationLevel": "BASIC"}), 202)
+		if v := c.waitHistory(token, run, time.Minute, "verified", func(h historyView) bool { return h.VerificationStatus != "PENDING" && h.VerificationStatus != "" }); v.VerificationStatus != "PASSED" {
+			t.Fatalf("verification: %+v", v.VerificationResult)
+		}
+		mariaDB(t, dst)
+		dstID := createDB(c, dst, dst)
+		var rs struct{ RestoreHistoryID string }
+		c.want(c.call("POST", "/v1/backups/history/"+run+"/restore", token, map[string]any{"targetDatabaseId": dstID}), 202).decode(t, &rs)
+		if r := c.waitRestore(token, rs.RestoreHistoryID, 3*time.Minute); r["status"] != "success" {
+			t.Fatalf("restore: %v", r)
+		}
+		got := testsupport.MariaDBContents(t, admin, dst)
+		for name, w := range want {
+			if got[name] != w {
+				t.Errorf("restored table %s: %+v, want %+v", name, got[name], w)
+			}
+		}
+		if len(got) != len(want) {
+			t.Errorf("restored %d tables, want %d", len(got), len(want))
+		}
+	}
+	t.Run("S3Encrypted", func(t *testing.T) {
+		c := client{t, base}
+		var cs struct{ ID string }
+		c.want(c.call("POST", "/v1/cloud-storage", token, map[string]any{"name": "gw", "storageType": "s3", "s3AccessKeyId": gw.AccessKey,
+			"s3SecretAccessKey": gw.SecretKey, "s3Region": gw.Region, "s3Bucket": gw.Bucket, "s3Endpoint": gw.Endpoint,
+			"s3ForcePathStyle": true}), 201).decode(t, &cs)
+		roundTrip(t, map[string]any{"name": "sakila to s3", "storageType": "s3", "cloudStorageId": cs.ID,
+			"isEncrypted": true, "encryptionPassword": "correct horse battery 42"}, "restored s3 "+suffix)
+	})
+	t.Run("Local", func(t *testing.T) {
+		roundTrip(t, map[string]any{"name": "sakila local"}, "restored local "+suffix)
+	})
+}
