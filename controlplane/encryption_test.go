@@ -101,39 +101,9 @@ func TestEncryptedBackup(t *testing.T) {
 
 	t.Run("RestoreWithStandardTools", func(t *testing.T) {
 		dir := t.TempDir()
-		download := func(path, to string) {
-			req, _ := http.NewRequest("GET", base+path, nil)
-			req.Header.Set("Authorization", "Bearer "+token)
-			resp, err := http.DefaultClient.Do(req)
-			if err != nil || resp.StatusCode != 200 {
-				t.Fatalf("GET %s: %v %v", path, resp.Status, err)
-			}
-			defer resp.Body.Close()
-			f, _ := os.Create(to)
-			defer f.Close()
-			if _, err := io.Copy(f, resp.Body); err != nil {
-				t.Fatal(err)
-			}
-		}
 		backup := filepath.Join(dir, h.FileName)
-		keyAge := filepath.Join(dir, "job.key.age")
-		keyTxt := filepath.Join(dir, "job.key")
-		download("/v1/backups/history/"+run+"/download", backup)
-		download("/v1/backups/jobs/"+job.ID+"/encryption-key", keyAge)
-
-		// age asks for the passphrase on a terminal: script(1) gives it one.
-		cmd := exec.Command("script", "-qec", fmt.Sprintf("age -d -o %q %q", keyTxt, keyAge), "/dev/null")
-		stdin, _ := cmd.StdinPipe()
-		var out bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &out
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		time.Sleep(time.Second)
-		fmt.Fprintln(stdin, password)
-		if err := cmd.Wait(); err != nil {
-			t.Fatalf("age -d of the exported key: %v\n%s", err, out.String())
-		}
+		downloadTo(t, base, token, "/v1/backups/history/"+run+"/download", backup)
+		keyTxt := exportedKey(t, base, token, job.ID, password)
 		plainName := "plain " + suffix
 		plain := scratchDB(t, plainName)
 		cfg, _ := pgx.ParseConfig(testsupport.Cluster().URL("postgres"))
@@ -154,7 +124,7 @@ func TestEncryptedBackup(t *testing.T) {
 			t.Fatalf("extra recipient cannot decrypt: %v", err)
 		}
 		// A wrong password does not open the exported key.
-		kf, _ := os.Open(keyAge)
+		kf, _ := os.Open(keyTxt + ".age")
 		defer kf.Close()
 		wrong, _ := age.NewScryptIdentity("not the password")
 		if _, err := age.Decrypt(kf, wrong); err == nil {
@@ -180,4 +150,52 @@ func TestEncryptedBackup(t *testing.T) {
 		other := c.register("eve@example.com")
 		c.want(c.call("GET", "/v1/backups/jobs/"+job.ID+"/encryption-key", other, nil), 404)
 	})
+}
+
+// downloadTo saves the API's answer to GET path in file to.
+func downloadTo(t *testing.T, base, token, path, to string) {
+	t.Helper()
+	req, _ := http.NewRequest("GET", base+path, nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("GET %s: %v", path, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("GET %s: %s", path, resp.Status)
+	}
+	f, err := os.Create(to)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// exportedKey downloads job's exported key (<dir>/job.key.age) and opens
+// it with age and password, as the README says: the path of the opened
+// identity file (<dir>/job.key).
+func exportedKey(t *testing.T, base, token, jobID, password string) string {
+	t.Helper()
+	dir := t.TempDir()
+	keyAge := filepath.Join(dir, "job.key.age")
+	keyTxt := filepath.Join(dir, "job.key")
+	downloadTo(t, base, token, "/v1/backups/jobs/"+jobID+"/encryption-key", keyAge)
+	// age asks for the passphrase on a terminal: script(1) gives it one.
+	cmd := exec.Command("script", "-qec", fmt.Sprintf("age -d -o %q %q", keyTxt, keyAge), "/dev/null")
+	stdin, _ := cmd.StdinPipe()
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	fmt.Fprintln(stdin, password)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("age -d of the exported key: %v\n%s", err, out.String())
+	}
+	return keyTxt
 }

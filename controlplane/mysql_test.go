@@ -39,6 +39,20 @@ func mariaDB(t *testing.T, name string) {
 	})
 }
 
+// adminOptionFile is a mariadb client option file for the test MariaDB's
+// administrator.
+func adminOptionFile(t *testing.T) string {
+	t.Helper()
+	srv := testsupport.MariaDB(t)
+	opts := filepath.Join(t.TempDir(), "my.cnf")
+	cnf := "[client]\nuser=" + mariadbserver.Admin + "\npassword=" + srv.Password() + "\nhost=127.0.0.1\nport=" +
+		strconv.Itoa(srv.Port()) + "\nprotocol=TCP\ndefault-character-set=utf8mb4\n"
+	if err := os.WriteFile(opts, []byte(cnf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return opts
+}
+
 // sampleStatement is what loading a sample into a database of another name
 // leaves out: its own USE, CREATE and DROP of the database.
 var sampleStatement = regexp.MustCompile(`(?i)^(USE|CREATE DATABASE|DROP DATABASE|CREATE SCHEMA|DROP SCHEMA) `)
@@ -48,13 +62,7 @@ var sampleStatement = regexp.MustCompile(`(?i)^(USE|CREATE DATABASE|DROP DATABAS
 // explicitly: that qualifier is dropped).
 func loadMariaDBSample(t *testing.T, database string, files ...string) {
 	t.Helper()
-	srv := testsupport.MariaDB(t)
-	opts := filepath.Join(t.TempDir(), "my.cnf")
-	cnf := "[client]\nuser=" + mariadbserver.Admin + "\npassword=" + srv.Password() + "\nhost=127.0.0.1\nport=" +
-		strconv.Itoa(srv.Port()) + "\nprotocol=TCP\ndefault-character-set=utf8mb4\n"
-	if err := os.WriteFile(opts, []byte(cnf), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	opts := adminOptionFile(t)
 	for _, f := range files {
 		in, err := os.Open(filepath.Join("..", "..", "shared", "sample-db", "mysql", f))
 		if err != nil {
@@ -64,7 +72,7 @@ func loadMariaDBSample(t *testing.T, database string, files ...string) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		cmd := exec.Command("mariadb", "--defaults-file="+opts, "--database="+database)
+		cmd := exec.Command("mariadb", "--defaults-extra-file="+opts, "--database="+database)
 		stdin, err := cmd.StdinPipe()
 		if err != nil {
 			t.Fatal(err)
@@ -158,12 +166,12 @@ func TestMySQLSampleDatabases(t *testing.T) {
 		t.Fatalf("test connection: %+v", test)
 	}
 
-	roundTrip := func(t *testing.T, job map[string]any, dst string) {
+	roundTrip := func(t *testing.T, job map[string]any, dst string) (jobID, run, file string) {
 		c := client{t, base}
 		var j struct{ ID string }
 		job["databaseId"] = srcID
 		c.want(c.call("POST", "/v1/backups/jobs", token, job), 201).decode(t, &j)
-		run := c.runJob(token, j.ID)
+		run = c.runJob(token, j.ID)
 		h := c.waitHistory(token, run, 3*time.Minute, "finished", func(h historyView) bool { return h.Status == "success" || h.Status == "failed" })
 		if h.Status != "success" {
 			t.Fatalf("backup: %s", h.ErrorMessage)
@@ -203,6 +211,7 @@ func TestMySQLSampleDatabases(t *testing.T) {
 		if len(got) != len(want) {
 			t.Errorf("restored %d tables, want %d", len(got), len(want))
 		}
+		return j.ID, run, h.FileName
 	}
 	t.Run("S3Encrypted", func(t *testing.T) {
 		c := client{t, base}
@@ -210,8 +219,28 @@ func TestMySQLSampleDatabases(t *testing.T) {
 		c.want(c.call("POST", "/v1/cloud-storage", token, map[string]any{"name": "gw", "storageType": "s3", "s3AccessKeyId": gw.AccessKey,
 			"s3SecretAccessKey": gw.SecretKey, "s3Region": gw.Region, "s3Bucket": gw.Bucket, "s3Endpoint": gw.Endpoint,
 			"s3ForcePathStyle": true}), 201).decode(t, &cs)
-		roundTrip(t, map[string]any{"name": "sakila to s3", "storageType": "s3", "cloudStorageId": cs.ID,
-			"isEncrypted": true, "encryptionPassword": "correct horse battery 42"}, "restored s3 "+suffix)
+		const password = "correct horse battery 42"
+		jobID, run, file := roundTrip(t, map[string]any{"name": "sakila to s3", "storageType": "s3", "cloudStorageId": cs.ID,
+			"isEncrypted": true, "encryptionPassword": password}, "restored s3 "+suffix)
+
+		// The README's recipe: age, zstd and mariadb, without RahatBack.
+		backup := filepath.Join(t.TempDir(), file)
+		downloadTo(t, base, token, "/v1/backups/history/"+run+"/download", backup)
+		key := exportedKey(t, base, token, jobID, password)
+		plain := "restored by hand " + suffix
+		mariaDB(t, plain)
+		opts := adminOptionFile(t)
+		cmd := exec.Command("sh", "-c", `age -d -i "$1" "$2" | zstd -dc | mariadb --defaults-extra-file="$3" --database="$4"`,
+			"sh", key, backup, opts, plain)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("age -d | zstd -d | mariadb: %v\n%s", err, out)
+		}
+		got := testsupport.MariaDBContents(t, admin, plain)
+		for name, w := range want {
+			if got[name] != w {
+				t.Errorf("restored by hand, table %s: %+v, want %+v", name, got[name], w)
+			}
+		}
 	})
 	t.Run("Local", func(t *testing.T) {
 		roundTrip(t, map[string]any{"name": "sakila local"}, "restored local "+suffix)
