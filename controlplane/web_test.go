@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -24,6 +25,7 @@ import (
 
 	"github.com/rahatback/rahatback/drivefake"
 	"github.com/rahatback/rahatback/events"
+	"github.com/rahatback/rahatback/mariadbserver"
 	"github.com/rahatback/rahatback/testsupport"
 )
 
@@ -357,6 +359,20 @@ func TestWebDashboard(t *testing.T) {
 		if port != "3306" {
 			t.Fatalf("port after choosing mysql = %q, want 3306", port)
 		}
+		// A MariaDB database tests through the agent and shows its version.
+		maria := testsupport.MariaDB(t)
+		mariaName := "web maria " + testsupport.RandomString(3)
+		mariaDB(t, mariaName)
+		p.fill(map[string]string{"#db-name": "shop-mysql", "#db-host": "127.0.0.1", "#db-port": strconv.Itoa(maria.Port()),
+			"#db-username": mariadbserver.Admin, "#db-password": maria.Password(), "#db-database": mariaName})
+		p.run("test mysql connection", chromedp.Click(chromedp.CSS(`[data-test-connection]`)))
+		p.waitJS("mysql connection tested", `document.querySelector('#test-result.ok, #test-result.bad')`, 40*time.Second)
+		var mysqlResult string
+		p.read(`document.querySelector('#test-result').textContent`, &mysqlResult)
+		if !strings.Contains(mysqlResult, "MariaDB 10.") {
+			t.Fatalf("test connection of a MariaDB database shows %q, want its version", mysqlResult)
+		}
+		p.fill(map[string]string{"#db-port": "3306"}) // a default port follows the type
 		p.fill(map[string]string{`#db-type`: "postgresql"})
 		p.eval(`(document.querySelector('#db-type').dispatchEvent(new Event('change')), document.querySelector('#db-port').value)`, &port)
 		if port != "5432" {
