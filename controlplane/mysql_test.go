@@ -41,7 +41,7 @@ func mariaDB(t *testing.T, name string) {
 
 // adminOptionFile is a mariadb client option file for the test MariaDB's
 // administrator.
-func adminOptionFile(t *testing.T) string {
+func adminOptionFile(t testing.TB) string {
 	t.Helper()
 	srv := testsupport.MariaDB(t)
 	opts := filepath.Join(t.TempDir(), "my.cnf")

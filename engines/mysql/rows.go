@@ -190,34 +190,61 @@ func quotedName(b []byte) (name string, n int, ok bool) {
 	return "", 0, false
 }
 
+// backslashRun is the number of backslashes that end b.
+func backslashRun(b []byte) int {
+	n := 0
+	for n < len(b) && b[len(b)-1-n] == '\\' {
+		n++
+	}
+	return n
+}
+
 // values counts the tuples in p from i, up to the ';' that ends the
-// statement, and returns where it stopped.
+// statement, and returns where it stopped. It jumps from one byte that
+// matters to the next with bytes.IndexAny.
 func (c *rowCounter) values(p []byte, i int) int {
-	for ; i < len(p); i++ {
-		b := p[i]
-		switch {
-		case c.inString:
-			switch {
-			case c.escape:
+	for i < len(p) {
+		if c.inString {
+			if c.escape {
 				c.escape = false
-			case b == '\\':
-				c.escape = true
-			case b == '\'':
+				i++
+				continue
+			}
+			// The next quote ends the string unless an odd run of
+			// backslashes escapes it.
+			j := bytes.IndexByte(p[i:], '\'')
+			if j < 0 {
+				c.escape = backslashRun(p[i:])%2 == 1
+				return len(p)
+			}
+			if backslashRun(p[i:i+j])%2 == 0 {
 				c.inString = false
 			}
-		case b == '\'':
+			i += j + 1
+			continue
+		}
+		j := bytes.IndexAny(p[i:], "'();")
+		if j < 0 {
+			return len(p)
+		}
+		i += j
+		switch p[i] {
+		case '\'':
 			c.inString = true
-		case b == '(':
+		case '(':
 			if c.depth == 0 {
 				c.tables[c.cur].Rows++
 			}
 			c.depth++
-		case b == ')':
+		case ')':
 			c.depth--
-		case b == ';' && c.depth == 0:
-			c.mode = modeSkip // the rest of the line
-			return i + 1
+		case ';':
+			if c.depth == 0 {
+				c.mode = modeSkip // the rest of the line
+				return i + 1
+			}
 		}
+		i++
 	}
 	return i
 }

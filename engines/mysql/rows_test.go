@@ -42,3 +42,33 @@ func TestRowCounter(t *testing.T) {
 		}
 	}
 }
+
+// dumpLike is about n bytes shaped like mariadb-dump's data: extended
+// INSERTs of tuples with numbers, quoted strings with escapes, hex blobs
+// and JSON, one tuple per line.
+func dumpLike(n int) []byte {
+	var b []byte
+	for t := 0; len(b) < n; t++ {
+		b = append(b, "--\n-- Dumping data for table `events`\n--\n\nINSERT INTO `events` VALUES\n"...)
+		for i := 0; i < 2000; i++ {
+			if i > 0 {
+				b = append(b, ",\n"...)
+			}
+			b = append(b, "(1234567,98765,'purchase',1234.56,'2024-05-06 07:08:09.123456','n0te with \\'quote\\' and (parens); ok','{\"ip\": \"10.1.2.3\", \"session\": \"0123456789abcdef0123456789abcdef\", \"score\": 0.1234}',0x0123456789ABCDEF0123456789ABCDEF)"...)
+		}
+		b = append(b, ";\n"...)
+	}
+	return b
+}
+
+func BenchmarkRowCounter(b *testing.B) {
+	data := dumpLike(64 << 20)
+	b.SetBytes(int64(len(data)))
+	b.ResetTimer()
+	for range b.N {
+		c := newRowCounter()
+		for i := 0; i < len(data); i += 32 << 10 {
+			c.Write(data[i:min(i+32<<10, len(data))])
+		}
+	}
+}
