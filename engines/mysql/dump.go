@@ -56,12 +56,11 @@ func (e Engine) Dump(ctx context.Context, c engines.Conn, w io.Writer) (engines.
 	cmd := exec.CommandContext(ctx, path, append(args, "--", c.Database)...)
 	rows := newRowCounter()
 	tail := &engines.Tail{}
-	cmd.Stdout = io.MultiWriter(w, rows, tail)
 	var stderr engines.StderrTail
 	cmd.Stderr = &stderr
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
 	cmd.WaitDelay = 10 * time.Second
-	if err := cmd.Run(); err != nil {
+	if err := engines.RunStreaming(cmd, io.MultiWriter(w, rows, tail)); err != nil {
 		if ctx.Err() != nil {
 			return engines.DumpInfo{}, ctx.Err()
 		}
