@@ -107,6 +107,7 @@ type historyView struct {
 		}
 	}
 	LastRestoreStatus string
+	Duration          float64 // seconds, as the agent measured the run
 	ExpireReason      string
 	PurgedAt          *time.Time
 	Manifest          struct {
