@@ -153,9 +153,9 @@ func (h *Handlers) openChecked(ctx context.Context, ref events.ObjectRef) (io.Re
 	return &wholeStream{dec: dec, stored: checked}, read, closeAll, nil
 }
 
-// Restore applies a stored backup to the target database in one
-// transaction, checking the checksum while streaming: a damaged backup or a
-// failing statement leaves the target as it was. It publishes started,
+// Restore applies a stored backup to the target database as its engine's
+// Spec().Restore says, checking the checksum while streaming: a damaged
+// backup or a failing statement leaves the target as it was. It publishes started,
 // progress and completed or failed, and returns an error only when the
 // outcome could not be published.
 func (h *Handlers) Restore(ctx context.Context, cmd events.RestoreCommand, publish Publisher, keepAlive func()) error {

@@ -16,7 +16,8 @@ type restoreRequest struct {
 
 // restoreHistory restores a successful backup into its database or
 // targetDatabaseId (same type, same owner): 202 {restoreHistoryId}. The
-// agent holding the backup runs it, in one transaction. 404 for another
+// agent holding the backup runs it (all or nothing, as its engine's
+// restore guarantees). 404 for another
 // user's backup or target; 400 for a target of another type; 409 unless the
 // backup succeeded; 503 when its agent is offline.
 func (a *API) restoreHistory(w http.ResponseWriter, r *http.Request) error {
