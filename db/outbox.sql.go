@@ -28,7 +28,7 @@ func (q *Queries) OutboxAdd(ctx context.Context, db DBTX, arg OutboxAddParams) e
 const outboxAddHeld = `-- name: OutboxAddHeld :many
 INSERT INTO outbox (subject, msg_id, data, hold_until)
 SELECT unnest($1::text[]), unnest($2::text[]), unnest($3::bytea[]),
-       now() + make_interval(secs => $4::float8)
+       clock_timestamp() + make_interval(secs => $4::float8)
 RETURNING id, msg_id
 `
 
@@ -45,7 +45,8 @@ type OutboxAddHeldRow struct {
 }
 
 // OutboxAddHeld is OutboxAdd of messages held from the relays for
-// hold_secs; it returns their ids with their message ids.
+// hold_secs from now (not from the transaction's start); it returns their
+// ids with their message ids.
 func (q *Queries) OutboxAddHeld(ctx context.Context, db DBTX, arg OutboxAddHeldParams) ([]OutboxAddHeldRow, error) {
 	rows, err := db.Query(ctx, outboxAddHeld,
 		arg.Subjects,

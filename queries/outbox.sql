@@ -14,11 +14,12 @@ WHERE hold_until IS NULL OR hold_until <= now()
 ORDER BY id LIMIT sqlc.arg(lim);
 
 -- OutboxAddHeld is OutboxAdd of messages held from the relays for
--- hold_secs; it returns their ids with their message ids.
+-- hold_secs from now (not from the transaction's start); it returns their
+-- ids with their message ids.
 -- name: OutboxAddHeld :many
 INSERT INTO outbox (subject, msg_id, data, hold_until)
 SELECT unnest(sqlc.arg(subjects)::text[]), unnest(sqlc.arg(msg_ids)::text[]), unnest(sqlc.arg(data)::bytea[]),
-       now() + make_interval(secs => sqlc.arg(hold_secs)::float8)
+       clock_timestamp() + make_interval(secs => sqlc.arg(hold_secs)::float8)
 RETURNING id, msg_id;
 
 -- OutboxRelease hands held messages to the relays.

@@ -58,8 +58,13 @@ func (s *Service) StartBackup(ctx context.Context, user, jobID uuid.UUID) (run u
 	errRunning := fail(Conflict, "this job already has a backup queued or running")
 	err = db.WithTx(ctx, s.c.Pool, func(tx pgx.Tx) error {
 		// The job's row lock orders concurrent "run now" clicks.
-		if _, err := s.q.GetBackupJobForUpdate(ctx, tx, db.GetBackupJobForUpdateParams{ID: j.ID, UserID: user}); err != nil {
+		locked, err := s.q.GetBackupJobForUpdate(ctx, tx, db.GetBackupJobForUpdateParams{ID: j.ID, UserID: user})
+		if err != nil {
 			return mapNotFound(err, "backup job", "")
+		}
+		if !locked.UpdatedAt.Equal(j.UpdatedAt) {
+			// The command was built from the job as it was.
+			return fail(Conflict, "the job was changed while the run was being prepared; run it again")
 		}
 		active, err := s.q.HasActiveBackup(ctx, tx, j.ID)
 		if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"os"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -156,5 +157,42 @@ func TestRestoreKeepsSchemaObjects(t *testing.T) {
 	var scratch int
 	if err := db.QueryRow("SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE 'rahatback\\_%'").Scan(&scratch); err != nil || scratch != 0 {
 		t.Fatalf("%d scratch databases left, %v", scratch, err)
+	}
+}
+
+// TestRestoreLeavesOtherTables: with case-sensitive table names, a target
+// table whose name differs only in case from a backup table is not
+// touched; a target table that references a table the restore would
+// replace makes it refuse before changing anything.
+func TestRestoreLeavesOtherTables(t *testing.T) {
+	ctx := context.Background()
+	srv := server{testsupport.MariaDB(t)}
+	src, dst := "other_src_"+testsupport.RandomString(3), "other_dst_"+testsupport.RandomString(3)
+	srv.CreateDatabase(t, src)
+	srv.CreateDatabase(t, dst)
+	t.Cleanup(func() { srv.DropDatabase(t, src); srv.DropDatabase(t, dst) })
+	srv.Exec(t, src, "CREATE TABLE users (id INT PRIMARY KEY); INSERT INTO users VALUES (1), (2);")
+	srv.Exec(t, dst, "CREATE TABLE users (id INT PRIMARY KEY); CREATE TABLE `Users` (id INT PRIMARY KEY); INSERT INTO `Users` VALUES (7);")
+	eng := mysql.Engine{OptionDir: t.TempDir()}
+	var dump strings.Builder
+	if _, err := eng.Dump(ctx, srv.Conn(src), &dump); err != nil {
+		t.Fatal(err)
+	}
+	if err := eng.Restore(ctx, srv.Conn(dst), strings.NewReader(dump.String())); err != nil {
+		t.Fatal(err)
+	}
+	got := srv.Contents(t, dst)
+	if got["users"].Rows != 2 || got["Users"].Rows != 1 {
+		t.Fatalf("after the restore: %+v", got)
+	}
+
+	srv.Exec(t, dst, "CREATE TABLE orders (id INT PRIMARY KEY, user_id INT, FOREIGN KEY (user_id) REFERENCES users (id)); INSERT INTO orders VALUES (1, 1);")
+	before := srv.Contents(t, dst)
+	err := eng.Restore(ctx, srv.Conn(dst), strings.NewReader(dump.String()))
+	if err == nil || !strings.Contains(err.Error(), "orders") {
+		t.Fatalf("a restore that would strand a foreign key: %v", err)
+	}
+	if after := srv.Contents(t, dst); !reflect.DeepEqual(after, before) {
+		t.Fatalf("the refused restore changed the target: %+v, was %+v", after, before)
 	}
 }

@@ -135,6 +135,9 @@ type object struct {
 	name  string
 	table string // a trigger's table
 	def   string
+	// sqlMode is the sql_mode it was created under (not for views): its
+	// body is parsed again under it.
+	sqlMode *string
 }
 
 // swap moves a restored scratch database's content into the target.
@@ -146,6 +149,9 @@ type swap struct {
 	oldTriggers            []object // of the tables moved out
 	createdUndo, renamed   bool
 	created, droppedOldObj []object
+	// fold is how the server compares table names: as they are
+	// (lower_case_table_names=0) or lowercased.
+	fold func(string) string
 }
 
 func (s *swap) exec(ctx context.Context, q string) error {
@@ -153,18 +159,57 @@ func (s *swap) exec(ctx context.Context, q string) error {
 	return serverError(err)
 }
 
-// run swaps, or undoes what it did when a step fails.
+// swapTimeout bounds a swap; lockWait bounds each of its waits for a
+// table lock (an idle transaction holding one would otherwise stall it
+// for the server's default of a day).
+const (
+	swapTimeout = 10 * time.Minute
+	lockWait    = 60
+)
+
+// run swaps, or undoes what it did when a step fails. One restore into a
+// database runs at a time (a named lock).
 func (s *swap) run(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, swapTimeout)
+	defer cancel()
+	var got sql.NullInt64
+	lock := "rahatback:restore:" + s.target
+	if err := s.conn.QueryRowContext(ctx, "SELECT GET_LOCK(?, 0)", lock).Scan(&got); err != nil {
+		return serverError(err)
+	}
+	if got.Int64 != 1 {
+		return fmt.Errorf("another restore into database %s is running; try again when it has finished (nothing was restored)", s.target)
+	}
+	defer s.conn.ExecContext(context.WithoutCancel(ctx), "DO RELEASE_LOCK(?)", lock)
+	var lower int
+	if err := s.conn.QueryRowContext(ctx, "SELECT @@lower_case_table_names").Scan(&lower); err != nil {
+		return serverError(err)
+	}
+	s.fold = func(n string) string { return n }
+	if lower != 0 {
+		s.fold = strings.ToLower
+	}
+	if err := s.exec(ctx, fmt.Sprintf("SET SESSION lock_wait_timeout = %d", lockWait)); err != nil {
+		return err
+	}
 	err := s.forward(ctx)
 	if err == nil {
-		_ = s.exec(ctx, "DROP DATABASE IF EXISTS "+quoteIdent(s.undo))
+		if err := s.exec(ctx, "DROP DATABASE IF EXISTS "+quoteIdent(s.undo)); err != nil {
+			return fmt.Errorf("the restore succeeded, but the previous tables are left in database %s: %v", s.undo, err)
+		}
 		return nil
+	}
+	if errors.Is(err, errRefused) {
+		return err
 	}
 	if uerr := s.back(ctx); uerr != nil {
 		return fmt.Errorf("restore failed while swapping in the restored tables: %v; undoing it failed too (%v): the target may be partly changed, its previous tables are in database %s", err, uerr, s.undo)
 	}
 	return fmt.Errorf("restore failed while swapping in the restored tables: %v (the target was put back as it was)", err)
 }
+
+// errRefused marks a swap refused before it changed anything.
+var errRefused = errors.New("nothing was restored")
 
 func (s *swap) forward(ctx context.Context) error {
 	if err := s.exec(ctx, "SET SESSION foreign_key_checks = 0"); err != nil {
@@ -183,19 +228,22 @@ func (s *swap) forward(ctx context.Context) error {
 	}
 	backup := map[string]bool{}
 	for _, t := range append(append([]string{}, scratchTables...), scratchViews...) {
-		backup[strings.ToLower(t)] = true
+		backup[s.fold(t)] = true
 	}
 	s.moveIn = scratchTables
 	for _, t := range targetTables {
-		if backup[strings.ToLower(t)] {
+		if backup[s.fold(t)] {
 			s.moveOut = append(s.moveOut, t)
 		}
 	}
 	var replacedViews []string
 	for _, v := range targetViews {
-		if backup[strings.ToLower(v)] {
+		if backup[s.fold(v)] {
 			replacedViews = append(replacedViews, v)
 		}
+	}
+	if err := s.checkForeignKeys(ctx); err != nil {
+		return err
 	}
 	// What of the target the backup replaces: views of the same names,
 	// routines and events of the same names, and the triggers of the
@@ -208,15 +256,22 @@ func (s *swap) forward(ctx context.Context) error {
 	for _, t := range s.moveOut {
 		moved[t] = true
 	}
+	// Routines and events are named case-insensitively; triggers as tables.
+	key := func(o object) string {
+		if o.kind == "TRIGGER" {
+			return o.kind + "\x00" + s.fold(o.name)
+		}
+		return o.kind + "\x00" + strings.ToLower(o.name)
+	}
 	newNames := map[string]bool{}
 	for _, o := range s.newObjs {
-		newNames[o.kind+"\x00"+strings.ToLower(o.name)] = true
+		newNames[key(o)] = true
 	}
 	for _, o := range targetObjs {
 		switch {
 		case o.kind == "TRIGGER" && moved[o.table]:
 			s.oldTriggers = append(s.oldTriggers, o)
-		case o.kind == "VIEW", newNames[o.kind+"\x00"+strings.ToLower(o.name)]:
+		case o.kind == "VIEW", newNames[key(o)]:
 			s.oldObjs = append(s.oldObjs, o)
 		}
 	}
@@ -264,6 +319,33 @@ func (s *swap) forward(ctx context.Context) error {
 	return s.create(ctx, s.newObjs, &s.created)
 }
 
+// checkForeignKeys refuses, before anything changes, a swap that would
+// move out a table that a table the backup does not replace references:
+// its foreign key would follow the old table into the undo database.
+func (s *swap) checkForeignKeys(ctx context.Context) error {
+	moving := map[string]bool{}
+	for _, t := range s.moveOut {
+		moving[t] = true
+	}
+	rows, err := s.conn.QueryContext(ctx, `SELECT TABLE_NAME, CONSTRAINT_NAME, REFERENCED_TABLE_NAME
+		FROM information_schema.REFERENTIAL_CONSTRAINTS WHERE CONSTRAINT_SCHEMA = ? AND UNIQUE_CONSTRAINT_SCHEMA = ?`, s.target, s.target)
+	if err != nil {
+		return serverError(err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var table, constraint, referenced string
+		if err := rows.Scan(&table, &constraint, &referenced); err != nil {
+			return err
+		}
+		if moving[referenced] && !moving[table] {
+			return fmt.Errorf("table %s, which the backup does not hold, references table %s, which the restore replaces (foreign key %s); drop or move that table first (%w)",
+				table, referenced, constraint, errRefused)
+		}
+	}
+	return serverError(rows.Err())
+}
+
 // create creates objs in the current database, views in an order their
 // dependencies allow, recording each in done.
 func (s *swap) create(ctx context.Context, objs []object, done *[]object) error {
@@ -272,7 +354,7 @@ func (s *swap) create(ctx context.Context, objs []object, done *[]object) error 
 		var failed []object
 		var lastErr error
 		for _, o := range pending {
-			if err := s.exec(ctx, o.def); err != nil {
+			if err := s.createOne(ctx, o); err != nil {
 				if o.kind != "VIEW" {
 					return fmt.Errorf("creating %s %s: %w", strings.ToLower(o.kind), o.name, err)
 				}
@@ -287,6 +369,26 @@ func (s *swap) create(ctx context.Context, objs []object, done *[]object) error 
 		pending = failed
 	}
 	return nil
+}
+
+// createOne runs o's definition under the sql_mode it was created under,
+// then puts the session's back.
+func (s *swap) createOne(ctx context.Context, o object) error {
+	if o.sqlMode == nil {
+		return s.exec(ctx, o.def)
+	}
+	var saved string
+	if err := s.conn.QueryRowContext(ctx, "SELECT @@SESSION.sql_mode").Scan(&saved); err != nil {
+		return serverError(err)
+	}
+	if _, err := s.conn.ExecContext(ctx, "SET SESSION sql_mode = ?", *o.sqlMode); err != nil {
+		return serverError(err)
+	}
+	err := s.exec(ctx, o.def)
+	if _, rerr := s.conn.ExecContext(ctx, "SET SESSION sql_mode = ?", saved); rerr != nil && err == nil {
+		err = serverError(rerr)
+	}
+	return err
 }
 
 // back undoes forward's steps that were done, in reverse.
@@ -313,7 +415,12 @@ func (s *swap) back(ctx context.Context) error {
 			keep(s.exec(ctx, "RENAME TABLE "+strings.Join(renames, ", ")))
 		}
 	}
-	if len(errs) == 0 && s.createdUndo {
+	if len(errs) > 0 {
+		// The previous tables are still in the undo database: their
+		// triggers and views must not land on the restored ones.
+		return errors.Join(errs...)
+	}
+	if s.createdUndo {
 		keep(s.exec(ctx, "DROP DATABASE IF EXISTS "+quoteIdent(s.undo)))
 	}
 	if len(s.droppedOldObj) > 0 {
@@ -391,31 +498,32 @@ func (s *swap) objects(ctx context.Context, database string, views []string) ([]
 		}
 	}
 	for i := range out {
-		def, err := s.showCreate(ctx, out[i].kind, out[i].name)
+		def, mode, err := s.showCreate(ctx, out[i].kind, out[i].name)
 		if err != nil {
 			return nil, err
 		}
-		out[i].def = def
+		out[i].def, out[i].sqlMode = def, mode
 	}
 	return out, nil
 }
 
-// showCreate is the definition of kind name in the current database: the
-// column of SHOW CREATE holding the statement.
-func (s *swap) showCreate(ctx context.Context, kind, name string) (string, error) {
+// showCreate is the definition of kind name in the current database (the
+// column of SHOW CREATE holding the statement) and, when SHOW CREATE gives
+// it, the sql_mode it was created under.
+func (s *swap) showCreate(ctx context.Context, kind, name string) (string, *string, error) {
 	rows, err := s.conn.QueryContext(ctx, "SHOW CREATE "+kind+" "+quoteIdent(name))
 	if err != nil {
-		return "", serverError(err)
+		return "", nil, serverError(err)
 	}
 	defer rows.Close()
 	cols, err := rows.Columns()
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
 	want := map[string]string{"VIEW": "Create View", "TRIGGER": "SQL Original Statement", "PROCEDURE": "Create Procedure",
 		"FUNCTION": "Create Function", "EVENT": "Create Event"}[kind]
 	if !rows.Next() {
-		return "", fmt.Errorf("SHOW CREATE %s %s: no row", kind, name)
+		return "", nil, fmt.Errorf("SHOW CREATE %s %s: no row", kind, name)
 	}
 	vals := make([]sql.NullString, len(cols))
 	ptrs := make([]any, len(cols))
@@ -423,12 +531,22 @@ func (s *swap) showCreate(ctx context.Context, kind, name string) (string, error
 		ptrs[i] = &vals[i]
 	}
 	if err := rows.Scan(ptrs...); err != nil {
-		return "", err
+		return "", nil, err
 	}
+	var def string
+	var mode *string
+	found := false
 	for i, c := range cols {
-		if c == want {
-			return vals[i].String, nil
+		switch c {
+		case want:
+			def, found = vals[i].String, true
+		case "sql_mode":
+			m := vals[i].String
+			mode = &m
 		}
 	}
-	return "", fmt.Errorf("SHOW CREATE %s: no column %q", kind, want)
+	if !found {
+		return "", nil, fmt.Errorf("SHOW CREATE %s: no column %q", kind, want)
+	}
+	return def, mode, nil
 }

@@ -40,6 +40,15 @@ func (e Engine) optionFile(c engines.Conn, database string) (string, func(), err
 		return "", nil, err
 	}
 	cleanup := func() { os.Remove(f.Name()) }
+	for _, v := range []string{c.Username, c.Password, c.Host, database} {
+		// The tools read option files in lines of about 4 KiB: a longer
+		// value would spill into an option of its own.
+		if len(v) > maxOptionValue || strings.ContainsRune(v, 0) {
+			f.Close()
+			cleanup()
+			return "", nil, fmt.Errorf("a connection setting is longer than %d bytes or holds a NUL byte", maxOptionValue)
+		}
+	}
 	var b strings.Builder
 	b.WriteString("[client]\n")
 	fmt.Fprintf(&b, "user=%s\n", optionValue(c.Username))
@@ -69,6 +78,9 @@ func (e Engine) optionFile(c engines.Conn, database string) (string, func(), err
 	}
 	return f.Name(), cleanup, nil
 }
+
+// maxOptionValue bounds every value written to an option file.
+const maxOptionValue = 1024
 
 // optionValue quotes v for an option file: in double quotes, with
 // backslash, quote and line breaks escaped as the option file format
