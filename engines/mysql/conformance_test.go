@@ -71,7 +71,8 @@ func (s server) Contents(t *testing.T, database string) map[string]enginetest.Ta
 
 // hostileSchema: names with quotes, spaces, non-ASCII, a leading '-',
 // reserved words, two that differ only in case; every common type, NULLs,
-// binary bytes (0x00, quote, backslash, line break), a 2 MB value; a view,
+// binary bytes (0x00, quote, backslash, line break), a 2 MB value, an
+// invisible column (dumped with a column list); a view,
 // a trigger, a procedure, a function and an event.
 const hostileSchema = "CREATE TABLE `select` (id INT PRIMARY KEY, `from` VARCHAR(20));\n" +
 	"INSERT INTO `select` VALUES (1, 'a'), (2, NULL), (3, 'it''s');\n" +
@@ -82,6 +83,8 @@ const hostileSchema = "CREATE TABLE `select` (id INT PRIMARY KEY, `from` VARCHAR
 	"CREATE TABLE `Case` (id INT PRIMARY KEY);\nCREATE TABLE `case` (id INT PRIMARY KEY);\n" +
 	"INSERT INTO `Case` VALUES (1), (2);\nINSERT INTO `case` VALUES (3);\n" +
 	"CREATE TABLE `empty` (id INT PRIMARY KEY);\n" +
+	"CREATE TABLE `inv` (id INT PRIMARY KEY, `hid)den` INT INVISIBLE);\n" +
+	"INSERT INTO `inv` (id, `hid)den`) VALUES (1, 5), (2, 6), (3, NULL);\n" +
 	"CREATE TABLE types (id BIGINT AUTO_INCREMENT PRIMARY KEY, i INT, si SMALLINT, ti TINYINT, d DECIMAL(20,6), f FLOAT, db DOUBLE,\n" +
 	"  b BOOL, c CHAR(10), vc VARCHAR(255), t TEXT, lt LONGTEXT, bl BLOB, lb LONGBLOB, bin VARBINARY(16), dt DATETIME(6),\n" +
 	"  ts TIMESTAMP(6) NULL, dd DATE, tm TIME, yr YEAR, e ENUM('a','b'), st SET('x','y'), j JSON, bt BIT(8), g GEOMETRY NULL,\n" +

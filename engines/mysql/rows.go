@@ -20,6 +20,9 @@ type rowCounter struct {
 	mode      int
 	head      []byte
 	inRoutine bool
+	// modeColumns
+	pending  string // the table whose INSERT lists its columns
+	colQuote bool   // inside a backquoted column name
 	// modeValues
 	inString, escape bool
 	depth            int
@@ -30,9 +33,11 @@ type rowCounter struct {
 }
 
 const (
-	modeHead   = iota // reading the start of a line
-	modeSkip          // the rest of the line does not matter
-	modeValues        // inside an INSERT's VALUES
+	modeHead         = iota // reading the start of a line
+	modeSkip                // the rest of the line does not matter
+	modeValues              // inside an INSERT's VALUES
+	modeColumns             // inside an INSERT's column list
+	modeAfterColumns        // between the column list and VALUES
 )
 
 // maxHead bounds the start of a line kept: the longest table name
@@ -76,6 +81,13 @@ func (c *rowCounter) Write(p []byte) (int, error) {
 			c.mode, c.head = modeHead, c.head[:0]
 		case modeValues:
 			i = c.values(p, i)
+		case modeColumns:
+			i = c.columns(p, i)
+		case modeAfterColumns:
+			b := p[i]
+			i++
+			c.head = append(c.head, b)
+			c.afterColumns()
 		case modeHead:
 			b := p[i]
 			i++
@@ -142,6 +154,12 @@ func (c *rowCounter) decide() {
 			return
 		}
 		rest := h[len(insertPrefix)+n:]
+		if len(rest) >= 2 && rest[0] == ' ' && rest[1] == '(' {
+			// A column list (a table with invisible columns).
+			c.pending, c.colQuote, c.mode = name, false, modeColumns
+			c.columns(rest[2:], 0)
+			return
+		}
 		if len(rest) <= len(valuesWord) {
 			if !bytes.HasPrefix(valuesWord, rest) {
 				c.mode = modeSkip // INSERT with a column list: not mariadb-dump's data
@@ -164,6 +182,45 @@ func (c *rowCounter) decide() {
 	default:
 		c.mode = modeSkip
 	}
+}
+
+// columns skips an INSERT's column list of backquoted names up to its
+// closing parenthesis, and returns where it stopped.
+func (c *rowCounter) columns(p []byte, i int) int {
+	for ; i < len(p); i++ {
+		switch b := p[i]; {
+		case b == '`':
+			c.colQuote = !c.colQuote // a doubled backquote closes and reopens
+		case c.colQuote:
+		case b == ')':
+			c.mode, c.head = modeAfterColumns, c.head[:0]
+			return i + 1
+		case b == '\n':
+			c.mode, c.head = modeHead, c.head[:0]
+			return i + 1
+		}
+	}
+	return i
+}
+
+// afterColumns reads " VALUES" after a column list, then counts the
+// tuples that follow as rows of the pending table.
+func (c *rowCounter) afterColumns() {
+	h := c.head
+	if len(h) <= len(valuesWord) {
+		if !bytes.HasPrefix(valuesWord, h) {
+			c.mode = modeSkip
+			if h[len(h)-1] == '\n' {
+				c.mode, c.head = modeHead, c.head[:0]
+			}
+		}
+		return
+	}
+	if next := h[len(valuesWord)]; next == ' ' || next == '\n' {
+		c.startValues(c.pending)
+		return
+	}
+	c.mode = modeSkip
 }
 
 // quotedName reads a backquoted name whose opening quote is already read:

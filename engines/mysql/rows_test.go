@@ -10,7 +10,8 @@ import (
 // sample has the traps of a mariadb-dump stream: tuples on one line and
 // on lines of their own, strings holding parentheses, semicolons, escaped
 // quotes and backslashes, a name with a doubled backquote, an INSERT in a
-// routine body, an INSERT with a column list, and an empty table.
+// routine body, INSERTs with a column list (a table with invisible
+// columns, one of them named with a parenthesis), and an empty table.
 const sample = "-- MariaDB dump 10.19\n" +
 	"--\n-- Dumping data for table `a``b`\n--\n\n" +
 	"LOCK TABLES `a``b` WRITE;\n" +
@@ -25,11 +26,13 @@ const sample = "-- MariaDB dump 10.19\n" +
 	"INSERT INTO `a``b` VALUES (9,'no');\n" +
 	"END ;;\n" +
 	"DELIMITER ;\n" +
-	"INSERT INTO `ü t` (id) VALUES (7);\n" +
+	"--\n-- Dumping data for table `inv`\n--\n" +
+	"INSERT INTO `inv` (`id`, `a)``b`, `hidden`) VALUES (1,'x)',NULL),\n(2,'y',3);\n" +
+	"INSERT INTO `inv` (`id`) VALUES\n(3);\n" +
 	"-- Dump completed on 2026-11-30 19:08:09\n"
 
 func TestRowCounter(t *testing.T) {
-	want := []pipeline.TableCount{{Name: "a`b", Rows: 5}, {Name: "empty", Rows: 0}, {Name: "ü t", Rows: 1}}
+	want := []pipeline.TableCount{{Name: "a`b", Rows: 5}, {Name: "empty", Rows: 0}, {Name: "ü t", Rows: 1}, {Name: "inv", Rows: 3}}
 	for _, size := range []int{1, 2, 3, 7, 64, len(sample)} {
 		c := newRowCounter()
 		for i := 0; i < len(sample); i += size {
