@@ -1,10 +1,14 @@
 package engines
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
+	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -63,4 +67,79 @@ func RunStreaming(cmd *exec.Cmd, w io.Writer) error {
 		return copyErr
 	}
 	return waitErr
+}
+
+// ToolError is a client tool that failed, with its own most useful error
+// line (StderrTail.Message).
+type ToolError struct {
+	Tool    string
+	Message string
+}
+
+func (e *ToolError) Error() string { return e.Tool + ": " + e.Message }
+
+// toolTimeout is how long a stopped tool may take to exit before it is
+// killed and its pipes are closed.
+const toolTimeout = 10 * time.Second
+
+// RunDump runs a dump tool cmd, made with exec.CommandContext(ctx, …)
+// and without Stdout or Stderr, its output streamed to w (RunStreaming).
+// When ctx ends the tool gets SIGTERM. Errors: ctx's when it ended, a
+// *ToolError when the tool failed, else w's or the start's, prefixed with
+// the tool's name.
+func RunDump(ctx context.Context, cmd *exec.Cmd, tool string, w io.Writer) error {
+	var stderr StderrTail
+	cmd.Stderr = &stderr
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.WaitDelay = toolTimeout
+	err := RunStreaming(cmd, w)
+	var exitErr *exec.ExitError
+	switch {
+	case err == nil:
+		return nil
+	case ctx.Err() != nil:
+		return ctx.Err()
+	case errors.As(err, &exitErr):
+		return &ToolError{Tool: tool, Message: stderr.Message()}
+	}
+	return fmt.Errorf("%s: %w", tool, err)
+}
+
+// Feed runs a restore tool (path with args, in env when not nil) with r as
+// its standard input. When r fails, the tool is killed before it reads the
+// end of its input, so it never applies an input that failed its checks.
+// Errors: r's when it failed, ctx's when it ended, a *ToolError when the
+// tool failed, or an error saying it stopped reading.
+func Feed(ctx context.Context, r io.Reader, tool, path string, args, env []string) error {
+	runCtx, kill := context.WithCancel(ctx)
+	defer kill()
+	cmd := exec.CommandContext(runCtx, path, args...)
+	cmd.Env = env
+	var stderr StderrTail
+	cmd.Stderr = &stderr
+	cmd.WaitDelay = toolTimeout
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return err
+	}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("%s: %w", tool, err)
+	}
+	_, copyErr := io.Copy(stdin, r)
+	if copyErr != nil && !errors.Is(copyErr, syscall.EPIPE) {
+		kill()
+		_ = cmd.Wait()
+		return copyErr
+	}
+	stdin.Close()
+	waitErr := cmd.Wait()
+	switch {
+	case ctx.Err() != nil:
+		return ctx.Err()
+	case waitErr != nil:
+		return &ToolError{Tool: tool, Message: stderr.Message()}
+	case copyErr != nil:
+		return fmt.Errorf("%s stopped reading: %w", tool, copyErr)
+	}
+	return nil
 }

@@ -7,8 +7,6 @@ import (
 	"io"
 	"os/exec"
 	"strings"
-	"syscall"
-	"time"
 
 	"github.com/rahatback/rahatback/engines"
 )
@@ -56,19 +54,8 @@ func (e Engine) Dump(ctx context.Context, c engines.Conn, w io.Writer) (engines.
 	cmd := exec.CommandContext(ctx, path, append(args, "--", c.Database)...)
 	rows := newRowCounter()
 	tail := &engines.Tail{}
-	var stderr engines.StderrTail
-	cmd.Stderr = &stderr
-	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
-	cmd.WaitDelay = 10 * time.Second
-	if err := engines.RunStreaming(cmd, io.MultiWriter(w, rows, tail)); err != nil {
-		if ctx.Err() != nil {
-			return engines.DumpInfo{}, ctx.Err()
-		}
-		var exitErr *exec.ExitError
-		if errors.As(err, &exitErr) {
-			return engines.DumpInfo{}, fmt.Errorf("mariadb-dump: %s", stderr.Message())
-		}
-		return engines.DumpInfo{}, fmt.Errorf("mariadb-dump: %w", err)
+	if err := engines.RunDump(ctx, cmd, "mariadb-dump", io.MultiWriter(w, rows, tail)); err != nil {
+		return engines.DumpInfo{}, err
 	}
 	if !tail.Contains(completeMarker) {
 		return engines.DumpInfo{}, errors.New("mariadb-dump: the dump ended without its \"-- Dump completed\" trailer; it is incomplete")

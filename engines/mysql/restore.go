@@ -8,9 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os/exec"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/rahatback/rahatback/engines"
@@ -94,39 +92,7 @@ func (e Engine) apply(ctx context.Context, c engines.Conn, database string, r io
 		return err
 	}
 	defer cleanup()
-	runCtx, kill := context.WithCancel(ctx)
-	defer kill()
-	cmd := exec.CommandContext(runCtx, path, "--defaults-file="+opts, "--binary-mode", "--batch", "--silent")
-	var stderr engines.StderrTail
-	cmd.Stderr = &stderr
-	cmd.Stdout = io.Discard
-	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGKILL) }
-	cmd.WaitDelay = 10 * time.Second
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		return err
-	}
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("mariadb: %w", err)
-	}
-	_, copyErr := io.Copy(stdin, r)
-	if copyErr != nil && !errors.Is(copyErr, syscall.EPIPE) {
-		kill()
-		_ = cmd.Wait()
-		return copyErr
-	}
-	stdin.Close()
-	waitErr := cmd.Wait()
-	if ctx.Err() != nil {
-		return ctx.Err()
-	}
-	if waitErr != nil {
-		return fmt.Errorf("mariadb: %s", stderr.Message())
-	}
-	if copyErr != nil {
-		return fmt.Errorf("mariadb stopped reading: %w", copyErr)
-	}
-	return nil
+	return engines.Feed(ctx, r, "mariadb", path, []string{"--defaults-file=" + opts, "--binary-mode", "--batch", "--silent"}, nil)
 }
 
 // object is a view, trigger, routine or event with its definition.

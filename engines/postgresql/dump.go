@@ -7,8 +7,6 @@ import (
 	"io"
 	"os/exec"
 	"strings"
-	"syscall"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -78,19 +76,8 @@ func (e Engine) Dump(ctx context.Context, c engines.Conn, w io.Writer) (engines.
 	cmd.Env = env
 	rows := NewCopyCounter()
 	tail := &engines.Tail{}
-	var stderr engines.StderrTail
-	cmd.Stderr = &stderr
-	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
-	cmd.WaitDelay = 10 * time.Second
-	if err := engines.RunStreaming(cmd, io.MultiWriter(w, rows, tail)); err != nil {
-		if ctx.Err() != nil {
-			return engines.DumpInfo{}, ctx.Err()
-		}
-		var exitErr *exec.ExitError
-		if errors.As(err, &exitErr) {
-			return engines.DumpInfo{}, fmt.Errorf("pg_dump: %s", stderr.Message())
-		}
-		return engines.DumpInfo{}, fmt.Errorf("pg_dump: %w", err)
+	if err := engines.RunDump(ctx, cmd, "pg_dump", io.MultiWriter(w, rows, tail)); err != nil {
+		return engines.DumpInfo{}, err
 	}
 	if !tail.Contains(completeMarker) {
 		return engines.DumpInfo{}, errors.New("pg_dump: the dump ended without its completion marker; it is incomplete")
@@ -113,38 +100,11 @@ func (e Engine) Restore(ctx context.Context, c engines.Conn, r io.Reader) error 
 		return err
 	}
 	defer cleanup()
-	runCtx, kill := context.WithCancel(ctx)
-	defer kill()
-	cmd := exec.CommandContext(runCtx, path, "--no-psqlrc", "--quiet", "--no-password",
-		"--single-transaction", "--set=ON_ERROR_STOP=1", "--output=/dev/null")
-	cmd.Env = env
-	var stderr engines.StderrTail
-	cmd.Stderr = &stderr
-	cmd.WaitDelay = 10 * time.Second
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		return err
+	err = engines.Feed(ctx, r, "psql", path, []string{"--no-psqlrc", "--quiet", "--no-password",
+		"--single-transaction", "--set=ON_ERROR_STOP=1", "--output=/dev/null"}, env)
+	var toolErr *engines.ToolError
+	if errors.As(err, &toolErr) {
+		return fmt.Errorf("%w (nothing was restored: the transaction was rolled back)", err)
 	}
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("psql: %w", err)
-	}
-	_, copyErr := io.Copy(stdin, r)
-	if copyErr != nil && !errors.Is(copyErr, syscall.EPIPE) {
-		// The input is bad: kill psql before it sees EOF and commits.
-		kill()
-		_ = cmd.Wait()
-		return copyErr
-	}
-	stdin.Close()
-	waitErr := cmd.Wait()
-	if ctx.Err() != nil {
-		return ctx.Err()
-	}
-	if waitErr != nil {
-		return fmt.Errorf("psql: %s (nothing was restored: the transaction was rolled back)", stderr.Message())
-	}
-	if copyErr != nil {
-		return fmt.Errorf("psql stopped reading: %w", copyErr)
-	}
-	return nil
+	return err
 }
