@@ -112,16 +112,24 @@ func TestConformance(t *testing.T) {
 	})
 }
 
-// TestRestoreKeepsSchemaObjects: a restore brings the backup's view,
-// trigger, routines and event into the target, which works as before.
-func TestRestoreKeepsSchemaObjects(t *testing.T) {
+// databases creates a database named after prefix for t, dropped when t
+// ends, and returns its name.
+func (s server) databases(t *testing.T, prefix string) string {
+	t.Helper()
+	name := prefix + "_" + testsupport.RandomString(3)
+	s.CreateDatabase(t, name)
+	t.Cleanup(func() { s.DropDatabase(t, name) })
+	return name
+}
+
+// roundTrip makes a source database from srcSQL, runs dstSQL in dst, and
+// restores a dump of the source into dst; it returns the dump.
+func roundTrip(t *testing.T, srv server, srcSQL, dstSQL, dst string) string {
+	t.Helper()
 	ctx := context.Background()
-	srv := server{testsupport.MariaDB(t)}
-	src, dst := "objs_src_"+testsupport.RandomString(3), "objs_dst_"+testsupport.RandomString(3)
-	srv.CreateDatabase(t, src)
-	srv.CreateDatabase(t, dst)
-	t.Cleanup(func() { srv.DropDatabase(t, src); srv.DropDatabase(t, dst) })
-	srv.Exec(t, src, hostileSchema)
+	src := srv.databases(t, "src")
+	srv.Exec(t, src, srcSQL)
+	srv.Exec(t, dst, dstSQL)
 	eng := mysql.Engine{OptionDir: t.TempDir()}
 	var dump strings.Builder
 	if _, err := eng.Dump(ctx, srv.Conn(src), &dump); err != nil {
@@ -130,6 +138,16 @@ func TestRestoreKeepsSchemaObjects(t *testing.T) {
 	if err := eng.Restore(ctx, srv.Conn(dst), strings.NewReader(dump.String())); err != nil {
 		t.Fatal(err)
 	}
+	return dump.String()
+}
+
+// TestRestoreKeepsSchemaObjects: a restore brings the backup's view,
+// trigger, routines and event into the target, which works as before.
+func TestRestoreKeepsSchemaObjects(t *testing.T) {
+	ctx := context.Background()
+	srv := server{testsupport.MariaDB(t)}
+	dst := srv.databases(t, "objs")
+	roundTrip(t, srv, hostileSchema, "", dst)
 	db := srv.admin(t, dst)
 	var n, twice int
 	var from string
@@ -170,20 +188,10 @@ func TestRestoreKeepsSchemaObjects(t *testing.T) {
 func TestRestoreLeavesOtherTables(t *testing.T) {
 	ctx := context.Background()
 	srv := server{testsupport.MariaDB(t)}
-	src, dst := "other_src_"+testsupport.RandomString(3), "other_dst_"+testsupport.RandomString(3)
-	srv.CreateDatabase(t, src)
-	srv.CreateDatabase(t, dst)
-	t.Cleanup(func() { srv.DropDatabase(t, src); srv.DropDatabase(t, dst) })
-	srv.Exec(t, src, "CREATE TABLE users (id INT PRIMARY KEY); INSERT INTO users VALUES (1), (2);")
-	srv.Exec(t, dst, "CREATE TABLE users (id INT PRIMARY KEY); CREATE TABLE `Users` (id INT PRIMARY KEY); INSERT INTO `Users` VALUES (7);")
+	dst := srv.databases(t, "other")
 	eng := mysql.Engine{OptionDir: t.TempDir()}
-	var dump strings.Builder
-	if _, err := eng.Dump(ctx, srv.Conn(src), &dump); err != nil {
-		t.Fatal(err)
-	}
-	if err := eng.Restore(ctx, srv.Conn(dst), strings.NewReader(dump.String())); err != nil {
-		t.Fatal(err)
-	}
+	dump := roundTrip(t, srv, "CREATE TABLE users (id INT PRIMARY KEY); INSERT INTO users VALUES (1), (2);",
+		"CREATE TABLE users (id INT PRIMARY KEY); CREATE TABLE `Users` (id INT PRIMARY KEY); INSERT INTO `Users` VALUES (7);", dst)
 	got := srv.Contents(t, dst)
 	if got["users"].Rows != 2 || got["Users"].Rows != 1 {
 		t.Fatalf("after the restore: %+v", got)
@@ -191,7 +199,7 @@ func TestRestoreLeavesOtherTables(t *testing.T) {
 
 	srv.Exec(t, dst, "CREATE TABLE orders (id INT PRIMARY KEY, user_id INT, FOREIGN KEY (user_id) REFERENCES users (id)); INSERT INTO orders VALUES (1, 1);")
 	before := srv.Contents(t, dst)
-	err := eng.Restore(ctx, srv.Conn(dst), strings.NewReader(dump.String()))
+	err := eng.Restore(ctx, srv.Conn(dst), strings.NewReader(dump))
 	if err == nil || !strings.Contains(err.Error(), "orders") {
 		t.Fatalf("a restore that would strand a foreign key: %v", err)
 	}

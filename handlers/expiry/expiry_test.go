@@ -48,6 +48,19 @@ type fixture struct {
 	job  uuid.UUID
 }
 
+// newFixture makes a user with a database and a manual job keeping 7
+// days of backups; it returns the database's id.
+func newFixture(t *testing.T, pool *pgxpool.Pool) (*fixture, uuid.UUID) {
+	f := &fixture{t: t, pool: pool, user: uuid.New(), job: uuid.New()}
+	dbID := uuid.New()
+	f.exec(`INSERT INTO users (id, email, password_hash) VALUES ($1, $2, 'x')`, f.user, f.user.String()+"@example.com")
+	f.exec(`INSERT INTO databases (id, user_id, name, type, host, port, username, database_name)
+		VALUES ($1, $2, 'd', 'postgresql', 'h', 5432, 'u', 'd')`, dbID, f.user)
+	f.exec(`INSERT INTO backup_jobs (id, user_id, database_id, name, schedule_type, retention_days)
+		VALUES ($1, $2, $3, 'j', 'manual', 7)`, f.job, f.user, dbID)
+	return f, dbID
+}
+
 func (f *fixture) exec(sql string, args ...any) {
 	f.t.Helper()
 	if _, err := f.pool.Exec(context.Background(), sql, args...); err != nil {
@@ -91,13 +104,7 @@ func TestExpiryReadersAndRetries(t *testing.T) {
 	ctx := context.Background()
 	_, pool := testsupport.NewDatabase(t)
 	n := testsupport.StartNATS(t, nil)
-	f := &fixture{t: t, pool: pool, user: uuid.New(), job: uuid.New()}
-	dbID := uuid.New()
-	f.exec(`INSERT INTO users (id, email, password_hash) VALUES ($1, 'e@example.com', 'x')`, f.user)
-	f.exec(`INSERT INTO databases (id, user_id, name, type, host, port, username, database_name)
-		VALUES ($1, $2, 'd', 'postgresql', 'h', 5432, 'u', 'd')`, dbID, f.user)
-	f.exec(`INSERT INTO backup_jobs (id, user_id, database_id, name, schedule_type, retention_days)
-		VALUES ($1, $2, $3, 'j', 'manual', 7)`, f.job, f.user, dbID)
+	f, dbID := newFixture(t, pool)
 
 	newest := f.backup(9) // older than 7 days, but the newest: kept
 	restoring := f.backup(10)
@@ -166,13 +173,7 @@ func TestExpiryDuringBrokerOutage(t *testing.T) {
 	ctx := context.Background()
 	_, pool := testsupport.NewDatabase(t)
 	n := testsupport.StartNATS(t, nil)
-	f := &fixture{t: t, pool: pool, user: uuid.New(), job: uuid.New()}
-	dbID := uuid.New()
-	f.exec(`INSERT INTO users (id, email, password_hash) VALUES ($1, 'o@example.com', 'x')`, f.user)
-	f.exec(`INSERT INTO databases (id, user_id, name, type, host, port, username, database_name)
-		VALUES ($1, $2, 'd', 'postgresql', 'h', 5432, 'u', 'd')`, dbID, f.user)
-	f.exec(`INSERT INTO backup_jobs (id, user_id, database_id, name, schedule_type, retention_days)
-		VALUES ($1, $2, $3, 'j', 'manual', 7)`, f.job, f.user, dbID)
+	f, _ := newFixture(t, pool)
 	f.backup(9) // the newest: kept
 	old := f.backup(12)
 	var agent uuid.UUID
