@@ -115,7 +115,9 @@ func BenchmarkBackupRestore(b *testing.B) {
 	dbURL, _ := testsupport.NewDatabase(b)
 	httpAddr := freeAddr(b)
 	base := "http://" + httpAddr
-	sys := startUp(b, []string{"--data-dir", b.TempDir(), "--http", httpAddr, "--nats-listen", freeAddr(b), "--database-url", dbURL}, nil, base)
+	gw := testsupport.StartVersityGW(b)
+	sys := startUp(b, []string{"--data-dir", b.TempDir(), "--http", httpAddr, "--nats-listen", freeAddr(b), "--database-url", dbURL,
+		"--allow-endpoint", endpointHost(b, gw.Endpoint)}, nil, base)
 	defer sys.stop(b)
 	c := client{b, base}
 	token := c.register("bench@example.com")
@@ -129,7 +131,6 @@ func BenchmarkBackupRestore(b *testing.B) {
 	c.want(c.call("POST", "/v1/backups/jobs", token, map[string]any{"databaseId": srcID, "name": "bench", "compression": "zstd"}), 201).decode(b, &job)
 
 	// The same database to S3 (versitygw on loopback), compressed and encrypted.
-	gw := testsupport.StartVersityGW(b)
 	var cs struct{ ID string }
 	c.want(c.call("POST", "/v1/cloud-storage", token, map[string]any{"name": "gw", "storageType": "s3",
 		"s3AccessKeyId": gw.AccessKey, "s3SecretAccessKey": gw.SecretKey, "s3Region": gw.Region, "s3Bucket": gw.Bucket,

@@ -120,7 +120,11 @@ func TestS3Storage(t *testing.T) {
 	dataDir := t.TempDir()
 	httpAddr := freeAddr(t)
 	base := "http://" + httpAddr
+	// Loopback addresses need the operator's allowance: the proxy, and a
+	// closed port for the "unreachable" test.
+	closedAddr := freeAddr(t)
 	sys := startUp(t, []string{"--data-dir", dataDir, "--http", httpAddr, "--nats-listen", freeAddr(t), "--database-url", dbURL,
+		"--allow-endpoint", endpointHost(t, front.URL), "--allow-endpoint", closedAddr,
 		"--agent-heartbeat", "500ms", "--agent-offline-after", "3s", "--run-lost-after", "3s"}, nil, base)
 	defer sys.stop(t)
 	c := client{t, base}
@@ -149,7 +153,7 @@ func TestS3Storage(t *testing.T) {
 		for name, override := range map[string]map[string]any{
 			"BadSecret":   {"s3SecretAccessKey": "wrong-secret-" + suffix},
 			"NoBucket":    {"s3Bucket": "no-such-bucket-" + suffix},
-			"Unreachable": {"s3Endpoint": "http://" + freeAddr(t)},
+			"Unreachable": {"s3Endpoint": "http://" + closedAddr},
 		} {
 			body := map[string]any{"cloudStorageId": cs.ID}
 			for k, v := range override {

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/rahatback/rahatback/agent"
+	"github.com/rahatback/rahatback/egress"
 	"github.com/rahatback/rahatback/events"
 	"github.com/rahatback/rahatback/handlers/api"
 	"github.com/rahatback/rahatback/handlers/projector"
@@ -43,6 +44,30 @@ type Config struct {
 	RunLostAfter      time.Duration  // --run-lost-after: a run whose agent is silent this long fails; default 90s
 	ScheduleGrace     time.Duration  // --schedule-grace: how late a missed slot still runs; default 10m
 	RetentionInterval time.Duration  // --retention-interval: time between retention passes; default 5m
+	// AllowEndpoints (--allow-endpoint, repeatable; RAHATBACK_ALLOW_ENDPOINT,
+	// comma-separated) are the non-public addresses the control plane may
+	// connect to for users' storage: CIDRs, IPs or host names, each with an
+	// optional :port. Default none: public addresses only.
+	AllowEndpoints []string
+}
+
+// listFlag is a repeatable flag whose values may also be comma-separated.
+type listFlag struct{ dst *[]string }
+
+func (l listFlag) String() string {
+	if l.dst == nil {
+		return ""
+	}
+	return strings.Join(*l.dst, ",")
+}
+
+func (l listFlag) Set(v string) error {
+	for _, e := range strings.Split(v, ",") {
+		if e = strings.TrimSpace(e); e != "" {
+			*l.dst = append(*l.dst, e)
+		}
+	}
+	return nil
 }
 
 // knownRoles are serve's roles; up runs them all. scheduler fires
@@ -78,6 +103,7 @@ func parse(cmd string, args []string, getenv func(string) string, stderr io.Writ
 	fs.DurationVar(&c.RunLostAfter, "run-lost-after", projector.DefaultLostAfter, "a queued or running backup whose agent is silent this long is failed (agent lost)")
 	fs.DurationVar(&c.ScheduleGrace, "schedule-grace", 10*time.Minute, "a slot missed while no scheduler ran still runs (once) up to this late; older missed slots are recorded as skipped")
 	fs.DurationVar(&c.RetentionInterval, "retention-interval", 5*time.Minute, "time between retention passes (expiring backups and deleting their objects)")
+	fs.Var(listFlag{&c.AllowEndpoints}, "allow-endpoint", "a non-public address the control plane may connect to for users' storage: CIDR, IP or host name, with an optional :port (repeatable; default: public addresses only)")
 	roles := fs.String("roles", strings.Join(knownRoles, ","), "serve only: comma-separated roles ("+strings.Join(knownRoles, ", ")+")")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -111,6 +137,9 @@ func parse(cmd string, args []string, getenv func(string) string, stderr io.Writ
 			return nil, fmt.Errorf("--roles: unknown role %q (known: %s)", r, strings.Join(knownRoles, ", "))
 		}
 		c.Roles = append(c.Roles, r)
+	}
+	if _, err := egress.New(c.AllowEndpoints); err != nil {
+		return nil, fmt.Errorf("--allow-endpoint: %w", err)
 	}
 	abs, err := filepath.Abs(c.DataDir)
 	if err != nil {

@@ -133,7 +133,7 @@ func TestMySQLSampleDatabases(t *testing.T) {
 	httpAddr := freeAddr(t)
 	base := "http://" + httpAddr
 	sys := startUp(t, []string{"--data-dir", t.TempDir(), "--http", httpAddr, "--nats-listen", freeAddr(t), "--database-url", dbURL,
-		"--agent-heartbeat", "500ms", "--agent-offline-after", "3s"}, nil, base)
+		"--agent-heartbeat", "500ms", "--agent-offline-after", "3s", "--allow-endpoint", endpointHost(t, gw.Endpoint)}, nil, base)
 	defer sys.stop(t)
 	c := client{t, base}
 	token := c.register("mysql@example.com")

@@ -56,7 +56,7 @@ func TestRetention(t *testing.T) {
 	httpAddr := freeAddr(t)
 	base := "http://" + httpAddr
 	sys := startUp(t, []string{"--data-dir", dataDir, "--http", httpAddr, "--nats-listen", freeAddr(t), "--database-url", dbURL,
-		"--agent-heartbeat", "500ms", "--retention-interval", "300ms"}, nil, base)
+		"--agent-heartbeat", "500ms", "--retention-interval", "300ms", "--allow-endpoint", endpointHost(t, gw.Endpoint)}, nil, base)
 	defer sys.stop(t)
 	c := client{t, base}
 	token := c.register("retention@example.com")

@@ -31,6 +31,7 @@ import (
 	"github.com/rahatback/rahatback/agent"
 	"github.com/rahatback/rahatback/auth"
 	"github.com/rahatback/rahatback/db"
+	"github.com/rahatback/rahatback/egress"
 	"github.com/rahatback/rahatback/events"
 	"github.com/rahatback/rahatback/events/natsd"
 	"github.com/rahatback/rahatback/handlers/api"
@@ -345,8 +346,15 @@ func (s *system) serve(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		pol, err := egress.New(s.cfg.AllowEndpoints)
+		if err != nil {
+			return err
+		}
+		if len(s.cfg.AllowEndpoints) > 0 {
+			s.log.Info("storage endpoints allowed beyond public addresses", "allow", strings.Join(s.cfg.AllowEndpoints, ","))
+		}
 		gc := s.cfg.Google
-		svc, err = runs.New(runs.Config{Pool: s.pool, Secrets: secrets.Box{V: v}, NC: s.nc, JS: js, Outbox: relay,
+		svc, err = runs.New(runs.Config{Pool: s.pool, Secrets: secrets.Box{V: v}, NC: s.nc, JS: js, Outbox: relay, Egress: pol,
 			Drive:      runs.DriveApp{ClientID: gc.ClientID, ClientSecret: gc.ClientSecret, Endpoint: gc.DriveEndpoint, TokenURL: gc.TokenURL},
 			CommandTTL: s.cfg.CommandTTL, OfflineAfter: s.cfg.OfflineAfter, QueueLimit: s.cfg.QueueLimit,
 			Logger: s.log.With("role", "runs")})

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -30,6 +31,16 @@ func freeAddr(t testing.TB) string {
 	}
 	defer ln.Close()
 	return ln.Addr().String()
+}
+
+// endpointHost is the host:port of the URL u, for --allow-endpoint.
+func endpointHost(t testing.TB, u string) string {
+	t.Helper()
+	p, err := url.Parse(u)
+	if err != nil || p.Host == "" {
+		t.Fatalf("endpoint %q: %v", u, err)
+	}
+	return p.Host
 }
 
 type client struct {

@@ -331,8 +331,9 @@ func TestWebDashboard(t *testing.T) {
 	base := "http://" + httpAddr
 	drive := drivefake.New(drivefake.Options{})
 	defer drive.Close()
+	closedStorage := freeAddr(t) // an allowed storage endpoint nothing listens on
 	sys := startUp(t, []string{"--data-dir", dataDir, "--http", httpAddr, "--nats-listen", freeAddr(t),
-		"--database-url", dbURL, "--agent-heartbeat", "500ms", "--agent-offline-after", "3s",
+		"--database-url", dbURL, "--agent-heartbeat", "500ms", "--agent-offline-after", "3s", "--allow-endpoint", closedStorage,
 		"--google-client-id", drive.ClientID(), "--google-auth-url", drive.AuthURL(), "--google-token-url", drive.TokenURL(),
 		"--google-drive-endpoint", drive.APIEndpoint()}, map[string]string{"RAHATBACK_GOOGLE_CLIENT_SECRET": drive.ClientSecret()}, base)
 	defer sys.stop(t)
@@ -773,11 +774,17 @@ func TestWebDashboard(t *testing.T) {
 		// S3 storage: a bad endpoint is flagged on its field; Test shows
 		// what failed; Google Drive says it is not configured.
 		p.open("/storage/new")
-		p.fill(map[string]string{"#s3-name": "archive", "#s3-bucket": "backups", "#s3-key": "AKIA", "#s3-secret": "secret",
+		p.fill(map[string]string{"#s3-name": "archive", "#s3-bucket": "backups", "#s3-key": "AKIA", "#s3-secret": "s",
 			"#s3-endpoint": "ftp://nowhere"})
 		p.run("save bad endpoint", chromedp.Click(chromedp.CSS(`form[data-storage-form] button[type="submit"]`)))
 		p.waitJS("endpoint error", `document.querySelector('[data-error-for="s3Endpoint"]').textContent.includes('http(s) URL')`, 10*time.Second)
-		p.fill(map[string]string{"#s3-endpoint": "http://127.0.0.1:1"})
+		p.waitJS("short secret error", `document.querySelector('[data-error-for="s3SecretAccessKey"]').textContent.includes('8 to 128')`, 10*time.Second)
+		// A loopback endpoint the operator did not allow is refused on its
+		// field; the allowed one (a closed port) is tested and fails.
+		p.fill(map[string]string{"#s3-secret": "secret-key", "#s3-endpoint": "http://127.0.0.1:2"})
+		p.run("test refused", chromedp.Click(chromedp.CSS(`[data-test-storage-form]`)))
+		p.waitJS("refused endpoint", `document.querySelector('[data-error-for="s3Endpoint"]').textContent.includes('--allow-endpoint')`, 10*time.Second)
+		p.fill(map[string]string{"#s3-endpoint": "http://" + closedStorage})
 		p.run("test unreachable", chromedp.Click(chromedp.CSS(`[data-test-storage-form]`)))
 		p.waitJS("test result", `document.querySelector('#test-result.bad')`, 40*time.Second)
 		p.shot("storage-test")

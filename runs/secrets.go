@@ -58,7 +58,8 @@ func (s *Service) StorageConfig(c db.CloudStorage, s3Secret *string) (storage.Co
 			secret = *s3Secret
 		}
 		cfg.S3 = &storage.S3Config{Endpoint: deref(c.S3Endpoint), Region: deref(c.S3Region), Bucket: deref(c.S3Bucket),
-			AccessKeyID: deref(c.S3AccessKeyID), SecretAccessKey: secret, ForcePathStyle: c.S3ForcePathStyle, Prefix: deref(c.S3Prefix)}
+			AccessKeyID: deref(c.S3AccessKeyID), SecretAccessKey: secret, ForcePathStyle: c.S3ForcePathStyle, Prefix: deref(c.S3Prefix),
+			HTTPClient: s.http}
 	case "google_drive":
 		token, err := s.c.Secrets.DriveToken(c)
 		if err != nil {

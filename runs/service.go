@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net/http"
 	"time"
 
 	"github.com/google/uuid"
@@ -13,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rahatback/rahatback/db"
+	"github.com/rahatback/rahatback/egress"
 	"github.com/rahatback/rahatback/events"
 	"github.com/rahatback/rahatback/handlers/projector"
 	"github.com/rahatback/rahatback/outbox"
@@ -37,6 +39,10 @@ type Config struct {
 	// to whichever relay polls the outbox.
 	Outbox *outbox.Relay
 	Drive  DriveApp
+	// Egress limits the addresses the control plane connects to for a
+	// user's cloud storage (test, download, delete, retention purges);
+	// nil allows public addresses only.
+	Egress *egress.Policy
 	Logger *slog.Logger // default slog.Default()
 
 	CommandTTL   time.Duration // how long a command stays runnable; default 24 h
@@ -50,8 +56,9 @@ type Config struct {
 // the rules of a run that the API, the scheduler and the retention worker
 // share.
 type Service struct {
-	c Config
-	q *db.Queries
+	c    Config
+	q    *db.Queries
+	http *http.Client // under c.Egress: every S3 request the control plane makes
 }
 
 // New validates c and builds the Service.
@@ -74,7 +81,14 @@ func New(c Config) (*Service, error) {
 	if c.QueueLimit == 0 {
 		c.QueueLimit = 20
 	}
-	return &Service{c: c, q: db.New()}, nil
+	return &Service{c: c, q: db.New(), http: c.Egress.HTTPClient()}, nil
+}
+
+// CheckEndpoint checks, before any connection, that the control plane may
+// reach the storage endpoint rawURL: nil, or an *egress.Refused whose text
+// says why and how an operator allows it.
+func (s *Service) CheckEndpoint(ctx context.Context, rawURL string) error {
+	return s.c.Egress.CheckURL(ctx, rawURL)
 }
 
 // emit is projector.Emit in a transaction of its own, then a kick of the

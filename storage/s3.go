@@ -27,11 +27,16 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/aws/smithy-go"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
+
+	"github.com/rahatback/rahatback/egress"
 )
 
 // Errors of S3 calls, classified so that callers (the storage test of the
-// API, a failed backup) can say what is wrong. They are wrapped together
-// with the SDK's error, whose text never holds the secret key.
+// API, a failed backup) can say what is wrong. An S3 error's text is built
+// from these classes, the operation and the key only: never the SDK's
+// text, a URL or anything the server sent (but a well-known S3 error code),
+// so it neither holds a secret nor echoes an arbitrary server. The SDK's
+// error stays in the chain (errors.As) and Detail gives its text for logs.
 var (
 	// ErrS3BadCredentials: the access key does not exist or the secret key
 	// does not match it (InvalidAccessKeyId, SignatureDoesNotMatch).
@@ -43,6 +48,9 @@ var (
 	// ErrS3Unreachable: the endpoint does not answer (DNS failure, connection
 	// refused, timeout).
 	ErrS3Unreachable = errors.New("storage: s3: endpoint unreachable")
+	// ErrS3NotS3: something answered, but not as an S3 server does (no S3
+	// error code, or a TLS certificate that is not trusted).
+	ErrS3NotS3 = errors.New("storage: s3: the endpoint did not answer as an S3 server")
 )
 
 const (
@@ -120,7 +128,6 @@ type S3 struct {
 	prefix   string // normalized: no leading or trailing "/"
 	base     string // prefix + "/", or ""
 	partSize int64
-	secret   string // only to scrub it from error texts
 }
 
 var _ Storage = (*S3)(nil)
@@ -197,12 +204,15 @@ func NewS3(cfg S3Config) (*S3, error) {
 	if cfg.HTTPClient != nil {
 		opts.HTTPClient = cfg.HTTPClient
 	}
+	// An address the egress policy refused stays refused: no retries.
+	opts.Retryer = retry.NewStandard(func(o *retry.StandardOptions) {
+		o.Retryables = append([]retry.IsErrorRetryable{retry.IsErrorRetryableFunc(notRefused)}, o.Retryables...)
+	})
 	s := &S3{
 		client:   s3.New(opts),
 		bucket:   cfg.Bucket,
 		prefix:   prefix,
 		partSize: partSize,
-		secret:   cfg.SecretAccessKey,
 	}
 	if prefix != "" {
 		s.base = prefix + "/"
@@ -451,10 +461,21 @@ func (s *S3) uploadPart(ctx context.Context, key string, uploadID *string, num i
 
 var partRetryables = retry.IsErrorRetryables(retry.DefaultRetryables)
 
+// notRefused is a retry check: an egress refusal is final.
+func notRefused(err error) aws.Ternary {
+	if _, ok := egress.IsRefused(err); ok {
+		return aws.FalseTernary
+	}
+	return aws.UnknownTernary
+}
+
 // partRetryable reports whether an UploadPart error may pass on a retry:
 // what the SDK itself retries, and any other error that is not an answer
 // of the server (a body cut short, an odd transport failure).
 func partRetryable(err error) bool {
+	if notRefused(err) == aws.FalseTernary {
+		return false
+	}
 	switch partRetryables.IsErrorRetryable(err) {
 	case aws.TrueTernary:
 		return true
@@ -772,11 +793,11 @@ func (s *S3) Probe(ctx context.Context) error {
 	key := s.base + s3ProbePrefix + hex.EncodeToString(rnd[:])
 	want := []byte("rahatback storage probe " + hex.EncodeToString(rnd[:]) + "\n")
 	fail := func(step string, err error) error {
-		e := s.classify(ctx, err)
+		e := s.classify(ctx, "probe", err)
 		if e.kind == nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
 			e.kind = ErrS3Unreachable
 			e.errs = append(e.errs, ErrS3Unreachable)
-			e.msg = ErrS3Unreachable.Error() + ": no answer in time: " + e.msg
+			e.msg = "endpoint unreachable: no answer in time"
 		}
 		return fmt.Errorf("storage: s3 probe: %s: %w", step, e)
 	}
@@ -805,7 +826,7 @@ func (s *S3) Probe(ctx context.Context) error {
 		return fail("read the probe object back", err)
 	}
 	if !bytes.Equal(got, want) {
-		return fmt.Errorf("storage: s3 probe: the probe object read back differs from what was written (%d bytes instead of %d)", len(got), len(want))
+		return fmt.Errorf("storage: s3 probe: %w: the probe object read back differs from what was written (%d bytes instead of %d)", ErrS3NotS3, len(got), len(want))
 	}
 	_, err = s.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &s.bucket, Key: &key})
 	if err != nil {
@@ -815,8 +836,9 @@ func (s *S3) Probe(ctx context.Context) error {
 	return nil
 }
 
-// s3Error is an S3 failure as callers see it: a text with the secret
-// scrubbed, unwrapping to the classification, the SDK error and ctx.Err().
+// s3Error is an S3 failure as callers see it: a text built from its
+// class (see the ErrS3* comment), unwrapping to the class, the SDK error
+// and ctx.Err().
 type s3Error struct {
 	kind error // ErrS3* or nil
 	msg  string
@@ -826,21 +848,50 @@ type s3Error struct {
 func (e *s3Error) Error() string   { return e.msg }
 func (e *s3Error) Unwrap() []error { return e.errs }
 
-// wrapErr is err from operation op on key, classified.
-func (s *S3) wrapErr(ctx context.Context, op, key string, err error) error {
-	return fmt.Errorf("storage: %s %q: %w", op, key, s.classify(ctx, err))
+// Detail returns, for logs, the text of the SDK error inside an S3 error
+// (URLs and the server's message included, never the secret key), or
+// err's own text when it holds none.
+func Detail(err error) string {
+	var e *s3Error
+	if errors.As(err, &e) && len(e.errs) > 0 {
+		return e.errs[0].Error()
+	}
+	return err.Error()
 }
 
-func (s *S3) classify(ctx context.Context, err error) *s3Error {
-	msg := err.Error()
-	if s.secret != "" {
-		msg = strings.ReplaceAll(msg, s.secret, "[secret]")
-	}
-	e := &s3Error{msg: msg, errs: []error{err}}
+// wrapErr is err from operation op on key, classified.
+func (s *S3) wrapErr(ctx context.Context, op, key string, err error) error {
+	return fmt.Errorf("storage: %s %q: %w", op, key, s.classify(ctx, op, err))
+}
+
+// s3Codes are the S3 error codes an error text may name: fixed words of
+// the S3 API, so naming one echoes nothing arbitrary.
+var s3Codes = map[string]bool{
+	"InternalError": true, "ServiceUnavailable": true, "SlowDown": true, "RequestTimeout": true,
+	"EntityTooLarge": true, "EntityTooSmall": true, "InvalidPart": true, "InvalidPartOrder": true,
+	"NoSuchUpload": true, "NoSuchKey": true, "NotFound": true, "BadDigest": true, "InvalidDigest": true,
+	"InvalidBucketName": true, "InvalidRequest": true, "InvalidArgument": true, "KeyTooLongError": true,
+	"PermanentRedirect": true, "TemporaryRedirect": true, "AuthorizationHeaderMalformed": true,
+	"RequestTimeTooSkewed": true, "XAmzContentSHA256Mismatch": true, "MissingContentLength": true,
+	"NotImplemented": true, "QuotaExceeded": true, "InvalidObjectState": true, "MethodNotAllowed": true,
+	"PreconditionFailed": true, "InvalidRange": true, "IncompleteBody": true, "MalformedXML": true,
+	"ExpiredToken": true, "InvalidToken": true, "TokenRefreshRequired": true, "AccountProblem": true,
+}
+
+// classify builds the error of operation op. Only HEAD (op "stat") may
+// answer a bare 403 without an S3 error code: elsewhere that is a server
+// that is not S3.
+func (s *S3) classify(ctx context.Context, op string, err error) *s3Error {
+	e := &s3Error{errs: []error{err}}
 	if cerr := ctx.Err(); cerr != nil {
 		if !errors.Is(err, cerr) {
 			e.errs = append(e.errs, cerr)
 		}
+		e.msg = cerr.Error()
+		return e
+	}
+	if r, ok := egress.IsRefused(err); ok {
+		e.msg = r.Error()
 		return e
 	}
 	switch code := apiCode(err); {
@@ -850,13 +901,22 @@ func (s *S3) classify(ctx context.Context, err error) *s3Error {
 		e.kind = ErrS3BadCredentials
 	case code == "NoSuchBucket":
 		e.kind = ErrS3NoBucket
-	case code == "AccessDenied" || code == "AllAccessDisabled" || httpStatus(err) == http.StatusForbidden:
+	case code == "AccessDenied" || code == "AllAccessDisabled" || op == "stat" && httpStatus(err) == http.StatusForbidden:
 		e.kind = ErrS3Denied
 	case unreachable(err):
 		e.kind = ErrS3Unreachable
+	case s3Codes[code]:
+		e.msg = fmt.Sprintf("the S3 server answered %s (HTTP %d)", code, httpStatus(err))
+	default:
+		e.kind = ErrS3NotS3
+		if st := httpStatus(err); st != 0 && code != "" {
+			e.msg = fmt.Sprintf("%s (HTTP %d)", strings.TrimPrefix(ErrS3NotS3.Error(), "storage: s3: "), st)
+		}
 	}
 	if e.kind != nil {
-		e.msg = e.kind.Error() + ": " + e.msg
+		if e.msg == "" {
+			e.msg = strings.TrimPrefix(e.kind.Error(), "storage: s3: ")
+		}
 		e.errs = append(e.errs, e.kind)
 	}
 	return e

@@ -726,6 +726,13 @@ func TestS3Probe(t *testing.T) {
 	}
 	closedURL := "http://" + closed.Addr().String()
 	closed.Close()
+	// An HTTP server that is not S3: it answers every request with a page.
+	notS3 := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html")
+		w.WriteHeader(http.StatusForbidden)
+		io.WriteString(w, "<html><body>internal admin console at http://10.9.8.7/ Forbidden</body></html>")
+	}))
+	defer notS3.Close()
 
 	for _, tc := range []struct {
 		name   string
@@ -738,6 +745,7 @@ func TestS3Probe(t *testing.T) {
 		{"Denied", func(c *storage.S3Config) { c.AccessKeyID, c.SecretAccessKey = g.NewUser(t) }, storage.ErrS3Denied},
 		{"ClosedPort", func(c *storage.S3Config) { c.Endpoint = closedURL }, storage.ErrS3Unreachable},
 		{"UnknownHost", func(c *storage.S3Config) { c.Endpoint = "http://rahatback-s3.invalid" }, storage.ErrS3Unreachable},
+		{"NotS3", func(c *storage.S3Config) { c.Endpoint = notS3.URL }, storage.ErrS3NotS3},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := s3Config(g)
@@ -749,6 +757,12 @@ func TestS3Probe(t *testing.T) {
 			for _, secret := range []string{g.SecretKey, cfg.SecretAccessKey} {
 				if strings.Contains(err.Error(), secret) {
 					t.Errorf("the error holds the secret key: %v", err)
+				}
+			}
+			// Classified text only: no URL, no SDK text, nothing the server sent.
+			for _, echo := range []string{"http", "127.0.0.1", "10.9.8.7", "console", "api error", "operation error"} {
+				if strings.Contains(err.Error(), echo) {
+					t.Errorf("the error holds %q: %v", echo, err)
 				}
 			}
 			t.Log(err)

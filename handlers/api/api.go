@@ -21,6 +21,7 @@ import (
 
 	"github.com/rahatback/rahatback/auth"
 	"github.com/rahatback/rahatback/db"
+	"github.com/rahatback/rahatback/egress"
 	"github.com/rahatback/rahatback/events"
 	"github.com/rahatback/rahatback/outbox"
 	"github.com/rahatback/rahatback/runs"
@@ -80,6 +81,10 @@ type Opts struct {
 
 	// Google configures Google Drive storage; empty disables it.
 	Google GoogleOpts
+	// Egress is the policy of the default Runs (ignored with Runs set): the
+	// addresses the control plane may reach for users' storage; nil allows
+	// public addresses only.
+	Egress *egress.Policy
 
 	// DisconnectAgent, when set, cuts the NATS connections of a revoked agent.
 	DisconnectAgent func(agentID string)
@@ -181,7 +186,7 @@ func New(opts Opts) (*API, error) {
 	if svc == nil {
 		g := opts.Google
 		svc, err = runs.New(runs.Config{Pool: opts.Pool, Secrets: secrets.Box{V: opts.Vault}, NC: opts.NC, JS: opts.JS,
-			Outbox: opts.Outbox, Logger: opts.Logger,
+			Outbox: opts.Outbox, Logger: opts.Logger, Egress: opts.Egress,
 			Drive:      runs.DriveApp{ClientID: g.ClientID, ClientSecret: g.ClientSecret, Endpoint: g.DriveEndpoint, TokenURL: g.TokenURL},
 			CommandTTL: opts.CommandTTL, RPCTimeout: opts.RPCTimeout, OfflineAfter: opts.OfflineAfter, QueueLimit: opts.AgentQueueLimit})
 		if err != nil {

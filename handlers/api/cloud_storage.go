@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strings"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 
 	"github.com/rahatback/rahatback/auth"
 	"github.com/rahatback/rahatback/db"
+	"github.com/rahatback/rahatback/egress"
 	"github.com/rahatback/rahatback/storage"
 )
 
@@ -114,8 +116,16 @@ func (in cloudStorageInput) merge(cur db.CloudStorage) (c db.CloudStorage, secre
 		}
 		if in.S3SecretAccessKey != nil && *in.S3SecretAccessKey != "" {
 			secret = in.S3SecretAccessKey
+			if msg := checkS3Secret(*secret, c.S3Endpoint == nil); msg != "" {
+				f.add("s3SecretAccessKey", msg)
+			}
 		} else if cur.S3SecretEnc == nil {
 			f.add("s3SecretAccessKey", "is required")
+		}
+		if c.S3AccessKeyID != nil {
+			if msg := checkS3AccessKey(*c.S3AccessKeyID, c.S3Endpoint == nil); msg != "" {
+				f.add("s3AccessKeyId", msg)
+			}
 		}
 		if c.S3Bucket == nil {
 			f.add("s3Bucket", "is required")
@@ -123,11 +133,14 @@ func (in cloudStorageInput) merge(cur db.CloudStorage) (c db.CloudStorage, secre
 		if c.S3Region == nil {
 			r := "us-east-1"
 			c.S3Region = &r
+		} else if !s3Region.MatchString(*c.S3Region) {
+			f.add("s3Region", "must be a region name such as eu-central-1")
 		}
 		if c.S3Endpoint != nil {
 			u, perr := url.Parse(*c.S3Endpoint)
-			if perr != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-				f.add("s3Endpoint", "must be an http(s) URL such as https://s3.example.com")
+			if perr != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Hostname() == "" || u.User != nil ||
+				(u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
+				f.add("s3Endpoint", "must be an http(s) URL such as https://s3.example.com, without a path or credentials")
 			}
 		}
 		if c.S3Prefix != nil && (strings.HasPrefix(*c.S3Prefix, "/") || storage.CheckKey(strings.TrimSuffix(*c.S3Prefix, "/")) != nil) {
@@ -205,6 +218,9 @@ func (a *API) createCloudStorage(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	if err := a.checkEndpoint(r.Context(), c); err != nil {
+		return err
+	}
 	c.ID, c.UserID = uuid.New(), userID(r.Context())
 	c, err = a.saveCloudStorage(r.Context(), c, secret, true)
 	if err != nil {
@@ -257,6 +273,11 @@ func (a *API) updateCloudStorage(w http.ResponseWriter, r *http.Request) error {
 	c, secret, err := in.merge(cur)
 	if err != nil {
 		return err
+	}
+	if in.S3Endpoint != nil {
+		if err := a.checkEndpoint(r.Context(), c); err != nil {
+			return err
+		}
 	}
 	c, err = a.saveCloudStorage(r.Context(), c, secret, false)
 	if err != nil {
@@ -331,6 +352,9 @@ func (a *API) testCloudStorage(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	if err := a.checkEndpoint(r.Context(), c); err != nil {
+		return err
+	}
 	cfg, err := a.runs.StorageConfig(c, secret)
 	if err != nil {
 		return err
@@ -338,6 +362,10 @@ func (a *API) testCloudStorage(w http.ResponseWriter, r *http.Request) error {
 	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
 	defer cancel()
 	if err := storage.Probe(ctx, cfg); err != nil {
+		if rf, ok := egress.IsRefused(err); ok { // a redirect, or DNS answering differently since the check
+			return fieldErrors{"s3Endpoint": rf.Error()}.err()
+		}
+		a.log.Info("storage test failed", "user", userID(r.Context()), "storage_type", c.StorageType, "detail", storage.Detail(err))
 		writeJSON(w, http.StatusOK, map[string]any{"success": false, "message": probeMessage(err)})
 		return nil
 	}
@@ -426,9 +454,11 @@ func (a *API) googleCallback(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// probeMessage says in one sentence what a storage test found; other
-// errors come as the backend wrote them (never with a secret).
+// probeMessage says in one sentence what a storage test found: one of a
+// few fixed classes, never text from the SDK or from the server, so the
+// answer does not tell a closed port from a server that is not S3.
 func probeMessage(err error) string {
+	var re *oauth2.RetrieveError
 	switch {
 	case errors.Is(err, storage.ErrS3BadCredentials):
 		return "the access key id or secret access key is wrong"
@@ -436,8 +466,66 @@ func probeMessage(err error) string {
 		return "no such bucket (check s3Bucket and s3Region)"
 	case errors.Is(err, storage.ErrS3Denied):
 		return "access denied: the key may not write, read or delete objects in this bucket"
-	case errors.Is(err, storage.ErrS3Unreachable):
-		return "the storage endpoint cannot be reached (check s3Endpoint and the network)"
+	case errors.As(err, &re):
+		return "Google refused the stored authorization; connect Google Drive again"
 	}
-	return err.Error()
+	return "the storage endpoint cannot be reached, or did not answer as the storage service does (check the endpoint, the region and the network)"
+}
+
+// s3Region is the shape of an S3 region name ("eu-central-1", "garage").
+var s3Region = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,40}$`)
+
+// checkS3Secret returns why secret cannot be an S3 secret key, or "". AWS
+// secret keys are 40 characters of base64; S3-compatible stores use other
+// lengths, but none fewer than 8 (MinIO's minimum).
+func checkS3Secret(secret string, aws bool) string {
+	if aws {
+		if len(secret) != 40 || strings.Trim(secret, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/") != "" {
+			return "must be the 40-character secret access key AWS issued with the access key"
+		}
+		return ""
+	}
+	if len(secret) < 8 || len(secret) > 128 || !printableASCII(secret) {
+		return "must be 8 to 128 printable characters without spaces"
+	}
+	return ""
+}
+
+// checkS3AccessKey returns why id cannot be an S3 access key id, or "". AWS
+// access key ids are 16 to 128 upper-case letters and digits.
+func checkS3AccessKey(id string, aws bool) string {
+	if aws {
+		if len(id) < 16 || len(id) > 128 || strings.Trim(id, "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789") != "" {
+			return "must be an AWS access key id (16 or more upper-case letters and digits, such as AKIA…)"
+		}
+		return ""
+	}
+	if len(id) > 128 || !printableASCII(id) {
+		return "must be at most 128 printable characters without spaces"
+	}
+	return ""
+}
+
+func printableASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] <= ' ' || s[i] > '~' {
+			return false
+		}
+	}
+	return true
+}
+
+// checkEndpoint answers 400 on s3Endpoint when the control plane may not
+// connect to c's endpoint, before any connection is made.
+func (a *API) checkEndpoint(ctx context.Context, c db.CloudStorage) error {
+	if c.StorageType != "s3" || c.S3Endpoint == nil {
+		return nil
+	}
+	if err := a.runs.CheckEndpoint(ctx, *c.S3Endpoint); err != nil {
+		if r, ok := egress.IsRefused(err); ok {
+			return fieldErrors{"s3Endpoint": r.Error()}.err()
+		}
+		return err
+	}
+	return nil
 }

@@ -167,7 +167,7 @@ func TestJobCloudStorageChoice(t *testing.T) {
 	tok := s.register(t, "storage-choice@example.com").Tokens.Access.Token
 	storage := func(name string, isDefault bool) string {
 		r := s.do(t, "POST", "/v1/cloud-storage", tok, map[string]any{"name": name, "storageType": "s3",
-			"s3AccessKeyId": "AKIA", "s3SecretAccessKey": "secret", "s3Region": "us-east-1", "s3Bucket": "b-" + name,
+			"s3AccessKeyId": "AKIAIOSFODNN7EXAMPLE", "s3SecretAccessKey": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "s3Region": "us-east-1", "s3Bucket": "b-" + name,
 			"isDefault": isDefault})
 		wantCode(t, r, http.StatusCreated)
 		var c struct{ ID string }

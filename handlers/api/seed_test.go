@@ -42,8 +42,8 @@ func TestSeedPayloads(t *testing.T) {
 	r = s.do(t, "POST", "/v1/cloud-storage", tok, `{
   "storageType": "s3",
   "name": "Production S3",
-  "s3AccessKeyId": "AKIA...",
-  "s3SecretAccessKey": "...",
+  "s3AccessKeyId": "AKIAIOSFODNN7EXAMPLE",
+  "s3SecretAccessKey": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
   "s3Region": "eu-west-1",
   "s3Bucket": "my-backups",
   "isDefault": true
