@@ -155,13 +155,20 @@ func (q *Queries) OutboxRelease(ctx context.Context, db DBTX, ids []int64) error
 }
 
 const outboxWaiting = `-- name: OutboxWaiting :one
-SELECT count(*) FROM outbox WHERE starts_with(subject, $1::text)
+SELECT count(*) FROM outbox
+WHERE starts_with(subject, $1::text) AND NOT (id = ANY($2::bigint[]))
 `
 
+type OutboxWaitingParams struct {
+	Prefix    string
+	Published []int64
+}
+
 // OutboxWaiting counts the messages waiting whose subject starts with
-// prefix (an agent's commands not relayed yet).
-func (q *Queries) OutboxWaiting(ctx context.Context, db DBTX, prefix string) (int64, error) {
-	row := db.QueryRow(ctx, outboxWaiting, prefix)
+// prefix (an agent's commands not relayed yet), but those of ids
+// (published already, their rows not deleted yet).
+func (q *Queries) OutboxWaiting(ctx context.Context, db DBTX, arg OutboxWaitingParams) (int64, error) {
+	row := db.QueryRow(ctx, outboxWaiting, arg.Prefix, arg.Published)
 	var count int64
 	err := row.Scan(&count)
 	return count, err

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -129,6 +130,13 @@ func (r *Relay) Flush(ctx context.Context, h Held) error {
 	}
 	acked, pubErr := r.publish(ctx, h.rows)
 	q := db.New()
+	if len(acked) > 0 && r.running.Load() {
+		r.deleting.mu.Lock()
+		for i := range acked {
+			r.deleting.subject[h.rows[i].ID] = h.rows[i].Subject
+		}
+		r.deleting.mu.Unlock()
+	}
 	if len(acked) > 0 {
 		if err := r.forget(ctx, acked); err != nil {
 			return errors.Join(pubErr, err)
@@ -159,6 +167,7 @@ func (r *Relay) forget(ctx context.Context, ids []int64) error {
 		default: // the deleter is behind: delete here
 		}
 	}
+	defer r.deleting.done(ids)
 	return db.New().OutboxDelete(ctx, r.Pool, ids)
 }
 
@@ -168,6 +177,7 @@ func (r *Relay) forget(ctx context.Context, ids []int64) error {
 // passed (JetStream keeps it once, by its Nats-Msg-Id).
 func (r *Relay) deleteFlushed(ctx context.Context) {
 	del := func(ctx context.Context, ids []int64) {
+		defer r.deleting.done(ids) // deleted, or held again until its hold passes
 		if err := db.New().OutboxDelete(ctx, r.Pool, ids); err != nil {
 			r.Logger.Warn("outbox: deleting published messages failed; they will be published again", "messages", len(ids), "err", err)
 		}
@@ -246,6 +256,41 @@ type Relay struct {
 	// deleter; running says whether Run is there to take them.
 	flushed chan []int64
 	running *atomic.Bool
+	// deleting is what Flush published and handed to the deleter, by id:
+	// those rows are in JetStream already while still in the table.
+	deleting *deleting
+}
+
+type deleting struct {
+	mu      sync.Mutex
+	subject map[int64]string
+}
+
+// Deleting returns the ids of messages whose subject starts with prefix
+// that were published but whose rows are not deleted yet: a count of the
+// outbox that leaves them out does not count them twice with JetStream's.
+// Nil for a nil relay.
+func (r *Relay) Deleting(prefix string) []int64 {
+	if r == nil {
+		return nil
+	}
+	r.deleting.mu.Lock()
+	defer r.deleting.mu.Unlock()
+	var ids []int64
+	for id, subj := range r.deleting.subject {
+		if strings.HasPrefix(subj, prefix) {
+			ids = append(ids, id)
+		}
+	}
+	return ids
+}
+
+func (d *deleting) done(ids []int64) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, id := range ids {
+		delete(d.subject, id)
+	}
 }
 
 // New returns a Relay with its defaults set; it fails without Pool or JS.
@@ -271,6 +316,7 @@ func New(r Relay) (*Relay, error) {
 	r.kick = make(chan struct{}, 1)
 	r.flushed = make(chan []int64, 256)
 	r.running = new(atomic.Bool)
+	r.deleting = &deleting{subject: map[int64]string{}}
 	return &r, nil
 }
 

@@ -33,6 +33,8 @@ DELETE FROM outbox WHERE id = ANY(sqlc.arg(ids)::bigint[]);
 SELECT count(*) FROM outbox;
 
 -- OutboxWaiting counts the messages waiting whose subject starts with
--- prefix (an agent's commands not relayed yet).
+-- prefix (an agent's commands not relayed yet), but those of ids
+-- (published already, their rows not deleted yet).
 -- name: OutboxWaiting :one
-SELECT count(*) FROM outbox WHERE starts_with(subject, sqlc.arg(prefix)::text);
+SELECT count(*) FROM outbox
+WHERE starts_with(subject, sqlc.arg(prefix)::text) AND NOT (id = ANY(sqlc.arg(published)::bigint[]));

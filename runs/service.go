@@ -130,24 +130,49 @@ func (s *Service) Agents(ctx context.Context, user uuid.UUID) ([]Agent, error) {
 // QueueFull reports whether agent has QueueLimit commands waiting or
 // running already: in its JetStream queue, or still in the outbox. When
 // JetStream cannot tell (the broker is down), the outbox's count alone
-// decides.
+// decides. A message a relay has just published is in both until the
+// relay deletes its row (milliseconds; Flush's rows are left out of the
+// outbox's count): a full count that includes outbox rows is taken again,
+// up to 1 s, before it is believed.
 func (s *Service) QueueFull(ctx context.Context, agent uuid.UUID) (bool, error) {
-	waiting, err := s.q.OutboxWaiting(ctx, s.c.Pool, events.CommandSubject(agent.String(), ""))
+	backoff := 25 * time.Millisecond
+	for waited := time.Duration(0); ; waited += backoff {
+		full, waiting, err := s.queueCount(ctx, agent)
+		if err != nil || !full || waiting == 0 || waited >= time.Second {
+			return full, err
+		}
+		select {
+		case <-ctx.Done():
+			return full, nil
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 200*time.Millisecond)
+	}
+}
+
+// queueCount is one count of QueueFull, with the outbox's part.
+func (s *Service) queueCount(ctx context.Context, agent uuid.UUID) (full bool, waiting int64, err error) {
+	prefix := events.CommandSubject(agent.String(), "")
+	published := s.c.Outbox.Deleting(prefix)
+	if published == nil {
+		published = []int64{}
+	}
+	waiting, err = s.q.OutboxWaiting(ctx, s.c.Pool, db.OutboxWaitingParams{Prefix: prefix, Published: published})
 	if err != nil {
-		return false, err
+		return false, 0, err
 	}
 	// A broker that does not answer soon is taken as down.
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	jctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	var queued uint64
-	if cons, err := s.c.JS.Consumer(ctx, events.StreamCommands, events.AgentConsumer(agent.String())); err != nil {
+	if cons, err := s.c.JS.Consumer(jctx, events.StreamCommands, events.AgentConsumer(agent.String())); err != nil {
 		s.c.Logger.Warn("agent queue not read; counting the outbox only", "agentId", agent, "err", err)
-	} else if info, err := cons.Info(ctx); err != nil {
+	} else if info, err := cons.Info(jctx); err != nil {
 		s.c.Logger.Warn("agent queue not read; counting the outbox only", "agentId", agent, "err", err)
 	} else {
 		queued = info.NumPending + uint64(info.NumAckPending)
 	}
-	return queued+uint64(waiting) >= uint64(s.c.QueueLimit), nil
+	return queued+uint64(waiting) >= uint64(s.c.QueueLimit), waiting, nil
 }
 
 // errQueueFull answers a command for an agent with too many waiting.
