@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rahatback/rahatback/engines"
+	"github.com/rahatback/rahatback/engines/mongodb"
 	"github.com/rahatback/rahatback/engines/mysql"
 	"github.com/rahatback/rahatback/engines/postgresql"
 	"github.com/rahatback/rahatback/events"
@@ -59,7 +60,8 @@ type RunOpts struct {
 // DefaultEngines are the engines this build of the agent supports; their
 // short-lived secret files go to runtimeDir.
 func DefaultEngines(runtimeDir string) engines.Registry {
-	return engines.NewRegistry(postgresql.Engine{PassDir: runtimeDir}, mysql.Engine{OptionDir: runtimeDir})
+	return engines.NewRegistry(postgresql.Engine{PassDir: runtimeDir}, mysql.Engine{OptionDir: runtimeDir},
+		mongodb.Engine{ToolVersion: "rahatback " + version.String()})
 }
 
 func journalDir(stateDir string) string {

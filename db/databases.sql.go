@@ -12,9 +12,10 @@ import (
 )
 
 const createDatabase = `-- name: CreateDatabase :one
-INSERT INTO databases (id, user_id, agent_id, name, type, host, port, username, password_enc, database_name)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-RETURNING id, user_id, agent_id, name, type, host, port, username, password_enc, database_name, created_at, updated_at
+INSERT INTO databases (id, user_id, agent_id, name, type, host, port, username, password_enc, database_name,
+    auth_source, tls, replica_set)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+RETURNING id, user_id, agent_id, name, type, host, port, username, password_enc, database_name, created_at, updated_at, auth_source, tls, replica_set
 `
 
 type CreateDatabaseParams struct {
@@ -28,6 +29,9 @@ type CreateDatabaseParams struct {
 	Username     string
 	PasswordEnc  []byte
 	DatabaseName string
+	AuthSource   *string
+	TLS          bool
+	ReplicaSet   *string
 }
 
 func (q *Queries) CreateDatabase(ctx context.Context, db DBTX, arg CreateDatabaseParams) (Database, error) {
@@ -42,6 +46,9 @@ func (q *Queries) CreateDatabase(ctx context.Context, db DBTX, arg CreateDatabas
 		arg.Username,
 		arg.PasswordEnc,
 		arg.DatabaseName,
+		arg.AuthSource,
+		arg.TLS,
+		arg.ReplicaSet,
 	)
 	var i Database
 	err := row.Scan(
@@ -57,6 +64,9 @@ func (q *Queries) CreateDatabase(ctx context.Context, db DBTX, arg CreateDatabas
 		&i.DatabaseName,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.AuthSource,
+		&i.TLS,
+		&i.ReplicaSet,
 	)
 	return i, err
 }
@@ -78,7 +88,7 @@ func (q *Queries) DeleteDatabase(ctx context.Context, db DBTX, arg DeleteDatabas
 }
 
 const getDatabase = `-- name: GetDatabase :one
-SELECT id, user_id, agent_id, name, type, host, port, username, password_enc, database_name, created_at, updated_at FROM databases WHERE id = $1 AND user_id = $2
+SELECT id, user_id, agent_id, name, type, host, port, username, password_enc, database_name, created_at, updated_at, auth_source, tls, replica_set FROM databases WHERE id = $1 AND user_id = $2
 `
 
 type GetDatabaseParams struct {
@@ -102,12 +112,15 @@ func (q *Queries) GetDatabase(ctx context.Context, db DBTX, arg GetDatabaseParam
 		&i.DatabaseName,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.AuthSource,
+		&i.TLS,
+		&i.ReplicaSet,
 	)
 	return i, err
 }
 
 const getDatabasesByIDs = `-- name: GetDatabasesByIDs :many
-SELECT id, user_id, agent_id, name, type, host, port, username, password_enc, database_name, created_at, updated_at FROM databases WHERE id = ANY($1::uuid[])
+SELECT id, user_id, agent_id, name, type, host, port, username, password_enc, database_name, created_at, updated_at, auth_source, tls, replica_set FROM databases WHERE id = ANY($1::uuid[])
 `
 
 func (q *Queries) GetDatabasesByIDs(ctx context.Context, db DBTX, ids []uuid.UUID) ([]Database, error) {
@@ -132,6 +145,9 @@ func (q *Queries) GetDatabasesByIDs(ctx context.Context, db DBTX, ids []uuid.UUI
 			&i.DatabaseName,
 			&i.CreatedAt,
 			&i.UpdatedAt,
+			&i.AuthSource,
+			&i.TLS,
+			&i.ReplicaSet,
 		); err != nil {
 			return nil, err
 		}
@@ -144,7 +160,7 @@ func (q *Queries) GetDatabasesByIDs(ctx context.Context, db DBTX, ids []uuid.UUI
 }
 
 const listDatabases = `-- name: ListDatabases :many
-SELECT id, user_id, agent_id, name, type, host, port, username, password_enc, database_name, created_at, updated_at FROM databases WHERE user_id = $1 ORDER BY created_at, id
+SELECT id, user_id, agent_id, name, type, host, port, username, password_enc, database_name, created_at, updated_at, auth_source, tls, replica_set FROM databases WHERE user_id = $1 ORDER BY created_at, id
 `
 
 func (q *Queries) ListDatabases(ctx context.Context, db DBTX, userID uuid.UUID) ([]Database, error) {
@@ -169,6 +185,9 @@ func (q *Queries) ListDatabases(ctx context.Context, db DBTX, userID uuid.UUID) 
 			&i.DatabaseName,
 			&i.CreatedAt,
 			&i.UpdatedAt,
+			&i.AuthSource,
+			&i.TLS,
+			&i.ReplicaSet,
 		); err != nil {
 			return nil, err
 		}
@@ -183,9 +202,9 @@ func (q *Queries) ListDatabases(ctx context.Context, db DBTX, userID uuid.UUID) 
 const updateDatabase = `-- name: UpdateDatabase :one
 UPDATE databases
 SET agent_id = $3, name = $4, type = $5, host = $6, port = $7, username = $8,
-    password_enc = $9, database_name = $10, updated_at = now()
+    password_enc = $9, database_name = $10, auth_source = $11, tls = $12, replica_set = $13, updated_at = now()
 WHERE id = $1 AND user_id = $2
-RETURNING id, user_id, agent_id, name, type, host, port, username, password_enc, database_name, created_at, updated_at
+RETURNING id, user_id, agent_id, name, type, host, port, username, password_enc, database_name, created_at, updated_at, auth_source, tls, replica_set
 `
 
 type UpdateDatabaseParams struct {
@@ -199,6 +218,9 @@ type UpdateDatabaseParams struct {
 	Username     string
 	PasswordEnc  []byte
 	DatabaseName string
+	AuthSource   *string
+	TLS          bool
+	ReplicaSet   *string
 }
 
 func (q *Queries) UpdateDatabase(ctx context.Context, db DBTX, arg UpdateDatabaseParams) (Database, error) {
@@ -213,6 +235,9 @@ func (q *Queries) UpdateDatabase(ctx context.Context, db DBTX, arg UpdateDatabas
 		arg.Username,
 		arg.PasswordEnc,
 		arg.DatabaseName,
+		arg.AuthSource,
+		arg.TLS,
+		arg.ReplicaSet,
 	)
 	var i Database
 	err := row.Scan(
@@ -228,6 +253,9 @@ func (q *Queries) UpdateDatabase(ctx context.Context, db DBTX, arg UpdateDatabas
 		&i.DatabaseName,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.AuthSource,
+		&i.TLS,
+		&i.ReplicaSet,
 	)
 	return i, err
 }

@@ -136,6 +136,9 @@ type Database struct {
 	DatabaseName string
 	CreatedAt    time.Time
 	UpdatedAt    time.Time
+	AuthSource   *string
+	TLS          bool
+	ReplicaSet   *string
 }
 
 type EnrollmentToken struct {

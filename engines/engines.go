@@ -54,8 +54,9 @@ var specs = []Spec{
 	{Type: MySQL, Name: "MySQL / MariaDB", DefaultPort: 3306, Required: []string{FieldHost, FieldUsername, FieldDatabase},
 		Format: "mariadb-dump", Extension: ".sql",
 		Restore: "applied to a scratch database on the same server, then swapped in: a restore that fails leaves the database as it was"},
-	{Type: MongoDB, Name: "MongoDB", DefaultPort: 27017, Required: []string{FieldHost},
-		Format: "mongodump-archive", Extension: ".archive"},
+	{Type: MongoDB, Name: "MongoDB", DefaultPort: 27017, Required: []string{FieldHost, FieldDatabase},
+		Format: "mongodump-archive", Extension: ".archive",
+		Restore: "loaded into new collections beside the old ones, then renamed into place: a restore that fails leaves the database as it was"},
 	{Type: MSSQL, Name: "SQL Server", DefaultPort: 1433, Required: []string{FieldHost, FieldUsername, FieldDatabase},
 		Format: "native", Extension: ".bak"},
 }
@@ -93,6 +94,11 @@ type Conn struct {
 	Username string
 	Password string
 	Database string
+	// MongoDB only: the database holding the user (empty: Database, as
+	// the driver's default), TLS, and the replica set name (empty: none).
+	AuthSource string
+	TLS        bool
+	ReplicaSet string
 }
 
 // DumpInfo describes a finished dump.
@@ -103,6 +109,10 @@ type DumpInfo struct {
 	// Tables is the rows of every table, counted from the dump stream
 	// itself (never an estimate), in the order the dump holds them.
 	Tables []pipeline.TableCount
+	// Consistency says which point in time the dump shows, for engines
+	// where that varies (MongoDB: "snapshot" or "per-collection"); empty
+	// for a dump that is one transaction.
+	Consistency string
 }
 
 // Engine is one database engine as the agent drives it. Each operation

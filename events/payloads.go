@@ -35,6 +35,10 @@ type ConnSpec struct {
 	Username       string `json:"username"`
 	SealedPassword string `json:"sealedPassword,omitempty"`
 	Database       string `json:"database"`
+	// MongoDB only (empty or false otherwise).
+	AuthSource string `json:"authSource,omitempty"`
+	TLS        bool   `json:"tls,omitempty"`
+	ReplicaSet string `json:"replicaSet,omitempty"`
 }
 
 // DBTestRequest is the request on rahat.rpc.<agent>.dbtest.

@@ -48,6 +48,9 @@ type Manifest struct {
 	StartedAt         time.Time    `json:"startedAt"`
 	CompletedAt       time.Time    `json:"completedAt"`
 	Tables            []TableCount `json:"tables"`
+	// Consistency is the engine's DumpInfo.Consistency ("snapshot",
+	// "per-collection"); empty where the dump is one transaction.
+	Consistency string `json:"consistency,omitempty"`
 }
 
 // TableCount is the number of rows of one table in a dump, counted from

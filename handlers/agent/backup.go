@@ -39,7 +39,7 @@ func (h *Handlers) openConn(c events.ConnSpec) (engines.Engine, engines.Conn, er
 	if err != nil {
 		return nil, engines.Conn{}, errors.New("this agent cannot decrypt the database password sent to it; revoke and re-enroll the agent")
 	}
-	return eng, engines.Conn{Host: c.Host, Port: c.Port, Username: c.Username, Password: string(pw), Database: c.Database}, nil
+	return eng, connOf(c, pw), nil
 }
 
 // BackupKey is where a run's backup is stored:
@@ -234,7 +234,7 @@ func (h *Handlers) backup(ctx context.Context, cmd events.BackupCommand, started
 		Engine: cmd.Conn.Type, ServerVersion: info.ServerVersion, ToolVersion: info.ToolVersion,
 		Database: cmd.Conn.Database, Format: info.Format, RawSize: raw.n.Load(), StoredSize: stored.Size(),
 		Checksum: stored.Sum(), ChecksumAlgorithm: "sha256", Compression: cmd.Compression, Encryption: encryption,
-		StartedAt: started, CompletedAt: time.Now().UTC(), Tables: info.Tables}
+		StartedAt: started, CompletedAt: time.Now().UTC(), Tables: info.Tables, Consistency: info.Consistency}
 	if m.Tables == nil {
 		m.Tables = []pipeline.TableCount{}
 	}
@@ -248,4 +248,10 @@ func (h *Handlers) backup(ctx context.Context, cmd events.BackupCommand, started
 		return nil, fmt.Errorf("storing the manifest: %w", err)
 	}
 	return &backupResult{key: key, m: m, manifest: data}, nil
+}
+
+// connOf is the engine's connection for spec c with its opened password.
+func connOf(c events.ConnSpec, password []byte) engines.Conn {
+	return engines.Conn{Host: c.Host, Port: c.Port, Username: c.Username, Password: string(password), Database: c.Database,
+		AuthSource: c.AuthSource, TLS: c.TLS, ReplicaSet: c.ReplicaSet}
 }

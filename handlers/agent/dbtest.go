@@ -43,10 +43,7 @@ func (h *Handlers) DBTest(ctx context.Context, req events.DBTestRequest) events.
 		h.Logger.Warn("cannot open sealed password", "requestId", req.RequestID, "err", err)
 		return fail("this agent cannot decrypt the password sent to it; revoke and re-enroll the agent")
 	}
-	version, err := eng.Test(ctx, engines.Conn{
-		Host: req.Conn.Host, Port: req.Conn.Port, Username: req.Conn.Username,
-		Password: string(pw), Database: req.Conn.Database,
-	})
+	version, err := eng.Test(ctx, connOf(req.Conn, pw))
 	if err != nil {
 		h.Logger.Info("connection test failed", "requestId", req.RequestID, "type", req.Conn.Type,
 			"host", req.Conn.Host, "port", req.Conn.Port, "err", err)

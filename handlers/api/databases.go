@@ -26,14 +26,19 @@ type databaseJSON struct {
 	Database    string     `json:"database"`
 	AgentID     *uuid.UUID `json:"agentId"`
 	HasPassword bool       `json:"hasPassword"`
-	CreatedAt   time.Time  `json:"createdAt"`
-	UpdatedAt   time.Time  `json:"updatedAt"`
+	// MongoDB only.
+	AuthSource *string   `json:"authSource,omitempty"`
+	TLS        bool      `json:"tls,omitempty"`
+	ReplicaSet *string   `json:"replicaSet,omitempty"`
+	CreatedAt  time.Time `json:"createdAt"`
+	UpdatedAt  time.Time `json:"updatedAt"`
 }
 
 func toDatabaseJSON(d db.Database) databaseJSON {
 	return databaseJSON{ID: d.ID, Name: d.Name, Type: d.Type, Host: d.Host, Port: int(d.Port),
 		Username: d.Username, Database: d.DatabaseName, AgentID: d.AgentID,
-		HasPassword: d.PasswordEnc != nil, CreatedAt: d.CreatedAt, UpdatedAt: d.UpdatedAt}
+		HasPassword: d.PasswordEnc != nil, CreatedAt: d.CreatedAt, UpdatedAt: d.UpdatedAt,
+		AuthSource: d.AuthSource, TLS: d.TLS, ReplicaSet: d.ReplicaSet}
 }
 
 // databaseInput is the body of create, update and test-connection. Pointers
@@ -48,6 +53,12 @@ type databaseInput struct {
 	Password   *string    `json:"password"`
 	Database   *string    `json:"database"`
 	AgentID    *uuid.UUID `json:"agentId"`
+	// MongoDB only: the database that holds the user (default the one
+	// backed up, then admin as the driver does), TLS on or off, and the
+	// replica set name.
+	AuthSource *string `json:"authSource"`
+	TLS        *bool   `json:"tls"`
+	ReplicaSet *string `json:"replicaSet"`
 }
 
 // dbFields is a database's settings once merged and validated.
@@ -56,6 +67,8 @@ type dbFields struct {
 	Port                                 int
 	Password                             *string // nil: keep what is stored
 	AgentID                              *uuid.UUID
+	AuthSource, ReplicaSet               *string // nil: none
+	TLS                                  bool
 }
 
 // merge applies in over cur (the stored values, or zero for a new database)
@@ -82,6 +95,11 @@ func (in databaseInput) merge(cur dbFields, requireName bool) (dbFields, error) 
 	}
 	if in.AgentID != nil {
 		out.AgentID = in.AgentID
+	}
+	optional(&out.AuthSource, in.AuthSource)
+	optional(&out.ReplicaSet, in.ReplicaSet)
+	if in.TLS != nil {
+		out.TLS = *in.TLS
 	}
 
 	f := fieldErrors{}
@@ -128,6 +146,24 @@ func (in databaseInput) merge(cur dbFields, requireName bool) (dbFields, error) 
 	case strings.ContainsFunc(out.Database, unicode.IsControl):
 		f.add("database", "must not contain control characters")
 	}
+	if out.Type != engines.MongoDB {
+		// Changing the type away from MongoDB drops its settings; naming
+		// them for another type is a mistake.
+		for field, given := range map[string]bool{"authSource": in.AuthSource != nil && *in.AuthSource != "",
+			"tls": in.TLS != nil && *in.TLS, "replicaSet": in.ReplicaSet != nil && *in.ReplicaSet != ""} {
+			if given {
+				f.add(field, "applies to MongoDB databases only")
+			}
+		}
+		out.AuthSource, out.ReplicaSet, out.TLS = nil, nil, false
+	}
+	for field, v := range map[string]*string{"authSource": out.AuthSource, "replicaSet": out.ReplicaSet} {
+		if v != nil && (len(*v) > 128 || strings.ContainsFunc(*v, func(r rune) bool {
+			return unicode.IsSpace(r) || unicode.IsControl(r) || strings.ContainsRune("/\\.\"$", r)
+		})) {
+			f.add(field, "must be a name of at most 128 characters without spaces, dots, slashes, quotes or $")
+		}
+	}
 	if out.Password != nil && len(*out.Password) > 1024 {
 		f.add("password", "must be at most 1024 characters")
 	}
@@ -136,7 +172,7 @@ func (in databaseInput) merge(cur dbFields, requireName bool) (dbFields, error) 
 
 func fieldsOf(d db.Database) dbFields {
 	return dbFields{Name: d.Name, Type: d.Type, Host: d.Host, Port: int(d.Port), Username: d.Username,
-		Database: d.DatabaseName, AgentID: d.AgentID}
+		Database: d.DatabaseName, AgentID: d.AgentID, AuthSource: d.AuthSource, TLS: d.TLS, ReplicaSet: d.ReplicaSet}
 }
 
 // sealPassword returns the stored form of a password: nil for none.
@@ -203,6 +239,7 @@ func (a *API) createDatabase(w http.ResponseWriter, r *http.Request) error {
 	d, err := a.q.CreateDatabase(r.Context(), a.pool, db.CreateDatabaseParams{
 		ID: id, UserID: user, AgentID: f.AgentID, Name: f.Name, Type: f.Type, Host: f.Host,
 		Port: int32(f.Port), Username: f.Username, PasswordEnc: pw, DatabaseName: f.Database,
+		AuthSource: f.AuthSource, TLS: f.TLS, ReplicaSet: f.ReplicaSet,
 	})
 	if err != nil {
 		return err
@@ -262,6 +299,7 @@ func (a *API) updateDatabase(w http.ResponseWriter, r *http.Request) error {
 	d, err = a.q.UpdateDatabase(r.Context(), a.pool, db.UpdateDatabaseParams{
 		ID: d.ID, UserID: user, AgentID: f.AgentID, Name: f.Name, Type: f.Type, Host: f.Host,
 		Port: int32(f.Port), Username: f.Username, PasswordEnc: pw, DatabaseName: f.Database,
+		AuthSource: f.AuthSource, TLS: f.TLS, ReplicaSet: f.ReplicaSet,
 	})
 	if err != nil {
 		return owned(err, "database", "")
@@ -358,7 +396,7 @@ func (a *API) testConnection(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	conn, err := runs.SealConn(events.ConnSpec{Type: f.Type, Host: f.Host, Port: f.Port, Username: f.Username,
-		Database: f.Database}, []byte(password), pubKey)
+		Database: f.Database, AuthSource: deref(f.AuthSource), TLS: f.TLS, ReplicaSet: deref(f.ReplicaSet)}, []byte(password), pubKey)
 	if err != nil {
 		return err
 	}

@@ -219,3 +219,54 @@ func TestDatabaseValidation(t *testing.T) {
 		wantCode(t, s.do(t, "GET", "/v1/databases/not-a-uuid", tok, nil), 404)
 	})
 }
+
+// TestMongoDBConnectionFields: MongoDB databases keep authSource, tls and
+// replicaSet, and default to port 27017; other types refuse those fields,
+// and bad names are refused on their field.
+func TestMongoDBConnectionFields(t *testing.T) {
+	t.Parallel()
+	s := newServer(t)
+	tok := s.register(t, "mongo-fields@example.com").Tokens.Access.Token
+	r := s.do(t, "POST", "/v1/databases", tok, map[string]any{"name": "events", "type": "mongodb", "host": "mongo.internal",
+		"username": "backup", "password": "p4ss-word", "database": "events", "authSource": "admin", "tls": true, "replicaSet": "rs0"})
+	wantCode(t, r, http.StatusCreated)
+	var d struct {
+		ID                     string
+		Port                   int
+		AuthSource, ReplicaSet *string
+		TLS                    bool
+	}
+	r.JSON(t, &d)
+	if d.Port != 27017 || d.AuthSource == nil || *d.AuthSource != "admin" || !d.TLS || d.ReplicaSet == nil || *d.ReplicaSet != "rs0" {
+		t.Fatalf("created %+v", d)
+	}
+	// Clearing them.
+	r = s.do(t, "PATCH", "/v1/databases/"+d.ID, tok, map[string]any{"authSource": "", "tls": false})
+	wantCode(t, r, http.StatusOK)
+	d.AuthSource, d.ReplicaSet, d.TLS = nil, nil, false
+	r.JSON(t, &d)
+	if d.AuthSource != nil || d.TLS || d.ReplicaSet == nil || *d.ReplicaSet != "rs0" {
+		t.Fatalf("after clearing %+v", d)
+	}
+	for name, body := range map[string]map[string]any{
+		"authSourceOnPostgres": {"authSource": "admin"},
+		"tlsOnPostgres":        {"tls": true},
+	} {
+		b := validDB()
+		for k, v := range body {
+			b[k] = v
+		}
+		r := s.do(t, "POST", "/v1/databases", tok, b)
+		wantCode(t, r, http.StatusBadRequest)
+		for k := range body {
+			if !strings.Contains(string(r.Body), k) {
+				t.Errorf("%s: %s", name, r.Body)
+			}
+		}
+	}
+	r = s.do(t, "POST", "/v1/databases", tok, map[string]any{"name": "x", "type": "mongodb", "host": "h", "database": "d", "replicaSet": "rs 0/$"})
+	wantCode(t, r, http.StatusBadRequest)
+	if !strings.Contains(string(r.Body), "replicaSet") {
+		t.Fatalf("bad replica set: %s", r.Body)
+	}
+}

@@ -181,6 +181,9 @@ type (
 		Database    string  `json:"database"`
 		AgentID     *string `json:"agentId"`
 		HasPassword bool    `json:"hasPassword"`
+		AuthSource  *string `json:"authSource"`
+		ReplicaSet  *string `json:"replicaSet"`
+		TLS         bool    `json:"tls"`
 	}
 	storageJSON struct {
 		ID               string  `json:"id"`
