@@ -111,8 +111,9 @@ type historyView struct {
 	ExpireReason      string
 	PurgedAt          *time.Time
 	Manifest          struct {
-		Engine string
-		Tables []struct {
+		Engine      string
+		Consistency string
+		Tables      []struct {
 			Schema string
 			Name   string
 			Rows   int64

@@ -11,13 +11,18 @@
 package ferretserver
 
 import (
+	"bufio"
+	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -144,4 +149,96 @@ func (s *Server) Stop() {
 	case <-s.done:
 	case <-time.After(30 * time.Second):
 	}
+}
+
+// Content is one collection as tests compare it.
+type Content struct {
+	Docs int64
+	// Hash is a SHA-256 of the documents in _id order, then of the
+	// indexes (name, key, unique), sorted by name.
+	Hash string
+}
+
+// Contents is every collection of db (views aside) with its content.
+func Contents(ctx context.Context, db *mongo.Database) (map[string]Content, error) {
+	cols, err := db.ListCollections(ctx, bson.D{{Key: "type", Value: "collection"}})
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for cols.Next(ctx) {
+		names = append(names, cols.Current.Lookup("name").StringValue())
+	}
+	if err := cols.Err(); err != nil {
+		return nil, err
+	}
+	out := map[string]Content{}
+	for _, name := range names {
+		h := sha256.New()
+		cur, err := db.Collection(name).Find(ctx, bson.D{}, options.Find().SetSort(bson.D{{Key: "_id", Value: 1}}))
+		if err != nil {
+			return nil, err
+		}
+		var n int64
+		for cur.Next(ctx) {
+			h.Write(cur.Current)
+			n++
+		}
+		if err := cur.Err(); err != nil {
+			return nil, err
+		}
+		cur.Close(ctx)
+		ic, err := db.Collection(name).Indexes().List(ctx)
+		if err != nil {
+			return nil, err
+		}
+		var specs []string
+		for ic.Next(ctx) {
+			var ix struct {
+				Name   string `bson:"name"`
+				Key    bson.D `bson:"key"`
+				Unique bool   `bson:"unique"`
+			}
+			if err := ic.Decode(&ix); err != nil {
+				return nil, err
+			}
+			js, err := bson.MarshalExtJSON(bson.D{{Key: "name", Value: ix.Name}, {Key: "key", Value: ix.Key}, {Key: "unique", Value: ix.Unique}}, true, false)
+			if err != nil {
+				return nil, err
+			}
+			specs = append(specs, string(js))
+		}
+		slices.Sort(specs)
+		h.Write([]byte(strings.Join(specs, "\n")))
+		out[name] = Content{Docs: n, Hash: hex.EncodeToString(h.Sum(nil))}
+	}
+	return out, nil
+}
+
+// LoadExtJSON inserts into coll the documents of r, one extended JSON
+// document per line (mongoexport's output, canonical or relaxed), and
+// returns how many.
+func LoadExtJSON(ctx context.Context, coll *mongo.Collection, r io.Reader) (int, error) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 1<<20), 16<<20)
+	var docs []any
+	for sc.Scan() {
+		line := bytes.TrimSpace(sc.Bytes())
+		if len(line) == 0 {
+			continue
+		}
+		var d bson.D
+		if err := bson.UnmarshalExtJSON(line, false, &d); err != nil {
+			return 0, fmt.Errorf("document %d: %w", len(docs)+1, err)
+		}
+		docs = append(docs, d)
+	}
+	if err := sc.Err(); err != nil {
+		return 0, err
+	}
+	if len(docs) == 0 {
+		return 0, nil
+	}
+	_, err := coll.InsertMany(ctx, docs)
+	return len(docs), err
 }

@@ -2,17 +2,13 @@ package mongodb_test
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"os"
-	"slices"
 	"strings"
 	"testing"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
-	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/rahatback/rahatback/engines"
 	"github.com/rahatback/rahatback/engines/enginetest"
@@ -96,47 +92,13 @@ func (s *server) Contents(t *testing.T, database string) map[string]enginetest.T
 
 func contents(t testing.TB, db *mongo.Database) map[string]enginetest.Table {
 	t.Helper()
-	ctx := context.Background()
-	names, err := db.ListCollectionNames(ctx, bson.D{})
+	cs, err := ferretserver.Contents(context.Background(), db)
 	if err != nil {
 		t.Fatal(err)
 	}
 	out := map[string]enginetest.Table{}
-	for _, name := range names {
-		h := sha256.New()
-		cur, err := db.Collection(name).Find(ctx, bson.D{}, options.Find().SetSort(bson.D{{Key: "_id", Value: 1}}))
-		if err != nil {
-			t.Fatal(err)
-		}
-		var n int64
-		for cur.Next(ctx) {
-			h.Write(cur.Current)
-			n++
-		}
-		if err := cur.Err(); err != nil {
-			t.Fatal(err)
-		}
-		cur.Close(ctx)
-		ic, err := db.Collection(name).Indexes().List(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var specs []string
-		for ic.Next(ctx) {
-			var ix struct {
-				Name   string `bson:"name"`
-				Key    bson.D `bson:"key"`
-				Unique bool   `bson:"unique"`
-			}
-			if err := ic.Decode(&ix); err != nil {
-				t.Fatal(err)
-			}
-			js, _ := bson.MarshalExtJSON(bson.D{{Key: "name", Value: ix.Name}, {Key: "key", Value: ix.Key}, {Key: "unique", Value: ix.Unique}}, true, false)
-			specs = append(specs, string(js))
-		}
-		slices.Sort(specs)
-		h.Write([]byte(strings.Join(specs, "\n")))
-		out[name] = enginetest.Table{Rows: n, Hash: hex.EncodeToString(h.Sum(nil))}
+	for name, c := range cs {
+		out[name] = enginetest.Table{Rows: c.Docs, Hash: c.Hash}
 	}
 	return out
 }

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/rahatback/rahatback/engines"
+	"github.com/rahatback/rahatback/engines/mongodb/archive"
 	"github.com/rahatback/rahatback/events"
 	"github.com/rahatback/rahatback/pipeline"
 	"github.com/rahatback/rahatback/storage"
@@ -93,8 +95,25 @@ func (h *Handlers) verifyBasic(ctx context.Context, ref events.ObjectRef) (*even
 	if err == nil {
 		dec, err = pipeline.NewDecompressor(plain, ref.Compression)
 	}
+	var docs map[string]int64 // a mongodump archive's documents per collection
 	if err == nil {
-		rawSize, err = io.Copy(io.Discard, dec)
+		counted := &countingReader{r: dec}
+		if isArchive(ref.Key) {
+			var aerr error
+			docs, aerr = checkArchive(counted)
+			if errors.Is(aerr, archive.ErrFormat) {
+				add("archive", false, "%v", aerr)
+			} else if aerr == nil {
+				add("archive", true, "mongodump archive: %d collections and views, every block framed and every CRC-64 matching", len(docs))
+			}
+			err = aerr
+			if errors.Is(aerr, archive.ErrFormat) {
+				_, err = io.Copy(io.Discard, counted) // the rest, for the size and checksum
+			}
+		} else {
+			_, err = io.Copy(io.Discard, counted)
+		}
+		rawSize = counted.n.Load()
 		dec.Close()
 	}
 	decompressed := err == nil
@@ -127,6 +146,8 @@ func (h *Handlers) verifyBasic(ctx context.Context, ref events.ObjectRef) (*even
 		add("manifest", false, "manifest records %d bytes, sha256 %s; history records %d bytes, sha256 %s", m.StoredSize, m.Checksum, ref.Size, ref.Checksum)
 	case decompressed && m.RawSize != rawSize:
 		add("manifest", false, "manifest records %d bytes of dump, found %d", m.RawSize, rawSize)
+	case docs != nil && !sameCounts(m.Tables, docs):
+		add("manifest", false, "manifest's document counts differ from the archive's")
 	default:
 		add("manifest", true, "manifest agrees: %s %s, %d tables", m.Engine, m.ServerVersion, len(m.Tables))
 	}
@@ -148,4 +169,52 @@ func (h *Handlers) Delete(ctx context.Context, req events.DeleteRequest) events.
 		return events.DeleteReply{V: events.Version, Error: err.Error()}
 	}
 	return events.DeleteReply{V: events.Version, OK: true, NotFound: notFound}
+}
+
+// isArchive reports whether key is a mongodump archive (the MongoDB
+// engine's extension, before compression's and encryption's).
+func isArchive(key string) bool {
+	s, _ := engines.Lookup(engines.MongoDB)
+	return strings.Contains(key, s.Extension+".") || strings.HasSuffix(key, s.Extension)
+}
+
+// checkArchive reads a whole mongodump archive, checking its framing and
+// every namespace's CRC-64, and returns the documents of each collection.
+func checkArchive(r io.Reader) (map[string]int64, error) {
+	ar, err := archive.NewReader(r)
+	if err != nil {
+		return nil, err
+	}
+	docs := map[string]int64{}
+	for _, ns := range ar.Namespaces() {
+		if ns.Type != "view" {
+			docs[ns.Collection] = 0
+		}
+	}
+	for {
+		it, err := ar.Next()
+		if err == io.EOF {
+			return docs, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		if !it.EOF {
+			docs[it.Collection]++
+		}
+	}
+}
+
+// sameCounts reports whether a manifest's tables are the archive's
+// collections with the same documents.
+func sameCounts(tables []pipeline.TableCount, docs map[string]int64) bool {
+	if len(tables) != len(docs) {
+		return false
+	}
+	for _, t := range tables {
+		if n, ok := docs[t.Name]; !ok || n != t.Rows {
+			return false
+		}
+	}
+	return true
 }
