@@ -355,10 +355,18 @@ func TestWebDashboard(t *testing.T) {
 		// shows the server version.
 		p.open("/databases/new")
 		var port string
+		// MongoDB: its port, and its own fields (authentication database,
+		// replica set, TLS), which the other types hide.
+		mongoFields := `[document.querySelector('#db-port').value, ...['#db-authsource', '#db-replicaset', '#db-tls'].map((s) => document.querySelector(s).closest('.field').hidden)].join()`
+		p.fill(map[string]string{`#db-type`: "mongodb"})
+		p.eval(`(document.querySelector('#db-type').dispatchEvent(new Event('change')), `+mongoFields+`)`, &port)
+		if port != "27017,false,false,false" {
+			t.Fatalf("after choosing mongodb: port and hidden fields %q, want 27017 and MongoDB's fields shown", port)
+		}
 		p.fill(map[string]string{`#db-type`: "mysql"})
-		p.eval(`(document.querySelector('#db-type').dispatchEvent(new Event('change')), document.querySelector('#db-port').value)`, &port)
-		if port != "3306" {
-			t.Fatalf("port after choosing mysql = %q, want 3306", port)
+		p.eval(`(document.querySelector('#db-type').dispatchEvent(new Event('change')), `+mongoFields+`)`, &port)
+		if port != "3306,true,true,true" {
+			t.Fatalf("after choosing mysql: port and hidden fields %q, want 3306 and MongoDB's fields hidden", port)
 		}
 		// A MariaDB database tests through the agent and shows its version.
 		maria := testsupport.MariaDB(t)

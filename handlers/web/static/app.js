@@ -246,11 +246,22 @@ function initDatabases() {
     const port = form.elements.port;
     // Each type's default port comes with its option (the engines' Spec).
     const defaultPorts = [...type.options].map((o) => Number(o.dataset.port));
+    // Fields of one engine (MongoDB's authSource, replicaSet, tls) show
+    // for that engine only, and are cleared for the others.
+    const engineFields = () => {
+      for (const f of form.querySelectorAll('[data-engine-only]')) {
+        const on = f.dataset.engineOnly === type.value;
+        f.hidden = !on;
+        if (!on) for (const el of f.querySelectorAll('input')) { if (el.type === 'checkbox') el.checked = false; else el.value = ''; }
+      }
+    };
+    engineFields();
     type.addEventListener('change', () => {
       // The port follows the type unless the user typed another one.
       if (port.value === '' || defaultPorts.includes(Number(port.value))) {
         port.value = type.selectedOptions[0].dataset.port;
       }
+      engineFields();
     });
     const btn = $('[data-test-connection]', form);
     btn.addEventListener('click', () => {
