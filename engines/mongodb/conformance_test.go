@@ -1,6 +1,7 @@
 package mongodb_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -155,4 +156,33 @@ func TestConformance(t *testing.T) {
 		NoAuth:             true,
 		PlainDatabaseNames: true,
 	})
+}
+
+// TestRestoreLeavesOtherCollections: collections of the target that the
+// backup does not hold stay as they were; those it holds are replaced,
+// with their indexes, and no scratch or undo collection is left.
+func TestRestoreLeavesOtherCollections(t *testing.T) {
+	ctx := context.Background()
+	s := newServer(t)
+	src, dst := "rb_keep_src", "rb_keep_dst"
+	for _, d := range []string{src, dst} {
+		s.CreateDatabase(t, d)
+		t.Cleanup(func() { s.DropDatabase(t, d) })
+	}
+	s.Exec(t, src, `{"commands": [{"insert": "orders", "documents": [{"_id": 1, "v": "backup"}, {"_id": 2, "v": "backup"}]},
+		{"createIndexes": "orders", "indexes": [{"key": {"v": 1}, "name": "by v"}]}]}`)
+	s.Exec(t, dst, `{"commands": [{"insert": "orders", "documents": [{"_id": 1, "v": "old"}, {"_id": 3, "v": "old"}]},
+		{"insert": "keep_me", "documents": [{"_id": "k"}]}]}`)
+	keep := s.Contents(t, dst)["keep_me"]
+	var dump bytes.Buffer
+	if _, err := (mongodb.Engine{}).Dump(ctx, s.Conn(src), &dump); err != nil {
+		t.Fatal(err)
+	}
+	if err := (mongodb.Engine{}).Restore(ctx, s.Conn(dst), &dump); err != nil {
+		t.Fatal(err)
+	}
+	got, want := s.Contents(t, dst), s.Contents(t, src)
+	if got["orders"] != want["orders"] || got["keep_me"] != keep || len(got) != 3 {
+		t.Fatalf("after the restore: %+v; want orders %+v and keep_me %+v", got, want["orders"], keep)
+	}
 }

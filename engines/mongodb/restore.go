@@ -42,15 +42,17 @@ type metadata struct {
 //  1. every collection is created, with its options, under a scratch name
 //     ("rbtmp_<tag>_<name>") in the target database, filled and indexed;
 //     the archive's checksums are verified as it is read;
-//  2. only when the whole archive loaded, the target's collections are
-//     renamed aside ("rbold_<tag>_<name>"), its views dropped, the scratch
-//     collections renamed to their names and the archive's views created;
+//  2. only when the whole archive loaded, the target's collections and
+//     views of the archive's names are renamed aside ("rbold_<tag>_<name>")
+//     or dropped (views), the scratch collections renamed to their names
+//     and the archive's views created;
 //  3. the old collections are dropped.
 //
 // A failure in 1 drops the scratch collections: the target is as it was.
 // A failure in 2 undoes what 2 did (the error says if that failed too).
-// After a restore the target holds exactly the archive's collections and
-// views. MongoDB cannot rename several collections atomically: during
+// After a restore the archive's collections and views are in the target as
+// they were dumped; the target's collections and views of other names are
+// left alone, as the other engines do. MongoDB cannot rename several collections atomically: during
 // step 2 (renames only, no copying) readers may see a mix.
 func (e Engine) Restore(ctx context.Context, c engines.Conn, r io.Reader) error {
 	ar, err := archive.NewReader(r)
@@ -266,9 +268,13 @@ func (rs *restore) swap(ctx context.Context, namespaces []archive.Namespace) err
 		}
 		return fmt.Errorf("%w (the database was left as it was)", cause)
 	}
+	inArchive := map[string]bool{}
+	for _, ns := range namespaces {
+		inArchive[ns.Collection] = true
+	}
 	for _, col := range existing {
-		if strings.HasPrefix(col.Name, scratchPrefix+rs.tag+"_") {
-			continue
+		if !inArchive[col.Name] {
+			continue // what the backup does not hold is left alone
 		}
 		if col.Type == "view" {
 			if err := rs.db.Collection(col.Name).Drop(ctx); err != nil {
