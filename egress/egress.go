@@ -34,7 +34,9 @@ type Policy struct {
 // IP and port ("127.0.0.1:9000", "[::1]:9000"), a host name
 // ("minio.lan") or a host name and port ("minio.lan:9000"). Entries may
 // also be comma-separated. A host name is allowed as the URL names it,
-// whatever it resolves to. Errors name the entry that is none of these.
+// whatever it resolves to but a cloud metadata address, which only an
+// entry naming exactly that IP allows (a covering CIDR does not). Errors
+// name the entry that is none of these.
 func New(allow []string) (*Policy, error) {
 	p := &Policy{addrs: map[netip.AddrPort]bool{}, hosts: map[string]bool{}}
 	for _, list := range allow {
@@ -169,6 +171,10 @@ var ranges = func() []struct {
 		{"203.0.113.0/24", "reserved"},
 		{"240.0.0.0/4", "reserved"},
 		{"2001:db8::/32", "reserved"},
+		{"2001::/32", "reserved"},      // Teredo
+		{"100::/64", "reserved"},       // discard
+		{"fec0::/10", "private"},       // site-local (deprecated)
+		{"192.88.99.0/24", "reserved"}, // 6to4 relay anycast
 		{"224.0.0.0/4", "multicast"},
 		{"ff00::/8", "multicast"},
 	} {
@@ -186,6 +192,9 @@ var (
 	nat64   = netip.MustParsePrefix("64:ff9b::/96")
 	sixTo4  = netip.MustParsePrefix("2002::/16")
 	nat64Lo = netip.MustParsePrefix("64:ff9b:1::/48")
+	// ::a.b.c.d (deprecated IPv4-compatible) and ::ffff:0:a.b.c.d (SIIT).
+	ipv4Compat = netip.MustParsePrefix("::/96")
+	siit       = netip.MustParsePrefix("::ffff:0:0:0/96")
 )
 
 // Classify returns the kind of a refused address ("loopback", "private",
@@ -195,6 +204,10 @@ func Classify(a netip.Addr) string {
 	if a.Is6() {
 		b := a.As16()
 		switch {
+		case ipv4Compat.Contains(a) && a != netip.IPv6Unspecified() && a != netip.IPv6Loopback():
+			return Classify(netip.AddrFrom4([4]byte(b[12:16])))
+		case siit.Contains(a):
+			return Classify(netip.AddrFrom4([4]byte(b[12:16])))
 		case nat64.Contains(a):
 			return Classify(netip.AddrFrom4([4]byte(b[12:16])))
 		case sixTo4.Contains(a):
@@ -215,7 +228,16 @@ func Classify(a netip.Addr) string {
 }
 
 // allowedAddr reports whether the policy lets the control plane reach ap.
+// A metadata address passes only through an entry naming exactly it (an
+// IP, or IP:port), never through a covering CIDR or a host name: allowing
+// fd00::/8 or 100.64.0.0/10 must not open a cloud's metadata service.
 func (p *Policy) allowedAddr(ap netip.AddrPort) (kind string, ok bool) {
+	return p.allowedAddrAs(ap, false)
+}
+
+// allowedAddrAs is allowedAddr for an address a name allowed by the
+// operator resolved to (byName): any address but a metadata one passes.
+func (p *Policy) allowedAddrAs(ap netip.AddrPort, byName bool) (kind string, ok bool) {
 	a := ap.Addr().Unmap().WithZone("")
 	kind = Classify(a)
 	if kind == "" {
@@ -228,11 +250,11 @@ func (p *Policy) allowedAddr(ap netip.AddrPort) (kind string, ok bool) {
 		return kind, true
 	}
 	for _, pfx := range p.prefixes {
-		if pfx.Contains(a) {
+		if pfx.Contains(a) && (kind != "metadata" || pfx.Bits() == a.BitLen()) {
 			return kind, true
 		}
 	}
-	return kind, false
+	return kind, byName && kind != "metadata"
 }
 
 // allowedHost reports whether host (a name, not an IP) is allowed as named.
@@ -274,6 +296,9 @@ func defaultPort(u *url.URL) string {
 func (p *Policy) check(ctx context.Context, r Resolver, u *url.URL, redirect bool) error {
 	host, port := u.Hostname(), defaultPort(u)
 	_, err := p.resolve(ctx, r, host, port, redirect)
+	if _, ok := IsRefused(err); err != nil && !ok && p.allowedHost(host, port) {
+		return nil // allowed as named; the dial resolves it again and checks
+	}
 	if _, ok := IsRefused(err); err != nil && !ok {
 		// A name that cannot be checked cannot be used; the message is the
 		// one of a refused name, so a lookup failure and an internal
@@ -283,8 +308,8 @@ func (p *Policy) check(ctx context.Context, r Resolver, u *url.URL, redirect boo
 	return err
 }
 
-// resolve returns the addresses to dial for host:port (nil when host is
-// an allowed name, to be dialed as named), or why not.
+// resolve returns the addresses to dial for host:port, or why not. A name
+// the operator allowed may resolve to any address but a metadata one.
 func (p *Policy) resolve(ctx context.Context, r Resolver, host, port string, redirect bool) ([]netip.AddrPort, error) {
 	pn, err := strconv.ParseUint(port, 10, 16)
 	if err != nil {
@@ -297,9 +322,7 @@ func (p *Policy) resolve(ctx context.Context, r Resolver, host, port string, red
 		}
 		return []netip.AddrPort{ap}, nil
 	}
-	if p.allowedHost(host, port) {
-		return nil, nil
-	}
+	byName := p.allowedHost(host, port)
 	if r == nil {
 		r = net.DefaultResolver
 	}
@@ -315,7 +338,7 @@ func (p *Policy) resolve(ctx context.Context, r Resolver, host, port string, red
 		ap := netip.AddrPortFrom(a.Unmap().WithZone(""), uint16(pn))
 		// One refused address refuses the name: which one a dial would
 		// pick must not decide.
-		if _, ok := p.allowedAddr(ap); !ok {
+		if _, ok := p.allowedAddrAs(ap, byName); !ok {
 			return nil, &Refused{Host: host, Redirect: redirect}
 		}
 		out = append(out, ap)
@@ -344,9 +367,6 @@ func (d *Dialer) DialContext(ctx context.Context, network, address string) (net.
 		return nil, &net.OpError{Op: "dial", Net: network, Err: err}
 	}
 	dialer := d.Dialer
-	if targets == nil { // an allowed name: dial it as named
-		return dialer.DialContext(ctx, network, address)
-	}
 	// The connection goes to the address checked above; the Control hook
 	// checks it once more at the socket.
 	dialer.Control = func(_, addr string, _ syscall.RawConn) error {
@@ -354,7 +374,7 @@ func (d *Dialer) DialContext(ctx context.Context, network, address string) (net.
 		if err != nil {
 			return err
 		}
-		if kind, ok := d.Policy.allowedAddr(ap); !ok {
+		if kind, ok := d.Policy.allowedAddrAs(ap, d.Policy.allowedHost(host, port)); !ok {
 			return &Refused{Host: ap.Addr().String(), Kind: kind}
 		}
 		return nil

@@ -43,6 +43,12 @@ func TestClassify(t *testing.T) {
 		"198.51.100.7":           "reserved",
 		"fe80::1%eth0":           "link-local",
 		"::ffff:169.254.169.254": "metadata",
+		"::127.0.0.1":            "loopback", // IPv4-compatible
+		"::ffff:0:127.0.0.1":     "loopback", // SIIT
+		"2001::1":                "reserved", // Teredo
+		"fec0::1":                "private",
+		"100::1":                 "reserved",
+		"192.88.99.1":            "reserved",
 	} {
 		if got := egress.Classify(netip.MustParseAddr(addr)); got != want {
 			t.Errorf("Classify(%s) = %q, want %q", addr, got, want)
@@ -93,6 +99,23 @@ func TestCheckURL(t *testing.T) {
 			t.Errorf("%s:\n got %q\nwant %q", raw, got, want)
 		}
 	}
+	// A covering CIDR does not open a metadata address; naming it exactly does.
+	cover, err := egress.New([]string{"fd00::/8", "100.64.0.0/10", "169.254.0.0/16"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, raw := range []string{"http://[fd00:ec2::254]", "http://100.100.100.200", "http://169.254.169.254"} {
+		if err := cover.CheckURL(ctx, raw); err == nil {
+			t.Errorf("%s passed through a covering CIDR", raw)
+		}
+	}
+	if err := cover.CheckURL(ctx, "http://169.254.10.1"); err != nil {
+		t.Errorf("link-local address inside the allowed CIDR: %v", err)
+	}
+	exact, _ := egress.New([]string{"169.254.169.254"})
+	if err := exact.CheckURL(ctx, "http://169.254.169.254"); err != nil {
+		t.Errorf("an exact allowance of the metadata address: %v", err)
+	}
 	// The zero policy allows public addresses only.
 	var none *egress.Policy
 	if err := none.CheckURL(ctx, "http://127.0.0.1:9000"); err == nil {
@@ -142,6 +165,7 @@ func TestDialerChecksResolvedAddresses(t *testing.T) {
 	r := &resolver{addrs: map[string][]netip.Addr{
 		"rebind.test": {netip.MustParseAddr("127.0.0.1")},
 		"mixed.test":  {netip.MustParseAddr("93.184.215.14"), netip.MustParseAddr("127.0.0.1")},
+		"imds.test":   {netip.MustParseAddr("169.254.169.254")},
 	}}
 	ctx := context.Background()
 
@@ -169,6 +193,17 @@ func TestDialerChecksResolvedAddresses(t *testing.T) {
 	c.Close()
 	if n := r.lookups.Load() - before; n != 1 {
 		t.Errorf("%d lookups for one dial", n)
+	}
+	// A name the operator allowed still never reaches a metadata address.
+	p, err = egress.New([]string{"imds.test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d = &egress.Dialer{Policy: p, Resolver: r}
+	if _, err := d.DialContext(ctx, "tcp", "imds.test:80"); err == nil {
+		t.Fatal("an allowed name reached the metadata address")
+	} else if _, ok := egress.IsRefused(err); !ok {
+		t.Fatalf("allowed name to metadata: %v", err)
 	}
 }
 

@@ -166,9 +166,19 @@ func Contents(ctx context.Context, db *mongo.Database) (map[string]Content, erro
 		return nil, err
 	}
 	var names []string
+	collOptions := map[string]string{} // listCollections options, as extended JSON
 	for cols.Next(ctx) {
-		names = append(names, cols.Current.Lookup("name").StringValue())
+		name := cols.Current.Lookup("name").StringValue()
+		names = append(names, name)
+		if o, ok := cols.Current.Lookup("options").DocumentOK(); ok {
+			js, err := bson.MarshalExtJSON(o, true, false)
+			if err != nil {
+				return nil, err
+			}
+			collOptions[name] = string(js)
+		}
 	}
+	cols.Close(ctx)
 	if err := cols.Err(); err != nil {
 		return nil, err
 	}
@@ -184,30 +194,38 @@ func Contents(ctx context.Context, db *mongo.Database) (map[string]Content, erro
 			h.Write(cur.Current)
 			n++
 		}
-		if err := cur.Err(); err != nil {
+		err = cur.Err()
+		cur.Close(ctx)
+		if err != nil {
 			return nil, err
 		}
-		cur.Close(ctx)
 		ic, err := db.Collection(name).Indexes().List(ctx)
 		if err != nil {
 			return nil, err
 		}
 		var specs []string
 		for ic.Next(ctx) {
-			var ix struct {
-				Name   string `bson:"name"`
-				Key    bson.D `bson:"key"`
-				Unique bool   `bson:"unique"`
-			}
-			if err := ic.Decode(&ix); err != nil {
+			// The whole spec but what the server sets (v, ns).
+			var spec bson.D
+			elems, err := ic.Current.Elements()
+			if err != nil {
+				ic.Close(ctx)
 				return nil, err
 			}
-			js, err := bson.MarshalExtJSON(bson.D{{Key: "name", Value: ix.Name}, {Key: "key", Value: ix.Key}, {Key: "unique", Value: ix.Unique}}, true, false)
+			for _, e := range elems {
+				if k := e.Key(); k != "v" && k != "ns" {
+					spec = append(spec, bson.E{Key: k, Value: e.Value()})
+				}
+			}
+			js, err := bson.MarshalExtJSON(spec, true, false)
 			if err != nil {
+				ic.Close(ctx)
 				return nil, err
 			}
 			specs = append(specs, string(js))
 		}
+		ic.Close(ctx)
+		specs = append(specs, "options "+collOptions[name])
 		slices.Sort(specs)
 		h.Write([]byte(strings.Join(specs, "\n")))
 		out[name] = Content{Docs: n, Hash: hex.EncodeToString(h.Sum(nil))}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"strings"
 	"testing"
@@ -14,6 +15,7 @@ import (
 	"github.com/rahatback/rahatback/engines"
 	"github.com/rahatback/rahatback/engines/enginetest"
 	"github.com/rahatback/rahatback/engines/mongodb"
+	"github.com/rahatback/rahatback/engines/mongodb/archive"
 	"github.com/rahatback/rahatback/ferretserver"
 )
 
@@ -184,5 +186,44 @@ func TestRestoreLeavesOtherCollections(t *testing.T) {
 	got, want := s.Contents(t, dst), s.Contents(t, src)
 	if got["orders"] != want["orders"] || got["keep_me"] != keep || len(got) != 3 {
 		t.Fatalf("after the restore: %+v; want orders %+v and keep_me %+v", got, want["orders"], keep)
+	}
+}
+
+// TestRestoreRefusesWhatItCannotRestore: archives of several databases,
+// of an oplog or of users and roles are refused before the target is
+// touched.
+func TestRestoreRefusesWhatItCannotRestore(t *testing.T) {
+	s := newServer(t)
+	dst := "rb_refuse_dst"
+	s.CreateDatabase(t, dst)
+	t.Cleanup(func() { s.DropDatabase(t, dst) })
+	before := s.Contents(t, dst)
+	for name, nss := range map[string][]archive.Namespace{
+		"TwoDatabases": {{DB: "a", Collection: "x"}, {DB: "b", Collection: "y"}},
+		"Oplog":        {{DB: "", Collection: "oplog"}},
+		"UsersRoles":   {{DB: "a", Collection: "$admin.system.users"}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			var buf bytes.Buffer
+			w, err := archive.NewWriter(&buf, archive.Header{ServerVersion: "7.0.0"}, nss)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, ns := range nss {
+				w.Begin(ns.DB, ns.Collection)
+				w.End()
+			}
+			if err := w.Close(); err != nil {
+				t.Fatal(err)
+			}
+			err = (mongodb.Engine{}).Restore(context.Background(), s.Conn(dst), &buf)
+			if err == nil {
+				t.Fatal("restored")
+			}
+			t.Log(err)
+			if got := s.Contents(t, dst); !maps.Equal(got, before) {
+				t.Fatalf("the target changed: %v", got)
+			}
+		})
 	}
 }

@@ -35,15 +35,17 @@ func (e Engine) Dump(ctx context.Context, c engines.Conn, w io.Writer) (engines.
 		return info, err
 	}
 	var hello struct {
-		SetName string `bson:"setName"`
-		Msg     string `bson:"msg"`
+		SetName        string `bson:"setName"`
+		Msg            string `bson:"msg"`
+		MaxWireVersion int32  `bson:"maxWireVersion"`
 	}
 	if err := cl.Database("admin").RunCommand(ctx, bson.D{{Key: "hello", Value: 1}}).Decode(&hello); err != nil {
 		return info, serverError(err)
 	}
 	readCtx := ctx
 	info.Consistency = PerCollection
-	if hello.SetName != "" || hello.Msg == "isdbgrid" {
+	// Snapshot reads came with MongoDB 5.0 (wire version 13).
+	if (hello.SetName != "" || hello.Msg == "isdbgrid") && hello.MaxWireVersion >= 13 {
 		sess, err := cl.StartSession(options.Session().SetSnapshot(true))
 		if err != nil {
 			return info, serverError(err)
@@ -60,6 +62,12 @@ func (e Engine) Dump(ctx context.Context, c engines.Conn, w io.Writer) (engines.
 	}
 	namespaces := make([]archive.Namespace, 0, len(colls))
 	for _, col := range colls {
+		if col.Type == "timeseries" {
+			// mongodump writes a time series as its system.buckets
+			// collection; this writer does not (yet), and a backup that
+			// no tool could restore must not pass for one.
+			return info, fmt.Errorf("collection %q is a time series collection, which RahatBack cannot back up yet", col.Name)
+		}
 		ns, err := namespaceOf(ctx, db, col)
 		if err != nil {
 			return info, err
@@ -134,13 +142,13 @@ func namespaceOf(ctx context.Context, db *mongo.Database, col collection) (archi
 		if err != nil {
 			return ns, fmt.Errorf("indexes of %q: %w", col.Name, serverError(err))
 		}
+		defer cur.Close(context.WithoutCancel(ctx))
 		for cur.Next(ctx) {
 			indexes = append(indexes, bson.Raw(append([]byte(nil), cur.Current...)))
 		}
 		if err := cur.Err(); err != nil {
 			return ns, fmt.Errorf("indexes of %q: %w", col.Name, serverError(err))
 		}
-		cur.Close(ctx)
 	}
 	meta = append(meta, bson.E{Key: "indexes", Value: indexes})
 	if len(col.Info.UUID.Data) == 16 {

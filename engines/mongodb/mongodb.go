@@ -165,8 +165,9 @@ type collection struct {
 	} `bson:"info"`
 }
 
-// listCollections returns db's collections and views in name order,
-// without system collections (but system.js, as mongodump).
+// listCollections returns db's collections and views, without system
+// collections (but system.js, as mongodump) and without the scratch and
+// undo collections a restore that died left behind.
 func listCollections(ctx context.Context, db *mongo.Database, opts ...options.Lister[options.ListCollectionsOptions]) ([]collection, error) {
 	cur, err := db.ListCollections(ctx, bson.D{}, opts...)
 	if err != nil {
@@ -178,7 +179,8 @@ func listCollections(ctx context.Context, db *mongo.Database, opts ...options.Li
 	}
 	out := all[:0]
 	for _, c := range all {
-		if strings.HasPrefix(c.Name, "system.") && c.Name != "system.js" {
+		if strings.HasPrefix(c.Name, "system.") && c.Name != "system.js" ||
+			strings.HasPrefix(c.Name, scratchPrefix) || strings.HasPrefix(c.Name, undoPrefix) {
 			continue
 		}
 		out = append(out, c)

@@ -89,7 +89,17 @@ func (rs *restore) undoName(name string) string    { return undoPrefix + rs.tag 
 
 // load creates and fills the scratch collections.
 func (rs *restore) load(ctx context.Context, ar *archive.Reader) error {
-	for _, ns := range ar.Namespaces() {
+	var db string
+	for i, ns := range ar.Namespaces() {
+		switch {
+		case i > 0 && ns.DB != db:
+			return fmt.Errorf("the archive holds more than one database (%q and %q); RahatBack restores one", db, ns.DB)
+		case ns.DB == "":
+			return fmt.Errorf("the archive holds an oplog or a namespace without a database (%q), which RahatBack does not restore", ns.Collection)
+		case strings.Contains(ns.Collection, "$") || strings.HasPrefix(ns.Collection, "system.") && ns.Collection != "system.js":
+			return fmt.Errorf("the archive holds %q, a system or user-and-role namespace, which RahatBack does not restore", ns.Collection)
+		}
+		db = ns.DB
 		var m metadata
 		if ns.Metadata != "" {
 			if err := bson.UnmarshalExtJSON([]byte(ns.Metadata), true, &m); err != nil {
@@ -126,8 +136,9 @@ func (rs *restore) load(ctx context.Context, ar *archive.Reader) error {
 		if len(batch) == 0 {
 			return nil
 		}
-		_, err := rs.db.Collection(rs.scratchName(coll)).InsertMany(ctx, batch,
-			options.InsertMany().SetOrdered(true).SetBypassDocumentValidation(true))
+		// Validated as mongorestore does by default: bypassing needs a
+		// role beyond readWrite.
+		_, err := rs.db.Collection(rs.scratchName(coll)).InsertMany(ctx, batch, options.InsertMany().SetOrdered(true))
 		batch, size = batch[:0], 0
 		if err != nil {
 			return fmt.Errorf("insert into %q: %w", coll, serverError(err))
@@ -259,7 +270,10 @@ func (rs *restore) swap(ctx context.Context, namespaces []archive.Namespace) err
 			errs = append(errs, rs.rename(uctx, rs.undoName(n), n))
 		}
 		for _, v := range droppedV {
-			errs = append(errs, rs.createView(uctx, v.Name, v.Options))
+			if err := rs.createView(uctx, v.Name, v.Options); err != nil {
+				def, _ := bson.MarshalExtJSON(v.Options, false, false)
+				errs = append(errs, fmt.Errorf("view %q (%s) could not be created again: %w", v.Name, def, err))
+			}
 		}
 		rs.dropScratch()
 		if err := errors.Join(errs...); err != nil {
@@ -268,27 +282,27 @@ func (rs *restore) swap(ctx context.Context, namespaces []archive.Namespace) err
 		}
 		return fmt.Errorf("%w (the database was left as it was)", cause)
 	}
-	inArchive := map[string]bool{}
-	for _, ns := range namespaces {
-		inArchive[ns.Collection] = true
-	}
+	byName := map[string]collection{}
 	for _, col := range existing {
-		if !inArchive[col.Name] {
-			continue // what the backup does not hold is left alone
-		}
-		if col.Type == "view" {
+		byName[col.Name] = col
+	}
+	// Each name is cleared and filled back to back, so the window in
+	// which an archive's name holds nothing stays short; stop the
+	// applications writing to the target during a restore.
+	for _, ns := range namespaces {
+		col, exists := byName[ns.Collection]
+		switch {
+		case exists && col.Type == "view":
 			if err := rs.db.Collection(col.Name).Drop(ctx); err != nil {
 				return undo(fmt.Errorf("drop view %q: %w", col.Name, serverError(err)))
 			}
 			droppedV = append(droppedV, col)
-			continue
+		case exists:
+			if err := rs.rename(ctx, col.Name, rs.undoName(col.Name)); err != nil {
+				return undo(fmt.Errorf("move collection %q aside: %w", col.Name, err))
+			}
+			movedAside = append(movedAside, col.Name)
 		}
-		if err := rs.rename(ctx, col.Name, rs.undoName(col.Name)); err != nil {
-			return undo(fmt.Errorf("move collection %q aside: %w", col.Name, err))
-		}
-		movedAside = append(movedAside, col.Name)
-	}
-	for _, ns := range namespaces {
 		if ns.Type == "view" {
 			continue
 		}

@@ -15,7 +15,9 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/rahatback/rahatback/db"
+	"github.com/rahatback/rahatback/egress"
 	"github.com/rahatback/rahatback/events"
+	"github.com/rahatback/rahatback/runs"
 	"github.com/rahatback/rahatback/storage"
 	"github.com/rahatback/rahatback/transfer"
 )
@@ -291,6 +293,13 @@ func (a *API) downloadHistory(w http.ResponseWriter, r *http.Request) error {
 	case errors.Is(err, transfer.ErrTimeout):
 		return errorf(http.StatusGatewayTimeout, "the agent holding this backup did not answer")
 	case err != nil:
+		if rf, ok := egress.IsRefused(err); ok {
+			return errorf(http.StatusConflict, "the control plane may not connect to this backup's storage: %s", rf.Error())
+		}
+		if h.StorageType != "local" && !isRunError(err) {
+			a.log.Warn("download from cloud storage failed", "backupId", h.ID, "detail", storage.Detail(err))
+			return errorf(http.StatusBadGateway, "the storage did not hand the backup over: %s", probeMessage(err))
+		}
 		return err
 	}
 	defer rd.Close()
@@ -341,4 +350,10 @@ func (a *API) openCloudObject(ctx context.Context, h db.BackupHistory) (sizedRea
 		return sizedReader{}, err
 	}
 	return sizedReader{rc, obj.Size}, nil
+}
+
+// isRunError reports whether err is a runs.Error (with its own status).
+func isRunError(err error) bool {
+	var re *runs.Error
+	return errors.As(err, &re)
 }

@@ -236,7 +236,7 @@ func NewReader(r io.Reader) (*Reader, error) {
 	}
 	doc, term, err := ar.readDocOrTerm()
 	if err != nil {
-		return nil, err
+		return nil, ar.readErr(err)
 	}
 	if term {
 		return nil, formatErr("no header")
@@ -254,7 +254,7 @@ func NewReader(r io.Reader) (*Reader, error) {
 	for {
 		doc, term, err := ar.readDocOrTerm()
 		if err != nil {
-			return nil, err
+			return nil, ar.readErr(err)
 		}
 		if term {
 			break

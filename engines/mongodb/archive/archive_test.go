@@ -2,6 +2,7 @@ package archive_test
 
 import (
 	"bytes"
+	"strings"
 	"errors"
 	"hash/crc64"
 	"io"
@@ -138,12 +139,33 @@ func TestLayout(t *testing.T) {
 	if !bytes.HasSuffix(b, want) {
 		t.Fatal("the body of empty namespaces is not what mongorestore expects")
 	}
-	// The prelude's documents carry db, collection, metadata, size (int32) and type.
-	r, err := archive.NewReader(bytes.NewReader(b))
-	if err != nil {
-		t.Fatal(err)
+	// The header and the prelude, byte for byte: concurrent_collections
+	// and size are int32, keys in mongodump's order, then a terminator.
+	var pre []byte
+	pre = append(pre, doc(t, bson.D{{Key: "concurrent_collections", Value: int32(1)}, {Key: "version", Value: "0.1"},
+		{Key: "server_version", Value: "7.0.42"}, {Key: "tool_version", Value: "test"}})...)
+	for _, ns := range []struct{ coll, meta, typ string }{
+		{"orders", `{"indexes":[],"collectionName":"orders"}`, ""},
+		{"empty", `{"indexes":[],"collectionName":"empty"}`, ""},
+		{"v", `{"options":{"viewOn":"orders","pipeline":[]},"indexes":[],"collectionName":"v","type":"view"}`, "view"},
+	} {
+		pre = append(pre, doc(t, bson.D{{Key: "db", Value: "shop"}, {Key: "collection", Value: ns.coll}, {Key: "metadata", Value: ns.meta},
+			{Key: "size", Value: int32(0)}, {Key: "type", Value: ns.typ}})...)
 	}
-	_ = r
+	pre = append(pre, term...)
+	if !bytes.Equal(b[4:4+len(pre)], pre) {
+		t.Fatal("the header and prelude are not what mongorestore reads")
+	}
+	// A namespace's CRC is CRC-64/ECMA of its documents' bytes, in order.
+	b, docs := sample(t, 3)
+	crc := crc64.New(crc64.MakeTable(crc64.ECMA))
+	for _, d := range docs {
+		crc.Write(d)
+	}
+	end := doc(t, bson.D{{Key: "db", Value: "shop"}, {Key: "collection", Value: "orders"}, {Key: "EOF", Value: true}, {Key: "CRC", Value: int64(crc.Sum64())}})
+	if !bytes.Contains(b, end) {
+		t.Fatal("the end block of orders does not carry the CRC-64 of its documents")
+	}
 }
 
 // TestCorruption: every damage is found, as a format error.
@@ -183,9 +205,20 @@ func TestCorruption(t *testing.T) {
 		if err := w.Close(); err == nil {
 			t.Fatal("Close accepted an unwritten namespace")
 		}
-		_, _, err = readAll(buf.Bytes())
-		if !errors.Is(err, archive.ErrFormat) {
+		// An archive whose last namespace never ends: cut the end block
+		// of "v" (its header and terminator) off a whole archive.
+		end := doc(t, bson.D{{Key: "db", Value: "shop"}, {Key: "collection", Value: "v"}, {Key: "EOF", Value: true}, {Key: "CRC", Value: int64(0)}})
+		cut := b[:len(b)-len(end)-4]
+		_, _, err = readAll(cut)
+		if !errors.Is(err, archive.ErrFormat) || !strings.Contains(err.Error(), "ends before 1 namespaces were ended") {
 			t.Fatalf("reader: %v", err)
+		}
+	})
+	t.Run("CutInPrelude", func(t *testing.T) {
+		for _, n := range []int{4, 6, 40} {
+			if _, _, err := readAll(b[:n]); !errors.Is(err, archive.ErrFormat) {
+				t.Errorf("cut at %d: %v, want ErrFormat", n, err)
+			}
 		}
 	})
 	t.Run("WrongCRC", func(t *testing.T) {
