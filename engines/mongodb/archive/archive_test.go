@@ -2,10 +2,10 @@ package archive_test
 
 import (
 	"bytes"
-	"strings"
 	"errors"
 	"hash/crc64"
 	"io"
+	"strings"
 	"testing"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
