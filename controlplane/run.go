@@ -364,6 +364,7 @@ func (s *system) serve(ctx context.Context) error {
 		if a, err = s.newAPI(js, agentURL, v, svc); err != nil {
 			return err
 		}
+		g.Go(func() error { s.logRefusedStorages(gctx, svc); return nil })
 	}
 	if s.cfg.hasRole("scheduler") {
 		sch, err := scheduler.New(scheduler.Opts{Pool: s.pool, Runs: svc, Outbox: relay, Grace: s.cfg.ScheduleGrace,
@@ -514,4 +515,20 @@ func (s *system) enrollLocalAgent(ctx context.Context, a *api.API, dir string, l
 	}
 	log.Info("local agent enrolled", "agentId", st.AgentID, "userId", owner)
 	return st, nil
+}
+
+// logRefusedStorages warns, once at start, about saved storages whose
+// endpoints --allow-endpoint does not (or no longer) allow.
+func (s *system) logRefusedStorages(ctx context.Context, svc *runs.Service) {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	refused, err := svc.RefusedStorages(ctx)
+	if err != nil {
+		s.log.Warn("checking saved storage endpoints failed", "err", err)
+		return
+	}
+	for _, r := range refused {
+		s.log.Warn("a saved storage's endpoint is not allowed: the control plane will refuse to test it and to download, delete or purge its backups",
+			"storageId", r.ID, "userId", r.UserID, "name", r.Name, "reason", r.Reason)
+	}
 }

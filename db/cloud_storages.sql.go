@@ -216,6 +216,46 @@ func (q *Queries) ListCloudStorages(ctx context.Context, db DBTX, userID uuid.UU
 	return items, nil
 }
 
+const storageEndpoints = `-- name: StorageEndpoints :many
+SELECT id, user_id, name, s3_endpoint FROM cloud_storages
+WHERE storage_type = 's3' AND s3_endpoint IS NOT NULL
+ORDER BY created_at, id
+`
+
+type StorageEndpointsRow struct {
+	ID         uuid.UUID
+	UserID     uuid.UUID
+	Name       string
+	S3Endpoint *string
+}
+
+// StorageEndpoints lists every S3 storage with an endpoint: the control
+// plane checks them against its egress policy at start.
+func (q *Queries) StorageEndpoints(ctx context.Context, db DBTX) ([]StorageEndpointsRow, error) {
+	rows, err := db.Query(ctx, storageEndpoints)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []StorageEndpointsRow
+	for rows.Next() {
+		var i StorageEndpointsRow
+		if err := rows.Scan(
+			&i.ID,
+			&i.UserID,
+			&i.Name,
+			&i.S3Endpoint,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const takeOAuthState = `-- name: TakeOAuthState :one
 DELETE FROM oauth_states WHERE state_hash = $1 AND expires_at > now() RETURNING state_hash, user_id, name, folder_id, expires_at
 `

@@ -34,3 +34,10 @@ INSERT INTO oauth_states (state_hash, user_id, name, folder_id, expires_at) VALU
 
 -- name: TakeOAuthState :one
 DELETE FROM oauth_states WHERE state_hash = $1 AND expires_at > now() RETURNING *;
+
+-- StorageEndpoints lists every S3 storage with an endpoint: the control
+-- plane checks them against its egress policy at start.
+-- name: StorageEndpoints :many
+SELECT id, user_id, name, s3_endpoint FROM cloud_storages
+WHERE storage_type = 's3' AND s3_endpoint IS NOT NULL
+ORDER BY created_at, id;

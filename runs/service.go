@@ -84,6 +84,32 @@ func New(c Config) (*Service, error) {
 	return &Service{c: c, q: db.New(), http: c.Egress.HTTPClient()}, nil
 }
 
+// RefusedStorage is a saved S3 storage whose endpoint the egress policy
+// refuses: the control plane cannot test it, nor download, delete or
+// purge the backups it holds (its agent can still write to it).
+type RefusedStorage struct {
+	ID, UserID uuid.UUID
+	Name       string
+	Reason     string
+}
+
+// RefusedStorages lists the saved storages whose endpoints the policy
+// refuses now (saved before it, or under a wider allowance), for the
+// operator's log at start.
+func (s *Service) RefusedStorages(ctx context.Context) ([]RefusedStorage, error) {
+	rows, err := s.q.StorageEndpoints(ctx, s.c.Pool)
+	if err != nil {
+		return nil, err
+	}
+	var out []RefusedStorage
+	for _, r := range rows {
+		if err := s.CheckEndpoint(ctx, *r.S3Endpoint); err != nil {
+			out = append(out, RefusedStorage{ID: r.ID, UserID: r.UserID, Name: r.Name, Reason: err.Error()})
+		}
+	}
+	return out, nil
+}
+
 // CheckEndpoint checks, before any connection, that the control plane may
 // reach the storage endpoint rawURL: nil, or an *egress.Refused whose text
 // says why and how an operator allows it.

@@ -121,6 +121,9 @@ func (in cloudStorageInput) merge(cur db.CloudStorage) (c db.CloudStorage, secre
 			}
 		} else if cur.S3SecretEnc == nil {
 			f.add("s3SecretAccessKey", "is required")
+		} else if cur.S3Endpoint != nil && c.S3Endpoint == nil {
+			// The stored secret was checked for another store's format.
+			f.add("s3SecretAccessKey", "send it again: a storage that moves to AWS needs the 40-character secret access key AWS issued")
 		}
 		if c.S3AccessKeyID != nil {
 			if msg := checkS3AccessKey(*c.S3AccessKeyID, c.S3Endpoint == nil); msg != "" {
