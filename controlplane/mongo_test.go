@@ -117,59 +117,32 @@ func TestMongoDBSampleDatabases(t *testing.T) {
 		t.Fatalf("test connection: %+v", test)
 	}
 
-	roundTrip := func(t *testing.T, job map[string]any, dst string) (jobID, run, file string) {
-		c := client{t, base}
-		var j struct{ ID string }
-		job["databaseId"] = srcID
-		c.want(c.call("POST", "/v1/backups/jobs", token, job), 201).decode(t, &j)
-		run = c.runJob(token, j.ID)
-		h := c.waitHistory(token, run, 3*time.Minute, "finished", func(h historyView) bool { return h.Status == "success" || h.Status == "failed" })
-		if h.Status != "success" {
-			t.Fatalf("backup: %s", h.ErrorMessage)
-		}
-		if h.Manifest.Engine != "mongodb" || h.Manifest.Consistency != "per-collection" || !strings.Contains(h.FileName, ".archive.zst") {
-			t.Fatalf("backup %s: engine %q, consistency %q", h.FileName, h.Manifest.Engine, h.Manifest.Consistency)
-		}
-		counted := map[string]int64{}
-		for _, tc := range h.Manifest.Tables {
-			counted[tc.Name] = tc.Rows
-		}
-		for name, w := range want {
-			if counted[name] != w.Docs {
-				t.Errorf("manifest: collection %s has %d documents, the source %d", name, counted[name], w.Docs)
+	rows := map[string]int64{}
+	for name, w := range want {
+		rows[name] = w.Docs
+	}
+	trip := sampleTrip{base: base, token: token, srcID: srcID, engine: "mongodb", ext: ".archive.zst", rows: rows, check: "archive",
+		target: func(t *testing.T, name string) string { return createDB(client{t, base}, name, name) },
+		compare: func(t *testing.T, dst string) {
+			got, err := ferretserver.Contents(ctx, cl.Database(dst))
+			if err != nil {
+				t.Fatal(err)
 			}
-		}
-		if sum, n := c.downloadSum(token, run); sum != h.ChecksumValue || n != h.FileSize {
-			t.Fatalf("download %s/%d, recorded %s/%d", sum, n, h.ChecksumValue, h.FileSize)
-		}
-		c.want(c.call("POST", "/v1/backups/history/"+run+"/verify", token, map[string]any{"verificationLevel": "BASIC"}), 202)
-		v := c.waitHistory(token, run, time.Minute, "verified", func(h historyView) bool { return h.VerificationStatus != "PENDING" && h.VerificationStatus != "" })
-		archiveChecked := false
-		for _, ch := range v.VerificationResult.Checks {
-			archiveChecked = archiveChecked || ch.Check == "archive" && ch.Passed
-		}
-		if v.VerificationStatus != "PASSED" || !archiveChecked {
-			t.Fatalf("verification: %+v", v.VerificationResult)
-		}
-		dstID := createDB(c, dst, dst)
-		var rs struct{ RestoreHistoryID string }
-		c.want(c.call("POST", "/v1/backups/history/"+run+"/restore", token, map[string]any{"targetDatabaseId": dstID}), 202).decode(t, &rs)
-		if r := c.waitRestore(token, rs.RestoreHistoryID, 3*time.Minute); r["status"] != "success" {
-			t.Fatalf("restore: %v", r)
-		}
-		got, err := ferretserver.Contents(ctx, cl.Database(dst))
-		if err != nil {
-			t.Fatal(err)
-		}
-		for name, w := range want {
-			if got[name] != w {
-				t.Errorf("restored collection %s: %+v, want %+v", name, got[name], w)
+			for name, w := range want {
+				if got[name] != w {
+					t.Errorf("restored collection %s: %+v, want %+v", name, got[name], w)
+				}
 			}
+			if len(got) != len(want) {
+				t.Errorf("restored %d collections, want %d", len(got), len(want))
+			}
+		}}
+	roundTrip := func(t *testing.T, job map[string]any, dst string) (string, historyView) {
+		jobID, h := trip.run(t, job, dst)
+		if h.Manifest.Consistency != "per-collection" {
+			t.Fatalf("consistency %q, want per-collection on a standalone server", h.Manifest.Consistency)
 		}
-		if len(got) != len(want) {
-			t.Errorf("restored %d collections, want %d", len(got), len(want))
-		}
-		return j.ID, run, h.FileName
+		return jobID, h
 	}
 	t.Run("S3Encrypted", func(t *testing.T) {
 		c := client{t, base}
@@ -178,8 +151,9 @@ func TestMongoDBSampleDatabases(t *testing.T) {
 			"s3SecretAccessKey": gw.SecretKey, "s3Region": gw.Region, "s3Bucket": gw.Bucket, "s3Endpoint": gw.Endpoint,
 			"s3ForcePathStyle": true}), 201).decode(t, &cs)
 		const password = "correct horse battery 42"
-		jobID, run, file := roundTrip(t, map[string]any{"name": "samples to s3", "storageType": "s3", "cloudStorageId": cs.ID,
+		jobID, h := roundTrip(t, map[string]any{"name": "samples to s3", "storageType": "s3", "cloudStorageId": cs.ID,
 			"isEncrypted": true, "encryptionPassword": password}, "restored_s3_"+suffix)
+		run, file := h.ID, h.FileName
 
 		// The README's recipe up to mongorestore (not installable here):
 		// age and zstd give back an archive that reads whole, with every

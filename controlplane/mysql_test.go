@@ -166,53 +166,26 @@ func TestMySQLSampleDatabases(t *testing.T) {
 		t.Fatalf("test connection: %+v", test)
 	}
 
-	roundTrip := func(t *testing.T, job map[string]any, dst string) (jobID, run, file string) {
-		c := client{t, base}
-		var j struct{ ID string }
-		job["databaseId"] = srcID
-		c.want(c.call("POST", "/v1/backups/jobs", token, job), 201).decode(t, &j)
-		run = c.runJob(token, j.ID)
-		h := c.waitHistory(token, run, 3*time.Minute, "finished", func(h historyView) bool { return h.Status == "success" || h.Status == "failed" })
-		if h.Status != "success" {
-			t.Fatalf("backup: %s", h.ErrorMessage)
-		}
-		if h.Manifest.Engine != "mysql" || !strings.Contains(h.FileName, ".sql.zst") {
-			t.Fatalf("backup %s: engine %q", h.FileName, h.Manifest.Engine)
-		}
-		counted := map[string]int64{}
-		for _, tc := range h.Manifest.Tables {
-			counted[tc.Name] = tc.Rows
-		}
-		for name, w := range want {
-			if counted[name] != w.Rows {
-				t.Errorf("manifest: table %s has %d rows, count(*) %d", name, counted[name], w.Rows)
-			}
-		}
-		if sum, n := c.downloadSum(token, run); sum != h.ChecksumValue || n != h.FileSize {
-			t.Fatalf("download %s/%d, recorded %s/%d", sum, n, h.ChecksumValue, h.FileSize)
-		}
-		c.want(c.call("POST", "/v1/backups/history/"+run+"/verify", token, map[string]any{"verificationLevel": "BASIC"}), 202)
-		if v := c.waitHistory(token, run, time.Minute, "verified", func(h historyView) bool { return h.VerificationStatus != "PENDING" && h.VerificationStatus != "" }); v.VerificationStatus != "PASSED" {
-			t.Fatalf("verification: %+v", v.VerificationResult)
-		}
-		mariaDB(t, dst)
-		dstID := createDB(c, dst, dst)
-		var rs struct{ RestoreHistoryID string }
-		c.want(c.call("POST", "/v1/backups/history/"+run+"/restore", token, map[string]any{"targetDatabaseId": dstID}), 202).decode(t, &rs)
-		if r := c.waitRestore(token, rs.RestoreHistoryID, 3*time.Minute); r["status"] != "success" {
-			t.Fatalf("restore: %v", r)
-		}
-		got := testsupport.MariaDBContents(t, admin, dst)
-		for name, w := range want {
-			if got[name] != w {
-				t.Errorf("restored table %s: %+v, want %+v", name, got[name], w)
-			}
-		}
-		if len(got) != len(want) {
-			t.Errorf("restored %d tables, want %d", len(got), len(want))
-		}
-		return j.ID, run, h.FileName
+	rows := map[string]int64{}
+	for name, w := range want {
+		rows[name] = w.Rows
 	}
+	trip := sampleTrip{base: base, token: token, srcID: srcID, engine: "mysql", ext: ".sql.zst", rows: rows,
+		target: func(t *testing.T, name string) string {
+			mariaDB(t, name)
+			return createDB(client{t, base}, name, name)
+		},
+		compare: func(t *testing.T, dst string) {
+			got := testsupport.MariaDBContents(t, admin, dst)
+			for name, w := range want {
+				if got[name] != w {
+					t.Errorf("restored table %s: %+v, want %+v", name, got[name], w)
+				}
+			}
+			if len(got) != len(want) {
+				t.Errorf("restored %d tables, want %d", len(got), len(want))
+			}
+		}}
 	t.Run("S3Encrypted", func(t *testing.T) {
 		c := client{t, base}
 		var cs struct{ ID string }
@@ -220,8 +193,9 @@ func TestMySQLSampleDatabases(t *testing.T) {
 			"s3SecretAccessKey": gw.SecretKey, "s3Region": gw.Region, "s3Bucket": gw.Bucket, "s3Endpoint": gw.Endpoint,
 			"s3ForcePathStyle": true}), 201).decode(t, &cs)
 		const password = "correct horse battery 42"
-		jobID, run, file := roundTrip(t, map[string]any{"name": "sakila to s3", "storageType": "s3", "cloudStorageId": cs.ID,
+		jobID, h := trip.run(t, map[string]any{"name": "sakila to s3", "storageType": "s3", "cloudStorageId": cs.ID,
 			"isEncrypted": true, "encryptionPassword": password}, "restored s3 "+suffix)
+		run, file := h.ID, h.FileName
 
 		// The README's recipe: age, zstd and mariadb, without RahatBack.
 		backup := filepath.Join(t.TempDir(), file)
@@ -243,6 +217,6 @@ func TestMySQLSampleDatabases(t *testing.T) {
 		}
 	})
 	t.Run("Local", func(t *testing.T) {
-		roundTrip(t, map[string]any{"name": "sakila local"}, "restored local "+suffix)
+		trip.run(t, map[string]any{"name": "sakila local"}, "restored local "+suffix)
 	})
 }
