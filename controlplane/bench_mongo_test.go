@@ -14,7 +14,6 @@ import (
 	"go.mongodb.org/mongo-driver/v2/bson"
 
 	"github.com/rahatback/rahatback/ferretserver"
-	"github.com/rahatback/rahatback/testsupport"
 )
 
 // BenchmarkMongoDBBackupRestore measures, on one generated database of
@@ -106,17 +105,9 @@ func BenchmarkMongoDBBackupRestore(b *testing.B) {
 		return time.Since(start), n
 	}
 
-	dbURL, _ := testsupport.NewDatabase(b)
-	httpAddr := freeAddr(b)
-	base := "http://" + httpAddr
-	sys := startUp(b, []string{"--data-dir", b.TempDir(), "--http", httpAddr, "--nats-listen", freeAddr(b), "--database-url", dbURL}, nil, base)
+	bs, sys := startBenchSystem(b, "bench-mongo@example.com")
 	defer sys.stop(b)
-	c := client{b, base}
-	token := c.register("bench-mongo@example.com")
-	bin := buildAgent(b)
-	state := enrollAgentBinary(b, c, bin, token, "bench")
-	agentCmd := startAgentBinary(b, bin, state)
-	remoteID := c.waitRemoteOnline(token)
+	c, token, remoteID := bs.c, bs.token, bs.agentID
 	createDB := func(name string) string {
 		var d struct{ ID string }
 		c.want(c.call("POST", "/v1/databases", token, map[string]any{"name": name, "type": "mongodb", "host": ferret.Host(),
@@ -127,21 +118,11 @@ func BenchmarkMongoDBBackupRestore(b *testing.B) {
 	var job, plainJob struct{ ID string }
 	c.want(c.call("POST", "/v1/backups/jobs", token, map[string]any{"databaseId": srcID, "name": "bench", "compression": "zstd"}), 201).decode(b, &job)
 	c.want(c.call("POST", "/v1/backups/jobs", token, map[string]any{"databaseId": srcID, "name": "bench plain", "compression": "none"}), 201).decode(b, &plainJob)
-	backup := func(jobID string) (string, historyView, time.Duration) {
-		start := time.Now()
-		run := c.runJob(token, jobID)
-		h := c.waitHistory(token, run, time.Hour, "finished", func(h historyView) bool { return h.Status == "success" || h.Status == "failed" })
-		if h.Status != "success" {
-			b.Fatalf("backup failed: %s", h.ErrorMessage)
-		}
-		return run, h, time.Since(start)
-	}
-
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		read, readBytes := driverRead()
-		_, hp, oursPlain := backup(plainJob.ID)
-		run, h, ours := backup(job.ID)
+		hp, oursPlain := bs.backup(b, plainJob.ID)
+		h, ours := bs.backup(b, job.ID)
 
 		if err := cl.Database("bench_restore").Drop(ctx); err != nil {
 			b.Fatal(err)
@@ -149,16 +130,8 @@ func BenchmarkMongoDBBackupRestore(b *testing.B) {
 		if err := cl.Database("bench_restore").CreateCollection(ctx, "placeholder"); err != nil {
 			b.Fatal(err)
 		}
-		dstID := createDB("bench_restore")
-		start := time.Now()
-		var out struct{ RestoreHistoryID string }
-		c.want(c.call("POST", "/v1/backups/history/"+run+"/restore", token, map[string]any{"targetDatabaseId": dstID}), 202).decode(b, &out)
-		r := c.waitRestore(token, out.RestoreHistoryID, time.Hour)
-		restore := time.Since(start)
-		if r["status"] != "success" {
-			b.Fatalf("restore failed: %v", r)
-		}
-		rss := peakRSSMiB(b, agentCmd.Process.Pid)
+		restore := bs.restore(b, h.ID, createDB("bench_restore"))
+		rss := peakRSSMiB(b, bs.agent.Process.Pid)
 
 		plainRatio := oursPlain.Seconds() / read.Seconds()
 		ratio := ours.Seconds() / read.Seconds()

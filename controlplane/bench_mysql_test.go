@@ -88,17 +88,9 @@ func BenchmarkMySQLBackupRestore(b *testing.B) {
 	fi, _ := os.Stat(dumpFile)
 	b.Logf("plain dump: %d MB", fi.Size()>>20)
 
-	dbURL, _ := testsupport.NewDatabase(b)
-	httpAddr := freeAddr(b)
-	base := "http://" + httpAddr
-	sys := startUp(b, []string{"--data-dir", b.TempDir(), "--http", httpAddr, "--nats-listen", freeAddr(b), "--database-url", dbURL}, nil, base)
+	bs, sys := startBenchSystem(b, "bench-mysql@example.com")
 	defer sys.stop(b)
-	c := client{b, base}
-	token := c.register("bench-mysql@example.com")
-	bin := buildAgent(b)
-	state := enrollAgentBinary(b, c, bin, token, "bench")
-	agentCmd := startAgentBinary(b, bin, state)
-	remoteID := c.waitRemoteOnline(token)
+	c, token, remoteID := bs.c, bs.token, bs.agentID
 	createDB := func(name string) string {
 		var d struct{ ID string }
 		c.want(c.call("POST", "/v1/databases", token, map[string]any{"name": name, "type": "mysql", "host": "127.0.0.1",
@@ -115,21 +107,10 @@ func BenchmarkMySQLBackupRestore(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		dump := timeCmd(`mariadb-dump --defaults-file="$1" `+dumpFlags+` bench_src > /dev/null`, opts)
 
-		start := time.Now()
-		run := c.runJob(token, job.ID)
-		h := c.waitHistory(token, run, time.Hour, "finished", func(h historyView) bool { return h.Status == "success" || h.Status == "failed" })
-		ours := time.Since(start)
-		if h.Status != "success" {
-			b.Fatalf("backup failed: %s", h.ErrorMessage)
-		}
-
-		start = time.Now()
-		plainRun := c.runJob(token, plainJob.ID)
-		hp := c.waitHistory(token, plainRun, time.Hour, "finished", func(h historyView) bool { return h.Status == "success" || h.Status == "failed" })
-		oursPlain := time.Since(start)
-		if hp.Status != "success" {
-			b.Fatalf("uncompressed backup failed: %s", hp.ErrorMessage)
-		}
+		h, ours := bs.backup(b, job.ID)
+		run := h.ID
+		hp, oursPlain := bs.backup(b, plainJob.ID)
+		plainRun := hp.ID
 
 		exec1("DROP DATABASE IF EXISTS bench_plain")
 		exec1("CREATE DATABASE bench_plain")
@@ -137,16 +118,8 @@ func BenchmarkMySQLBackupRestore(b *testing.B) {
 
 		exec1("DROP DATABASE IF EXISTS bench_restore")
 		exec1("CREATE DATABASE bench_restore")
-		dstID := createDB("bench_restore")
-		start = time.Now()
-		var out struct{ RestoreHistoryID string }
-		c.want(c.call("POST", "/v1/backups/history/"+run+"/restore", token, map[string]any{"targetDatabaseId": dstID}), 202).decode(b, &out)
-		r := c.waitRestore(token, out.RestoreHistoryID, time.Hour)
-		restore := time.Since(start)
-		if r["status"] != "success" {
-			b.Fatalf("restore failed: %v", r)
-		}
-		rss := peakRSSMiB(b, agentCmd.Process.Pid)
+		restore := bs.restore(b, run, createDB("bench_restore"))
+		rss := peakRSSMiB(b, bs.agent.Process.Pid)
 
 		backupRatio := ours.Seconds() / dump.Seconds()
 		plainRatio := oursPlain.Seconds() / dump.Seconds()

@@ -112,19 +112,10 @@ func BenchmarkBackupRestore(b *testing.B) {
 
 	// The system under test: control plane in-process, agent as its own
 	// process so its memory is its own.
-	dbURL, _ := testsupport.NewDatabase(b)
-	httpAddr := freeAddr(b)
-	base := "http://" + httpAddr
 	gw := testsupport.StartVersityGW(b)
-	sys := startUp(b, []string{"--data-dir", b.TempDir(), "--http", httpAddr, "--nats-listen", freeAddr(b), "--database-url", dbURL,
-		"--allow-endpoint", endpointHost(b, gw.Endpoint)}, nil, base)
+	bs, sys := startBenchSystem(b, "bench@example.com", "--allow-endpoint", endpointHost(b, gw.Endpoint))
 	defer sys.stop(b)
-	c := client{b, base}
-	token := c.register("bench@example.com")
-	bin := buildAgent(b)
-	state := enrollAgentBinary(b, c, bin, token, "bench")
-	agentCmd := startAgentBinary(b, bin, state)
-	remoteID := c.waitRemoteOnline(token)
+	c, token, remoteID := bs.c, bs.token, bs.agentID
 	srcID := c.createDB(token, "bench", srcName)
 	c.want(c.call("PATCH", "/v1/databases/"+srcID, token, map[string]any{"agentId": remoteID}), 200)
 	var job struct{ ID string }
@@ -144,21 +135,10 @@ func BenchmarkBackupRestore(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		pgDump := timeCmd(srcName, `pg_dump -Fp --clean --if-exists --no-owner --no-privileges > /dev/null`)
 
-		start := time.Now()
-		run := c.runJob(token, job.ID)
-		h := c.waitHistory(token, run, time.Hour, "finished", func(h historyView) bool { return h.Status == "success" || h.Status == "failed" })
-		ours := time.Since(start)
-		if h.Status != "success" {
-			b.Fatalf("backup failed: %s", h.ErrorMessage)
-		}
-
-		start = time.Now()
-		s3run := c.runJob(token, s3job.ID)
-		hs3 := c.waitHistory(token, s3run, time.Hour, "finished", func(h historyView) bool { return h.Status == "success" || h.Status == "failed" })
-		s3enc := time.Since(start)
-		if hs3.Status != "success" {
-			b.Fatalf("s3 backup failed: %s", hs3.ErrorMessage)
-		}
+		h, ours := bs.backup(b, job.ID)
+		run := h.ID
+		hs3, s3enc := bs.backup(b, s3job.ID)
+		s3run := hs3.ID
 
 		admin("DROP DATABASE IF EXISTS bench_psql")
 		admin("CREATE DATABASE bench_psql")
@@ -167,15 +147,8 @@ func BenchmarkBackupRestore(b *testing.B) {
 		admin("DROP DATABASE IF EXISTS bench_restore")
 		admin("CREATE DATABASE bench_restore")
 		dstID := c.createDB(token, "restore target", "bench_restore")
-		start = time.Now()
-		var out struct{ RestoreHistoryID string }
-		c.want(c.call("POST", "/v1/backups/history/"+run+"/restore", token, map[string]any{"targetDatabaseId": dstID}), 202).decode(b, &out)
-		r := c.waitRestore(token, out.RestoreHistoryID, time.Hour)
-		restore := time.Since(start)
-		if r["status"] != "success" {
-			b.Fatalf("restore failed: %v", r)
-		}
-		rss := peakRSSMiB(b, agentCmd.Process.Pid)
+		restore := bs.restore(b, run, dstID)
+		rss := peakRSSMiB(b, bs.agent.Process.Pid)
 
 		s3Ratio := s3enc.Seconds() / pgDump.Seconds()
 		b.ReportMetric(s3enc.Seconds(), "s3-encrypted-s")
@@ -202,6 +175,57 @@ func BenchmarkBackupRestore(b *testing.B) {
 	admin("DROP DATABASE IF EXISTS bench_psql")
 	admin("DROP DATABASE IF EXISTS bench_restore")
 	admin("DROP DATABASE IF EXISTS bench_src WITH (FORCE)")
+}
+
+// benchSystem is `rahatback up` in-process with one enrolled agent running
+// as its own process (so its memory is its own), for the benchmarks.
+type benchSystem struct {
+	c       client
+	token   string
+	agentID string
+	agent   *exec.Cmd
+}
+
+// startBenchSystem starts it, with args added to up's, and registers email;
+// stop the system it returns when done.
+func startBenchSystem(b *testing.B, email string, args ...string) (benchSystem, system) {
+	b.Helper()
+	dbURL, _ := testsupport.NewDatabase(b)
+	httpAddr := freeAddr(b)
+	base := "http://" + httpAddr
+	sys := startUp(b, append([]string{"--data-dir", b.TempDir(), "--http", httpAddr, "--nats-listen", freeAddr(b), "--database-url", dbURL}, args...), nil, base)
+	c := client{b, base}
+	token := c.register(email)
+	bin := buildAgent(b)
+	state := enrollAgentBinary(b, c, bin, token, "bench")
+	agent := startAgentBinary(b, bin, state)
+	return benchSystem{c: c, token: token, agentID: c.waitRemoteOnline(token), agent: agent}, sys
+}
+
+// backup runs job once and returns its history row and how long it took
+// from the request to success; a failed backup fails b.
+func (s benchSystem) backup(b *testing.B, jobID string) (historyView, time.Duration) {
+	b.Helper()
+	start := time.Now()
+	run := s.c.runJob(s.token, jobID)
+	h := s.c.waitHistory(s.token, run, time.Hour, "finished", func(h historyView) bool { return h.Status == "success" || h.Status == "failed" })
+	if h.Status != "success" {
+		b.Fatalf("backup failed: %s", h.ErrorMessage)
+	}
+	return h, time.Since(start)
+}
+
+// restore restores backup run into database dstID and returns how long it
+// took; a failed restore fails b.
+func (s benchSystem) restore(b *testing.B, run, dstID string) time.Duration {
+	b.Helper()
+	start := time.Now()
+	var out struct{ RestoreHistoryID string }
+	s.c.want(s.c.call("POST", "/v1/backups/history/"+run+"/restore", s.token, map[string]any{"targetDatabaseId": dstID}), 202).decode(b, &out)
+	if r := s.c.waitRestore(s.token, out.RestoreHistoryID, time.Hour); r["status"] != "success" {
+		b.Fatalf("restore failed: %v", r)
+	}
+	return time.Since(start)
 }
 
 // peakRSSMiB reads VmHWM, the peak resident set of a running process.
