@@ -6,6 +6,7 @@ package engines
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -113,7 +114,37 @@ type DumpInfo struct {
 	// where that varies (MongoDB: "snapshot" or "per-collection"); empty
 	// for a dump that is one transaction.
 	Consistency string
+	// Objects are the schema objects the dump defines, in dump order.
+	Objects []pipeline.SchemaObject
 }
+
+// Inspection is what a dump holds, read from the dump itself.
+type Inspection struct {
+	// Complete reports whether the dump ends with its engine's completion
+	// marker.
+	Complete bool
+	// Tables are the rows and content hash of every table with data.
+	Tables []pipeline.TableCount
+	// Objects are the schema objects the dump defines.
+	Objects []pipeline.SchemaObject
+}
+
+// Inspector reads a dump written to it. Write fails only for an engine
+// whose format is framed (a mongodump archive), with the framing error.
+type Inspector interface {
+	io.Writer
+	// Inspection is what the dump written so far holds. It returns an
+	// error when the bytes are not a dump of the engine's format at all.
+	Inspection() (Inspection, error)
+}
+
+// ScratchPrefix starts the name of every scratch database a test restore
+// makes: rahatback_verify_<verification id without dashes>.
+const ScratchPrefix = "rahatback_verify_"
+
+// ErrPrivilege is wrapped by a CreateScratch error that says which
+// privilege the user lacks.
+var ErrPrivilege = errors.New("missing privilege")
 
 // Engine is one database engine as the agent drives it. Each operation
 // talks to the server with the engine's own client and never passes a
@@ -135,6 +166,20 @@ type Engine interface {
 	// r returns an error (a checksum mismatch found at its end, say) or the
 	// dump fails to apply, c is left as it was.
 	Restore(ctx context.Context, c Conn, r io.Reader) error
+	// Inspector returns a new reader of this engine's dumps, which Dump
+	// also uses: what it finds in a stored dump is comparable with what
+	// the manifest recorded.
+	Inspector() Inspector
+	// CreateScratch creates the empty database name on c's server for a
+	// test restore. It fails when name exists. When c's user may not
+	// create it, the error wraps ErrPrivilege and names the privilege.
+	CreateScratch(ctx context.Context, c Conn, name string) error
+	// LoadScratch applies a dump read from r to the scratch database name
+	// on c's server; an error says where the dump stopped applying.
+	LoadScratch(ctx context.Context, c Conn, name string, r io.Reader) error
+	// DropScratch drops the scratch database name on c's server; nil when
+	// it does not exist.
+	DropScratch(ctx context.Context, c Conn, name string) error
 }
 
 // Registry maps engine types to the engines an agent supports.

@@ -51,7 +51,23 @@ type Manifest struct {
 	// Consistency is the engine's DumpInfo.Consistency ("snapshot",
 	// "per-collection"); empty where the dump is one transaction.
 	Consistency string `json:"consistency,omitempty"`
+	// Inventory says what the backup recorded beyond Tables' rows:
+	// InventoryNone (backups before it existed) or InventoryObjects
+	// (Objects, every table's Hash, and a dump that ended with its
+	// engine's completion marker). DATABASE and FULL verification compare
+	// only what was recorded.
+	Inventory int `json:"inventory,omitempty"`
+	// Objects are the schema objects the dump defines (tables, views,
+	// functions, procedures, triggers, indexes, sequences, events…), as its
+	// engine names them, in dump order.
+	Objects []SchemaObject `json:"objects,omitempty"`
 }
+
+// Manifest.Inventory values.
+const (
+	InventoryNone    = 0
+	InventoryObjects = 1
+)
 
 // TableCount is the number of rows of one table in a dump, counted from
 // the dump stream by its engine. Schema is "" for an engine without
@@ -60,6 +76,9 @@ type TableCount struct {
 	Schema string `json:"schema"`
 	Name   string `json:"name"`
 	Rows   int64  `json:"rows"`
+	// Hash is the table's content hash (RowHash.String); empty when not
+	// recorded.
+	Hash string `json:"hash,omitempty"`
 }
 
 // Marshal returns m as indented JSON ending in a newline, Tables as [] when

@@ -336,7 +336,7 @@ func validManifest() *Manifest {
 		Encryption:        "none",
 		StartedAt:         start,
 		CompletedAt:       start.Add(90 * time.Second),
-		Tables:            []TableCount{{"public", "users", 5}, {"public", `Weird "Name" x`, 0}},
+		Tables:            []TableCount{{Schema: "public", Name: "users", Rows: 5}, {Schema: "public", Name: `Weird "Name" x`}},
 	}
 }
 

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/rahatback/rahatback/engines"
+	"github.com/rahatback/rahatback/pipeline"
 )
 
 // Table is one table's content as the suite compares it.
@@ -38,6 +39,8 @@ type Server interface {
 	DropDatabase(t *testing.T, name string)
 	// Exec runs statements (several allowed) in database.
 	Exec(t *testing.T, database, statements string)
+	// Exists reports whether database exists.
+	Exists(t *testing.T, database string) bool
 	// Contents is every table of database by its name as the engine's
 	// manifest names it ("schema.table", or "table" for an engine without
 	// schemas), with its rows and content hash.
@@ -74,6 +77,7 @@ func Run(t *testing.T, eng engines.Engine, srv Server, o Options) {
 	t.Run("HostileRoundTrip", func(t *testing.T) { testRoundTrip(t, eng, srv, o) })
 	t.Run("CancelledDump", func(t *testing.T) { testCancel(t, eng, srv, o) })
 	t.Run("FailedRestore", func(t *testing.T) { testFailedRestore(t, eng, srv, o) })
+	t.Run("InspectAndScratch", func(t *testing.T) { testInspectScratch(t, eng, srv, o) })
 }
 
 // database creates a database named name for t, dropped when t ends.
@@ -243,6 +247,119 @@ func testFailedRestore(t *testing.T, eng engines.Engine, srv Server, o Options) 
 		}
 		checkEmpty(t, o.TempDir)
 		compare(t, "after a restore whose last statement failed", srv.Contents(t, target), before)
+	})
+}
+
+// inspect reads data with a new Inspector, in 4 KiB writes.
+func inspect(t *testing.T, eng engines.Engine, data []byte) (engines.Inspection, error) {
+	t.Helper()
+	in := eng.Inspector()
+	for len(data) > 0 {
+		n := min(len(data), 4096)
+		if _, err := in.Write(data[:n]); err != nil {
+			return engines.Inspection{}, err
+		}
+		data = data[n:]
+	}
+	return in.Inspection()
+}
+
+func sameObjects(a, b []pipeline.SchemaObject) bool {
+	return len(pipeline.CompareObjects(a, b, "")) == 0 && len(a) == len(b)
+}
+
+// testInspectScratch checks what DATABASE and FULL verification rest on:
+// an Inspector reads back from a dump what Dump recorded (every table's
+// rows and content hash, the schema objects, the completion marker); a
+// cut dump is incomplete; a dump loaded into a scratch database and dumped
+// again gives the same tables, hashes and objects; the scratch database
+// cannot be created twice and is gone after DropScratch.
+func testInspectScratch(t *testing.T, eng engines.Engine, srv Server, o Options) {
+	ctx := context.Background()
+	src := database(t, srv, "rb_isrc_"+suffix())
+	srv.Exec(t, src, o.HostileSchema)
+	want := srv.Contents(t, src)
+	var dump bytes.Buffer
+	info, err := eng.Dump(ctx, srv.Conn(src), &dump)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(info.Objects) < len(want) {
+		t.Fatalf("the dump recorded %d schema objects for %d tables: %v", len(info.Objects), len(want), info.Objects)
+	}
+	t.Logf("recorded: %s", pipeline.CountObjects(info.Objects))
+	for _, tc := range info.Tables {
+		if tc.Hash == "" {
+			t.Fatalf("table %s.%s: no content hash recorded", tc.Schema, tc.Name)
+		}
+	}
+	got, err := inspect(t, eng, dump.Bytes())
+	if err != nil {
+		t.Fatalf("Inspection: %v", err)
+	}
+	if !got.Complete {
+		t.Error("a whole dump reads as incomplete")
+	}
+	if rows, hashes := pipeline.CompareTables(info.Tables, got.Tables, "inspected"); len(rows)+len(hashes) > 0 || len(got.Tables) != len(info.Tables) {
+		t.Errorf("inspected tables differ from the dump's: %v %v", rows, hashes)
+	}
+	if !sameObjects(info.Objects, got.Objects) {
+		t.Errorf("inspected objects differ from the dump's:\n%v\n%v", info.Objects, got.Objects)
+	}
+	t.Run("Truncated", func(t *testing.T) {
+		cut, err := inspect(t, eng, dump.Bytes()[:dump.Len()*2/3])
+		if err == nil && cut.Complete {
+			t.Fatal("two thirds of a dump read as complete")
+		}
+	})
+
+	name := engines.ScratchPrefix + strings.ReplaceAll(suffix(), "_", "x")
+	if err := eng.CreateScratch(ctx, srv.Conn(src), name); err != nil {
+		t.Fatalf("CreateScratch: %v", err)
+	}
+	t.Cleanup(func() { srv.DropDatabase(t, name) })
+	if err := eng.CreateScratch(ctx, srv.Conn(src), name); err == nil {
+		t.Error("CreateScratch of an existing name succeeded")
+	}
+	if err := eng.LoadScratch(ctx, srv.Conn(src), name, bytes.NewReader(dump.Bytes())); err != nil {
+		t.Fatalf("LoadScratch: %v", err)
+	}
+	checkEmpty(t, o.TempDir)
+	compare(t, "in the scratch database", srv.Contents(t, name), want)
+	again, err := eng.Dump(ctx, srv.Conn(name), io.Discard)
+	if err != nil {
+		t.Fatalf("Dump of the scratch database: %v", err)
+	}
+	if rows, hashes := pipeline.CompareTables(info.Tables, again.Tables, "restored"); len(rows)+len(hashes) > 0 {
+		t.Errorf("the scratch database's dump differs: %v %v", rows, hashes)
+	}
+	if d := pipeline.CompareObjects(info.Objects, again.Objects, "restored"); len(d) > 0 {
+		t.Errorf("the scratch database's objects differ: %v", d)
+	}
+	if err := eng.DropScratch(ctx, srv.Conn(src), name); err != nil {
+		t.Fatalf("DropScratch: %v", err)
+	}
+	if srv.Exists(t, name) {
+		t.Fatal("the scratch database is still there after DropScratch")
+	}
+	if err := eng.DropScratch(ctx, srv.Conn(src), name); err != nil {
+		t.Fatalf("DropScratch of a database already gone: %v", err)
+	}
+
+	t.Run("LoadFails", func(t *testing.T) {
+		name := engines.ScratchPrefix + strings.ReplaceAll(suffix(), "_", "x")
+		if err := eng.CreateScratch(ctx, srv.Conn(src), name); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { srv.DropDatabase(t, name) })
+		bad := append(bytes.Clone(dump.Bytes()), "\n"+o.Failing+"\n"...)
+		if err := eng.LoadScratch(ctx, srv.Conn(src), name, bytes.NewReader(bad)); err == nil {
+			t.Fatal("a dump whose last statement fails loaded")
+		}
+		checkEmpty(t, o.TempDir)
+		if err := eng.DropScratch(ctx, srv.Conn(src), name); err != nil || srv.Exists(t, name) {
+			t.Fatalf("DropScratch after a failed load: %v", err)
+		}
 	})
 }
 

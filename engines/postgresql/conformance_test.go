@@ -42,6 +42,14 @@ func (server) DropDatabase(t *testing.T, name string) {
 	}
 }
 
+func (s server) Exists(t *testing.T, name string) bool {
+	var n int
+	if err := s.connect(t, "postgres").QueryRow(context.Background(), "SELECT count(*) FROM pg_database WHERE datname = $1", name).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n > 0
+}
+
 func (s server) connect(t *testing.T, database string) *pgx.Conn {
 	t.Helper()
 	cfg, err := pgx.ParseConfig(testsupport.Cluster().URL("postgres"))
@@ -122,6 +130,12 @@ INSERT INTO types (i, si, n, f, d, b, c, vc, t, lt, by, ts, tsl, dt, tm, iv, j, 
    '{"k": [1, "two", null]}', '123e4567-e89b-12d3-a456-426614174000', '{1,2,NULL}', '10.0.0.1/8', '(1,2)'),
   (NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL);
 CREATE VIEW "select view" AS SELECT id, "from" FROM "select";
+CREATE INDEX "idx ü" ON types (i);
+CREATE DOMAIN posint AS int CHECK (VALUE > 0);
+CREATE FUNCTION "f'n"(x posint) RETURNS int LANGUAGE sql AS $$ SELECT x + 1 $$;
+CREATE FUNCTION trg() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$;
+CREATE TRIGGER "t rg" BEFORE INSERT ON "select" FOR EACH ROW EXECUTE FUNCTION trg();
+CREATE MATERIALIZED VIEW mv AS SELECT count(*) FROM "select" WITH NO DATA;
 `
 
 func TestConformance(t *testing.T) {

@@ -2,6 +2,7 @@ package postgresql
 
 import (
 	"bytes"
+	"strings"
 
 	"github.com/rahatback/rahatback/pipeline"
 )
@@ -54,7 +55,16 @@ type CopyCounter struct {
 	cur  int // index in tables of the table being loaded
 
 	tables []pipeline.TableCount
+	hashes []pipeline.RowHash // of tables
 	index  map[[2]string]int
+
+	// Object headers: the "-- Name: …; Type: …; Schema: …; Owner: …"
+	// comment pg_dump writes at the start of a line before every object.
+	dashPrev byte   // prev before the '-' that may open a comment
+	capture  bool   // modeLineComment: the comment starts a line
+	comment  []byte // its text, capped at maxComment
+	objects  []pipeline.SchemaObject
+	seen     map[pipeline.SchemaObject]bool
 }
 
 type lexMode uint8
@@ -100,21 +110,67 @@ const (
 	maxNameParts    = 4
 	maxDollarTagLen = 1024
 	maxIdentLen     = 1 << 20
+	maxComment      = 4096
 )
-
-var copyTerminator = []byte("\n\\.")
 
 // NewCopyCounter returns a CopyCounter at the beginning of a dump.
 func NewCopyCounter() *CopyCounter {
-	return &CopyCounter{stmtStart: true, index: make(map[[2]string]int)}
+	return &CopyCounter{stmtStart: true, index: make(map[[2]string]int), seen: map[pipeline.SchemaObject]bool{}}
 }
 
-// Tables returns the row count of every table with a COPY block so far, in
-// dump order. The slice is a copy.
+// Tables returns the rows and content hash (pipeline.RowHash over each
+// row's COPY text) of every table with a COPY block so far, in dump order.
+// The slice is a copy.
 func (c *CopyCounter) Tables() []pipeline.TableCount {
 	out := make([]pipeline.TableCount, len(c.tables))
 	copy(out, c.tables)
+	for i := range out {
+		out[i].Hash = c.hashes[i].String()
+	}
 	return out
+}
+
+// Objects returns the schema objects named by pg_dump's object headers so
+// far ("-- Name: orders; Type: TABLE; Schema: public; Owner: -"), each
+// once, in dump order: Type is pg_dump's (TABLE, VIEW, MATERIALIZED VIEW,
+// FUNCTION, PROCEDURE, TRIGGER, INDEX, SEQUENCE, CONSTRAINT, DOMAIN…), Name
+// as pg_dump spells it (a function with its argument types, a trigger or
+// constraint after its table's name). The slice is a copy.
+func (c *CopyCounter) Objects() []pipeline.SchemaObject {
+	return append([]pipeline.SchemaObject(nil), c.objects...)
+}
+
+// objectHeader reads one object header comment (without its "--").
+func (c *CopyCounter) objectHeader(line []byte) {
+	s, ok := strings.CutPrefix(strings.TrimRight(string(line), "\r"), " Name: ")
+	if !ok {
+		return
+	}
+	cut := func(sep string) (string, bool) {
+		i := strings.LastIndex(s, sep)
+		if i < 0 {
+			return "", false
+		}
+		v := s[i+len(sep):]
+		s = s[:i]
+		return v, true
+	}
+	if _, ok := cut("; Owner: "); !ok {
+		return
+	}
+	schema, ok1 := cut("; Schema: ")
+	typ, ok2 := cut("; Type: ")
+	if !ok1 || !ok2 || s == "" {
+		return
+	}
+	if schema == "-" {
+		schema = ""
+	}
+	o := pipeline.SchemaObject{Type: typ, Schema: schema, Name: s}
+	if !c.seen[o] {
+		c.seen[o] = true
+		c.objects = append(c.objects, o)
+	}
 }
 
 // Write counts the rows in p and returns len(p), nil.
@@ -129,11 +185,19 @@ func (c *CopyCounter) Write(p []byte) (int, error) {
 			k = c.normal(p)
 		case modeLineComment, modeMeta:
 			k = bytes.IndexByte(p, '\n')
-			if k < 0 {
+			end := k >= 0
+			if !end {
 				k = len(p)
 			} else {
 				// The newline stays for modeNormal: it ends the line.
 				c.mode = modeNormal
+			}
+			if c.capture {
+				c.comment = append(c.comment, p[:min(k, max(maxComment-len(c.comment), 0))]...)
+				if end {
+					c.capture = false
+					c.objectHeader(c.comment)
+				}
 			}
 		case modeBlockComment:
 			k = c.blockComment(p)
@@ -159,25 +223,37 @@ func (c *CopyCounter) Write(p []byte) (int, error) {
 	return n, nil
 }
 
-// data counts rows until the terminating `\.` line and returns the bytes
-// consumed. Every newline before the terminator ends a row. It searches for
-// "\n\\." rather than looping over lines so that short rows cost no more
-// than long ones.
+// data counts and hashes rows until the terminating `\.` line and returns
+// the bytes consumed. Every newline before the terminator ends a row; a row
+// is hashed as it is spelled, without its newline. Whole lines are found
+// with bytes.IndexByte, so short rows cost little more than long ones.
 func (c *CopyCounter) data(p []byte) int {
-	i := 0
-	var rows int64
-	// The start of a line carried over from the previous Write, or the
-	// first line of the block: resolve it byte by byte.
-	for c.line != lineMid && i < len(p) {
+	h := &c.hashes[c.cur]
+	start, i := 0, 0
+	for i < len(p) {
+		if c.line == lineMid {
+			k := bytes.IndexByte(p[i:], '\n')
+			if k < 0 {
+				break
+			}
+			i += k
+			h.Part(p[start:i])
+			c.endRow(h)
+			i++
+			start = i
+			continue
+		}
+		// The start of a line, which may be the terminator: byte by byte.
 		b := p[i]
-		i++
 		switch {
-		case b == '\n' && c.line == lineBSDot, b == '\n' && c.line == lineBSDotCR:
-			c.endCopy(rows)
-			return i
+		case b == '\n' && (c.line == lineBSDot || c.line == lineBSDotCR):
+			h.Discard()
+			c.endCopy()
+			return i + 1
 		case b == '\n':
-			rows++
-			c.line = lineStart
+			h.Part(p[start:i])
+			c.endRow(h)
+			start = i + 1
 		case b == '\\' && c.line == lineStart:
 			c.line = lineBS
 		case b == '.' && c.line == lineBS:
@@ -185,46 +261,23 @@ func (c *CopyCounter) data(p []byte) int {
 		case b == '\r' && c.line == lineBSDot:
 			c.line = lineBSDotCR
 		default:
+			// A line starting `\.` but longer is data (COPY escapes every
+			// backslash of a value, so pg_dump never writes one).
 			c.line = lineMid
 		}
+		i++
 	}
-	q := p[i:]
-	for len(q) > 0 {
-		k := bytes.Index(q, copyTerminator)
-		if k < 0 {
-			rows += int64(bytes.Count(q, copyTerminator[:1]))
-			switch {
-			case q[len(q)-1] == '\n':
-				c.line = lineStart
-			case len(q) >= 2 && q[len(q)-2] == '\n' && q[len(q)-1] == '\\':
-				c.line = lineBS
-			}
-			break
-		}
-		rows += int64(bytes.Count(q[:k+1], copyTerminator[:1]))
-		r := q[k+len(copyTerminator):]
-		switch {
-		case len(r) == 0:
-			c.line = lineBSDot
-		case r[0] == '\n':
-			c.endCopy(rows)
-			return len(p) - len(r) + 1
-		case r[0] == '\r' && len(r) == 1:
-			c.line = lineBSDotCR
-		case r[0] == '\r' && r[1] == '\n':
-			c.endCopy(rows)
-			return len(p) - len(r) + 2
-		}
-		// A line starting `\.` but longer is data (COPY escapes every
-		// backslash of a value, so pg_dump never writes one).
-		q = r
-	}
-	c.tables[c.cur].Rows += rows
+	h.Part(p[start:])
 	return len(p)
 }
 
-func (c *CopyCounter) endCopy(rows int64) {
-	c.tables[c.cur].Rows += rows
+func (c *CopyCounter) endRow(h *pipeline.RowHash) {
+	h.End()
+	c.tables[c.cur].Rows++
+	c.line = lineStart
+}
+
+func (c *CopyCounter) endCopy() {
 	c.mode = modeNormal
 	c.stmtStart, c.prev, c.identLen, c.maybeComment = true, '\n', 0, 0
 }
@@ -237,6 +290,8 @@ func (c *CopyCounter) normal(p []byte) int {
 			c.maybeComment = 0
 			if m == '-' && b == '-' {
 				c.mode, c.stmtStart = modeLineComment, c.savedStmtStart
+				c.capture = c.dashPrev == '\n' || c.dashPrev == 0
+				c.comment = c.comment[:0]
 				return i + 1
 			}
 			if m == '/' && b == '*' {
@@ -279,7 +334,7 @@ func (c *CopyCounter) normal(p []byte) int {
 			c.mode, c.identLen = modeMeta, 0
 			return i + 1
 		case b == '-' || b == '/':
-			c.maybeComment, c.savedStmtStart = b, c.stmtStart
+			c.maybeComment, c.savedStmtStart, c.dashPrev = b, c.stmtStart, c.prev
 			c.stmtStart, c.identLen = false, 0
 		case isIdentChar(b):
 			if c.stmtStart && c.identLen == 0 && b|0x20 == 'c' {
@@ -404,6 +459,7 @@ func (c *CopyCounter) beginCopy() {
 	if !ok {
 		i = len(c.tables)
 		c.tables = append(c.tables, pipeline.TableCount{Schema: key[0], Name: key[1]})
+		c.hashes = append(c.hashes, pipeline.RowHash{})
 		c.index[key] = i
 	}
 	c.cur = i

@@ -74,16 +74,16 @@ func (e Engine) Dump(ctx context.Context, c engines.Conn, w io.Writer) (engines.
 	cmd := exec.CommandContext(ctx, path, "--format=plain", "--clean", "--if-exists", "--no-owner",
 		"--no-privileges", "--no-password", "--encoding=UTF8")
 	cmd.Env = env
-	rows := NewCopyCounter()
-	tail := &engines.Tail{}
-	if err := engines.RunDump(ctx, cmd, "pg_dump", io.MultiWriter(w, rows, tail)); err != nil {
+	in := e.Inspector()
+	if err := engines.RunDump(ctx, cmd, "pg_dump", io.MultiWriter(w, in)); err != nil {
 		return engines.DumpInfo{}, err
 	}
-	if !tail.Contains(completeMarker) {
+	got, _ := in.Inspection()
+	if !got.Complete {
 		return engines.DumpInfo{}, errors.New("pg_dump: the dump ended without its completion marker; it is incomplete")
 	}
 	return engines.DumpInfo{ServerVersion: strings.TrimPrefix(server, "PostgreSQL "), ToolVersion: tool,
-		Format: e.Spec().Format, Tables: rows.Tables()}, nil
+		Format: e.Spec().Format, Tables: got.Tables, Objects: got.Objects}, nil
 }
 
 // Restore pipes r into psql --single-transaction -v ON_ERROR_STOP=1. psql
