@@ -59,6 +59,14 @@ func (s server) Exec(t *testing.T, database, statements string) {
 	}
 }
 
+func (s server) Exists(t *testing.T, name string) bool {
+	var n int
+	if err := s.admin(t, "").QueryRow("SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?", name).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n > 0
+}
+
 // Contents is testsupport.MariaDBContents.
 func (s server) Contents(t *testing.T, database string) map[string]enginetest.Table {
 	t.Helper()
@@ -82,7 +90,7 @@ const hostileSchema = "CREATE TABLE `select` (id INT PRIMARY KEY, `from` VARCHAR
 	"INSERT INTO `-lead ü táble` VALUES (1, 'Ünïcode ✓ 😀'), (2, '');\n" +
 	"CREATE TABLE `Case` (id INT PRIMARY KEY);\nCREATE TABLE `case` (id INT PRIMARY KEY);\n" +
 	"INSERT INTO `Case` VALUES (1), (2);\nINSERT INTO `case` VALUES (3);\n" +
-	"CREATE TABLE `empty` (id INT PRIMARY KEY);\n" +
+	"CREATE TABLE `empty` (id INT PRIMARY KEY, u INT, UNIQUE KEY `u ``q` (u), KEY `k` (u, id));\n" +
 	"CREATE TABLE `inv` (id INT PRIMARY KEY, `hid)den` INT INVISIBLE);\n" +
 	"INSERT INTO `inv` (id, `hid)den`) VALUES (1, 5), (2, 6), (3, NULL);\n" +
 	"CREATE TABLE types (id BIGINT AUTO_INCREMENT PRIMARY KEY, i INT, si SMALLINT, ti TINYINT, d DECIMAL(20,6), f FLOAT, db DOUBLE,\n" +

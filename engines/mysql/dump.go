@@ -52,16 +52,17 @@ func (e Engine) Dump(ctx context.Context, c engines.Conn, w io.Writer) (engines.
 	defer cleanup()
 	args := append([]string{"--defaults-file=" + opts}, dumpArgs...)
 	cmd := exec.CommandContext(ctx, path, append(args, "--", c.Database)...)
-	rows := newRowCounter()
-	tail := &engines.Tail{}
-	if err := engines.RunDump(ctx, cmd, "mariadb-dump", io.MultiWriter(w, rows, tail)); err != nil {
+	in := e.Inspector()
+	if err := engines.RunDump(ctx, cmd, "mariadb-dump", io.MultiWriter(w, in)); err != nil {
 		return engines.DumpInfo{}, err
 	}
-	if !tail.Contains(completeMarker) {
+	got, _ := in.Inspection()
+	if !got.Complete {
 		return engines.DumpInfo{}, errors.New("mariadb-dump: the dump ended without its \"-- Dump completed\" trailer; it is incomplete")
 	}
 	_, version, _ := strings.Cut(server, " ")
-	return engines.DumpInfo{ServerVersion: version, ToolVersion: tool, Format: e.Spec().Format, Tables: rows.Tables()}, nil
+	return engines.DumpInfo{ServerVersion: version, ToolVersion: tool, Format: e.Spec().Format, Tables: got.Tables,
+		Objects: got.Objects}, nil
 }
 
 // checkEventsDumpable refuses, with the reason, a database whose name

@@ -28,8 +28,18 @@ type rowCounter struct {
 	depth            int
 	cur              int
 
+	tupleFrom        int // where the tuple being read started in this Write
+
 	tables []pipeline.TableCount
+	hashes []pipeline.RowHash // of tables
 	index  map[string]int
+
+	// Schema objects: from the comments naming tables and views, the
+	// index and constraint lines of a CREATE TABLE, and the CREATE lines
+	// of triggers, routines and events.
+	createTable string // the table whose CREATE TABLE is being read
+	objects     []pipeline.SchemaObject
+	seen        map[pipeline.SchemaObject]bool
 }
 
 const (
@@ -50,13 +60,110 @@ var (
 	valuesWord    = []byte(" VALUES")
 )
 
-func newRowCounter() *rowCounter { return &rowCounter{index: map[string]int{}} }
+func newRowCounter() *rowCounter {
+	return &rowCounter{index: map[string]int{}, seen: map[pipeline.SchemaObject]bool{}}
+}
 
-// Tables is the tables seen so far in order, with their rows.
+// Tables is the tables seen so far in order, with their rows and content
+// hash (pipeline.RowHash over each tuple as the dump spells it).
 func (c *rowCounter) Tables() []pipeline.TableCount {
 	out := make([]pipeline.TableCount, len(c.tables))
 	copy(out, c.tables)
+	for i := range out {
+		out[i].Hash = c.hashes[i].String()
+	}
 	return out
+}
+
+// Objects is the schema objects seen so far, each once, in dump order:
+// TABLE, VIEW, INDEX and CONSTRAINT (named "table.name"), TRIGGER,
+// PROCEDURE, FUNCTION, EVENT.
+func (c *rowCounter) Objects() []pipeline.SchemaObject {
+	return append([]pipeline.SchemaObject(nil), c.objects...)
+}
+
+func (c *rowCounter) addObject(typ, name string) {
+	o := pipeline.SchemaObject{Type: typ, Name: name}
+	if !c.seen[o] {
+		c.seen[o] = true
+		c.objects = append(c.objects, o)
+	}
+}
+
+// Lines that name schema objects, outside and inside DELIMITER ;; blocks.
+var (
+	objectPrefixes = [][]byte{[]byte("-- Table structure for table `"), []byte("-- Temporary table structure for view `"),
+		[]byte("-- Final view structure for view `"), []byte("CREATE TABLE `"), []byte("  PRIMARY KEY ("),
+		[]byte("  UNIQUE KEY `"), []byte("  KEY `"), []byte("  FULLTEXT KEY `"), []byte("  SPATIAL KEY `"),
+		[]byte("  CONSTRAINT `"), []byte(") ENGINE=")}
+	routinePrefixes = [][]byte{[]byte("/*!50003 CREATE*/ "), []byte("/*!50106 CREATE*/ "), []byte("CREATE ")}
+)
+
+// keepLine reports whether head, the start of a line, may be one of
+// prefixes (or is one, with the rest still to come).
+func keepLine(head []byte, prefixes [][]byte) (is, may bool) {
+	for _, p := range prefixes {
+		if bytes.HasPrefix(head, p) {
+			return true, true
+		}
+		if bytes.HasPrefix(p, head) {
+			may = true
+		}
+	}
+	return false, may
+}
+
+// object reads a line (or its first maxHead bytes) that names a schema
+// object.
+func (c *rowCounter) object(line []byte) {
+	name := func(prefix string) (string, bool) {
+		rest, ok := bytes.CutPrefix(line, []byte(prefix))
+		if !ok {
+			return "", false
+		}
+		n, _, ok := quotedName(append(bytes.Clone(rest), '\n'))
+		return n, ok
+	}
+	if c.inRoutine {
+		// Triggers and events: /*!50003 CREATE*/ /*!50017 DEFINER=…*/
+		// /*!50003 TRIGGER `t` …; routines: CREATE DEFINER=… PROCEDURE `p`(…
+		best, kind := -1, ""
+		for _, kw := range []string{"TRIGGER", "EVENT", "PROCEDURE", "FUNCTION"} {
+			if i := bytes.Index(line, []byte(kw+" `")); i >= 0 && (best < 0 || i < best) {
+				best, kind = i, kw
+			}
+		}
+		if best >= 0 {
+			rest := line[best+len(kind)+2:]
+			if n, _, ok := quotedName(append(bytes.Clone(rest), '\n')); ok {
+				c.addObject(kind, n)
+			}
+		}
+		return
+	}
+	if n, ok := name("-- Table structure for table `"); ok {
+		c.addObject("TABLE", n)
+	} else if n, ok := name("-- Temporary table structure for view `"); ok {
+		c.addObject("VIEW", n)
+	} else if n, ok := name("-- Final view structure for view `"); ok {
+		c.addObject("VIEW", n)
+	} else if n, ok := name("CREATE TABLE `"); ok {
+		c.createTable = n
+	} else if bytes.HasPrefix(line, []byte(") ENGINE=")) {
+		c.createTable = ""
+	} else if c.createTable == "" {
+		return
+	} else if bytes.HasPrefix(line, []byte("  PRIMARY KEY (")) {
+		c.addObject("INDEX", c.createTable+".PRIMARY")
+	} else if n, ok := name("  CONSTRAINT `"); ok {
+		c.addObject("CONSTRAINT", c.createTable+"."+n)
+	} else {
+		for _, p := range []string{"  UNIQUE KEY `", "  KEY `", "  FULLTEXT KEY `", "  SPATIAL KEY `"} {
+			if n, ok := name(p); ok {
+				c.addObject("INDEX", c.createTable+"."+n)
+			}
+		}
+	}
 }
 
 func (c *rowCounter) table(name string) int {
@@ -65,6 +172,7 @@ func (c *rowCounter) table(name string) int {
 		i = len(c.tables)
 		c.index[name] = i
 		c.tables = append(c.tables, pipeline.TableCount{Name: name})
+		c.hashes = append(c.hashes, pipeline.RowHash{})
 	}
 	return i
 }
@@ -114,6 +222,7 @@ func (c *rowCounter) lineEnd() {
 	case bytes.Equal(line, []byte("DELIMITER ;")):
 		c.inRoutine = false
 	case c.inRoutine:
+		c.object(line)
 	case bytes.HasPrefix(line, dumpingPrefix):
 		if name, n, ok := quotedName(append(line[len(dumpingPrefix):], '\n')); ok && n == len(line)-len(dumpingPrefix) {
 			c.table(name)
@@ -123,6 +232,8 @@ func (c *rowCounter) lineEnd() {
 		if ok && bytes.Equal(line[len(insertPrefix)+n:], valuesWord) {
 			c.startValues(name)
 		}
+	default:
+		c.object(line)
 	}
 }
 
@@ -138,7 +249,20 @@ func (c *rowCounter) startValues(name string) {
 func (c *rowCounter) decide() {
 	h := c.head
 	if c.inRoutine {
-		if !bytes.HasPrefix([]byte("DELIMITER ;"), h) {
+		is, may := keepLine(h, routinePrefixes)
+		switch {
+		case bytes.HasPrefix([]byte("DELIMITER ;"), h):
+		case is && len(h) >= maxHead:
+			c.object(h)
+			c.mode = modeSkip
+		case !may:
+			c.mode = modeSkip
+		}
+		return
+	}
+	if is, may := keepLine(h, objectPrefixes); may {
+		if is && len(h) >= maxHead {
+			c.object(h)
 			c.mode = modeSkip
 		}
 		return
@@ -260,6 +384,16 @@ func backslashRun(b []byte) int {
 // statement, and returns where it stopped. It jumps from one byte that
 // matters to the next with bytes.IndexAny.
 func (c *rowCounter) values(p []byte, i int) int {
+	c.tupleFrom = i
+	end := c.scanValues(p, i)
+	if c.depth > 0 {
+		c.hashes[c.cur].Part(p[c.tupleFrom:end])
+	}
+	return end
+}
+
+// scanValues is values without the hash of a tuple that goes on past p.
+func (c *rowCounter) scanValues(p []byte, i int) int {
 	for i < len(p) {
 		if c.inString {
 			if c.escape {
@@ -291,10 +425,16 @@ func (c *rowCounter) values(p []byte, i int) int {
 		case '(':
 			if c.depth == 0 {
 				c.tables[c.cur].Rows++
+				c.tupleFrom = i
 			}
 			c.depth++
 		case ')':
 			c.depth--
+			if c.depth == 0 {
+				h := &c.hashes[c.cur]
+				h.Part(p[c.tupleFrom : i+1])
+				h.End()
+			}
 		case ';':
 			if c.depth == 0 {
 				c.mode = modeSkip // the rest of the line
