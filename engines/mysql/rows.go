@@ -127,6 +127,15 @@ func (c *rowCounter) object(line []byte) {
 	if c.inRoutine {
 		// Triggers and events: /*!50003 CREATE*/ /*!50017 DEFINER=…*/
 		// /*!50003 TRIGGER `t` …; routines: CREATE DEFINER=… PROCEDURE `p`(…
+		if i := bytes.Index(line, []byte("DEFINER=`")); i >= 0 {
+			// Past the definer's user and host, which may hold anything.
+			rest := append(bytes.Clone(line[i+len("DEFINER=`"):]), '\n')
+			if _, n, ok := quotedName(rest); ok && bytes.HasPrefix(rest[n:], []byte("@`")) {
+				if _, m, ok := quotedName(rest[n+2:]); ok {
+					line = line[i+len("DEFINER=`")+n+2+m:]
+				}
+			}
+		}
 		best, kind := -1, ""
 		for _, kw := range []string{"TRIGGER", "EVENT", "PROCEDURE", "FUNCTION"} {
 			if i := bytes.Index(line, []byte(kw+" `")); i >= 0 && (best < 0 || i < best) {

@@ -31,8 +31,21 @@ const sample = "-- MariaDB dump 10.19\n" +
 	"INSERT INTO `inv` (`id`) VALUES\n(3);\n" +
 	"-- Dump completed on 2026-11-30 19:08:09\n"
 
+// hashOf is the content hash of tuples.
+func hashOf(tuples ...string) string {
+	var h pipeline.RowHash
+	for _, t := range tuples {
+		h.Add([]byte(t))
+	}
+	return h.String()
+}
+
 func TestRowCounter(t *testing.T) {
-	want := []pipeline.TableCount{{Name: "a`b", Rows: 5}, {Name: "empty", Rows: 0}, {Name: "ü t", Rows: 1}, {Name: "inv", Rows: 3}}
+	want := []pipeline.TableCount{
+		{Name: "a`b", Rows: 5, Hash: hashOf(`(5,')')`, `(1,'x (y); \') z')`, `(2,NULL)`, `(3,'\\')`, `(4,'(')`)},
+		{Name: "empty", Rows: 0, Hash: hashOf()},
+		{Name: "ü t", Rows: 1, Hash: hashOf(`(1,0x28292C3B)`)},
+		{Name: "inv", Rows: 3, Hash: hashOf(`(1,'x)',NULL)`, `(2,'y',3)`, `(3)`)}}
 	for _, size := range []int{1, 2, 3, 7, 64, len(sample)} {
 		c := newRowCounter()
 		for i := 0; i < len(sample); i += size {
@@ -42,6 +55,45 @@ func TestRowCounter(t *testing.T) {
 		}
 		if got := c.Tables(); !reflect.DeepEqual(got, want) {
 			t.Fatalf("in pieces of %d: %+v, want %+v", size, got, want)
+		}
+	}
+}
+
+// objectSample is a table's structure, a view and the CREATE lines of a
+// trigger, a procedure, a function and an event, as mariadb-dump 10.11
+// writes them.
+const objectSample = "--\n-- Table structure for table `o``rders`\n--\n\n" +
+	"DROP TABLE IF EXISTS `o``rders`;\n" +
+	"CREATE TABLE `o``rders` (\n  `id` int(11) NOT NULL,\n  `KEY` int(11) DEFAULT NULL,\n" +
+	"  PRIMARY KEY (`id`),\n  UNIQUE KEY `u k` (`KEY`),\n  KEY `k` (`KEY`,`id`),\n" +
+	"  CONSTRAINT `fk` FOREIGN KEY (`KEY`) REFERENCES `x` (`id`)\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;\n" +
+	"--\n-- Temporary table structure for view `v`\n--\n" +
+	"DELIMITER ;;\n" +
+	"/*!50003 CREATE*/ /*!50017 DEFINER=`root`@`localhost`*/ /*!50003 TRIGGER `t``g` BEFORE INSERT ON `o``rders` FOR EACH ROW SET NEW.id = 1 */;;\n" +
+	"DELIMITER ;\n" +
+	"DELIMITER ;;\n" +
+	"/*!50106 CREATE*/ /*!50117 DEFINER=`root`@`localhost`*/ /*!50106 EVENT `ev` ON SCHEDULE EVERY 1 DAY DO DELETE FROM `x` */ ;;\n" +
+	"DELIMITER ;\n" +
+	"DELIMITER ;;\n" +
+	"CREATE DEFINER=`PROCEDURE `` x`@`%` PROCEDURE `p r`(OUT n INT)\nBEGIN\nSELECT 1;\nEND ;;\n" +
+	"DELIMITER ;\n" +
+	"DELIMITER ;;\n" +
+	"CREATE DEFINER=`root`@`localhost` FUNCTION `f`(x INT) RETURNS int(11)\n    DETERMINISTIC\nRETURN x * 2 ;;\n" +
+	"DELIMITER ;\n" +
+	"--\n-- Final view structure for view `v`\n--\n"
+
+func TestRowCounterObjects(t *testing.T) {
+	want := []pipeline.SchemaObject{{Type: "TABLE", Name: "o`rders"}, {Type: "INDEX", Name: "o`rders.PRIMARY"},
+		{Type: "INDEX", Name: "o`rders.u k"}, {Type: "INDEX", Name: "o`rders.k"}, {Type: "CONSTRAINT", Name: "o`rders.fk"},
+		{Type: "VIEW", Name: "v"}, {Type: "TRIGGER", Name: "t`g"}, {Type: "EVENT", Name: "ev"},
+		{Type: "PROCEDURE", Name: "p r"}, {Type: "FUNCTION", Name: "f"}}
+	for _, size := range []int{1, 5, len(objectSample)} {
+		c := newRowCounter()
+		for i := 0; i < len(objectSample); i += size {
+			c.Write([]byte(objectSample[i:min(i+size, len(objectSample))]))
+		}
+		if got := c.Objects(); !reflect.DeepEqual(got, want) {
+			t.Fatalf("in pieces of %d:\n got  %v\n want %v", size, got, want)
 		}
 	}
 }
