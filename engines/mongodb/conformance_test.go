@@ -71,6 +71,15 @@ func (s *server) DropDatabase(t *testing.T, name string) {
 	}
 }
 
+func (s *server) Exists(t *testing.T, name string) bool {
+	t.Helper()
+	names, err := s.cl.ListDatabaseNames(context.Background(), bson.D{{Key: "name", Value: name}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(names) > 0
+}
+
 func (s *server) Exec(t *testing.T, database, statements string) {
 	t.Helper()
 	var in struct {

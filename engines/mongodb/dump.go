@@ -12,7 +12,6 @@ import (
 
 	"github.com/rahatback/rahatback/engines"
 	"github.com/rahatback/rahatback/engines/mongodb/archive"
-	"github.com/rahatback/rahatback/pipeline"
 )
 
 // Dump writes database c.Database to w in mongodump's archive format,
@@ -74,6 +73,11 @@ func (e Engine) Dump(ctx context.Context, c engines.Conn, w io.Writer) (engines.
 		}
 		namespaces = append(namespaces, ns)
 	}
+	// The archive is read back as it is written: the tables' hashes and
+	// the objects come from the same reader that verification uses.
+	in := e.Inspector()
+	defer in.Inspection()
+	w = io.MultiWriter(w, in)
 	aw, err := archive.NewWriter(w, archive.Header{ConcurrentCollections: 1, ServerVersion: info.ServerVersion,
 		ToolVersion: info.ToolVersion}, namespaces)
 	if err != nil {
@@ -84,11 +88,9 @@ func (e Engine) Dump(ctx context.Context, c engines.Conn, w io.Writer) (engines.
 			return info, err
 		}
 		if col.Type != "view" {
-			n, err := dumpCollection(readCtx, db.Collection(col.Name), aw)
-			if err != nil {
+			if _, err := dumpCollection(readCtx, db.Collection(col.Name), aw); err != nil {
 				return info, fmt.Errorf("collection %q: %w", col.Name, err)
 			}
-			info.Tables = append(info.Tables, pipeline.TableCount{Name: col.Name, Rows: n})
 		}
 		if err := aw.End(); err != nil {
 			return info, err
@@ -97,6 +99,11 @@ func (e Engine) Dump(ctx context.Context, c engines.Conn, w io.Writer) (engines.
 	if err := aw.Close(); err != nil {
 		return info, err
 	}
+	got, err := in.Inspection()
+	if err != nil {
+		return info, fmt.Errorf("the archive written does not read back: %w", err)
+	}
+	info.Tables, info.Objects = got.Tables, got.Objects
 	return info, ctx.Err()
 }
 
