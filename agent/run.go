@@ -168,6 +168,11 @@ func Run(ctx context.Context, o RunOpts) error {
 	} else if n > 0 {
 		log.Info("aborted uploads left by an interrupted run", "count", n)
 	}
+	if n, err := a.h.RecoverScratch(ctx); err != nil {
+		log.Warn("dropping scratch databases of interrupted verifications", "err", err)
+	} else if n > 0 {
+		log.Info("dropped scratch databases left by an interrupted verification", "count", n)
+	}
 
 	sub, err := nc.Subscribe(events.RPCSubject(o.State.AgentID, events.RPCDBTest), func(m *nats.Msg) {
 		a.serve(ctx, m, a.dbtest)

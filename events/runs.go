@@ -81,9 +81,13 @@ type BackupCommand struct {
 	// SealedIdentity is the job's age identity sealed to the agent, sent
 	// with Verify on an encrypted job so the check can decrypt.
 	SealedIdentity string `json:"sealedIdentity,omitempty"`
-	// Verify, when set (BASIC), asks for a verification right after success.
+	// Verify, when set (BASIC, DATABASE or FULL), asks for a verification
+	// right after success.
 	Verify   string `json:"verify,omitempty"`
 	VerifyID string `json:"verifyId,omitempty"`
+	// VerifyTarget is where a FULL verification restores its scratch
+	// database: the job's verification target, or nil for Conn's server.
+	VerifyTarget *ConnSpec `json:"verifyTarget,omitempty"`
 }
 
 // ObjectRef identifies a stored backup and what it must match.
@@ -114,8 +118,14 @@ type VerifyCommand struct {
 	Deadline
 	VerifyID string    `json:"verifyId"`
 	BackupID string    `json:"backupId"`
-	Level    string    `json:"level"` // BASIC
+	Level    string    `json:"level"` // BASIC, DATABASE or FULL
 	Object   ObjectRef `json:"object"`
+	// Engine is the backup's engine type (DATABASE and FULL parse the
+	// dump with it); empty: the manifest's.
+	Engine string `json:"engine,omitempty"`
+	// Target, for FULL, is the server the scratch database is made on:
+	// the backup's own database or the job's verification target.
+	Target *ConnSpec `json:"target,omitempty"`
 }
 
 // DeleteRequest asks an agent (request/reply on rahat.rpc.<agent>.delete)
@@ -233,6 +243,11 @@ type VerifyEvent struct {
 	BackupID string    `json:"backupId"`
 	At       time.Time `json:"at"`
 	Level    string    `json:"level,omitempty"`
+	// progress
+	Seq     int64  `json:"seq,omitempty"`
+	Step    string `json:"step,omitempty"`
+	Bytes   int64  `json:"bytes,omitempty"`
+	Percent int    `json:"percent,omitempty"`
 	// completed
 	Result *VerificationResult `json:"result,omitempty"`
 	// failed: the verification could not run at all

@@ -131,7 +131,11 @@ func (h *Handlers) Backup(ctx context.Context, cmd events.BackupCommand, publish
 	if cmd.Verify != "" {
 		vc := events.VerifyCommand{V: events.Version, VerifyID: cmd.VerifyID, BackupID: cmd.RunID, Level: cmd.Verify,
 			Object: events.ObjectRef{Storage: cmd.Storage, Key: res.key, Size: res.m.StoredSize, Checksum: res.m.Checksum,
-				Compression: cmd.Compression, SealedIdentity: cmd.SealedIdentity}}
+				Compression: cmd.Compression, SealedIdentity: cmd.SealedIdentity},
+			Engine: cmd.Conn.Type, Target: cmd.VerifyTarget}
+		if vc.Target == nil {
+			vc.Target = &cmd.Conn
+		}
 		return h.Verify(ctx, vc, publish, keepAlive)
 	}
 	return nil
@@ -234,7 +238,8 @@ func (h *Handlers) backup(ctx context.Context, cmd events.BackupCommand, started
 		Engine: cmd.Conn.Type, ServerVersion: info.ServerVersion, ToolVersion: info.ToolVersion,
 		Database: cmd.Conn.Database, Format: info.Format, RawSize: raw.n.Load(), StoredSize: stored.Size(),
 		Checksum: stored.Sum(), ChecksumAlgorithm: "sha256", Compression: cmd.Compression, Encryption: encryption,
-		StartedAt: started, CompletedAt: time.Now().UTC(), Tables: info.Tables, Consistency: info.Consistency}
+		StartedAt: started, CompletedAt: time.Now().UTC(), Tables: info.Tables, Consistency: info.Consistency,
+		Inventory: pipeline.InventoryObjects, Objects: info.Objects}
 	if m.Tables == nil {
 		m.Tables = []pipeline.TableCount{}
 	}

@@ -79,10 +79,12 @@ func TestWrongKeyIsAnAuthenticationError(t *testing.T) {
 		if !errors.Is(err, ErrWrongKey) {
 			t.Fatalf("wrong key gave %v, want ErrWrongKey", err)
 		}
-		res, err := h.verifyBasic(context.Background(), withKey(otherKey))
-		if err != nil {
+		v := &verification{h: h, cmd: events.VerifyCommand{Level: "BASIC", Object: withKey(otherKey)},
+			res: &events.VerificationResult{VerificationMethod: "BASIC"}}
+		if err := v.run(context.Background()); err != nil {
 			t.Fatal(err)
 		}
+		res := v.finish()
 		failed := false
 		for _, c := range res.Checks {
 			failed = failed || (c.Check == "decryption" && !c.Passed)

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/rahatback/rahatback/engines"
@@ -15,11 +17,23 @@ import (
 	"github.com/rahatback/rahatback/storage"
 )
 
-// Verify checks a stored backup at BASIC level: the object exists, its size
-// and SHA-256 match what was recorded, it decompresses completely, and its
-// manifest agrees. It publishes started and completed (with every check) or
-// failed (when it could not run), and returns an error only when the outcome
-// could not be published.
+// Verify checks a stored backup at its level, reading it once, streamed:
+//
+//   - BASIC: the object exists, its size and SHA-256 match what was
+//     recorded, it decrypts and decompresses completely, and its manifest
+//     agrees;
+//   - DATABASE: BASIC, and the dump, parsed by its engine, ends with the
+//     engine's completion marker and holds the tables, rows, content
+//     hashes and schema objects its manifest recorded;
+//   - FULL: DATABASE, and the dump restores into a scratch database
+//     (engines.ScratchPrefix + the verification id) made on cmd.Target's
+//     server, whose own dump gives the manifest's tables, rows, hashes and
+//     objects again; the scratch database is dropped whatever happens, and
+//     at the agent's next start after a crash (RecoverScratch).
+//
+// It publishes started, progress and completed (with every check) or
+// failed (when it could not run), and returns an error only when the
+// outcome could not be published.
 func (h *Handlers) Verify(ctx context.Context, cmd events.VerifyCommand, publish Publisher, keepAlive func()) error {
 	ev := func(id string) events.VerifyEvent {
 		return events.VerifyEvent{V: events.Version, ID: cmd.VerifyID + ":" + id, VerifyID: cmd.VerifyID,
@@ -28,89 +42,154 @@ func (h *Handlers) Verify(ctx context.Context, cmd events.VerifyCommand, publish
 	if err := publish(ctx, events.KindVerify, events.PhaseStarted, cmd.VerifyID+":started", ev("started")); err != nil {
 		return err
 	}
-	if cmd.Level != "BASIC" {
+	if !slices.Contains(Levels, cmd.Level) {
 		fail := ev("failed")
 		fail.Error = fmt.Sprintf("verification level %q is not supported by this agent", cmd.Level)
 		return publish(context.WithoutCancel(ctx), events.KindVerify, events.PhaseFailed, fail.ID, fail)
 	}
-	stop := h.progress(ctx, 10*time.Second, keepAlive, func(int64) {})
-	res, err := h.verifyBasic(ctx, cmd.Object)
+	v := &verification{h: h, cmd: cmd, res: &events.VerificationResult{VerificationMethod: cmd.Level}}
+	v.step.Store("reading the backup")
+	stop := h.progress(ctx, ProgressInterval, keepAlive, func(seq int64) {
+		p := ev(fmt.Sprintf("progress:%d", seq))
+		p.Seq, p.Step, p.Bytes = seq, v.step.Load().(string), v.read.Load()
+		p.Percent = percent(p.Bytes, cmd.Object.Size)
+		if err := publish(ctx, events.KindVerify, events.PhaseProgress, p.ID, p); err != nil {
+			h.Logger.Debug("progress not published", "err", err)
+		}
+	})
+	err := v.run(ctx)
 	stop()
 	if err != nil {
 		fail := ev("failed")
 		fail.Error = err.Error()
 		return publish(context.WithoutCancel(ctx), events.KindVerify, events.PhaseFailed, fail.ID, fail)
 	}
+	res := v.finish()
 	done := ev("completed")
 	done.Result = res
-	h.Logger.Info("verification done", "backupId", cmd.BackupID, "status", res.OverallStatus)
+	h.Logger.Info("verification done", "backupId", cmd.BackupID, "level", cmd.Level, "status", res.OverallStatus)
 	return publish(context.WithoutCancel(ctx), events.KindVerify, events.PhaseCompleted, done.ID, done)
 }
 
-func (h *Handlers) verifyBasic(ctx context.Context, ref events.ObjectRef) (*events.VerificationResult, error) {
-	store, err := h.storageFor(ref.Storage)
-	if err != nil {
-		return nil, err
-	}
-	res := &events.VerificationResult{VerificationMethod: "BASIC"}
-	add := func(name string, ok bool, format string, args ...any) {
-		res.Checks = append(res.Checks, events.Check{Check: name, Passed: ok, Message: fmt.Sprintf(format, args...)})
-	}
-	finish := func() *events.VerificationResult {
-		res.OverallStatus = "PASSED"
-		for _, c := range res.Checks {
-			if !c.Passed {
-				res.OverallStatus = "FAILED"
-			}
-		}
-		return res
-	}
+// Levels are the verification levels, in increasing depth.
+var Levels = []string{"BASIC", "DATABASE", "FULL"}
 
+// verification is one Verify under way.
+type verification struct {
+	h    *Handlers
+	cmd  events.VerifyCommand
+	res  *events.VerificationResult
+	step atomic.Value // string: what it is doing, for progress
+	read atomic.Int64 // stored bytes read
+}
+
+func (v *verification) add(name string, ok bool, format string, args ...any) {
+	v.res.Checks = append(v.res.Checks, events.Check{Check: name, Passed: ok, Message: fmt.Sprintf(format, args...)})
+}
+
+func (v *verification) finish() *events.VerificationResult {
+	v.res.OverallStatus = "PASSED"
+	for _, c := range v.res.Checks {
+		if !c.Passed {
+			v.res.OverallStatus = "FAILED"
+		}
+	}
+	return v.res
+}
+
+func (v *verification) deep() bool { return v.cmd.Level != "BASIC" }
+func (v *verification) full() bool { return v.cmd.Level == "FULL" }
+
+// run adds every check to v.res; an error means it could not run at all.
+func (v *verification) run(ctx context.Context) error {
+	ref := v.cmd.Object
+	store, err := v.h.storageFor(ref.Storage)
+	if err != nil {
+		return err
+	}
 	obj, err := store.Stat(ctx, ref.Key)
 	if errors.Is(err, storage.ErrNotFound) {
-		add("exists", false, "no object at %s", ref.Key)
-		return finish(), nil
+		v.add("exists", false, "no object at %s", ref.Key)
+		return nil
 	} else if err != nil {
-		return nil, err
+		return err
 	}
-	add("exists", true, "found %s", ref.Key)
-	add("size", obj.Size == ref.Size, "stored %d bytes, recorded %d", obj.Size, ref.Size)
+	v.add("exists", true, "found %s", ref.Key)
+	v.add("size", obj.Size == ref.Size, "stored %d bytes, recorded %d", obj.Size, ref.Size)
+
+	// The manifest first: DATABASE and FULL compare against it.
+	m, merr := v.manifest(ctx, store)
+
+	var eng engines.Engine
+	if v.deep() {
+		typ := v.cmd.Engine
+		if typ == "" && m != nil {
+			typ = m.Engine
+		}
+		if eng, err = v.h.Engines.Lookup(typ); err != nil {
+			return err
+		}
+	}
+	var scratch *scratchDB
+	if v.full() {
+		if scratch, err = v.createScratch(ctx, eng); err != nil {
+			return err
+		}
+		if scratch != nil {
+			defer v.dropScratch(scratch)
+		}
+	}
 
 	f, err := store.Get(ctx, ref.Key, 0)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer f.Close()
-	stored := pipeline.NewDigestReader(f)
+	stored := pipeline.NewDigestReader(&tallyReader{r: f, n: &v.read})
 	var rawSize int64
-	plain, err := h.decrypt(stored, ref)
+	plain, err := v.h.decrypt(stored, ref)
 	if strings.HasSuffix(ref.Key, ".age") {
 		if err != nil {
-			add("decryption", false, "%v", err)
+			v.add("decryption", false, "%v", err)
 		} else {
-			add("decryption", true, "opened with the job's key (age X25519)")
+			v.add("decryption", true, "opened with the job's key (age X25519)")
 		}
 	}
 	var dec io.ReadCloser
 	if err == nil {
 		dec, err = pipeline.NewDecompressor(plain, ref.Compression)
 	}
-	var docs map[string]int64 // a mongodump archive's documents per collection
+	var docs map[string]int64 // BASIC: a mongodump archive's documents per collection
+	var inspector engines.Inspector
+	var load *scratchLoad
 	if err == nil {
 		counted := &countingReader{r: dec}
-		if isArchive(ref.Key) {
+		switch {
+		case v.deep():
+			inspector = eng.Inspector()
+			sinks := &fanout{}
+			sinks.add(inspector)
+			if scratch != nil {
+				load = v.startLoad(ctx, eng, scratch)
+				sinks.add(load.pw)
+			}
+			_, err = io.Copy(sinks, counted)
+			if load != nil {
+				load.end(err)
+			}
+		case isArchive(ref.Key):
 			var aerr error
 			docs, aerr = checkArchive(counted)
 			if errors.Is(aerr, archive.ErrFormat) {
-				add("archive", false, "%v", aerr)
+				v.add("archive", false, "%v", aerr)
 			} else if aerr == nil {
-				add("archive", true, "mongodump archive: %d collections and views, every block framed and every CRC-64 matching", len(docs))
+				v.add("archive", true, "mongodump archive: %d collections and views, every block framed and every CRC-64 matching", len(docs))
 			}
 			err = aerr
 			if errors.Is(aerr, archive.ErrFormat) {
 				_, err = io.Copy(io.Discard, counted) // the rest, for the size and checksum
 			}
-		} else {
+		default:
 			_, err = io.Copy(io.Discard, counted)
 		}
 		rawSize = counted.n.Load()
@@ -118,40 +197,133 @@ func (h *Handlers) verifyBasic(ctx context.Context, ref events.ObjectRef) (*even
 	}
 	decompressed := err == nil
 	if decompressed {
-		add("decompression", true, "%s stream intact: %d bytes of dump", ref.Compression, rawSize)
+		v.add("decompression", true, "%s stream intact: %d bytes of dump", ref.Compression, rawSize)
 	} else {
-		add("decompression", false, "%s stream damaged: %v", ref.Compression, err)
+		v.add("decompression", false, "%s stream damaged: %v", ref.Compression, err)
 	}
 	if _, err := io.Copy(io.Discard, stored); err != nil {
-		return nil, err
+		return err
 	}
 	sum := stored.Sum()
-	add("checksum", sum == ref.Checksum, "sha256 %s, recorded %s", sum, ref.Checksum)
+	v.add("checksum", sum == ref.Checksum, "sha256 %s, recorded %s", sum, ref.Checksum)
 
-	mf, err := store.Get(ctx, ref.Key+pipeline.ManifestSuffix, 0)
-	if err != nil {
-		add("manifest", false, "manifest missing: %v", err)
-		return finish(), nil
+	switch {
+	case merr != nil:
+		v.add("manifest", false, "%v", merr)
+	case m.Checksum != ref.Checksum || m.StoredSize != ref.Size:
+		v.add("manifest", false, "manifest records %d bytes, sha256 %s; history records %d bytes, sha256 %s", m.StoredSize, m.Checksum, ref.Size, ref.Checksum)
+	case decompressed && m.RawSize != rawSize:
+		v.add("manifest", false, "manifest records %d bytes of dump, found %d", m.RawSize, rawSize)
+	case docs != nil && !sameCounts(m.Tables, docs):
+		v.add("manifest", false, "manifest's document counts differ from the archive's")
+	default:
+		v.add("manifest", true, "manifest agrees: %s %s, %d tables", m.Engine, m.ServerVersion, len(m.Tables))
 	}
-	data, err := io.ReadAll(io.LimitReader(mf, 16<<20))
+	if inspector != nil {
+		v.database(inspector, decompressed, m)
+	}
+	if load != nil {
+		v.restored(ctx, eng, scratch, load, m, rawSize)
+	}
+	return nil
+}
+
+// manifest reads and parses the backup's manifest.
+func (v *verification) manifest(ctx context.Context, store storage.Storage) (*pipeline.Manifest, error) {
+	mf, err := store.Get(ctx, v.cmd.Object.Key+pipeline.ManifestSuffix, 0)
+	if err != nil {
+		return nil, fmt.Errorf("manifest missing: %v", err)
+	}
+	data, err := io.ReadAll(io.LimitReader(mf, 64<<20))
 	mf.Close()
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("manifest unreadable: %v", err)
 	}
 	m, err := pipeline.ParseManifest(data)
+	if err != nil {
+		return nil, fmt.Errorf("manifest unreadable: %v", err)
+	}
+	return m, nil
+}
+
+// database adds DATABASE's checks: what the dump holds against what the
+// manifest recorded.
+func (v *verification) database(in engines.Inspector, whole bool, m *pipeline.Manifest) {
+	got, err := in.Inspection()
 	switch {
 	case err != nil:
-		add("manifest", false, "manifest unreadable: %v", err)
-	case m.Checksum != ref.Checksum || m.StoredSize != ref.Size:
-		add("manifest", false, "manifest records %d bytes, sha256 %s; history records %d bytes, sha256 %s", m.StoredSize, m.Checksum, ref.Size, ref.Checksum)
-	case decompressed && m.RawSize != rawSize:
-		add("manifest", false, "manifest records %d bytes of dump, found %d", m.RawSize, rawSize)
-	case docs != nil && !sameCounts(m.Tables, docs):
-		add("manifest", false, "manifest's document counts differ from the archive's")
+		v.add("completion marker", false, "the dump does not parse: %v", err)
+		return
+	case !whole:
+		v.add("completion marker", false, "the dump could not be read to its end")
+		return
+	case !got.Complete:
+		v.add("completion marker", false, "the dump does not end with its engine's completion marker: it is incomplete")
 	default:
-		add("manifest", true, "manifest agrees: %s %s, %d tables", m.Engine, m.ServerVersion, len(m.Tables))
+		v.add("completion marker", true, "the dump ends with its engine's completion marker")
 	}
-	return finish(), nil
+	if m == nil {
+		v.add("tables", false, "no manifest to compare the dump with")
+		return
+	}
+	rows, hashes := pipeline.CompareTables(m.Tables, got.Tables, "in the dump")
+	if len(rows) > 0 {
+		v.add("tables", false, "%s", pipeline.Summarize(rows, 5))
+	} else {
+		v.add("tables", true, "%d tables, %d rows, as the manifest records", len(m.Tables), totalRows(m.Tables))
+	}
+	if m.Inventory < pipeline.InventoryObjects {
+		v.add("schema objects", true, "not recorded at backup time (the backup predates it): the dump defines %s", pipeline.CountObjects(got.Objects))
+		return
+	}
+	if len(hashes) > 0 {
+		v.add("content", false, "%s", pipeline.Summarize(hashes, 5))
+	} else {
+		v.add("content", true, "every table's content hash matches the manifest's")
+	}
+	if d := pipeline.CompareObjects(m.Objects, got.Objects, "from the dump"); len(d) > 0 {
+		v.add("schema objects", false, "%s", pipeline.Summarize(d, 5))
+	} else {
+		v.add("schema objects", true, "%s, as the manifest records", pipeline.CountObjects(m.Objects))
+	}
+}
+
+func totalRows(ts []pipeline.TableCount) int64 {
+	var n int64
+	for _, t := range ts {
+		n += t.Rows
+	}
+	return n
+}
+
+// tallyReader adds the bytes read to n.
+type tallyReader struct {
+	r io.Reader
+	n *atomic.Int64
+}
+
+func (t *tallyReader) Read(p []byte) (int, error) {
+	n, err := t.r.Read(p)
+	t.n.Add(int64(n))
+	return n, err
+}
+
+// fanout writes to several writers; one that fails is left out from then
+// on, and Write never fails (its own errors are the writers' business).
+type fanout struct{ ws []io.Writer }
+
+func (f *fanout) add(w io.Writer) { f.ws = append(f.ws, w) }
+
+func (f *fanout) Write(p []byte) (int, error) {
+	for i, w := range f.ws {
+		if w == nil {
+			continue
+		}
+		if _, err := w.Write(p); err != nil {
+			f.ws[i] = nil
+		}
+	}
+	return len(p), nil
 }
 
 // Delete removes a stored backup and its manifest.
