@@ -18,7 +18,7 @@ INSERT INTO backup_jobs (id, user_id, database_id, name, schedule_type, cron_exp
     retention_days, is_active, keep_last, keep_daily, keep_weekly, keep_monthly)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
     $18, $19, $20, $21)
-RETURNING id, user_id, database_id, name, schedule_type, cron_expression, advanced_schedule_config, timezone, backup_type, compression, is_encrypted, auto_verify_after_backup, verification_level, storage_type, cloud_storage_id, retention_days, is_active, created_at, updated_at, age_identity_enc, age_recipient, age_recipients, age_key_export, scheduled_through, keep_last, keep_daily, keep_weekly, keep_monthly
+RETURNING id, user_id, database_id, name, schedule_type, cron_expression, advanced_schedule_config, timezone, backup_type, compression, is_encrypted, auto_verify_after_backup, verification_level, storage_type, cloud_storage_id, retention_days, is_active, created_at, updated_at, age_identity_enc, age_recipient, age_recipients, age_key_export, scheduled_through, keep_last, keep_daily, keep_weekly, keep_monthly, verification_database_id
 `
 
 type CreateBackupJobParams struct {
@@ -99,6 +99,7 @@ func (q *Queries) CreateBackupJob(ctx context.Context, db DBTX, arg CreateBackup
 		&i.KeepDaily,
 		&i.KeepWeekly,
 		&i.KeepMonthly,
+		&i.VerificationDatabaseID,
 	)
 	return i, err
 }
@@ -120,7 +121,7 @@ func (q *Queries) DeleteBackupJob(ctx context.Context, db DBTX, arg DeleteBackup
 }
 
 const getBackupJob = `-- name: GetBackupJob :one
-SELECT id, user_id, database_id, name, schedule_type, cron_expression, advanced_schedule_config, timezone, backup_type, compression, is_encrypted, auto_verify_after_backup, verification_level, storage_type, cloud_storage_id, retention_days, is_active, created_at, updated_at, age_identity_enc, age_recipient, age_recipients, age_key_export, scheduled_through, keep_last, keep_daily, keep_weekly, keep_monthly FROM backup_jobs WHERE id = $1 AND user_id = $2
+SELECT id, user_id, database_id, name, schedule_type, cron_expression, advanced_schedule_config, timezone, backup_type, compression, is_encrypted, auto_verify_after_backup, verification_level, storage_type, cloud_storage_id, retention_days, is_active, created_at, updated_at, age_identity_enc, age_recipient, age_recipients, age_key_export, scheduled_through, keep_last, keep_daily, keep_weekly, keep_monthly, verification_database_id FROM backup_jobs WHERE id = $1 AND user_id = $2
 `
 
 type GetBackupJobParams struct {
@@ -160,12 +161,13 @@ func (q *Queries) GetBackupJob(ctx context.Context, db DBTX, arg GetBackupJobPar
 		&i.KeepDaily,
 		&i.KeepWeekly,
 		&i.KeepMonthly,
+		&i.VerificationDatabaseID,
 	)
 	return i, err
 }
 
 const getBackupJobForUpdate = `-- name: GetBackupJobForUpdate :one
-SELECT id, user_id, database_id, name, schedule_type, cron_expression, advanced_schedule_config, timezone, backup_type, compression, is_encrypted, auto_verify_after_backup, verification_level, storage_type, cloud_storage_id, retention_days, is_active, created_at, updated_at, age_identity_enc, age_recipient, age_recipients, age_key_export, scheduled_through, keep_last, keep_daily, keep_weekly, keep_monthly FROM backup_jobs WHERE id = $1 AND user_id = $2 FOR UPDATE
+SELECT id, user_id, database_id, name, schedule_type, cron_expression, advanced_schedule_config, timezone, backup_type, compression, is_encrypted, auto_verify_after_backup, verification_level, storage_type, cloud_storage_id, retention_days, is_active, created_at, updated_at, age_identity_enc, age_recipient, age_recipients, age_key_export, scheduled_through, keep_last, keep_daily, keep_weekly, keep_monthly, verification_database_id FROM backup_jobs WHERE id = $1 AND user_id = $2 FOR UPDATE
 `
 
 type GetBackupJobForUpdateParams struct {
@@ -205,12 +207,13 @@ func (q *Queries) GetBackupJobForUpdate(ctx context.Context, db DBTX, arg GetBac
 		&i.KeepDaily,
 		&i.KeepWeekly,
 		&i.KeepMonthly,
+		&i.VerificationDatabaseID,
 	)
 	return i, err
 }
 
 const listBackupJobs = `-- name: ListBackupJobs :many
-SELECT id, user_id, database_id, name, schedule_type, cron_expression, advanced_schedule_config, timezone, backup_type, compression, is_encrypted, auto_verify_after_backup, verification_level, storage_type, cloud_storage_id, retention_days, is_active, created_at, updated_at, age_identity_enc, age_recipient, age_recipients, age_key_export, scheduled_through, keep_last, keep_daily, keep_weekly, keep_monthly FROM backup_jobs WHERE user_id = $1 ORDER BY created_at, id
+SELECT id, user_id, database_id, name, schedule_type, cron_expression, advanced_schedule_config, timezone, backup_type, compression, is_encrypted, auto_verify_after_backup, verification_level, storage_type, cloud_storage_id, retention_days, is_active, created_at, updated_at, age_identity_enc, age_recipient, age_recipients, age_key_export, scheduled_through, keep_last, keep_daily, keep_weekly, keep_monthly, verification_database_id FROM backup_jobs WHERE user_id = $1 ORDER BY created_at, id
 `
 
 func (q *Queries) ListBackupJobs(ctx context.Context, db DBTX, userID uuid.UUID) ([]BackupJob, error) {
@@ -251,6 +254,7 @@ func (q *Queries) ListBackupJobs(ctx context.Context, db DBTX, userID uuid.UUID)
 			&i.KeepDaily,
 			&i.KeepWeekly,
 			&i.KeepMonthly,
+			&i.VerificationDatabaseID,
 		); err != nil {
 			return nil, err
 		}
@@ -289,6 +293,22 @@ func (q *Queries) SetBackupJobEncryption(ctx context.Context, db DBTX, arg SetBa
 	return err
 }
 
+const setBackupJobVerificationTarget = `-- name: SetBackupJobVerificationTarget :exec
+UPDATE backup_jobs SET verification_database_id = $3
+WHERE id = $1 AND user_id = $2
+`
+
+type SetBackupJobVerificationTargetParams struct {
+	ID                     uuid.UUID
+	UserID                 uuid.UUID
+	VerificationDatabaseID *uuid.UUID
+}
+
+func (q *Queries) SetBackupJobVerificationTarget(ctx context.Context, db DBTX, arg SetBackupJobVerificationTargetParams) error {
+	_, err := db.Exec(ctx, setBackupJobVerificationTarget, arg.ID, arg.UserID, arg.VerificationDatabaseID)
+	return err
+}
+
 const updateBackupJob = `-- name: UpdateBackupJob :one
 UPDATE backup_jobs
 SET database_id = $3, name = $4, schedule_type = $5, cron_expression = $6,
@@ -306,7 +326,7 @@ SET database_id = $3, name = $4, schedule_type = $5, cron_expression = $6,
         THEN greatest(scheduled_through, now()) ELSE scheduled_through END,
     updated_at = now()
 WHERE id = $1 AND user_id = $2
-RETURNING id, user_id, database_id, name, schedule_type, cron_expression, advanced_schedule_config, timezone, backup_type, compression, is_encrypted, auto_verify_after_backup, verification_level, storage_type, cloud_storage_id, retention_days, is_active, created_at, updated_at, age_identity_enc, age_recipient, age_recipients, age_key_export, scheduled_through, keep_last, keep_daily, keep_weekly, keep_monthly
+RETURNING id, user_id, database_id, name, schedule_type, cron_expression, advanced_schedule_config, timezone, backup_type, compression, is_encrypted, auto_verify_after_backup, verification_level, storage_type, cloud_storage_id, retention_days, is_active, created_at, updated_at, age_identity_enc, age_recipient, age_recipients, age_key_export, scheduled_through, keep_last, keep_daily, keep_weekly, keep_monthly, verification_database_id
 `
 
 type UpdateBackupJobParams struct {
@@ -387,6 +407,7 @@ func (q *Queries) UpdateBackupJob(ctx context.Context, db DBTX, arg UpdateBackup
 		&i.KeepDaily,
 		&i.KeepWeekly,
 		&i.KeepMonthly,
+		&i.VerificationDatabaseID,
 	)
 	return i, err
 }

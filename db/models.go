@@ -102,6 +102,7 @@ type BackupJob struct {
 	KeepDaily              *int32
 	KeepWeekly             *int32
 	KeepMonthly            *int32
+	VerificationDatabaseID *uuid.UUID
 }
 
 type CloudStorage struct {

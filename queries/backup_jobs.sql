@@ -42,3 +42,7 @@ DELETE FROM backup_jobs WHERE id = $1 AND user_id = $2 RETURNING id;
 UPDATE backup_jobs
 SET age_identity_enc = $3, age_recipient = $4, age_recipients = $5, age_key_export = $6, updated_at = now()
 WHERE id = $1 AND user_id = $2;
+
+-- name: SetBackupJobVerificationTarget :exec
+UPDATE backup_jobs SET verification_database_id = sqlc.narg(verification_database_id)
+WHERE id = $1 AND user_id = $2;

@@ -80,6 +80,13 @@ func deref(s *string) string {
 	return *s
 }
 
+func derefID(id *uuid.UUID) uuid.UUID {
+	if id == nil {
+		return uuid.Nil
+	}
+	return *id
+}
+
 // StorageSpec is the StorageSpec of a command to agent about user's
 // storage of storageType (cloudID for s3 and google_drive): its settings
 // with every secret sealed to that agent. NotFound (field
@@ -209,9 +216,12 @@ func (s *Service) BackupCommands(ctx context.Context, dbtx db.DBTX, jobs []db.Ba
 		}
 		return cmds, errs
 	}
-	dbIDs := make([]uuid.UUID, len(jobs))
-	for i, j := range jobs {
-		dbIDs[i] = j.DatabaseID
+	dbIDs := make([]uuid.UUID, 0, len(jobs))
+	for _, j := range jobs {
+		dbIDs = append(dbIDs, j.DatabaseID)
+		if j.VerificationDatabaseID != nil {
+			dbIDs = append(dbIDs, *j.VerificationDatabaseID)
+		}
 	}
 	dbRows, err := s.q.GetDatabasesByIDs(ctx, dbtx, dbIDs)
 	if err != nil {
@@ -266,6 +276,22 @@ func (s *Service) BackupCommands(ctx context.Context, dbtx db.DBTX, jobs []db.Ba
 			}
 		}
 		cmds[i], errs[i] = s.backupCommand(j, d, pw, pub, spec, runIDs[i])
+		if t, ok := databases[derefID(j.VerificationDatabaseID)]; ok && errs[i] == nil && cmds[i].Verify == "FULL" && t.UserID == j.UserID {
+			tpw, ok := passwords[t.ID]
+			if !ok {
+				if tpw, err = s.c.Secrets.DatabasePassword(t); err != nil {
+					errs[i] = err
+					continue
+				}
+				passwords[t.ID] = tpw
+			}
+			target, err := SealConn(connOf(t), tpw, pub)
+			if err != nil {
+				errs[i] = err
+				continue
+			}
+			cmds[i].VerifyTarget = &target
+		}
 	}
 	return cmds, errs
 }

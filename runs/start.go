@@ -193,9 +193,13 @@ func (s *Service) StartVerify(ctx context.Context, h db.BackupHistory, level str
 	if err != nil {
 		return uuid.Nil, err
 	}
+	vc := events.VerifyCommand{V: events.Version, Deadline: s.deadline(), BackupID: h.ID.String(), Level: level, Object: ref}
+	if vc.Engine, vc.Target, err = s.verifyTarget(ctx, h, level); err != nil {
+		return uuid.Nil, err
+	}
 	id := uuid.New()
-	cmd, err := Command(h.AgentID, events.CommandVerify, id.String(), events.VerifyCommand{V: events.Version, Deadline: s.deadline(),
-		VerifyID: id.String(), BackupID: h.ID.String(), Level: level, Object: ref})
+	vc.VerifyID = id.String()
+	cmd, err := Command(h.AgentID, events.CommandVerify, id.String(), vc)
 	if err != nil {
 		return uuid.Nil, err
 	}
@@ -212,6 +216,38 @@ func (s *Service) StartVerify(ctx context.Context, h db.BackupHistory, level str
 	}
 	s.c.Outbox.Kick()
 	return id, nil
+}
+
+// verifyTarget is the engine type of backup h's database and, for FULL,
+// the server its scratch database goes to, sealed to h's agent: the job's
+// verification target, else the backup's own database. Conflict when FULL
+// has neither (both deleted).
+func (s *Service) verifyTarget(ctx context.Context, h db.BackupHistory, level string) (string, *events.ConnSpec, error) {
+	src, srcErr := s.q.GetDatabase(ctx, s.c.Pool, db.GetDatabaseParams{ID: h.DatabaseID, UserID: h.UserID})
+	if srcErr != nil && !errors.Is(db.MapErr(srcErr), db.ErrNotFound) {
+		return "", nil, srcErr
+	}
+	typ := src.Type
+	if level != "FULL" {
+		return typ, nil, nil
+	}
+	target, found := src, srcErr == nil
+	if j, err := s.q.GetBackupJob(ctx, s.c.Pool, db.GetBackupJobParams{ID: h.BackupJobID, UserID: h.UserID}); err == nil && j.VerificationDatabaseID != nil {
+		if t, err := s.q.GetDatabase(ctx, s.c.Pool, db.GetDatabaseParams{ID: *j.VerificationDatabaseID, UserID: h.UserID}); err == nil {
+			target, found = t, true
+		}
+	}
+	if !found {
+		return "", nil, fail(Conflict, "the backup's database is gone, so FULL verification has no server to restore into; name a verification target on the job")
+	}
+	if typ == "" {
+		typ = target.Type
+	}
+	conn, err := s.ConnSpec(ctx, target, h.AgentID)
+	if err != nil {
+		return "", nil, err
+	}
+	return typ, &conn, nil
 }
 
 // DeleteBackup deletes backup h's stored object (DeleteObject), then

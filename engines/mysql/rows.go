@@ -28,7 +28,7 @@ type rowCounter struct {
 	depth            int
 	cur              int
 
-	tupleFrom        int // where the tuple being read started in this Write
+	tupleFrom int // where the tuple being read started in this Write
 
 	tables []pipeline.TableCount
 	hashes []pipeline.RowHash // of tables

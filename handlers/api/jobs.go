@@ -47,25 +47,28 @@ type jobJSON struct {
 	EncryptionRecipients   []string        `json:"encryptionRecipients"` // extra age public keys
 	AutoVerifyAfterBackup  bool            `json:"autoVerifyAfterBackup"`
 	VerificationLevel      string          `json:"verificationLevel"`
-	StorageType            string          `json:"storageType"`
-	CloudStorageID         *uuid.UUID      `json:"cloudStorageId"`
-	RetentionDays          int             `json:"retentionDays"`
-	KeepLast               *int32          `json:"keepLast"`
-	KeepDaily              *int32          `json:"keepDaily"`
-	KeepWeekly             *int32          `json:"keepWeekly"`
-	KeepMonthly            *int32          `json:"keepMonthly"`
-	IsActive               bool            `json:"isActive"`
-	NextRunAt              *time.Time      `json:"nextRunAt"` // null for manual or paused jobs
-	CreatedAt              time.Time       `json:"createdAt"`
-	UpdatedAt              time.Time       `json:"updatedAt"`
+	// VerificationDatabaseID is where FULL verification restores its
+	// scratch database; null: the job's own database's server.
+	VerificationDatabaseID *uuid.UUID `json:"verificationDatabaseId"`
+	StorageType            string     `json:"storageType"`
+	CloudStorageID         *uuid.UUID `json:"cloudStorageId"`
+	RetentionDays          int        `json:"retentionDays"`
+	KeepLast               *int32     `json:"keepLast"`
+	KeepDaily              *int32     `json:"keepDaily"`
+	KeepWeekly             *int32     `json:"keepWeekly"`
+	KeepMonthly            *int32     `json:"keepMonthly"`
+	IsActive               bool       `json:"isActive"`
+	NextRunAt              *time.Time `json:"nextRunAt"` // null for manual or paused jobs
+	CreatedAt              time.Time  `json:"createdAt"`
+	UpdatedAt              time.Time  `json:"updatedAt"`
 }
 
 func toJobJSON(j db.BackupJob) jobJSON {
 	out := jobJSON{ID: j.ID, DatabaseID: j.DatabaseID, Name: j.Name, ScheduleType: j.ScheduleType,
 		CronExpression: j.CronExpression, Timezone: j.Timezone, BackupType: j.BackupType,
 		Compression: j.Compression, IsEncrypted: j.IsEncrypted, AutoVerifyAfterBackup: j.AutoVerifyAfterBackup,
-		VerificationLevel: j.VerificationLevel, StorageType: j.StorageType, CloudStorageID: j.CloudStorageID,
-		RetentionDays: int(j.RetentionDays), KeepLast: j.KeepLast, KeepDaily: j.KeepDaily, KeepWeekly: j.KeepWeekly,
+		VerificationLevel: j.VerificationLevel, VerificationDatabaseID: j.VerificationDatabaseID,
+		StorageType: j.StorageType, CloudStorageID: j.CloudStorageID, RetentionDays: int(j.RetentionDays), KeepLast: j.KeepLast, KeepDaily: j.KeepDaily, KeepWeekly: j.KeepWeekly,
 		KeepMonthly: j.KeepMonthly, IsActive: j.IsActive, CreatedAt: j.CreatedAt, UpdatedAt: j.UpdatedAt}
 	if len(j.AdvancedScheduleConfig) > 0 {
 		out.AdvancedScheduleConfig = j.AdvancedScheduleConfig
@@ -101,6 +104,7 @@ type jobInput struct {
 	EncryptionRecipients   *[]string        `json:"encryptionRecipients"`
 	AutoVerifyAfterBackup  *bool            `json:"autoVerifyAfterBackup"`
 	VerificationLevel      *string          `json:"verificationLevel"`
+	VerificationDatabaseID optionalID       `json:"verificationDatabaseId"`
 	StorageType            *string          `json:"storageType"`
 	CloudStorageID         optionalID       `json:"cloudStorageId"`
 	RetentionDays          *int             `json:"retentionDays"`
@@ -245,6 +249,9 @@ func (in jobInput) merge(cur db.BackupJob) (db.BackupJob, error) {
 	if in.VerificationLevel != nil {
 		j.VerificationLevel = *in.VerificationLevel
 	}
+	if in.VerificationDatabaseID.set {
+		j.VerificationDatabaseID = in.VerificationDatabaseID.v
+	}
 	if in.StorageType != nil {
 		j.StorageType = *in.StorageType
 	}
@@ -327,11 +334,8 @@ func (in jobInput) merge(cur db.BackupJob) (db.BackupJob, error) {
 	} else if j.IsEncrypted && j.AgeKeyExport == nil {
 		f.add("encryptionPassword", "is required to turn encryption on: it protects the exportable copy of the job's key")
 	}
-	switch {
-	case !slices.Contains(verificationLevels, j.VerificationLevel):
+	if !slices.Contains(verificationLevels, j.VerificationLevel) {
 		f.add("verificationLevel", "must be one of "+strings.Join(verificationLevels, ", "))
-	case j.AutoVerifyAfterBackup && j.VerificationLevel != "BASIC":
-		f.add("verificationLevel", "only BASIC verification is available so far")
 	}
 	if !slices.Contains(storageTypes, j.StorageType) {
 		f.add("storageType", "must be one of "+strings.Join(storageTypes, ", "))
@@ -383,6 +387,30 @@ func (a *API) checkDatabase(r *http.Request, id uuid.UUID) (db.Database, error) 
 	return d, owned(err, "database", "databaseId")
 }
 
+// checkJobDatabases checks job j's database and verification target: 404
+// when either is not the user's, 400 when the target is of another type.
+func (a *API) checkJobDatabases(r *http.Request, j db.BackupJob) error {
+	d, err := a.checkDatabase(r, j.DatabaseID)
+	if err != nil || j.VerificationDatabaseID == nil {
+		return err
+	}
+	t, err := a.q.GetDatabase(r.Context(), a.pool, db.GetDatabaseParams{ID: *j.VerificationDatabaseID, UserID: userID(r.Context())})
+	if err != nil {
+		return owned(err, "verification database", "verificationDatabaseId")
+	}
+	if t.Type != d.Type {
+		return fieldErrors{"verificationDatabaseId": fmt.Sprintf("must be a %s database, like the job's", d.Type)}.err()
+	}
+	return nil
+}
+
+// setVerificationTarget stores job j's verification target in tx.
+func (a *API) setVerificationTarget(r *http.Request, tx pgx.Tx, j *db.BackupJob, target *uuid.UUID) error {
+	j.VerificationDatabaseID = target
+	return a.q.SetBackupJobVerificationTarget(r.Context(), tx, db.SetBackupJobVerificationTargetParams{
+		ID: j.ID, UserID: j.UserID, VerificationDatabaseID: target})
+}
+
 // listJobs answers {results: [job]}.
 func (a *API) listJobs(w http.ResponseWriter, r *http.Request) error {
 	rows, err := a.q.ListBackupJobs(r.Context(), a.pool, userID(r.Context()))
@@ -412,7 +440,7 @@ func (a *API) createJob(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if _, err := a.checkDatabase(r, j.DatabaseID); err != nil {
+	if err := a.checkJobDatabases(r, j); err != nil {
 		return err
 	}
 	if err := a.resolveCloudStorage(r, &j); err != nil {
@@ -430,6 +458,9 @@ func (a *API) createJob(w http.ResponseWriter, r *http.Request) error {
 			KeepLast: want.KeepLast, KeepDaily: want.KeepDaily, KeepWeekly: want.KeepWeekly, KeepMonthly: want.KeepMonthly,
 		})
 		if err != nil {
+			return err
+		}
+		if err := a.setVerificationTarget(r, tx, &j, want.VerificationDatabaseID); err != nil {
 			return err
 		}
 		j.AgeRecipients = want.AgeRecipients
@@ -476,7 +507,7 @@ func (a *API) updateJob(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if _, err := a.checkDatabase(r, j.DatabaseID); err != nil {
+	if err := a.checkJobDatabases(r, j); err != nil {
 		return err
 	}
 	if err := a.resolveCloudStorage(r, &j); err != nil {
@@ -495,6 +526,9 @@ func (a *API) updateJob(w http.ResponseWriter, r *http.Request) error {
 		})
 		if err != nil {
 			return db.MapErr(err)
+		}
+		if err := a.setVerificationTarget(r, tx, &j, want.VerificationDatabaseID); err != nil {
+			return err
 		}
 		j.AgeRecipients = want.AgeRecipients
 		return a.applyEncryption(r.Context(), tx, &j, in.EncryptionPassword)

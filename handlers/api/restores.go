@@ -52,10 +52,13 @@ type verifyRequest struct {
 	VerificationLevel string `json:"verificationLevel"`
 }
 
-// verifyHistory verifies a successful backup at a level (BASIC): 202
-// {verificationId}; the result lands in the backup's verificationStatus and
-// verificationResult. 400 for another level; 409 unless the backup
-// succeeded; 503 when its agent is offline.
+// verifyHistory verifies a successful backup at a level (BASIC, the
+// default, DATABASE or FULL): 202 {verificationId}; the result lands in the
+// backup's verificationStatus and verificationResult. FULL restores into a
+// scratch database on the job's verification target, else on the backup's
+// own database's server. 400 for another level; 409 unless the backup
+// succeeded, or for FULL when it has no server to restore into; 503 when
+// its agent is offline.
 func (a *API) verifyHistory(w http.ResponseWriter, r *http.Request) error {
 	h, err := a.loadHistory(r)
 	if err != nil {
@@ -67,11 +70,8 @@ func (a *API) verifyHistory(w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 	}
-	switch {
-	case !slices.Contains(verificationLevels, req.VerificationLevel):
+	if !slices.Contains(verificationLevels, req.VerificationLevel) {
 		return fieldErrors{"verificationLevel": "must be one of BASIC, DATABASE, FULL"}.err()
-	case req.VerificationLevel != "BASIC":
-		return fieldErrors{"verificationLevel": "only BASIC verification is available so far"}.err()
 	}
 	id, err := a.runs.StartVerify(r.Context(), h, req.VerificationLevel)
 	if err != nil {

@@ -213,6 +213,7 @@ type (
 		EncryptionRecipients   []string        `json:"encryptionRecipients"`
 		AutoVerifyAfterBackup  bool            `json:"autoVerifyAfterBackup"`
 		VerificationLevel      string          `json:"verificationLevel"`
+		VerificationDatabaseID *string         `json:"verificationDatabaseId"`
 		StorageType            string          `json:"storageType"`
 		CloudStorageID         *string         `json:"cloudStorageId"`
 		RetentionDays          int             `json:"retentionDays"`

@@ -669,6 +669,15 @@ function initLive() {
     const cell = $(`[data-verification="${CSS.escape(p.backupId ?? '')}"]`);
     if (cell) cell.innerHTML = '<span class="badge running" data-verification-status>verifying…</span>';
   });
+  on('verify.progress', p => {
+    const cell = $(`[data-verification="${CSS.escape(p.backupId ?? '')}"]`);
+    if (!cell) return;
+    const badge = document.createElement('span');
+    badge.className = 'badge running';
+    badge.dataset.verificationStatus = '';
+    badge.textContent = `verifying (${p.level ?? ''}): ${p.step ?? ''}` + (p.percent ? ` ${p.percent}%` : '');
+    cell.replaceChildren(badge);
+  });
   on('verify.completed', () => refreshSoon());
   on('verify.failed', () => refreshSoon());
   // An agent that comes online reports its host, OS and version: re-read.
