@@ -99,8 +99,9 @@ type historyView struct {
 	ErrorMessage       string
 	VerificationStatus string
 	VerificationResult struct {
-		OverallStatus string
-		Checks        []struct {
+		OverallStatus      string
+		VerificationMethod string
+		Checks             []struct {
 			Check   string
 			Passed  bool
 			Message string

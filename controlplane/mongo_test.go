@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"go.mongodb.org/mongo-driver/v2/bson"
+
 	"github.com/klauspost/compress/zstd"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 
@@ -122,6 +124,13 @@ func TestMongoDBSampleDatabases(t *testing.T) {
 		rows[name] = w.Docs
 	}
 	trip := sampleTrip{base: base, token: token, srcID: srcID, engine: "mongodb", ext: ".archive.zst", rows: rows, check: "archive",
+		scratch: func(t *testing.T) int {
+			names, err := cl.ListDatabaseNames(ctx, bson.D{{Key: "name", Value: bson.D{{Key: "$regex", Value: "^rahatback_verify_"}}}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return len(names)
+		},
 		target: func(t *testing.T, name string) string { return createDB(client{t, base}, name, name) },
 		compare: func(t *testing.T, dst string) {
 			got, err := ferretserver.Contents(ctx, cl.Database(dst))

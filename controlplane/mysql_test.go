@@ -171,6 +171,13 @@ func TestMySQLSampleDatabases(t *testing.T) {
 		rows[name] = w.Rows
 	}
 	trip := sampleTrip{base: base, token: token, srcID: srcID, engine: "mysql", ext: ".sql.zst", rows: rows,
+		scratch: func(t *testing.T) int {
+			var n int
+			if err := admin.QueryRow("SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE 'rahatback\\_%'").Scan(&n); err != nil {
+				t.Fatal(err)
+			}
+			return n
+		},
 		target: func(t *testing.T, name string) string {
 			mariaDB(t, name)
 			return createDB(client{t, base}, name, name)

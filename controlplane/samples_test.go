@@ -18,10 +18,47 @@ type sampleTrip struct {
 	// unless database dst holds what the source does.
 	target  func(t *testing.T, name string) string
 	compare func(t *testing.T, dst string)
+	// scratch counts the scratch databases (rahatback_verify_*) on the
+	// source's server: FULL verification must leave none.
+	scratch func(t *testing.T) int
+}
+
+// Checks each level adds, all of which must pass on a sound backup.
+var (
+	databaseChecks = []string{"completion marker", "tables", "content", "schema objects"}
+	fullChecks     = []string{"scratch database", "test restore", "restored tables", "restored content", "restored schema objects", "cleanup"}
+)
+
+// verify runs a verification of backup run at level and waits for its
+// result.
+func (c client) verify(token, run, level string, within time.Duration) historyView {
+	c.t.Helper()
+	c.want(c.call("POST", "/v1/backups/history/"+run+"/verify", token, map[string]any{"verificationLevel": level}), 202)
+	return c.waitHistory(token, run, within, level+" verification", func(h historyView) bool {
+		return h.VerificationStatus != "PENDING" && h.VerificationStatus != "" && h.VerificationResult.VerificationMethod == level
+	})
+}
+
+// passedChecks fails t unless v passed with every check named in want.
+func passedChecks(t *testing.T, v historyView, want ...string) {
+	t.Helper()
+	got := map[string]bool{}
+	for _, ch := range v.VerificationResult.Checks {
+		got[ch.Check] = ch.Passed
+	}
+	for _, w := range want {
+		if !got[w] {
+			t.Fatalf("%s verification: check %q missing or failed: %+v", v.VerificationResult.VerificationMethod, w, v.VerificationResult.Checks)
+		}
+	}
+	if v.VerificationStatus != "PASSED" {
+		t.Fatalf("%s verification: %+v", v.VerificationResult.VerificationMethod, v.VerificationResult)
+	}
 }
 
 // run backs the source up with job (its databaseId set to srcID), checks the
-// manifest's row counts, the download's checksum and a BASIC verification,
+// manifest's row counts, the download's checksum, and BASIC, DATABASE and
+// FULL verifications (FULL leaving no scratch database),
 // restores into a new database dst and compares it. It returns the job's id
 // and the backup's history row.
 func (s sampleTrip) run(t *testing.T, job map[string]any, dst string) (string, historyView) {
@@ -58,6 +95,17 @@ func (s sampleTrip) run(t *testing.T, job map[string]any, dst string) (string, h
 	}
 	if v.VerificationStatus != "PASSED" || !checked {
 		t.Fatalf("verification: %+v", v.VerificationResult)
+	}
+	passedChecks(t, c.verify(s.token, run, "DATABASE", 2*time.Minute), databaseChecks...)
+	full := c.verify(s.token, run, "FULL", 4*time.Minute)
+	passedChecks(t, full, append(databaseChecks, fullChecks...)...)
+	for _, ch := range full.VerificationResult.Checks {
+		t.Logf("FULL %s: %s", ch.Check, ch.Message)
+	}
+	if s.scratch != nil {
+		if n := s.scratch(t); n != 0 {
+			t.Fatalf("%d scratch databases left after FULL verification", n)
+		}
 	}
 	dstID := s.target(t, dst)
 	var rs struct{ RestoreHistoryID string }
