@@ -463,16 +463,14 @@ func TestWebDashboard(t *testing.T) {
 			t.Fatal("the last run's time is not shown in the browser's time zone")
 		}
 
-		// History: verify BASIC, see PASSED and its checks.
+		// History: verify FULL (a test restore), see PASSED and its checks.
 		p.open("/history")
 		p.waitJS("history row", `document.querySelector('[data-history] .badge.success')`, 10*time.Second)
 		p.run("verify", chromedp.Click(chromedp.CSS(`[data-verify]`)), chromedp.WaitVisible(chromedp.CSS(`#verify-dialog`)))
 		p.shot("verify-dialog")
-		// DATABASE and FULL are not implemented: offered, but disabled and
-		// saying so.
-		p.waitJS("FULL unavailable", `document.querySelector('#verify-dialog input[value="FULL"]').disabled && document.querySelector('#verify-dialog input[value="FULL"]').parentElement.textContent.includes('not available yet')`, 10*time.Second)
-		p.run("verify BASIC", chromedp.Click(chromedp.CSS(`#verify-dialog input[value="BASIC"]`)), chromedp.Click(chromedp.CSS(`[data-verify-ok]`)))
-		p.waitJS("verification PASSED", `document.querySelector('[data-history] .badge.PASSED, [data-history] .badge.FAILED')`, 60*time.Second)
+		p.waitJS("three levels offered", `[...document.querySelectorAll('#verify-dialog input[name="verificationLevel"]')].filter(i => !i.disabled).length === 3`, 10*time.Second)
+		p.run("verify FULL", chromedp.Click(chromedp.CSS(`#verify-dialog input[value="FULL"]`)), chromedp.Click(chromedp.CSS(`[data-verify-ok]`)))
+		p.waitJS("verification PASSED", `document.querySelector('[data-history] .badge.PASSED, [data-history] .badge.FAILED')`, 90*time.Second)
 		var verification string
 		p.read(`document.querySelector('[data-history] [data-verification-status]').textContent`, &verification)
 		if verification != "PASSED" {
@@ -481,8 +479,10 @@ func TestWebDashboard(t *testing.T) {
 		p.run("open checks", chromedp.Click(chromedp.CSS(`[data-history] details.checks summary`)))
 		var checks int
 		p.eval(`document.querySelectorAll('[data-history] details.checks li.passed').length`, &checks)
-		if checks < 4 {
-			t.Fatalf("%d passed checks shown, want at least 4", checks)
+		var restored bool
+		p.eval(`[...document.querySelectorAll('[data-history] details.checks li.passed')].some(li => li.textContent.includes('test restore'))`, &restored)
+		if checks < 10 || !restored {
+			t.Fatalf("%d passed checks shown (test restore among them: %v), want at least 10 with it", checks, restored)
 		}
 		p.shot("verified")
 

@@ -2,8 +2,12 @@ package engines
 
 import (
 	"bytes"
+	"regexp"
 	"strings"
 )
+
+// stdinLine finds psql's "psql:<stdin>:123:" before its error.
+var stdinLine = regexp.MustCompile(`:<stdin>:(\d+):`)
 
 // StderrTail keeps the last bytes a tool wrote to stderr, for error
 // messages. Write never fails.
@@ -23,14 +27,19 @@ func (s *StderrTail) Write(p []byte) (int, error) {
 }
 
 // Message is the tool's most useful error line: the last "ERROR:"/"FATAL:"/
-// "error:" line, else the last line.
+// "error:" line, else the last line. The input line psql names before its
+// error is kept: "ERROR: … (line 123 of the input)".
 func (s *StderrTail) Message() string {
 	lines := strings.Split(strings.TrimSpace(s.buf.String()), "\n")
 	for i := len(lines) - 1; i >= 0; i-- {
 		l := lines[i]
 		for _, marker := range []string{"ERROR:", "FATAL:", "error:"} {
 			if idx := strings.Index(l, marker); idx >= 0 {
-				return strings.TrimSpace(l[idx:])
+				msg := strings.TrimSpace(l[idx:])
+				if m := stdinLine.FindStringSubmatch(l[:idx]); m != nil {
+					msg += " (line " + m[1] + " of the input)"
+				}
+				return msg
 			}
 		}
 	}

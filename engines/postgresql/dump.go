@@ -101,7 +101,7 @@ func (e Engine) Restore(ctx context.Context, c engines.Conn, r io.Reader) error 
 	}
 	defer cleanup()
 	err = engines.Feed(ctx, r, "psql", path, []string{"--no-psqlrc", "--quiet", "--no-password",
-		"--single-transaction", "--set=ON_ERROR_STOP=1", "--output=/dev/null"}, env)
+		"--single-transaction", "--set=ON_ERROR_STOP=1", "--output=/dev/null", "--file=-"}, env)
 	var toolErr *engines.ToolError
 	if errors.As(err, &toolErr) {
 		return fmt.Errorf("%w (nothing was restored: the transaction was rolled back)", err)
