@@ -138,6 +138,36 @@ type Inspector interface {
 	Inspection() (Inspection, error)
 }
 
+// DumpParser reads a text dump written to it (Write never fails) and
+// tells the rows, content hash and schema objects seen so far.
+type DumpParser interface {
+	io.Writer
+	Tables() []pipeline.TableCount
+	Objects() []pipeline.SchemaObject
+}
+
+// NewTextInspector is the Inspector of a text dump format: p's tables and
+// objects, and Complete when the last bytes written hold marker.
+func NewTextInspector(p DumpParser, marker string) Inspector {
+	return &textInspector{p: p, marker: marker}
+}
+
+type textInspector struct {
+	p      DumpParser
+	marker string
+	tail   Tail
+}
+
+func (i *textInspector) Write(b []byte) (int, error) {
+	_, _ = i.p.Write(b)
+	_, _ = i.tail.Write(b)
+	return len(b), nil
+}
+
+func (i *textInspector) Inspection() (Inspection, error) {
+	return Inspection{Complete: i.tail.Contains(i.marker), Tables: i.p.Tables(), Objects: i.p.Objects()}, nil
+}
+
 // ScratchPrefix starts the name of every scratch database a test restore
 // makes: rahatback_verify_<verification id without dashes>.
 const ScratchPrefix = "rahatback_verify_"

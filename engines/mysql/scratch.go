@@ -12,28 +12,12 @@ import (
 	"github.com/rahatback/rahatback/engines"
 )
 
-// inspector reads a mariadb-dump stream: rowCounter's tables and objects,
-// and the "-- Dump completed" trailer.
-type inspector struct {
-	rows *rowCounter
-	tail engines.Tail
-}
-
-func (i *inspector) Write(p []byte) (int, error) {
-	_, _ = i.rows.Write(p)
-	_, _ = i.tail.Write(p)
-	return len(p), nil
-}
-
-func (i *inspector) Inspection() (engines.Inspection, error) {
-	return engines.Inspection{Complete: i.tail.Contains(completeMarker), Tables: i.rows.Tables(),
-		Objects: i.rows.Objects()}, nil
-}
-
 // Inspector reads a mariadb-dump stream: rows and content hash of every
 // table's INSERT tuples, tables, views, indexes, constraints, triggers,
 // routines and events, and the completion trailer.
-func (Engine) Inspector() engines.Inspector { return &inspector{rows: newRowCounter()} }
+func (Engine) Inspector() engines.Inspector {
+	return engines.NewTextInspector(newRowCounter(), completeMarker)
+}
 
 // CreateScratch creates database name with the character set and collation
 // of c's database. A user without the CREATE privilege on it gets an error

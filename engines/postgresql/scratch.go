@@ -12,27 +12,11 @@ import (
 	"github.com/rahatback/rahatback/engines"
 )
 
-// inspector reads a plain dump: CopyCounter's tables and objects, and the
-// completion marker at its end.
-type inspector struct {
-	rows *CopyCounter
-	tail engines.Tail
-}
-
-func (i *inspector) Write(p []byte) (int, error) {
-	_, _ = i.rows.Write(p)
-	_, _ = i.tail.Write(p)
-	return len(p), nil
-}
-
-func (i *inspector) Inspection() (engines.Inspection, error) {
-	return engines.Inspection{Complete: i.tail.Contains(completeMarker), Tables: i.rows.Tables(),
-		Objects: i.rows.Objects()}, nil
-}
-
 // Inspector reads a plain dump: rows and content hash of every table's
 // COPY block, pg_dump's object headers, and its completion marker.
-func (Engine) Inspector() engines.Inspector { return &inspector{rows: NewCopyCounter()} }
+func (Engine) Inspector() engines.Inspector {
+	return engines.NewTextInspector(NewCopyCounter(), completeMarker)
+}
 
 // CreateScratch runs CREATE DATABASE name TEMPLATE template0 on c's server
 // (connected to c's database). A user without CREATEDB gets an error

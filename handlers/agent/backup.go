@@ -4,13 +4,14 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"filippo.io/age"
 	"fmt"
 	"io"
 	"path"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"filippo.io/age"
 
 	"github.com/rahatback/rahatback/engines"
 	"github.com/rahatback/rahatback/events"

@@ -6,10 +6,11 @@ import (
 
 	"context"
 	"errors"
-	"filippo.io/age"
 	"fmt"
 	"io"
 	"time"
+
+	"filippo.io/age"
 
 	"github.com/rahatback/rahatback/events"
 	"github.com/rahatback/rahatback/pipeline"

@@ -200,40 +200,16 @@ func (h *Handlers) unjournal(path string) {
 // interrupted, then clears their journal entries; an entry whose drop
 // fails stays for the next start. It returns how many it dropped.
 func (h *Handlers) RecoverScratch(ctx context.Context) (int, error) {
-	if h.JournalDir == "" {
-		return 0, nil
-	}
-	entries, err := os.ReadDir(h.JournalDir)
-	if errors.Is(err, os.ErrNotExist) {
-		return 0, nil
-	} else if err != nil {
-		return 0, err
-	}
-	n := 0
-	for _, e := range entries {
-		if !strings.HasSuffix(e.Name(), scratchSuffix) {
-			continue
-		}
-		p := filepath.Join(h.JournalDir, e.Name())
-		data, err := os.ReadFile(p)
+	return h.replayJournal(scratchSuffix, "could not drop the scratch database of an interrupted verification; will retry at next start", func(data []byte) error {
 		var s scratchEntry
-		if err == nil {
-			err = json.Unmarshal(data, &s)
+		if err := json.Unmarshal(data, &s); err != nil {
+			return err
 		}
-		if err == nil && !strings.HasPrefix(s.Name, engines.ScratchPrefix) {
-			err = fmt.Errorf("entry names %q, not a scratch database", s.Name)
+		if !strings.HasPrefix(s.Name, engines.ScratchPrefix) {
+			return fmt.Errorf("entry names %q, not a scratch database", s.Name)
 		}
-		if err == nil {
-			err = h.dropEntry(ctx, s)
-		}
-		if err != nil {
-			h.Logger.Warn("could not drop the scratch database of an interrupted verification; will retry at next start", "entry", e.Name(), "err", err)
-			continue
-		}
-		os.Remove(p)
-		n++
-	}
-	return n, nil
+		return h.dropEntry(ctx, s)
+	})
 }
 
 func (h *Handlers) dropEntry(ctx context.Context, s scratchEntry) error {

@@ -90,6 +90,19 @@ func (h *Handlers) journalStart(runID string, spec events.StorageSpec, key strin
 // storage, then clears their journal entries. It returns how many it
 // cleaned.
 func (h *Handlers) RecoverUploads(ctx context.Context) (int, error) {
+	return h.replayJournal(".json", "could not clean an interrupted upload; will retry at next start", func(data []byte) error {
+		var u upload
+		if err := json.Unmarshal(data, &u); err != nil {
+			return err
+		}
+		return h.abortUpload(ctx, u)
+	})
+}
+
+// replayJournal calls do with every journal entry whose name ends in
+// suffix and removes the entries it handled; an entry do fails on stays
+// for the next start, logged with warn. It returns how many it handled.
+func (h *Handlers) replayJournal(suffix, warn string, do func(data []byte) error) (int, error) {
 	if h.JournalDir == "" {
 		return 0, nil
 	}
@@ -101,20 +114,16 @@ func (h *Handlers) RecoverUploads(ctx context.Context) (int, error) {
 	}
 	n := 0
 	for _, e := range entries {
-		if !strings.HasSuffix(e.Name(), ".json") {
+		if !strings.HasSuffix(e.Name(), suffix) {
 			continue
 		}
 		p := filepath.Join(h.JournalDir, e.Name())
 		data, err := os.ReadFile(p)
-		var u upload
 		if err == nil {
-			err = json.Unmarshal(data, &u)
-		}
-		if err == nil {
-			err = h.abortUpload(ctx, u)
+			err = do(data)
 		}
 		if err != nil {
-			h.Logger.Warn("could not clean an interrupted upload; will retry at next start", "entry", e.Name(), "err", err)
+			h.Logger.Warn(warn, "entry", e.Name(), "err", err)
 			continue
 		}
 		os.Remove(p)
