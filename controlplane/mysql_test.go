@@ -64,45 +64,53 @@ func loadMariaDBSample(t *testing.T, database string, files ...string) {
 	t.Helper()
 	opts := adminOptionFile(t)
 	for _, f := range files {
-		in, err := os.Open(filepath.Join("..", "..", "shared", "sample-db", "mysql", f))
-		if err != nil {
-			t.Fatal(err)
-		}
-		zr, err := zstd.NewReader(in)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cmd := exec.Command("mariadb", "--defaults-extra-file="+opts, "--database="+database)
-		stdin, err := cmd.StdinPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		out := &strings.Builder{}
-		cmd.Stdout, cmd.Stderr = out, out
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		sc := bufio.NewScanner(zr)
-		sc.Buffer(make([]byte, 1<<20), 64<<20)
-		w := bufio.NewWriter(stdin)
-		for sc.Scan() {
-			line := sc.Text()
-			if sampleStatement.MatchString(line) {
-				continue
-			}
-			w.WriteString(strings.ReplaceAll(line, "sakila.", ""))
+		feedSample(t, filepath.Join("mysql", f), exec.Command("mariadb", "--defaults-extra-file="+opts, "--database="+database),
+			func(line string) (string, bool) {
+				return strings.ReplaceAll(line, "sakila.", ""), !sampleStatement.MatchString(line)
+			})
+	}
+}
+
+// feedSample pipes ../shared/sample-db/<file>, decompressed, line by line
+// through edit (false: leave the line out) into cmd's standard input, and
+// fails t unless cmd succeeds.
+func feedSample(t *testing.T, file string, cmd *exec.Cmd, edit func(line string) (string, bool)) {
+	t.Helper()
+	in, err := os.Open(filepath.Join("..", "..", "shared", "sample-db", file))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	zr, err := zstd.NewReader(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer zr.Close()
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := &strings.Builder{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	sc := bufio.NewScanner(zr)
+	sc.Buffer(make([]byte, 1<<20), 64<<20)
+	w := bufio.NewWriter(stdin)
+	for sc.Scan() {
+		if line, ok := edit(sc.Text()); ok {
+			w.WriteString(line)
 			w.WriteByte('\n')
 		}
-		w.Flush()
-		stdin.Close()
-		zr.Close()
-		in.Close()
-		if err := sc.Err(); err != nil {
-			t.Fatal(err)
-		}
-		if err := cmd.Wait(); err != nil {
-			t.Fatalf("loading %s: %v: %s", f, err, out)
-		}
+	}
+	w.Flush()
+	stdin.Close()
+	if err := sc.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("loading %s: %v: %s", file, err, out)
 	}
 }
 

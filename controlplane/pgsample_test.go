@@ -1,7 +1,6 @@
 package controlplane_test
 
 import (
-	"bufio"
 	"context"
 	"os"
 	"os/exec"
@@ -13,7 +12,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/klauspost/compress/zstd"
 
 	"github.com/rahatback/rahatback/testsupport"
 )
@@ -34,41 +32,9 @@ func loadPGSample(t *testing.T, database string, files ...string) {
 	// pagila's objects belong to a role "postgres".
 	_ = testsupport.AdminExec(context.Background(), `DO $$ BEGIN CREATE ROLE postgres; EXCEPTION WHEN duplicate_object THEN NULL; END $$`)
 	for _, f := range files {
-		in, err := os.Open(filepath.Join("..", "..", "shared", "sample-db", "pg", f))
-		if err != nil {
-			t.Fatal(err)
-		}
-		zr, err := zstd.NewReader(in)
-		if err != nil {
-			t.Fatal(err)
-		}
 		cmd := exec.Command("psql", "--no-psqlrc", "-q", "-v", "ON_ERROR_STOP=1", "-d", database)
 		cmd.Env = append(os.Environ(), "PGHOST=127.0.0.1", "PGPORT="+strconv.Itoa(int(cfg.Port)), "PGUSER="+cfg.User, "PGPASSWORD="+cfg.Password)
-		stdin, err := cmd.StdinPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		out := &strings.Builder{}
-		cmd.Stdout, cmd.Stderr = out, out
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		sc := bufio.NewScanner(zr)
-		sc.Buffer(make([]byte, 1<<20), 64<<20)
-		w := bufio.NewWriter(stdin)
-		for sc.Scan() {
-			if !pgSampleSkip.MatchString(sc.Text()) {
-				w.WriteString(sc.Text())
-				w.WriteByte('\n')
-			}
-		}
-		w.Flush()
-		stdin.Close()
-		zr.Close()
-		in.Close()
-		if err := cmd.Wait(); err != nil || sc.Err() != nil {
-			t.Fatalf("loading %s: %v %v\n%s", f, err, sc.Err(), out)
-		}
+		feedSample(t, filepath.Join("pg", f), cmd, func(line string) (string, bool) { return line, !pgSampleSkip.MatchString(line) })
 	}
 }
 
