@@ -438,7 +438,7 @@ func (a *runner) command(ctx context.Context, msg jetstream.Msg) {
 		}
 		if redelivered || cmd.Expired(time.Now()) {
 			ev := events.RestoreEvent{V: events.Version, ID: cmd.RestoreID + ":interrupted", RestoreID: cmd.RestoreID, At: time.Now().UTC(),
-				Error: "the agent stopped during this restore; its transaction was rolled back, so the target is as it was. Run it again"}
+				Error: "the agent stopped during this restore. A restore commits only once the whole backup has been read and matched its checksum, so the target is either as it was or holds the whole backup. Run it again"}
 			if !redelivered {
 				ev.ID, ev.Error = cmd.RestoreID+":stale", "not run: the agent received this restore after its deadline (it was offline or busy); the target was not touched. Run it again"
 			}

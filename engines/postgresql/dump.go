@@ -16,8 +16,8 @@ import (
 // The dumps this engine makes are plain SQL (pg_dump -Fp). It restores
 // with nothing but psql (`zstd -d < f | psql`), every COPY row is one line
 // so the engine counts rows per table from the stream itself for the
-// manifest (CopyCounter), and psql --single-transaction applies it all or
-// nothing. (The custom format's selective and parallel restore need a
+// manifest (CopyCounter), and psql applies it all or nothing in one
+// transaction (Restore). (The custom format's selective and parallel restore need a
 // seekable file, which a streamed backup is not.)
 
 // completeMarker is the last comment of every complete pg_dump plain dump.
@@ -86,10 +86,16 @@ func (e Engine) Dump(ctx context.Context, c engines.Conn, w io.Writer) (engines.
 		Format: e.Spec().Format, Tables: got.Tables, Objects: got.Objects}, nil
 }
 
-// Restore pipes r into psql --single-transaction -v ON_ERROR_STOP=1. psql
-// commits only after reading all of r; when r fails (checksum mismatch,
-// corrupt stream) psql is killed before it can commit, and when a statement
-// fails psql rolls back: either way the target is left as it was.
+// Restore pipes r into psql -v ON_ERROR_STOP=1, inside a transaction the
+// input itself opens ("BEGIN;" before the dump) and commits ("COMMIT;"
+// after it), so that only a dump read to its end is committed. psql's own
+// --single-transaction commits when its input ends, however it ends: an
+// agent killed mid-restore would close psql's input and have a partial
+// restore committed. Here the server rolls back when psql leaves without
+// the COMMIT: when r fails (checksum mismatch, corrupt stream) psql is
+// killed before it reads one, when a statement fails psql stops, and when
+// the agent dies psql's input ends before it. Either way the target is
+// left as it was.
 func (e Engine) Restore(ctx context.Context, c engines.Conn, r io.Reader) error {
 	path, err := toolPath("psql")
 	if err != nil {
@@ -100,8 +106,11 @@ func (e Engine) Restore(ctx context.Context, c engines.Conn, r io.Reader) error 
 		return err
 	}
 	defer cleanup()
-	err = engines.Feed(ctx, r, "psql", path, []string{"--no-psqlrc", "--quiet", "--no-password",
-		"--single-transaction", "--set=ON_ERROR_STOP=1", "--output=/dev/null", "--file=-"}, env)
+	// "BEGIN; " shares the dump's first line, so psql's line numbers are
+	// the dump's.
+	in := io.MultiReader(strings.NewReader("BEGIN; "), r, strings.NewReader("\nCOMMIT;\n"))
+	err = engines.Feed(ctx, in, "psql", path, []string{"--no-psqlrc", "--quiet", "--no-password",
+		"--set=ON_ERROR_STOP=1", "--output=/dev/null", "--file=-"}, env)
 	var toolErr *engines.ToolError
 	if errors.As(err, &toolErr) {
 		return fmt.Errorf("%w (nothing was restored: the transaction was rolled back)", err)
