@@ -148,6 +148,11 @@ func BenchmarkBackupRestore(b *testing.B) {
 		admin("CREATE DATABASE bench_restore")
 		dstID := c.createDB(token, "restore target", "bench_restore")
 		restore := bs.restore(b, run, dstID)
+		// FULL verification against psql -f plus reading the backup (a
+		// BASIC verification: download, checksum, decompression).
+		read := bs.verify(b, run, "BASIC")
+		full := bs.verify(b, run, "FULL")
+		fullRatio := full.Seconds() / (psql.Seconds() + read.Seconds())
 		rss := peakRSSMiB(b, bs.agent.Process.Pid)
 
 		s3Ratio := s3enc.Seconds() / pgDump.Seconds()
@@ -161,10 +166,17 @@ func BenchmarkBackupRestore(b *testing.B) {
 		b.ReportMetric(psql.Seconds(), "psql-s")
 		b.ReportMetric(restore.Seconds(), "restore-s")
 		b.ReportMetric(restoreRatio, "restore/psql")
+		b.ReportMetric(read.Seconds(), "read-backup-s")
+		b.ReportMetric(full.Seconds(), "full-verify-s")
+		b.ReportMetric(fullRatio, "full-verify/(psql+read)")
 		b.ReportMetric(rss, "agent-peak-RSS-MiB")
 		b.Logf("dump %d MB → stored %d MB (zstd); pg_dump %.1fs, backup %.1fs (%.2f×); psql %.1fs, restore %.1fs (%.2f×); agent peak RSS %.0f MiB",
 			fi.Size()>>20, h.FileSize>>20, pgDump.Seconds(), ours.Seconds(), backupRatio, psql.Seconds(), restore.Seconds(), restoreRatio, rss)
 		b.Logf("s3 (versitygw), zstd + age: %.1fs (%.2f× pg_dump)", s3enc.Seconds(), s3Ratio)
+		b.Logf("FULL verification %.1fs; psql -f %.1fs + reading the backup %.1fs: %.2f× (≤ 1.3)", full.Seconds(), psql.Seconds(), read.Seconds(), fullRatio)
+		if fullRatio > 1.3 {
+			b.Errorf("target missed: FULL verification/(psql -f + reading the backup) %.2f (≤ 1.3)", fullRatio)
+		}
 		if backupRatio > 1.25 || restoreRatio > 1.25 || s3Ratio > 1.35 || rss > 100 {
 			b.Errorf("targets missed: backup/pg_dump %.2f (≤ 1.25), restore/psql %.2f (≤ 1.25), s3+encrypted/pg_dump %.2f (≤ 1.35), agent RSS %.0f MiB (≤ 100; ≤ 150 with S3)",
 				backupRatio, restoreRatio, s3Ratio, rss)
@@ -224,6 +236,18 @@ func (s benchSystem) restore(b *testing.B, run, dstID string) time.Duration {
 	s.c.want(s.c.call("POST", "/v1/backups/history/"+run+"/restore", s.token, map[string]any{"targetDatabaseId": dstID}), 202).decode(b, &out)
 	if r := s.c.waitRestore(s.token, out.RestoreHistoryID, time.Hour); r["status"] != "success" {
 		b.Fatalf("restore failed: %v", r)
+	}
+	return time.Since(start)
+}
+
+// verify verifies backup run at level and returns how long it took from
+// the request to its result; a verification that does not pass fails b.
+func (s benchSystem) verify(b *testing.B, run, level string) time.Duration {
+	b.Helper()
+	start := time.Now()
+	v := s.c.verify(s.token, run, level, time.Hour)
+	if v.VerificationStatus != "PASSED" {
+		b.Fatalf("%s verification: %+v", level, v.VerificationResult)
 	}
 	return time.Since(start)
 }
