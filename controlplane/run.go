@@ -373,6 +373,11 @@ func (s *system) serve(ctx context.Context) error {
 			return err
 		}
 		g.Go(func() error { return sch.Run(gctx) })
+		ver, err := scheduler.NewVerifier(scheduler.VerifierOpts{Pool: s.pool, Runs: svc, Logger: s.log.With("role", "scheduler")})
+		if err != nil {
+			return err
+		}
+		g.Go(func() error { return ver.Run(gctx) })
 		g.Go(func() error {
 			return expiry.Run(gctx, expiry.Opts{Pool: s.pool, Outbox: relay, Deleter: svc, Interval: s.cfg.RetentionInterval,
 				StaleAfter: s.cfg.CommandTTL + time.Hour, Logger: s.log.With("role", "retention")})

@@ -103,6 +103,8 @@ type BackupJob struct {
 	KeepWeekly             *int32
 	KeepMonthly            *int32
 	VerificationDatabaseID *uuid.UUID
+	VerifySchedule         *string
+	VerifyNextAt           *time.Time
 }
 
 type CloudStorage struct {

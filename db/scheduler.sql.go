@@ -211,6 +211,27 @@ func (q *Queries) ClaimSlots(ctx context.Context, db DBTX, arg ClaimSlotsParams)
 	return items, nil
 }
 
+const claimVerifySlot = `-- name: ClaimVerifySlot :execrows
+UPDATE backup_jobs SET verify_next_at = $2
+WHERE id = $1 AND verify_next_at = $3
+`
+
+type ClaimVerifySlotParams struct {
+	ID   uuid.UUID
+	Next *time.Time
+	Old  *time.Time
+}
+
+// ClaimVerifySlot moves a job's verify_next_at from the slot read (old)
+// to the next one; it changes no row when another replica moved it first.
+func (q *Queries) ClaimVerifySlot(ctx context.Context, db DBTX, arg ClaimVerifySlotParams) (int64, error) {
+	result, err := db.Exec(ctx, claimVerifySlot, arg.ID, arg.Next, arg.Old)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
+}
+
 const dueJobs = `-- name: DueJobs :many
 SELECT j.id, j.user_id, j.database_id, j.schedule_type, j.cron_expression, j.advanced_schedule_config,
        j.timezone, j.storage_type, j.cloud_storage_id, j.compression, j.is_encrypted, j.is_active,
@@ -278,8 +299,57 @@ func (q *Queries) DueJobs(ctx context.Context, db DBTX, ids []uuid.UUID) ([]DueJ
 	return items, nil
 }
 
+const dueVerifications = `-- name: DueVerifications :many
+SELECT id, user_id, verify_schedule, timezone, verify_next_at
+FROM backup_jobs
+WHERE verify_next_at <= $1 AND verify_schedule IS NOT NULL
+ORDER BY verify_next_at
+LIMIT $2
+`
+
+type DueVerificationsParams struct {
+	Now     *time.Time
+	MaxJobs int32
+}
+
+type DueVerificationsRow struct {
+	ID             uuid.UUID
+	UserID         uuid.UUID
+	VerifySchedule *string
+	Timezone       string
+	VerifyNextAt   *time.Time
+}
+
+// DueVerifications is the jobs whose scheduled verification is due at
+// now, oldest slot first.
+func (q *Queries) DueVerifications(ctx context.Context, db DBTX, arg DueVerificationsParams) ([]DueVerificationsRow, error) {
+	rows, err := db.Query(ctx, dueVerifications, arg.Now, arg.MaxJobs)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []DueVerificationsRow
+	for rows.Next() {
+		var i DueVerificationsRow
+		if err := rows.Scan(
+			&i.ID,
+			&i.UserID,
+			&i.VerifySchedule,
+			&i.Timezone,
+			&i.VerifyNextAt,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const jobsWithAgent = `-- name: JobsWithAgent :many
-SELECT j.id, j.user_id, j.database_id, j.name, j.schedule_type, j.cron_expression, j.advanced_schedule_config, j.timezone, j.backup_type, j.compression, j.is_encrypted, j.auto_verify_after_backup, j.verification_level, j.storage_type, j.cloud_storage_id, j.retention_days, j.is_active, j.created_at, j.updated_at, j.age_identity_enc, j.age_recipient, j.age_recipients, j.age_key_export, j.scheduled_through, j.keep_last, j.keep_daily, j.keep_weekly, j.keep_monthly, j.verification_database_id, d.agent_id AS database_agent_id, d.updated_at AS database_updated_at
+SELECT j.id, j.user_id, j.database_id, j.name, j.schedule_type, j.cron_expression, j.advanced_schedule_config, j.timezone, j.backup_type, j.compression, j.is_encrypted, j.auto_verify_after_backup, j.verification_level, j.storage_type, j.cloud_storage_id, j.retention_days, j.is_active, j.created_at, j.updated_at, j.age_identity_enc, j.age_recipient, j.age_recipients, j.age_key_export, j.scheduled_through, j.keep_last, j.keep_daily, j.keep_weekly, j.keep_monthly, j.verification_database_id, j.verify_schedule, j.verify_next_at, d.agent_id AS database_agent_id, d.updated_at AS database_updated_at
 FROM backup_jobs j
 JOIN databases d ON d.id = j.database_id
 WHERE j.id = ANY($1::uuid[])
@@ -332,6 +402,8 @@ func (q *Queries) JobsWithAgent(ctx context.Context, db DBTX, ids []uuid.UUID) (
 			&i.BackupJob.KeepWeekly,
 			&i.BackupJob.KeepMonthly,
 			&i.BackupJob.VerificationDatabaseID,
+			&i.BackupJob.VerifySchedule,
+			&i.BackupJob.VerifyNextAt,
 			&i.DatabaseAgentID,
 			&i.DatabaseUpdatedAt,
 		); err != nil {
@@ -343,6 +415,62 @@ func (q *Queries) JobsWithAgent(ctx context.Context, db DBTX, ids []uuid.UUID) (
 		return nil, err
 	}
 	return items, nil
+}
+
+const newestSuccessfulBackup = `-- name: NewestSuccessfulBackup :one
+SELECT id, user_id, backup_job_id, database_id, agent_id, status, queued_at, started_at, completed_at, duration_ms, file_name, file_size, raw_size, storage_type, storage_key, checksum_value, checksum_algorithm, compression, is_encrypted, error_message, progress_step, progress_bytes, progress_percent, progress_seq, manifest, verification_status, verification_result, verified_at, last_restore_status, deleted_at, lost, cloud_storage_id, scheduled_for, expired_at, expire_reason, expire_attempts, expire_error, expire_after, purged_at, verifying_since FROM backup_history
+WHERE backup_job_id = $1 AND status = 'success'
+ORDER BY completed_at DESC, id DESC
+LIMIT 1
+`
+
+// NewestSuccessfulBackup is a job's newest successful backup.
+func (q *Queries) NewestSuccessfulBackup(ctx context.Context, db DBTX, backupJobID uuid.UUID) (BackupHistory, error) {
+	row := db.QueryRow(ctx, newestSuccessfulBackup, backupJobID)
+	var i BackupHistory
+	err := row.Scan(
+		&i.ID,
+		&i.UserID,
+		&i.BackupJobID,
+		&i.DatabaseID,
+		&i.AgentID,
+		&i.Status,
+		&i.QueuedAt,
+		&i.StartedAt,
+		&i.CompletedAt,
+		&i.DurationMs,
+		&i.FileName,
+		&i.FileSize,
+		&i.RawSize,
+		&i.StorageType,
+		&i.StorageKey,
+		&i.ChecksumValue,
+		&i.ChecksumAlgorithm,
+		&i.Compression,
+		&i.IsEncrypted,
+		&i.ErrorMessage,
+		&i.ProgressStep,
+		&i.ProgressBytes,
+		&i.ProgressPercent,
+		&i.ProgressSeq,
+		&i.Manifest,
+		&i.VerificationStatus,
+		&i.VerificationResult,
+		&i.VerifiedAt,
+		&i.LastRestoreStatus,
+		&i.DeletedAt,
+		&i.Lost,
+		&i.CloudStorageID,
+		&i.ScheduledFor,
+		&i.ExpiredAt,
+		&i.ExpireReason,
+		&i.ExpireAttempts,
+		&i.ExpireError,
+		&i.ExpireAfter,
+		&i.PurgedAt,
+		&i.VerifyingSince,
+	)
+	return i, err
 }
 
 const scheduledJobs = `-- name: ScheduledJobs :many

@@ -46,3 +46,7 @@ WHERE id = $1 AND user_id = $2;
 -- name: SetBackupJobVerificationTarget :exec
 UPDATE backup_jobs SET verification_database_id = sqlc.narg(verification_database_id)
 WHERE id = $1 AND user_id = $2;
+
+-- name: SetBackupJobVerifySchedule :exec
+UPDATE backup_jobs SET verify_schedule = sqlc.narg(verify_schedule), verify_next_at = sqlc.narg(verify_next_at)
+WHERE id = $1 AND user_id = $2;

@@ -72,3 +72,25 @@ FROM agents a
 LEFT JOIN agent_presence p ON p.agent_id = a.id
 WHERE a.user_id = ANY(sqlc.arg(user_ids)::uuid[]) AND a.revoked_at IS NULL
 ORDER BY a.user_id, a.created_at, a.id;
+
+-- DueVerifications is the jobs whose scheduled verification is due at
+-- now, oldest slot first.
+-- name: DueVerifications :many
+SELECT id, user_id, verify_schedule, timezone, verify_next_at
+FROM backup_jobs
+WHERE verify_next_at <= sqlc.arg(now) AND verify_schedule IS NOT NULL
+ORDER BY verify_next_at
+LIMIT sqlc.arg(max_jobs);
+
+-- ClaimVerifySlot moves a job's verify_next_at from the slot read (old)
+-- to the next one; it changes no row when another replica moved it first.
+-- name: ClaimVerifySlot :execrows
+UPDATE backup_jobs SET verify_next_at = sqlc.narg(next)
+WHERE id = $1 AND verify_next_at = sqlc.arg(old);
+
+-- NewestSuccessfulBackup is a job's newest successful backup.
+-- name: NewestSuccessfulBackup :one
+SELECT * FROM backup_history
+WHERE backup_job_id = $1 AND status = 'success'
+ORDER BY completed_at DESC, id DESC
+LIMIT 1;

@@ -59,6 +59,16 @@ func Preset(typ string) (string, bool) {
 	return c, ok
 }
 
+// VerifySpec is the Spec of a job's verification schedule expr: a preset
+// name (hourly, daily, weekly, monthly) or a 5-field cron expression, in
+// time zone tz.
+func VerifySpec(expr, tz string) Spec {
+	if _, ok := Preset(expr); ok {
+		return Spec{Type: expr, Timezone: tz}
+	}
+	return Spec{Type: "custom", Cron: expr, Timezone: tz}
+}
+
 type kind uint8
 
 const (

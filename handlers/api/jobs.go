@@ -50,17 +50,23 @@ type jobJSON struct {
 	// VerificationDatabaseID is where FULL verification restores its
 	// scratch database; null: the job's own database's server.
 	VerificationDatabaseID *uuid.UUID `json:"verificationDatabaseId"`
-	StorageType            string     `json:"storageType"`
-	CloudStorageID         *uuid.UUID `json:"cloudStorageId"`
-	RetentionDays          int        `json:"retentionDays"`
-	KeepLast               *int32     `json:"keepLast"`
-	KeepDaily              *int32     `json:"keepDaily"`
-	KeepWeekly             *int32     `json:"keepWeekly"`
-	KeepMonthly            *int32     `json:"keepMonthly"`
-	IsActive               bool       `json:"isActive"`
-	NextRunAt              *time.Time `json:"nextRunAt"` // null for manual or paused jobs
-	CreatedAt              time.Time  `json:"createdAt"`
-	UpdatedAt              time.Time  `json:"updatedAt"`
+	// VerifySchedule is the job's own cadence of FULL verification of its
+	// newest successful backup (hourly, daily, weekly, monthly or a cron
+	// expression, in the job's timezone); null: none. VerifyNextAt is its
+	// next slot.
+	VerifySchedule *string    `json:"verifySchedule"`
+	VerifyNextAt   *time.Time `json:"verifyNextAt"`
+	StorageType    string     `json:"storageType"`
+	CloudStorageID *uuid.UUID `json:"cloudStorageId"`
+	RetentionDays  int        `json:"retentionDays"`
+	KeepLast       *int32     `json:"keepLast"`
+	KeepDaily      *int32     `json:"keepDaily"`
+	KeepWeekly     *int32     `json:"keepWeekly"`
+	KeepMonthly    *int32     `json:"keepMonthly"`
+	IsActive       bool       `json:"isActive"`
+	NextRunAt      *time.Time `json:"nextRunAt"` // null for manual or paused jobs
+	CreatedAt      time.Time  `json:"createdAt"`
+	UpdatedAt      time.Time  `json:"updatedAt"`
 }
 
 func toJobJSON(j db.BackupJob) jobJSON {
@@ -68,6 +74,7 @@ func toJobJSON(j db.BackupJob) jobJSON {
 		CronExpression: j.CronExpression, Timezone: j.Timezone, BackupType: j.BackupType,
 		Compression: j.Compression, IsEncrypted: j.IsEncrypted, AutoVerifyAfterBackup: j.AutoVerifyAfterBackup,
 		VerificationLevel: j.VerificationLevel, VerificationDatabaseID: j.VerificationDatabaseID,
+		VerifySchedule: j.VerifySchedule, VerifyNextAt: j.VerifyNextAt,
 		StorageType: j.StorageType, CloudStorageID: j.CloudStorageID, RetentionDays: int(j.RetentionDays), KeepLast: j.KeepLast, KeepDaily: j.KeepDaily, KeepWeekly: j.KeepWeekly,
 		KeepMonthly: j.KeepMonthly, IsActive: j.IsActive, CreatedAt: j.CreatedAt, UpdatedAt: j.UpdatedAt}
 	if len(j.AdvancedScheduleConfig) > 0 {
@@ -105,6 +112,7 @@ type jobInput struct {
 	AutoVerifyAfterBackup  *bool            `json:"autoVerifyAfterBackup"`
 	VerificationLevel      *string          `json:"verificationLevel"`
 	VerificationDatabaseID optionalID       `json:"verificationDatabaseId"`
+	VerifySchedule         nullable[string] `json:"verifySchedule"`
 	StorageType            *string          `json:"storageType"`
 	CloudStorageID         optionalID       `json:"cloudStorageId"`
 	RetentionDays          *int             `json:"retentionDays"`
@@ -149,27 +157,32 @@ func (c *compressionInput) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-// optionalID is a job body's cloudStorageId: absent keeps the current
-// storage, null asks for the default storage of the job's type.
-type optionalID struct {
+// nullable is a job body's field that may be absent (set false: keep the
+// current value), null (v nil) or a value.
+type nullable[T any] struct {
 	set bool
-	v   *uuid.UUID
+	v   *T
 }
 
 // UnmarshalJSON implements json.Unmarshaler.
-func (o *optionalID) UnmarshalJSON(b []byte) error {
+func (o *nullable[T]) UnmarshalJSON(b []byte) error {
 	o.set = true
 	if string(b) == "null" {
 		o.v = nil
 		return nil
 	}
-	var id uuid.UUID
-	if err := json.Unmarshal(b, &id); err != nil {
+	var v T
+	if err := json.Unmarshal(b, &v); err != nil {
 		return err
 	}
-	o.v = &id
+	o.v = &v
 	return nil
 }
+
+// optionalID is a job body's cloudStorageId (absent keeps the current
+// storage, null asks for the default storage of the job's type) or
+// verificationDatabaseId.
+type optionalID = nullable[uuid.UUID]
 
 // optionalCount is a GFS count in a job body: absent keeps the current
 // value, null clears it, a number sets it.
@@ -251,6 +264,12 @@ func (in jobInput) merge(cur db.BackupJob) (db.BackupJob, error) {
 	}
 	if in.VerificationDatabaseID.set {
 		j.VerificationDatabaseID = in.VerificationDatabaseID.v
+	}
+	if in.VerifySchedule.set {
+		j.VerifySchedule = in.VerifySchedule.v
+		if j.VerifySchedule != nil && *j.VerifySchedule == "" {
+			j.VerifySchedule = nil
+		}
 	}
 	if in.StorageType != nil {
 		j.StorageType = *in.StorageType
@@ -337,6 +356,11 @@ func (in jobInput) merge(cur db.BackupJob) (db.BackupJob, error) {
 	if !slices.Contains(verificationLevels, j.VerificationLevel) {
 		f.add("verificationLevel", "must be one of "+strings.Join(verificationLevels, ", "))
 	}
+	if j.VerifySchedule != nil {
+		if _, err := schedule.Parse(schedule.VerifySpec(*j.VerifySchedule, j.Timezone)); err != nil {
+			f.add("verifySchedule", "must be hourly, daily, weekly, monthly or a 5-field cron expression")
+		}
+	}
 	if !slices.Contains(storageTypes, j.StorageType) {
 		f.add("storageType", "must be one of "+strings.Join(storageTypes, ", "))
 	}
@@ -404,11 +428,31 @@ func (a *API) checkJobDatabases(r *http.Request, j db.BackupJob) error {
 	return nil
 }
 
-// setVerificationTarget stores job j's verification target in tx.
-func (a *API) setVerificationTarget(r *http.Request, tx pgx.Tx, j *db.BackupJob, target *uuid.UUID) error {
-	j.VerificationDatabaseID = target
-	return a.q.SetBackupJobVerificationTarget(r.Context(), tx, db.SetBackupJobVerificationTargetParams{
-		ID: j.ID, UserID: j.UserID, VerificationDatabaseID: target})
+// setVerification stores job j's verification target and schedule (from
+// want) in tx; a changed schedule, or a changed time zone, starts from its
+// first slot after now.
+func (a *API) setVerification(r *http.Request, tx pgx.Tx, j *db.BackupJob, want, cur db.BackupJob) error {
+	j.VerificationDatabaseID = want.VerificationDatabaseID
+	if err := a.q.SetBackupJobVerificationTarget(r.Context(), tx, db.SetBackupJobVerificationTargetParams{
+		ID: j.ID, UserID: j.UserID, VerificationDatabaseID: want.VerificationDatabaseID}); err != nil {
+		return err
+	}
+	j.VerifySchedule, j.VerifyNextAt = want.VerifySchedule, cur.VerifyNextAt
+	if deref(want.VerifySchedule) == deref(cur.VerifySchedule) && want.Timezone == cur.Timezone && cur.VerifyNextAt != nil {
+		return nil
+	}
+	j.VerifyNextAt = nil
+	if want.VerifySchedule != nil {
+		sc, err := schedule.Parse(schedule.VerifySpec(*want.VerifySchedule, want.Timezone))
+		if err != nil {
+			return err
+		}
+		if next := sc.Next(time.Now(), 1); len(next) == 1 {
+			j.VerifyNextAt = &next[0]
+		}
+	}
+	return a.q.SetBackupJobVerifySchedule(r.Context(), tx, db.SetBackupJobVerifyScheduleParams{
+		ID: j.ID, UserID: j.UserID, VerifySchedule: j.VerifySchedule, VerifyNextAt: j.VerifyNextAt})
 }
 
 // listJobs answers {results: [job]}.
@@ -460,7 +504,7 @@ func (a *API) createJob(w http.ResponseWriter, r *http.Request) error {
 		if err != nil {
 			return err
 		}
-		if err := a.setVerificationTarget(r, tx, &j, want.VerificationDatabaseID); err != nil {
+		if err := a.setVerification(r, tx, &j, want, db.BackupJob{}); err != nil {
 			return err
 		}
 		j.AgeRecipients = want.AgeRecipients
@@ -527,7 +571,7 @@ func (a *API) updateJob(w http.ResponseWriter, r *http.Request) error {
 		if err != nil {
 			return db.MapErr(err)
 		}
-		if err := a.setVerificationTarget(r, tx, &j, want.VerificationDatabaseID); err != nil {
+		if err := a.setVerification(r, tx, &j, want, cur); err != nil {
 			return err
 		}
 		j.AgeRecipients = want.AgeRecipients

@@ -207,4 +207,40 @@ func TestJobCloudStorageChoice(t *testing.T) {
 			t.Fatalf("PATCH %v: cloudStorageId %v, want %v", step.body, j.CloudStorageID, step.want)
 		}
 	}
+	t.Run("VerifySchedule", func(t *testing.T) {
+		r := s.do(t, "POST", "/v1/databases", tok, validDB())
+		var d struct{ ID string }
+		r.JSON(t, &d)
+		r = s.do(t, "POST", "/v1/backups/jobs", tok, map[string]any{"databaseId": d.ID, "name": "v", "verifySchedule": "every tuesday"})
+		wantCode(t, r, http.StatusBadRequest)
+		if r.Fields(t)["verifySchedule"] == "" {
+			t.Fatalf("%s", r.Body)
+		}
+		r = s.do(t, "POST", "/v1/backups/jobs", tok, map[string]any{"databaseId": d.ID, "name": "v", "verifySchedule": "weekly",
+			"timezone": "Europe/Istanbul"})
+		wantCode(t, r, http.StatusCreated)
+		var j struct {
+			ID             string
+			VerifySchedule *string
+			VerifyNextAt   *time.Time
+		}
+		r.JSON(t, &j)
+		// weekly: Sundays 02:00 in the job's zone (23:00 UTC on Saturday).
+		if j.VerifySchedule == nil || *j.VerifySchedule != "weekly" || j.VerifyNextAt == nil ||
+			j.VerifyNextAt.UTC().Weekday() != time.Saturday || j.VerifyNextAt.UTC().Hour() != 23 || time.Until(*j.VerifyNextAt) > 7*24*time.Hour {
+			t.Fatalf("weekly verification: %s", r.Body)
+		}
+		r = s.do(t, "PATCH", "/v1/backups/jobs/"+j.ID, tok, map[string]any{"verifySchedule": "30 4 * * *"})
+		wantCode(t, r, http.StatusOK)
+		r.JSON(t, &j)
+		if j.VerifyNextAt == nil || j.VerifyNextAt.UTC().Hour() != 1 || j.VerifyNextAt.UTC().Minute() != 30 {
+			t.Fatalf("cron verification: %s", r.Body)
+		}
+		r = s.do(t, "PATCH", "/v1/backups/jobs/"+j.ID, tok, map[string]any{"verifySchedule": nil})
+		wantCode(t, r, http.StatusOK)
+		r.JSON(t, &j)
+		if j.VerifySchedule != nil || j.VerifyNextAt != nil {
+			t.Fatalf("cleared verification schedule: %s", r.Body)
+		}
+	})
 }

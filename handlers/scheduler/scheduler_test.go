@@ -648,3 +648,89 @@ func TestCommandsBuiltInBatchesWithFewConnections(t *testing.T) {
 		t.Fatalf("%d commands, want %d", len(got), len(jobs))
 	}
 }
+
+// verifyCommands counts the verify commands waiting for the agent.
+func (e *env) verifyCommands() int {
+	e.t.Helper()
+	ctx := context.Background()
+	st, err := e.nats.JS.Stream(ctx, events.StreamCommands)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter(events.CommandSubject(e.agent.String(), events.CommandVerify)))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return len(info.State.Subjects)
+}
+
+// TestScheduledVerification: a job's verification schedule starts one FULL
+// verification of its newest successful backup per slot, however many
+// replicas tick, and moves to the next slot; without a successful backup
+// a slot passes with nothing started.
+func TestScheduledVerification(t *testing.T) {
+	start := minute()
+	e := newEnv(t, start)
+	job := e.job("0 0 1 1 *", start)
+	e.exec(`UPDATE backup_jobs SET verify_schedule = '*/5 * * * *', verify_next_at = $2 WHERE id = $1`, job, start.Add(5*time.Minute))
+	newVerifier := func() *scheduler.Verifier {
+		v, err := scheduler.NewVerifier(scheduler.VerifierOpts{Pool: e.pool, Runs: e.runs, Clock: e.clock, Logger: testsupport.Logger(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	a, b := newVerifier(), newVerifier()
+	ctx := context.Background()
+	tick := func(v *scheduler.Verifier) int {
+		n, err := v.Tick(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	nextAt := func() time.Time {
+		var at time.Time
+		if err := e.pool.QueryRow(ctx, `SELECT verify_next_at FROM backup_jobs WHERE id = $1`, job).Scan(&at); err != nil {
+			t.Fatal(err)
+		}
+		return at.UTC()
+	}
+	if n := tick(a); n != 0 {
+		t.Fatalf("%d verifications started before the slot", n)
+	}
+	// The first slot comes before any backup: it passes.
+	e.clock.Set(start.Add(5 * time.Minute))
+	if n := tick(a); n != 0 || !nextAt().Equal(start.Add(10*time.Minute)) {
+		t.Fatalf("without a backup: %d started, next %s", n, nextAt())
+	}
+	// A successful backup, then the next slot: one verification.
+	run := uuid.New()
+	e.exec(`INSERT INTO backup_history (id, backup_job_id, database_id, user_id, agent_id, status, storage_type, compression, queued_at)
+		VALUES ($1, $2, $3, $4, $5, 'queued', 'local', 'zstd', now())`, run, job, e.dbID, e.user, e.agent)
+	e.complete(run)
+	e.clock.Set(start.Add(10*time.Minute + time.Second))
+	if got := tick(a) + tick(b); got != 1 {
+		t.Fatalf("two replicas at one slot started %d verifications, want 1", got)
+	}
+	if !nextAt().Equal(start.Add(15 * time.Minute)) {
+		t.Fatalf("next slot %s", nextAt())
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for e.verifyCommands() != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d verify commands sent, want 1", e.verifyCommands())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	var status string
+	if err := e.pool.QueryRow(ctx, `SELECT verification_status FROM backup_history WHERE id = $1`, run).Scan(&status); err != nil || status != "PENDING" {
+		t.Fatalf("the backup's verification: %q, %v", status, err)
+	}
+	// A schedule removed: nothing more is due.
+	e.exec(`UPDATE backup_jobs SET verify_schedule = NULL, verify_next_at = NULL WHERE id = $1`, job)
+	e.clock.Set(start.Add(time.Hour))
+	if n := tick(a); n != 0 {
+		t.Fatalf("%d verifications after the schedule was removed", n)
+	}
+}

@@ -214,6 +214,7 @@ type (
 		AutoVerifyAfterBackup  bool            `json:"autoVerifyAfterBackup"`
 		VerificationLevel      string          `json:"verificationLevel"`
 		VerificationDatabaseID *string         `json:"verificationDatabaseId"`
+		VerifySchedule         *string         `json:"verifySchedule"`
 		StorageType            string          `json:"storageType"`
 		CloudStorageID         *string         `json:"cloudStorageId"`
 		RetentionDays          int             `json:"retentionDays"`
