@@ -210,6 +210,12 @@ type Engine interface {
 	// DropScratch drops the scratch database name on c's server; nil when
 	// it does not exist.
 	DropScratch(ctx context.Context, c Conn, name string) error
+	// ReadBack reads database c back after a test restore, for comparison
+	// with what the dump recorded: the server's version, every table with
+	// its rows, and the schema objects as Inspector names them; each
+	// table's content hash only where the engine computes it cheaply
+	// (Hash is empty otherwise).
+	ReadBack(ctx context.Context, c Conn) (DumpInfo, error)
 }
 
 // Registry maps engine types to the engines an agent supports.

@@ -273,7 +273,8 @@ func sameObjects(a, b []pipeline.SchemaObject) bool {
 // rows and content hash, the schema objects, the completion marker); a
 // cut dump is incomplete; a dump loaded into a scratch database and dumped
 // again gives the same tables, hashes and objects; the scratch database
-// cannot be created twice and is gone after DropScratch.
+// cannot be created twice and is gone after DropScratch; ReadBack of the
+// scratch database gives the dump's rows and objects.
 func testInspectScratch(t *testing.T, eng engines.Engine, srv Server, o Options) {
 	ctx := context.Background()
 	src := database(t, srv, "rb_isrc_"+suffix())
@@ -335,6 +336,16 @@ func testInspectScratch(t *testing.T, eng engines.Engine, srv Server, o Options)
 	}
 	if d := pipeline.CompareObjects(info.Objects, again.Objects, "restored"); len(d) > 0 {
 		t.Errorf("the scratch database's objects differ: %v", d)
+	}
+	back, err := eng.ReadBack(ctx, srv.Conn(name))
+	if err != nil {
+		t.Fatalf("ReadBack: %v", err)
+	}
+	if rows, hashes := pipeline.CompareTables(info.Tables, back.Tables, "read back"); len(rows)+len(hashes) > 0 || back.ServerVersion == "" {
+		t.Errorf("ReadBack differs from the dump (server %q): %v %v", back.ServerVersion, rows, hashes)
+	}
+	if d := pipeline.CompareObjects(info.Objects, back.Objects, "read back"); len(d) > 0 {
+		t.Errorf("ReadBack's objects differ: %v", d)
 	}
 	if err := eng.DropScratch(ctx, srv.Conn(src), name); err != nil {
 		t.Fatalf("DropScratch: %v", err)

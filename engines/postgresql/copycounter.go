@@ -135,8 +135,8 @@ func (c *CopyCounter) Tables() []pipeline.TableCount {
 // once, in dump order: Type is pg_dump's (TABLE, VIEW, MATERIALIZED VIEW,
 // FUNCTION, PROCEDURE, TRIGGER, INDEX, SEQUENCE, CONSTRAINT, DOMAIN…), Name
 // as pg_dump spells it (a function with its argument types, a trigger or
-// constraint after its table's name). The public schema is left out. The
-// slice is a copy.
+// constraint after its table's name). The public schema and sequence
+// values (SEQUENCE SET, data) are left out. The slice is a copy.
 func (c *CopyCounter) Objects() []pipeline.SchemaObject {
 	return append([]pipeline.SchemaObject(nil), c.objects...)
 }
@@ -167,11 +167,14 @@ func (c *CopyCounter) objectHeader(line []byte) {
 	if schema == "-" {
 		schema = ""
 	}
-	if typ == "SCHEMA" && s == "public" {
+	switch {
+	case typ == "SCHEMA" && s == "public":
 		// pg_dump lists the public schema only when its owner differs from
 		// the default, and these dumps carry no owners: a restore of one
 		// that lists it does not.
 		return
+	case typ == "SEQUENCE SET":
+		return // a sequence's value: data, not a schema object
 	}
 	o := pipeline.SchemaObject{Type: typ, Schema: schema, Name: s}
 	if !c.seen[o] {
