@@ -91,7 +91,9 @@ func snapshot(t *testing.T, conn *pgx.Conn) map[string][]string {
 
 type historyView struct {
 	ID                 string
+	BackupJobID        string
 	Status             string
+	CompletedAt        *time.Time
 	FileName           string
 	FileSize           int64
 	StorageKey         string

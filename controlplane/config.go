@@ -4,10 +4,12 @@
 package controlplane
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -19,6 +21,7 @@ import (
 	"github.com/rahatback/rahatback/events"
 	"github.com/rahatback/rahatback/handlers/api"
 	"github.com/rahatback/rahatback/handlers/projector"
+	"github.com/rahatback/rahatback/notify"
 )
 
 // Config is the control plane's configuration, from flags or their
@@ -49,6 +52,20 @@ type Config struct {
 	// connect to for users' storage: CIDRs, IPs or host names, each with an
 	// optional :port. Default none: public addresses only.
 	AllowEndpoints []string
+	// SMTPURL (--smtp-url, or RAHATBACK_SMTP_URL, where a password
+	// belongs: flags show in the process list) is the mail server of
+	// email channels: smtp://user:pass@host:587 (STARTTLS required),
+	// smtps://…:465 (TLS), smtp://host:25?tls=none. Default none: email
+	// channels get nothing.
+	SMTPURL       string
+	SMTPFrom      string        // --smtp-from: the From address; required with SMTPURL
+	SMTPCAFile    string        // --smtp-ca-file: PEM CA certificates the SMTP server's certificate may chain to, beside the system's
+	AlertInterval time.Duration // --alert-interval: time between checks of RPO and agent-offline alerts; default 1m
+	// MetricsListen (--metrics-listen) serves /metrics on its own address;
+	// MetricsToken (RAHATBACK_METRICS_TOKEN only) serves it on --http
+	// behind that bearer token. Neither: /metrics is not served.
+	MetricsListen string
+	MetricsToken  string
 }
 
 // listFlag is a repeatable flag whose values may also be comma-separated.
@@ -71,8 +88,9 @@ func (l listFlag) Set(v string) error {
 }
 
 // knownRoles are serve's roles; up runs them all. scheduler fires
-// scheduled jobs and applies retention.
-var knownRoles = []string{"api", "projector", "scheduler"}
+// scheduled jobs and applies retention; projector also projects the audit
+// log; notifier sends notifications and computes alerts.
+var knownRoles = []string{"api", "projector", "scheduler", "notifier"}
 
 // parse reads flags for command cmd from args, falling back to
 // RAHATBACK_* variables from getenv for flags not given.
@@ -104,6 +122,11 @@ func parse(cmd string, args []string, getenv func(string) string, stderr io.Writ
 	fs.DurationVar(&c.ScheduleGrace, "schedule-grace", 10*time.Minute, "a slot missed while no scheduler ran still runs (once) up to this late; older missed slots are recorded as skipped")
 	fs.DurationVar(&c.RetentionInterval, "retention-interval", 5*time.Minute, "time between retention passes (expiring backups and deleting their objects)")
 	fs.Var(listFlag{&c.AllowEndpoints}, "allow-endpoint", "a non-public address the control plane may connect to for users' storage: CIDR, IP or host name, with an optional :port (repeatable; default: public addresses only)")
+	fs.StringVar(&c.SMTPURL, "smtp-url", "", "SMTP server of email notifications: smtp://user@host:587 (STARTTLS), smtps://host:465, smtp://host:25?tls=none; a password only in RAHATBACK_SMTP_URL")
+	fs.StringVar(&c.SMTPFrom, "smtp-from", "", "From address of email notifications")
+	fs.StringVar(&c.SMTPCAFile, "smtp-ca-file", "", "PEM file of CA certificates to trust for the SMTP server, beside the system's")
+	fs.DurationVar(&c.AlertInterval, "alert-interval", time.Minute, "time between checks of the \"no good backup for N hours\" and \"agent offline\" alerts")
+	fs.StringVar(&c.MetricsListen, "metrics-listen", "", "serve Prometheus /metrics on this address (else on --http behind the bearer token in RAHATBACK_METRICS_TOKEN, else not at all)")
 	roles := fs.String("roles", strings.Join(knownRoles, ","), "serve only: comma-separated roles ("+strings.Join(knownRoles, ", ")+")")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -148,6 +171,17 @@ func parse(cmd string, args []string, getenv func(string) string, stderr io.Writ
 	c.DataDir = abs
 	// A secret never goes in a flag: flags show in the process list.
 	c.Google.ClientSecret = getenv("RAHATBACK_GOOGLE_CLIENT_SECRET")
+	c.MetricsToken = getenv("RAHATBACK_METRICS_TOKEN")
+	if set["smtp-url"] {
+		if u, err := url.Parse(c.SMTPURL); err == nil && u.User != nil {
+			if _, has := u.User.Password(); has {
+				return nil, errors.New("--smtp-url: put a URL with a password in RAHATBACK_SMTP_URL instead (every user of this host can read process arguments)")
+			}
+		}
+	}
+	if _, err := c.SMTP(); err != nil {
+		return nil, err
+	}
 	if c.PublicURL == "" {
 		c.PublicURL = "http://" + c.HTTP
 	}
@@ -177,4 +211,21 @@ func (c *Config) natsConfigText() (string, error) {
 	}
 	b, err := os.ReadFile(c.NATSConfig)
 	return string(b), err
+}
+
+// SMTP is the parsed SMTP configuration; its Host is empty when none
+// is given.
+// Errors never hold the password.
+func (c *Config) SMTP() (notify.SMTP, error) {
+	if c.SMTPURL == "" {
+		if c.SMTPFrom != "" {
+			return notify.SMTP{}, errors.New("--smtp-from needs --smtp-url (or RAHATBACK_SMTP_URL)")
+		}
+		return notify.SMTP{}, nil
+	}
+	s, err := notify.ParseSMTP(c.SMTPURL, c.SMTPFrom, c.SMTPCAFile)
+	if err != nil {
+		return s, fmt.Errorf("SMTP (--smtp-url / RAHATBACK_SMTP_URL): %w", err)
+	}
+	return s, nil
 }

@@ -27,6 +27,8 @@ var secretColumns = []secretColumn{
 	column("backup_jobs", "age_identity_enc", "age_identity", (*db.Queries).ListSecretJobAgeIdentities, (*db.Queries).RewrapJobAgeIdentity),
 	column("cloud_storages", "s3_secret_enc", "s3_secret", (*db.Queries).ListSecretS3Secrets, (*db.Queries).RewrapS3Secret),
 	column("cloud_storages", "gd_refresh_token_enc", "gd_refresh_token", (*db.Queries).ListSecretDriveTokens, (*db.Queries).RewrapDriveToken),
+	column("notification_channels", "url_enc", "url", (*db.Queries).ListSecretChannelURLs, (*db.Queries).RewrapChannelURL),
+	column("notification_channels", "secret_enc", "secret", (*db.Queries).ListSecretChannelSecrets, (*db.Queries).RewrapChannelSecret),
 }
 
 // secretColumn is where ciphertexts live and how the vault binds them:

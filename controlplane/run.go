@@ -35,10 +35,14 @@ import (
 	"github.com/rahatback/rahatback/events"
 	"github.com/rahatback/rahatback/events/natsd"
 	"github.com/rahatback/rahatback/handlers/api"
+	"github.com/rahatback/rahatback/handlers/audit"
 	"github.com/rahatback/rahatback/handlers/expiry"
+	hnotify "github.com/rahatback/rahatback/handlers/notify"
 	"github.com/rahatback/rahatback/handlers/projector"
 	"github.com/rahatback/rahatback/handlers/scheduler"
 	"github.com/rahatback/rahatback/handlers/web"
+	"github.com/rahatback/rahatback/metrics"
+	"github.com/rahatback/rahatback/notify"
 	"github.com/rahatback/rahatback/outbox"
 	"github.com/rahatback/rahatback/pgcluster"
 	"github.com/rahatback/rahatback/runs"
@@ -337,22 +341,83 @@ func (s *system) serve(ctx context.Context) error {
 				Logger: s.log.With("role", "sweeper")})
 		})
 	}
+	if s.cfg.hasRole("projector") {
+		g.Go(func() error {
+			return audit.Run(gctx, audit.Opts{Pool: s.pool, JS: js, Logger: s.log.With("role", "audit")})
+		})
+	}
+	met, err := metrics.New(metrics.Opts{Pool: s.pool, JS: js, OfflineAfter: s.cfg.OfflineAfter, Logger: s.log.With("role", "metrics")})
+	if err != nil {
+		return err
+	}
+	var v *vault.Vault
+	var pol *egress.Policy
+	var senders notify.Senders
+	if s.cfg.hasRole("api") || s.cfg.hasRole("scheduler") || s.cfg.hasRole("notifier") {
+		// The API, the scheduler, retention and the notifier open the
+		// vault's secrets, and reach users' endpoints under one policy.
+		if v, err = vault.LoadOrCreateKeys(masterKeysPath(s.cfg.DataDir), envKeys(s.getenv)); err != nil {
+			return err
+		}
+		if pol, err = egress.New(s.cfg.AllowEndpoints); err != nil {
+			return err
+		}
+		if len(s.cfg.AllowEndpoints) > 0 {
+			s.log.Info("storage and webhook endpoints allowed beyond public addresses", "allow", strings.Join(s.cfg.AllowEndpoints, ","))
+		}
+		senders.Webhook = &notify.WebhookSender{Client: pol.HTTPClient()}
+		smtp, err := s.cfg.SMTP()
+		if err != nil {
+			return err
+		}
+		if smtp.Host != "" {
+			senders.Email = &notify.EmailSender{SMTP: smtp}
+			s.log.Info("email notifications through SMTP", "server", smtp.String(), "from", smtp.From)
+		}
+	}
+	if s.cfg.hasRole("notifier") {
+		disp, err := hnotify.NewDispatcher(hnotify.DispatcherOpts{Pool: s.pool, Secrets: secrets.Box{V: v}, Sender: senders,
+			Metrics: met.CountAttempt, Logger: s.log.With("role", "notifier")})
+		if err != nil {
+			return err
+		}
+		g.Go(func() error { return disp.Run(gctx) })
+		g.Go(func() error {
+			return hnotify.Run(gctx, hnotify.Opts{Pool: s.pool, JS: js, PublicURL: s.cfg.PublicURL, Email: senders.Email != nil,
+				Kick: disp.Kick, Logger: s.log.With("role", "notifier")})
+		})
+		alerts, err := hnotify.NewAlertChecker(hnotify.AlertCheckerOpts{Pool: s.pool, Outbox: relay, Interval: s.cfg.AlertInterval,
+			Logger: s.log.With("role", "alerts")})
+		if err != nil {
+			return err
+		}
+		g.Go(func() error { return alerts.Run(gctx) })
+	}
+	if s.cfg.MetricsListen != "" {
+		mln, err := net.Listen("tcp", s.cfg.MetricsListen)
+		if err != nil {
+			return fmt.Errorf("--metrics-listen %s: %w", s.cfg.MetricsListen, err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", met.Handler())
+		msrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		g.Go(func() error {
+			if err := msrv.Serve(mln); !errors.Is(err, http.ErrServerClosed) {
+				return err
+			}
+			return nil
+		})
+		g.Go(func() error {
+			<-gctx.Done()
+			return msrv.Close()
+		})
+		s.log.Info("metrics served", "url", "http://"+mln.Addr().String()+"/metrics")
+	}
 	var a *api.API
 	var svc *runs.Service
 	if s.cfg.hasRole("api") || s.cfg.hasRole("scheduler") {
 		// The API, the scheduler and retention start and delete runs
-		// through one service, which opens the vault's secrets.
-		v, err := vault.LoadOrCreateKeys(masterKeysPath(s.cfg.DataDir), envKeys(s.getenv))
-		if err != nil {
-			return err
-		}
-		pol, err := egress.New(s.cfg.AllowEndpoints)
-		if err != nil {
-			return err
-		}
-		if len(s.cfg.AllowEndpoints) > 0 {
-			s.log.Info("storage endpoints allowed beyond public addresses", "allow", strings.Join(s.cfg.AllowEndpoints, ","))
-		}
+		// through one service.
 		gc := s.cfg.Google
 		svc, err = runs.New(runs.Config{Pool: s.pool, Secrets: secrets.Box{V: v}, NC: s.nc, JS: js, Outbox: relay, Egress: pol,
 			Drive:      runs.DriveApp{ClientID: gc.ClientID, ClientSecret: gc.ClientSecret, Endpoint: gc.DriveEndpoint, TokenURL: gc.TokenURL},
@@ -361,7 +426,7 @@ func (s *system) serve(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		if a, err = s.newAPI(js, agentURL, v, svc); err != nil {
+		if a, err = s.newAPI(js, agentURL, v, svc, pol, senders); err != nil {
 			return err
 		}
 		g.Go(func() error { s.logRefusedStorages(gctx, svc); return nil })
@@ -393,7 +458,14 @@ func (s *system) serve(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		srv := &http.Server{Handler: web.Mount(a, dash), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
+		var handler http.Handler = web.Mount(a, dash)
+		if s.cfg.MetricsToken != "" && s.cfg.MetricsListen == "" {
+			mux := http.NewServeMux()
+			mux.Handle("GET /metrics", metrics.Protected(s.cfg.MetricsToken, met.Handler()))
+			mux.Handle("/", handler)
+			handler = mux
+		}
+		srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
 		srv.RegisterOnShutdown(a.CloseStreams)
 		g.Go(func() error {
 			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
@@ -427,7 +499,7 @@ func (s *system) serve(ctx context.Context) error {
 	return err
 }
 
-func (s *system) newAPI(js jetstream.JetStream, agentURL string, v *vault.Vault, svc *runs.Service) (*api.API, error) {
+func (s *system) newAPI(js jetstream.JetStream, agentURL string, v *vault.Vault, svc *runs.Service, pol *egress.Policy, senders notify.Senders) (*api.API, error) {
 	key, err := auth.LoadOrCreateKey(filepath.Join(s.cfg.DataDir, "jwt.key"), s.getenv("RAHATBACK_JWT_SECRET"))
 	if err != nil {
 		return nil, err
@@ -446,7 +518,7 @@ func (s *system) newAPI(js jetstream.JetStream, agentURL string, v *vault.Vault,
 	opts := api.Opts{
 		Pool: s.pool, NC: s.nc, JS: js, Outbox: s.relay, Runs: svc, Vault: v, Issuer: issuer, Logger: s.log.With("role", "api"),
 		AgentNATSURL: agentURL, PublicURL: s.cfg.PublicURL, OfflineAfter: s.cfg.OfflineAfter,
-		CommandTTL: s.cfg.CommandTTL, AgentQueueLimit: s.cfg.QueueLimit, Google: s.cfg.Google,
+		CommandTTL: s.cfg.CommandTTL, AgentQueueLimit: s.cfg.QueueLimit, Google: s.cfg.Google, Egress: pol, Notify: senders,
 		UserRegistered: func(_ context.Context, id uuid.UUID) {
 			select {
 			case s.registered <- id:

@@ -19,7 +19,7 @@ INSERT INTO backup_jobs (id, user_id, database_id, name, schedule_type, cron_exp
     retention_days, is_active, keep_last, keep_daily, keep_weekly, keep_monthly)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
     $18, $19, $20, $21)
-RETURNING id, user_id, database_id, name, schedule_type, cron_expression, advanced_schedule_config, timezone, backup_type, compression, is_encrypted, auto_verify_after_backup, verification_level, storage_type, cloud_storage_id, retention_days, is_active, created_at, updated_at, age_identity_enc, age_recipient, age_recipients, age_key_export, scheduled_through, keep_last, keep_daily, keep_weekly, keep_monthly, verification_database_id, verify_schedule, verify_next_at
+RETURNING id, user_id, database_id, name, schedule_type, cron_expression, advanced_schedule_config, timezone, backup_type, compression, is_encrypted, auto_verify_after_backup, verification_level, storage_type, cloud_storage_id, retention_days, is_active, created_at, updated_at, age_identity_enc, age_recipient, age_recipients, age_key_export, scheduled_through, keep_last, keep_daily, keep_weekly, keep_monthly, verification_database_id, verify_schedule, verify_next_at, notify_rules
 `
 
 type CreateBackupJobParams struct {
@@ -103,6 +103,7 @@ func (q *Queries) CreateBackupJob(ctx context.Context, db DBTX, arg CreateBackup
 		&i.VerificationDatabaseID,
 		&i.VerifySchedule,
 		&i.VerifyNextAt,
+		&i.NotifyRules,
 	)
 	return i, err
 }
@@ -124,7 +125,7 @@ func (q *Queries) DeleteBackupJob(ctx context.Context, db DBTX, arg DeleteBackup
 }
 
 const getBackupJob = `-- name: GetBackupJob :one
-SELECT id, user_id, database_id, name, schedule_type, cron_expression, advanced_schedule_config, timezone, backup_type, compression, is_encrypted, auto_verify_after_backup, verification_level, storage_type, cloud_storage_id, retention_days, is_active, created_at, updated_at, age_identity_enc, age_recipient, age_recipients, age_key_export, scheduled_through, keep_last, keep_daily, keep_weekly, keep_monthly, verification_database_id, verify_schedule, verify_next_at FROM backup_jobs WHERE id = $1 AND user_id = $2
+SELECT id, user_id, database_id, name, schedule_type, cron_expression, advanced_schedule_config, timezone, backup_type, compression, is_encrypted, auto_verify_after_backup, verification_level, storage_type, cloud_storage_id, retention_days, is_active, created_at, updated_at, age_identity_enc, age_recipient, age_recipients, age_key_export, scheduled_through, keep_last, keep_daily, keep_weekly, keep_monthly, verification_database_id, verify_schedule, verify_next_at, notify_rules FROM backup_jobs WHERE id = $1 AND user_id = $2
 `
 
 type GetBackupJobParams struct {
@@ -167,12 +168,13 @@ func (q *Queries) GetBackupJob(ctx context.Context, db DBTX, arg GetBackupJobPar
 		&i.VerificationDatabaseID,
 		&i.VerifySchedule,
 		&i.VerifyNextAt,
+		&i.NotifyRules,
 	)
 	return i, err
 }
 
 const getBackupJobForUpdate = `-- name: GetBackupJobForUpdate :one
-SELECT id, user_id, database_id, name, schedule_type, cron_expression, advanced_schedule_config, timezone, backup_type, compression, is_encrypted, auto_verify_after_backup, verification_level, storage_type, cloud_storage_id, retention_days, is_active, created_at, updated_at, age_identity_enc, age_recipient, age_recipients, age_key_export, scheduled_through, keep_last, keep_daily, keep_weekly, keep_monthly, verification_database_id, verify_schedule, verify_next_at FROM backup_jobs WHERE id = $1 AND user_id = $2 FOR UPDATE
+SELECT id, user_id, database_id, name, schedule_type, cron_expression, advanced_schedule_config, timezone, backup_type, compression, is_encrypted, auto_verify_after_backup, verification_level, storage_type, cloud_storage_id, retention_days, is_active, created_at, updated_at, age_identity_enc, age_recipient, age_recipients, age_key_export, scheduled_through, keep_last, keep_daily, keep_weekly, keep_monthly, verification_database_id, verify_schedule, verify_next_at, notify_rules FROM backup_jobs WHERE id = $1 AND user_id = $2 FOR UPDATE
 `
 
 type GetBackupJobForUpdateParams struct {
@@ -215,12 +217,13 @@ func (q *Queries) GetBackupJobForUpdate(ctx context.Context, db DBTX, arg GetBac
 		&i.VerificationDatabaseID,
 		&i.VerifySchedule,
 		&i.VerifyNextAt,
+		&i.NotifyRules,
 	)
 	return i, err
 }
 
 const listBackupJobs = `-- name: ListBackupJobs :many
-SELECT id, user_id, database_id, name, schedule_type, cron_expression, advanced_schedule_config, timezone, backup_type, compression, is_encrypted, auto_verify_after_backup, verification_level, storage_type, cloud_storage_id, retention_days, is_active, created_at, updated_at, age_identity_enc, age_recipient, age_recipients, age_key_export, scheduled_through, keep_last, keep_daily, keep_weekly, keep_monthly, verification_database_id, verify_schedule, verify_next_at FROM backup_jobs WHERE user_id = $1 ORDER BY created_at, id
+SELECT id, user_id, database_id, name, schedule_type, cron_expression, advanced_schedule_config, timezone, backup_type, compression, is_encrypted, auto_verify_after_backup, verification_level, storage_type, cloud_storage_id, retention_days, is_active, created_at, updated_at, age_identity_enc, age_recipient, age_recipients, age_key_export, scheduled_through, keep_last, keep_daily, keep_weekly, keep_monthly, verification_database_id, verify_schedule, verify_next_at, notify_rules FROM backup_jobs WHERE user_id = $1 ORDER BY created_at, id
 `
 
 func (q *Queries) ListBackupJobs(ctx context.Context, db DBTX, userID uuid.UUID) ([]BackupJob, error) {
@@ -264,6 +267,7 @@ func (q *Queries) ListBackupJobs(ctx context.Context, db DBTX, userID uuid.UUID)
 			&i.VerificationDatabaseID,
 			&i.VerifySchedule,
 			&i.VerifyNextAt,
+			&i.NotifyRules,
 		); err != nil {
 			return nil, err
 		}
@@ -357,7 +361,7 @@ SET database_id = $3, name = $4, schedule_type = $5, cron_expression = $6,
         THEN greatest(scheduled_through, now()) ELSE scheduled_through END,
     updated_at = now()
 WHERE id = $1 AND user_id = $2
-RETURNING id, user_id, database_id, name, schedule_type, cron_expression, advanced_schedule_config, timezone, backup_type, compression, is_encrypted, auto_verify_after_backup, verification_level, storage_type, cloud_storage_id, retention_days, is_active, created_at, updated_at, age_identity_enc, age_recipient, age_recipients, age_key_export, scheduled_through, keep_last, keep_daily, keep_weekly, keep_monthly, verification_database_id, verify_schedule, verify_next_at
+RETURNING id, user_id, database_id, name, schedule_type, cron_expression, advanced_schedule_config, timezone, backup_type, compression, is_encrypted, auto_verify_after_backup, verification_level, storage_type, cloud_storage_id, retention_days, is_active, created_at, updated_at, age_identity_enc, age_recipient, age_recipients, age_key_export, scheduled_through, keep_last, keep_daily, keep_weekly, keep_monthly, verification_database_id, verify_schedule, verify_next_at, notify_rules
 `
 
 type UpdateBackupJobParams struct {
@@ -441,6 +445,7 @@ func (q *Queries) UpdateBackupJob(ctx context.Context, db DBTX, arg UpdateBackup
 		&i.VerificationDatabaseID,
 		&i.VerifySchedule,
 		&i.VerifyNextAt,
+		&i.NotifyRules,
 	)
 	return i, err
 }

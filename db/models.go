@@ -30,6 +30,28 @@ type AgentPresence struct {
 	Version    string
 }
 
+type AlertState struct {
+	Kind       string
+	ObjectID   uuid.UUID
+	UserID     uuid.UUID
+	BreachedAt time.Time
+}
+
+type AuditLog struct {
+	ID         uuid.UUID
+	UserID     uuid.UUID
+	At         time.Time
+	Action     string
+	ObjectType string
+	ObjectID   string
+	Ip         string
+	UserAgent  string
+	Outcome    string
+	StatusCode int32
+	Detail     string
+	RequestID  string
+}
+
 type BackupHistory struct {
 	ID                 uuid.UUID
 	UserID             uuid.UUID
@@ -105,6 +127,7 @@ type BackupJob struct {
 	VerificationDatabaseID *uuid.UUID
 	VerifySchedule         *string
 	VerifyNextAt           *time.Time
+	NotifyRules            []byte
 }
 
 type CloudStorage struct {
@@ -150,6 +173,38 @@ type EnrollmentToken struct {
 	ExpiresAt time.Time
 	UsedAt    *time.Time
 	CreatedAt time.Time
+}
+
+type NotificationChannel struct {
+	ID            uuid.UUID
+	UserID        uuid.UUID
+	Name          string
+	Type          string
+	Enabled       bool
+	Address       *string
+	UrlEnc        []byte
+	UrlDisplay    *string
+	SecretEnc     []byte
+	LastSuccessAt *time.Time
+	LastError     *string
+	LastErrorAt   *time.Time
+	CreatedAt     time.Time
+	UpdatedAt     time.Time
+}
+
+type NotificationDelivery struct {
+	ID            int64
+	ChannelID     uuid.UUID
+	UserID        uuid.UUID
+	EventKey      string
+	Kind          string
+	Payload       []byte
+	Status        string
+	Attempts      int32
+	NextAttemptAt time.Time
+	LastError     *string
+	CreatedAt     time.Time
+	SentAt        *time.Time
 }
 
 type OauthState struct {
@@ -204,4 +259,5 @@ type User struct {
 	Name         string
 	PasswordHash string
 	CreatedAt    time.Time
+	NotifyRules  []byte
 }

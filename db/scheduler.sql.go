@@ -349,7 +349,7 @@ func (q *Queries) DueVerifications(ctx context.Context, db DBTX, arg DueVerifica
 }
 
 const jobsWithAgent = `-- name: JobsWithAgent :many
-SELECT j.id, j.user_id, j.database_id, j.name, j.schedule_type, j.cron_expression, j.advanced_schedule_config, j.timezone, j.backup_type, j.compression, j.is_encrypted, j.auto_verify_after_backup, j.verification_level, j.storage_type, j.cloud_storage_id, j.retention_days, j.is_active, j.created_at, j.updated_at, j.age_identity_enc, j.age_recipient, j.age_recipients, j.age_key_export, j.scheduled_through, j.keep_last, j.keep_daily, j.keep_weekly, j.keep_monthly, j.verification_database_id, j.verify_schedule, j.verify_next_at, d.agent_id AS database_agent_id, d.updated_at AS database_updated_at
+SELECT j.id, j.user_id, j.database_id, j.name, j.schedule_type, j.cron_expression, j.advanced_schedule_config, j.timezone, j.backup_type, j.compression, j.is_encrypted, j.auto_verify_after_backup, j.verification_level, j.storage_type, j.cloud_storage_id, j.retention_days, j.is_active, j.created_at, j.updated_at, j.age_identity_enc, j.age_recipient, j.age_recipients, j.age_key_export, j.scheduled_through, j.keep_last, j.keep_daily, j.keep_weekly, j.keep_monthly, j.verification_database_id, j.verify_schedule, j.verify_next_at, j.notify_rules, d.agent_id AS database_agent_id, d.updated_at AS database_updated_at
 FROM backup_jobs j
 JOIN databases d ON d.id = j.database_id
 WHERE j.id = ANY($1::uuid[])
@@ -404,6 +404,7 @@ func (q *Queries) JobsWithAgent(ctx context.Context, db DBTX, ids []uuid.UUID) (
 			&i.BackupJob.VerificationDatabaseID,
 			&i.BackupJob.VerifySchedule,
 			&i.BackupJob.VerifyNextAt,
+			&i.BackupJob.NotifyRules,
 			&i.DatabaseAgentID,
 			&i.DatabaseUpdatedAt,
 		); err != nil {

@@ -11,6 +11,66 @@ import (
 	"github.com/google/uuid"
 )
 
+const listSecretChannelSecrets = `-- name: ListSecretChannelSecrets :many
+SELECT id, secret_enc AS ciphertext FROM notification_channels
+WHERE secret_enc IS NOT NULL ORDER BY id FOR UPDATE
+`
+
+type ListSecretChannelSecretsRow struct {
+	ID         uuid.UUID
+	Ciphertext []byte
+}
+
+func (q *Queries) ListSecretChannelSecrets(ctx context.Context, db DBTX) ([]ListSecretChannelSecretsRow, error) {
+	rows, err := db.Query(ctx, listSecretChannelSecrets)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []ListSecretChannelSecretsRow
+	for rows.Next() {
+		var i ListSecretChannelSecretsRow
+		if err := rows.Scan(&i.ID, &i.Ciphertext); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const listSecretChannelURLs = `-- name: ListSecretChannelURLs :many
+SELECT id, url_enc AS ciphertext FROM notification_channels
+WHERE url_enc IS NOT NULL ORDER BY id FOR UPDATE
+`
+
+type ListSecretChannelURLsRow struct {
+	ID         uuid.UUID
+	Ciphertext []byte
+}
+
+func (q *Queries) ListSecretChannelURLs(ctx context.Context, db DBTX) ([]ListSecretChannelURLsRow, error) {
+	rows, err := db.Query(ctx, listSecretChannelURLs)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []ListSecretChannelURLsRow
+	for rows.Next() {
+		var i ListSecretChannelURLsRow
+		if err := rows.Scan(&i.ID, &i.Ciphertext); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const listSecretDatabasePasswords = `-- name: ListSecretDatabasePasswords :many
 
 SELECT id, password_enc AS ciphertext FROM databases
@@ -145,6 +205,34 @@ SELECT pg_advisory_xact_lock(hashtext('rahatback.vault.secrets'))
 // the transaction ends.
 func (q *Queries) LockSecrets(ctx context.Context, db DBTX) error {
 	_, err := db.Exec(ctx, lockSecrets)
+	return err
+}
+
+const rewrapChannelSecret = `-- name: RewrapChannelSecret :exec
+UPDATE notification_channels SET secret_enc = $1 WHERE id = $2
+`
+
+type RewrapChannelSecretParams struct {
+	Ciphertext []byte
+	ID         uuid.UUID
+}
+
+func (q *Queries) RewrapChannelSecret(ctx context.Context, db DBTX, arg RewrapChannelSecretParams) error {
+	_, err := db.Exec(ctx, rewrapChannelSecret, arg.Ciphertext, arg.ID)
+	return err
+}
+
+const rewrapChannelURL = `-- name: RewrapChannelURL :exec
+UPDATE notification_channels SET url_enc = $1 WHERE id = $2
+`
+
+type RewrapChannelURLParams struct {
+	Ciphertext []byte
+	ID         uuid.UUID
+}
+
+func (q *Queries) RewrapChannelURL(ctx context.Context, db DBTX, arg RewrapChannelURLParams) error {
+	_, err := db.Exec(ctx, rewrapChannelURL, arg.Ciphertext, arg.ID)
 	return err
 }
 

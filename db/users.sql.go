@@ -14,7 +14,7 @@ import (
 const createUser = `-- name: CreateUser :one
 INSERT INTO users (id, email, name, password_hash)
 VALUES ($1, $2, $3, $4)
-RETURNING id, email, name, password_hash, created_at
+RETURNING id, email, name, password_hash, created_at, notify_rules
 `
 
 type CreateUserParams struct {
@@ -38,12 +38,13 @@ func (q *Queries) CreateUser(ctx context.Context, db DBTX, arg CreateUserParams)
 		&i.Name,
 		&i.PasswordHash,
 		&i.CreatedAt,
+		&i.NotifyRules,
 	)
 	return i, err
 }
 
 const firstUser = `-- name: FirstUser :one
-SELECT id, email, name, password_hash, created_at FROM users ORDER BY created_at, id LIMIT 1
+SELECT id, email, name, password_hash, created_at, notify_rules FROM users ORDER BY created_at, id LIMIT 1
 `
 
 func (q *Queries) FirstUser(ctx context.Context, db DBTX) (User, error) {
@@ -55,12 +56,13 @@ func (q *Queries) FirstUser(ctx context.Context, db DBTX) (User, error) {
 		&i.Name,
 		&i.PasswordHash,
 		&i.CreatedAt,
+		&i.NotifyRules,
 	)
 	return i, err
 }
 
 const getUser = `-- name: GetUser :one
-SELECT id, email, name, password_hash, created_at FROM users WHERE id = $1
+SELECT id, email, name, password_hash, created_at, notify_rules FROM users WHERE id = $1
 `
 
 func (q *Queries) GetUser(ctx context.Context, db DBTX, id uuid.UUID) (User, error) {
@@ -72,12 +74,13 @@ func (q *Queries) GetUser(ctx context.Context, db DBTX, id uuid.UUID) (User, err
 		&i.Name,
 		&i.PasswordHash,
 		&i.CreatedAt,
+		&i.NotifyRules,
 	)
 	return i, err
 }
 
 const getUserByEmail = `-- name: GetUserByEmail :one
-SELECT id, email, name, password_hash, created_at FROM users WHERE lower(email) = lower($1)
+SELECT id, email, name, password_hash, created_at, notify_rules FROM users WHERE lower(email) = lower($1)
 `
 
 func (q *Queries) GetUserByEmail(ctx context.Context, db DBTX, email string) (User, error) {
@@ -89,6 +92,7 @@ func (q *Queries) GetUserByEmail(ctx context.Context, db DBTX, email string) (Us
 		&i.Name,
 		&i.PasswordHash,
 		&i.CreatedAt,
+		&i.NotifyRules,
 	)
 	return i, err
 }

@@ -53,8 +53,8 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, o StreamOpts) er
 		},
 		{
 			Name:        StreamEvents,
-			Description: "RahatBack events: agents' own (rahat.evt.>) and the control plane's (rahat.cp.>)",
-			Subjects:    []string{eventsPrefix + ">", controlPrefix + ">"},
+			Description: "RahatBack events: agents' own (rahat.evt.>), the control plane's (rahat.cp.>), its alerts (rahat.alert.>) and the audit trail (rahat.audit.>)",
+			Subjects:    []string{eventsPrefix + ">", controlPrefix + ">", alertPrefix + ">", auditPrefix + ">"},
 			Retention:   jetstream.LimitsPolicy,
 			Storage:     jetstream.FileStorage,
 			Replicas:    o.Replicas,
@@ -98,16 +98,38 @@ func DeleteAgentConsumer(ctx context.Context, js jetstream.JetStream, agentID st
 	return nil
 }
 
-// ProjectorConsumer is the durable consumer of the history projector.
-const ProjectorConsumer = "projector"
+// Durable consumers of StreamEvents: the history projector, the notifier
+// and the audit log's projector, each with its own place in the stream.
+const (
+	ProjectorConsumer = "projector"
+	NotifierConsumer  = "notifier"
+	AuditConsumer     = "audit"
+)
 
-// EnsureEventConsumer creates or updates a durable pull consumer over every
-// event in StreamEvents, agents' and the control plane's, from the first
-// one kept, and returns it.
+// Filters of the StreamEvents consumers.
+var (
+	// RunEvents are agents' and the control plane's events about runs and
+	// agents (what the history projector reads).
+	RunEvents = []string{eventsPrefix + ">", controlPrefix + ">"}
+	// NotifierEvents are RunEvents and the control plane's alerts.
+	NotifierEvents = []string{eventsPrefix + ">", controlPrefix + ">", alertPrefix + ">"}
+	// AuditEvents are the audit trail.
+	AuditEvents = []string{auditPrefix + ">"}
+)
+
+// EnsureEventConsumer creates or updates a durable pull consumer over
+// RunEvents, from the first event kept, and returns it.
 func EnsureEventConsumer(ctx context.Context, js jetstream.JetStream, durable string) (jetstream.Consumer, error) {
+	return EnsureConsumer(ctx, js, durable, RunEvents...)
+}
+
+// EnsureConsumer creates or updates a durable pull consumer of
+// StreamEvents over the subjects filters, from the first event kept, and
+// returns it. Unacknowledged events come back after 30 s.
+func EnsureConsumer(ctx context.Context, js jetstream.JetStream, durable string, filters ...string) (jetstream.Consumer, error) {
 	c, err := js.CreateOrUpdateConsumer(ctx, StreamEvents, jetstream.ConsumerConfig{
 		Durable:        durable,
-		FilterSubjects: []string{eventsPrefix + ">", controlPrefix + ">"},
+		FilterSubjects: filters,
 		AckPolicy:      jetstream.AckExplicitPolicy,
 		AckWait:        30 * time.Second,
 		DeliverPolicy:  jetstream.DeliverAllPolicy,

@@ -21,6 +21,8 @@ const (
 	eventsPrefix   = "rahat.evt."
 	controlPrefix  = "rahat.cp."
 	rpcPrefix      = "rahat.rpc."
+	alertPrefix    = "rahat.alert."
+	auditPrefix    = "rahat.audit."
 )
 
 // Command kinds, the last token of a command subject.

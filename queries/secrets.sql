@@ -36,3 +36,17 @@ WHERE gd_refresh_token_enc IS NOT NULL ORDER BY id FOR UPDATE;
 
 -- name: RewrapDriveToken :exec
 UPDATE cloud_storages SET gd_refresh_token_enc = sqlc.arg(ciphertext) WHERE id = sqlc.arg(id);
+
+-- name: ListSecretChannelURLs :many
+SELECT id, url_enc AS ciphertext FROM notification_channels
+WHERE url_enc IS NOT NULL ORDER BY id FOR UPDATE;
+
+-- name: RewrapChannelURL :exec
+UPDATE notification_channels SET url_enc = sqlc.arg(ciphertext) WHERE id = sqlc.arg(id);
+
+-- name: ListSecretChannelSecrets :many
+SELECT id, secret_enc AS ciphertext FROM notification_channels
+WHERE secret_enc IS NOT NULL ORDER BY id FOR UPDATE;
+
+-- name: RewrapChannelSecret :exec
+UPDATE notification_channels SET secret_enc = sqlc.arg(ciphertext) WHERE id = sqlc.arg(id);

@@ -95,3 +95,39 @@ func (b Box) JobIdentity(j db.BackupJob) (*age.X25519Identity, error) {
 	}
 	return age.ParseX25519Identity(string(raw))
 }
+
+func channelURL(id uuid.UUID) []byte {
+	return vault.Binding("notification_channels", "url", id.String())
+}
+func channelSecret(id uuid.UUID) []byte {
+	return vault.Binding("notification_channels", "secret", id.String())
+}
+
+// SealChannelURL is the stored form of notification channel id's URL
+// (Slack's and Discord's URLs carry their token).
+func (b Box) SealChannelURL(id uuid.UUID, url string) ([]byte, error) {
+	return b.V.Seal([]byte(url), channelURL(id))
+}
+
+// ChannelURL opens c's URL; "" when it has none.
+func (b Box) ChannelURL(c db.NotificationChannel) (string, error) {
+	if c.UrlEnc == nil {
+		return "", nil
+	}
+	raw, err := b.V.Open(c.UrlEnc, channelURL(c.ID))
+	return string(raw), err
+}
+
+// SealChannelSecret is the stored form of webhook channel id's signing secret.
+func (b Box) SealChannelSecret(id uuid.UUID, secret string) ([]byte, error) {
+	return b.V.Seal([]byte(secret), channelSecret(id))
+}
+
+// ChannelSecret opens c's signing secret; "" when it has none.
+func (b Box) ChannelSecret(c db.NotificationChannel) (string, error) {
+	if c.SecretEnc == nil {
+		return "", nil
+	}
+	raw, err := b.V.Open(c.SecretEnc, channelSecret(c.ID))
+	return string(raw), err
+}

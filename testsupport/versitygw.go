@@ -12,7 +12,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -232,11 +231,6 @@ func (b *syncBuffer) String() string {
 	return b.buf.String()
 }
 
-var versityGW struct {
-	sync.Mutex
-	path string
-}
-
 // VersityGWBinary returns the path of the versitygw binary, installing it
 // on first use with `go install` of VersityGWVersion (from the Go module
 // proxy, as GOPROXY says) into <user cache dir>/rahatback/versitygw-<version>.
@@ -244,52 +238,5 @@ var versityGW struct {
 // the binary is built beside and renamed into place, so a killed install
 // never leaves a truncated one.
 func VersityGWBinary() (string, error) {
-	versityGW.Lock()
-	defer versityGW.Unlock()
-	if versityGW.path != "" {
-		return versityGW.path, nil
-	}
-	cache, err := os.UserCacheDir()
-	if err != nil {
-		cache = os.TempDir()
-	}
-	dir := filepath.Join(cache, "rahatback", "versitygw-"+VersityGWVersion)
-	bin := filepath.Join(dir, "versitygw")
-	if fi, err := os.Stat(bin); err == nil && fi.Mode().IsRegular() {
-		versityGW.path = bin
-		return bin, nil
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return "", fmt.Errorf("versitygw: %w", err)
-	}
-	lock, err := os.OpenFile(filepath.Join(dir, ".lock"), os.O_CREATE|os.O_RDWR, 0o644)
-	if err != nil {
-		return "", fmt.Errorf("versitygw: %w", err)
-	}
-	defer lock.Close() // releases the lock
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
-		return "", fmt.Errorf("versitygw: lock: %w", err)
-	}
-	if _, err := os.Stat(bin); err == nil { // another process installed it meanwhile
-		versityGW.path = bin
-		return bin, nil
-	}
-	tmp, err := os.MkdirTemp(dir, ".install-")
-	if err != nil {
-		return "", fmt.Errorf("versitygw: %w", err)
-	}
-	defer os.RemoveAll(tmp)
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "go", "install", versityGWModule+"@"+VersityGWVersion)
-	cmd.Dir = tmp // outside any module or workspace
-	cmd.Env = append(os.Environ(), "GOBIN="+tmp, "GOWORK=off", "GOFLAGS=-buildvcs=false")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("versitygw: go install %s@%s: %w\n%s", versityGWModule, VersityGWVersion, err, out)
-	}
-	if err := os.Rename(filepath.Join(tmp, "versitygw"), bin); err != nil {
-		return "", fmt.Errorf("versitygw: %w", err)
-	}
-	versityGW.path = bin
-	return bin, nil
+	return goInstalled("versitygw", versityGWModule, VersityGWVersion)
 }

@@ -148,6 +148,8 @@ func (a *API) Enroll(ctx context.Context, req EnrollRequest, local bool) (Enroll
 		if err != nil {
 			return err
 		}
+		auditUser(ctx, owner)
+		auditObject(ctx, agentID.String())
 		// Created inside the transaction: if it fails the token stays unused.
 		return events.EnsureAgentConsumer(ctx, a.opts.JS, agentID.String())
 	})

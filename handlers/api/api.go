@@ -23,6 +23,7 @@ import (
 	"github.com/rahatback/rahatback/db"
 	"github.com/rahatback/rahatback/egress"
 	"github.com/rahatback/rahatback/events"
+	"github.com/rahatback/rahatback/notify"
 	"github.com/rahatback/rahatback/outbox"
 	"github.com/rahatback/rahatback/runs"
 	"github.com/rahatback/rahatback/secrets"
@@ -81,10 +82,13 @@ type Opts struct {
 
 	// Google configures Google Drive storage; empty disables it.
 	Google GoogleOpts
-	// Egress is the policy of the default Runs (ignored with Runs set): the
-	// addresses the control plane may reach for users' storage; nil allows
-	// public addresses only.
+	// Egress is the addresses the control plane may reach for users:
+	// webhook channels' URLs, and storage through the default Runs (Runs,
+	// when set, has its own); nil allows public addresses only.
 	Egress *egress.Policy
+	// Notify sends channels' test notifications; default webhooks under
+	// Egress and no email (its tests answer that SMTP is not configured).
+	Notify notify.Senders
 
 	// DisconnectAgent, when set, cuts the NATS connections of a revoked agent.
 	DisconnectAgent func(agentID string)
@@ -146,6 +150,9 @@ func (o *Opts) validate() error {
 	}
 	if o.CommandTTL == 0 {
 		o.CommandTTL = 24 * time.Hour
+	}
+	if o.Notify.Webhook == nil {
+		o.Notify.Webhook = &notify.WebhookSender{Client: o.Egress.HTTPClient()}
 	}
 	return nil
 }
@@ -226,13 +233,16 @@ func (a *API) routes() http.Handler {
 	r.Get("/readyz", a.handle(a.readyz))
 
 	r.Route("/v1", func(r chi.Router) {
-		r.With(a.rateLimited).Post("/auth/register", a.handle(a.register))
-		r.With(a.rateLimited).Post("/auth/login", a.handle(a.login))
+		// audit (a.audited) records each state-changing request of a user
+		// in the audit log, with its outcome.
+		audit := a.audited
+		r.With(a.rateLimited, audit("auth.register", "user")).Post("/auth/register", a.handle(a.register))
+		r.With(a.rateLimited, audit("auth.login", "user")).Post("/auth/login", a.handle(a.login))
 		r.Post("/auth/refresh-tokens", a.handle(a.refreshTokens))
-		r.Post("/auth/logout", a.handle(a.logout))
-		r.Post("/agents/enroll", a.handle(a.enrollAgent))
+		r.With(audit("auth.logout", "user")).Post("/auth/logout", a.handle(a.logout))
+		r.With(audit("agent.enroll", "agent")).Post("/agents/enroll", a.handle(a.enrollAgent))
 		// Google sends the browser here; the state identifies the user.
-		r.Get("/cloud-storage/google/callback", a.handle(a.googleCallback))
+		r.With(audit("storage.create", "storage")).Get("/cloud-storage/google/callback", a.handle(a.googleCallback))
 
 		r.Group(func(r chi.Router) {
 			r.Use(a.authenticated)
@@ -240,44 +250,55 @@ func (a *API) routes() http.Handler {
 			r.Get("/events", a.handle(a.streamEvents))
 
 			r.Get("/agents", a.handle(a.listAgents))
-			r.Post("/agents/enrollment-tokens", a.handle(a.createEnrollmentToken))
-			r.Delete("/agents/{id}", a.handle(a.revokeAgent))
+			r.With(audit("agent.enrollment_token", "agent")).Post("/agents/enrollment-tokens", a.handle(a.createEnrollmentToken))
+			r.With(audit("agent.revoke", "agent")).Delete("/agents/{id}", a.handle(a.revokeAgent))
 
 			r.With(a.userRateLimited).Post("/databases/test-connection", a.handle(a.testConnection))
 			r.Get("/databases", a.handle(a.listDatabases))
-			r.Post("/databases", a.handle(a.createDatabase))
+			r.With(audit("database.create", "database")).Post("/databases", a.handle(a.createDatabase))
 			r.Get("/databases/{id}", a.handle(a.getDatabase))
-			r.Patch("/databases/{id}", a.handle(a.updateDatabase))
-			r.Delete("/databases/{id}", a.handle(a.deleteDatabase))
+			r.With(audit("database.update", "database")).Patch("/databases/{id}", a.handle(a.updateDatabase))
+			r.With(audit("database.delete", "database")).Delete("/databases/{id}", a.handle(a.deleteDatabase))
 
 			r.Get("/cloud-storage", a.handle(a.listCloudStorage))
-			r.Post("/cloud-storage", a.handle(a.createCloudStorage))
+			r.With(audit("storage.create", "storage")).Post("/cloud-storage", a.handle(a.createCloudStorage))
 			r.With(a.userRateLimited).Post("/cloud-storage/test", a.handle(a.testCloudStorage))
 			r.Get("/cloud-storage/google/auth-url", a.handle(a.googleAuthURL))
 			r.Get("/cloud-storage/{id}", a.handle(a.getCloudStorage))
-			r.Patch("/cloud-storage/{id}", a.handle(a.updateCloudStorage))
-			r.Delete("/cloud-storage/{id}", a.handle(a.deleteCloudStorage))
+			r.With(audit("storage.update", "storage")).Patch("/cloud-storage/{id}", a.handle(a.updateCloudStorage))
+			r.With(audit("storage.delete", "storage")).Delete("/cloud-storage/{id}", a.handle(a.deleteCloudStorage))
 
 			r.Get("/backups/jobs", a.handle(a.listJobs))
-			r.Post("/backups/jobs", a.handle(a.createJob))
+			r.With(audit("job.create", "job")).Post("/backups/jobs", a.handle(a.createJob))
 			r.Get("/backups/jobs/{id}", a.handle(a.getJob))
-			r.Patch("/backups/jobs/{id}", a.handle(a.updateJob))
-			r.Delete("/backups/jobs/{id}", a.handle(a.deleteJob))
-			r.With(a.userRateLimited).Post("/backups/jobs/{id}/run", a.handle(a.runJob))
-			r.Get("/backups/jobs/{id}/encryption-key", a.handle(a.encryptionKey))
+			r.With(audit("job.update", "job")).Patch("/backups/jobs/{id}", a.handle(a.updateJob))
+			r.With(audit("job.delete", "job")).Delete("/backups/jobs/{id}", a.handle(a.deleteJob))
+			r.With(a.userRateLimited, audit("backup.run", "job")).Post("/backups/jobs/{id}/run", a.handle(a.runJob))
+			r.With(audit("job.key_export", "job")).Get("/backups/jobs/{id}/encryption-key", a.handle(a.encryptionKey))
 			r.Get("/backups/jobs/{id}/next-runs", a.handle(a.nextRuns))
 			r.Get("/backups/jobs/{id}/retention-preview", a.handle(a.retentionPreview))
 			r.Post("/schedules/preview", a.handle(a.previewSchedule))
 
 			r.Get("/backups/history", a.handle(a.listHistory))
 			r.Get("/backups/history/{id}", a.handle(a.getHistory))
-			r.Delete("/backups/history/{id}", a.handle(a.deleteHistory))
-			r.Get("/backups/history/{id}/download", a.handle(a.downloadHistory))
-			r.With(a.userRateLimited).Post("/backups/history/{id}/restore", a.handle(a.restoreHistory))
-			r.With(a.userRateLimited).Post("/backups/history/{id}/verify", a.handle(a.verifyHistory))
+			r.With(audit("backup.delete", "backup")).Delete("/backups/history/{id}", a.handle(a.deleteHistory))
+			r.With(audit("backup.download", "backup")).Get("/backups/history/{id}/download", a.handle(a.downloadHistory))
+			r.With(a.userRateLimited, audit("backup.restore", "backup")).Post("/backups/history/{id}/restore", a.handle(a.restoreHistory))
+			r.With(a.userRateLimited, audit("backup.verify", "backup")).Post("/backups/history/{id}/verify", a.handle(a.verifyHistory))
 
 			r.Get("/restores", a.handle(a.listRestores))
 			r.Get("/restores/{id}", a.handle(a.getRestore))
+
+			r.Get("/notification-channels", a.handle(a.listChannels))
+			r.With(audit("channel.create", "channel")).Post("/notification-channels", a.handle(a.createChannel))
+			r.Get("/notification-channels/{id}", a.handle(a.getChannel))
+			r.With(audit("channel.update", "channel")).Patch("/notification-channels/{id}", a.handle(a.updateChannel))
+			r.With(audit("channel.delete", "channel")).Delete("/notification-channels/{id}", a.handle(a.deleteChannel))
+			r.With(a.userRateLimited, audit("channel.test", "channel")).Post("/notification-channels/{id}/test", a.handle(a.testChannel))
+			r.Get("/notification-rules", a.handle(a.getNotifyRules))
+			r.With(audit("rules.update", "user")).Put("/notification-rules", a.handle(a.putNotifyRules))
+
+			r.Get("/audit", a.handle(a.listAudit))
 		})
 	})
 	return r

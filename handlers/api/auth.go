@@ -95,9 +95,19 @@ func (a *API) register(w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 		resp.User = toUserJSON(u)
+		// The seed mails each user's own address: a new user starts
+		// with an email channel to it.
+		if _, err := a.q.CreateNotificationChannel(r.Context(), tx, db.CreateNotificationChannelParams{
+			ID: uuid.New(), UserID: u.ID, Name: "My email", Type: "email", Enabled: true, Address: &u.Email,
+		}); err != nil {
+			return err
+		}
 		resp.Tokens, err = a.issueTokens(r.Context(), tx, u.ID, uuid.New())
 		return err
 	})
+	if err == nil {
+		auditUser(r.Context(), resp.User.ID)
+	}
 	if errors.Is(db.MapErr(err), db.ErrConflict) {
 		return &Error{Code: http.StatusConflict, Message: "email already registered",
 			Fields: map[string]string{"email": "is already registered"}}
@@ -138,6 +148,8 @@ func (a *API) login(w http.ResponseWriter, r *http.Request) error {
 	if err = db.MapErr(err); err != nil && !errors.Is(err, db.ErrNotFound) {
 		return err
 	}
+	// A failed login into a known account is recorded in its audit log.
+	auditUser(r.Context(), u.ID)
 	if !a.pw.Check(u.PasswordHash, req.Password) {
 		return errorf(http.StatusUnauthorized, "incorrect email or password")
 	}
@@ -225,6 +237,7 @@ func (a *API) logout(w http.ResponseWriter, r *http.Request) error {
 		} else if err != nil {
 			return err
 		}
+		auditUser(r.Context(), rt.UserID)
 		return a.q.RevokeRefreshFamily(r.Context(), tx, rt.FamilyID)
 	})
 	if err != nil {

@@ -229,6 +229,7 @@ func (a *API) createCloudStorage(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	auditObject(r.Context(), c.ID.String())
 	writeJSON(w, http.StatusCreated, toCloudStorageJSON(c))
 	return nil
 }
@@ -453,6 +454,8 @@ func (a *API) googleCallback(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	auditUser(r.Context(), st.UserID)
+	auditObject(r.Context(), c.ID.String())
 	writeJSON(w, http.StatusCreated, toCloudStorageJSON(c))
 	return nil
 }

@@ -244,6 +244,7 @@ func (a *API) createDatabase(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	auditObject(r.Context(), d.ID.String())
 	writeJSON(w, http.StatusCreated, toDatabaseJSON(d))
 	return nil
 }

@@ -122,6 +122,9 @@ func (a *API) handle(h handlerFunc) http.HandlerFunc {
 				"method", r.Method, "path", r.URL.Path, "err", err)
 			apiErr = &Error{Code: http.StatusInternalServerError, Message: "internal error; request id " + middleware.GetReqID(r.Context())}
 		}
+		if rec := auditFrom(r.Context()); rec != nil {
+			rec.detail = apiErr.Message
+		}
 		writeJSON(w, apiErr.Code, apiErr)
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/rahatback/rahatback/db"
+	"github.com/rahatback/rahatback/notify"
 	"github.com/rahatback/rahatback/schedule"
 )
 
@@ -56,17 +57,20 @@ type jobJSON struct {
 	// next slot.
 	VerifySchedule *string    `json:"verifySchedule"`
 	VerifyNextAt   *time.Time `json:"verifyNextAt"`
-	StorageType    string     `json:"storageType"`
-	CloudStorageID *uuid.UUID `json:"cloudStorageId"`
-	RetentionDays  int        `json:"retentionDays"`
-	KeepLast       *int32     `json:"keepLast"`
-	KeepDaily      *int32     `json:"keepDaily"`
-	KeepWeekly     *int32     `json:"keepWeekly"`
-	KeepMonthly    *int32     `json:"keepMonthly"`
-	IsActive       bool       `json:"isActive"`
-	NextRunAt      *time.Time `json:"nextRunAt"` // null for manual or paused jobs
-	CreatedAt      time.Time  `json:"createdAt"`
-	UpdatedAt      time.Time  `json:"updatedAt"`
+	// NotificationRules are the job's own rules of which events notify;
+	// null: the user's default (GET /v1/notification-rules).
+	NotificationRules *notify.Rules `json:"notificationRules"`
+	StorageType       string        `json:"storageType"`
+	CloudStorageID    *uuid.UUID    `json:"cloudStorageId"`
+	RetentionDays     int           `json:"retentionDays"`
+	KeepLast          *int32        `json:"keepLast"`
+	KeepDaily         *int32        `json:"keepDaily"`
+	KeepWeekly        *int32        `json:"keepWeekly"`
+	KeepMonthly       *int32        `json:"keepMonthly"`
+	IsActive          bool          `json:"isActive"`
+	NextRunAt         *time.Time    `json:"nextRunAt"` // null for manual or paused jobs
+	CreatedAt         time.Time     `json:"createdAt"`
+	UpdatedAt         time.Time     `json:"updatedAt"`
 }
 
 func toJobJSON(j db.BackupJob) jobJSON {
@@ -88,6 +92,11 @@ func toJobJSON(j db.BackupJob) jobJSON {
 			out.NextRunAt = &next[0]
 		}
 	}
+	if j.NotifyRules != nil {
+		if rules, err := notify.ParseRules(j.NotifyRules); err == nil {
+			out.NotificationRules = &rules
+		}
+	}
 	out.EncryptionRecipients = j.AgeRecipients
 	if out.EncryptionRecipients == nil {
 		out.EncryptionRecipients = []string{}
@@ -98,29 +107,30 @@ func toJobJSON(j db.BackupJob) jobJSON {
 // jobInput is the body of job create and update; nil fields keep the
 // current (or default) value.
 type jobInput struct {
-	DatabaseID             *uuid.UUID       `json:"databaseId"`
-	Name                   *string          `json:"name"`
-	ScheduleType           *string          `json:"scheduleType"`
-	CronExpression         *string          `json:"cronExpression"`
-	AdvancedScheduleConfig *json.RawMessage `json:"advancedScheduleConfig"`
-	Timezone               *string          `json:"timezone"`
-	BackupType             *string          `json:"backupType"`
-	Compression            compressionInput `json:"compression"`
-	IsEncrypted            *bool            `json:"isEncrypted"`
-	EncryptionPassword     *string          `json:"encryptionPassword"`
-	EncryptionRecipients   *[]string        `json:"encryptionRecipients"`
-	AutoVerifyAfterBackup  *bool            `json:"autoVerifyAfterBackup"`
-	VerificationLevel      *string          `json:"verificationLevel"`
-	VerificationDatabaseID optionalID       `json:"verificationDatabaseId"`
-	VerifySchedule         nullable[string] `json:"verifySchedule"`
-	StorageType            *string          `json:"storageType"`
-	CloudStorageID         optionalID       `json:"cloudStorageId"`
-	RetentionDays          *int             `json:"retentionDays"`
-	KeepLast               optionalCount    `json:"keepLast"`
-	KeepDaily              optionalCount    `json:"keepDaily"`
-	KeepWeekly             optionalCount    `json:"keepWeekly"`
-	KeepMonthly            optionalCount    `json:"keepMonthly"`
-	IsActive               *bool            `json:"isActive"`
+	DatabaseID             *uuid.UUID             `json:"databaseId"`
+	Name                   *string                `json:"name"`
+	ScheduleType           *string                `json:"scheduleType"`
+	CronExpression         *string                `json:"cronExpression"`
+	AdvancedScheduleConfig *json.RawMessage       `json:"advancedScheduleConfig"`
+	Timezone               *string                `json:"timezone"`
+	BackupType             *string                `json:"backupType"`
+	Compression            compressionInput       `json:"compression"`
+	IsEncrypted            *bool                  `json:"isEncrypted"`
+	EncryptionPassword     *string                `json:"encryptionPassword"`
+	EncryptionRecipients   *[]string              `json:"encryptionRecipients"`
+	AutoVerifyAfterBackup  *bool                  `json:"autoVerifyAfterBackup"`
+	VerificationLevel      *string                `json:"verificationLevel"`
+	VerificationDatabaseID optionalID             `json:"verificationDatabaseId"`
+	VerifySchedule         nullable[string]       `json:"verifySchedule"`
+	NotificationRules      nullable[notify.Rules] `json:"notificationRules"`
+	StorageType            *string                `json:"storageType"`
+	CloudStorageID         optionalID             `json:"cloudStorageId"`
+	RetentionDays          *int                   `json:"retentionDays"`
+	KeepLast               optionalCount          `json:"keepLast"`
+	KeepDaily              optionalCount          `json:"keepDaily"`
+	KeepWeekly             optionalCount          `json:"keepWeekly"`
+	KeepMonthly            optionalCount          `json:"keepMonthly"`
+	IsActive               *bool                  `json:"isActive"`
 }
 
 // compressionInput is a job body's compression: a name (zstd, gzip, none),
@@ -228,6 +238,23 @@ func (c optionalCount) apply(dst **int32, field string, f fieldErrors) {
 // validates the result, naming every bad field.
 func (in jobInput) merge(cur db.BackupJob) (db.BackupJob, error) {
 	j := cur
+	if in.NotificationRules.set {
+		j.NotifyRules = nil
+		if rules := in.NotificationRules.v; rules != nil {
+			if f := rules.Validate(true); len(f) > 0 {
+				e := fieldErrors{}
+				for k, v := range f {
+					e.add("notificationRules."+k, v)
+				}
+				return j, e.err()
+			}
+			raw, err := json.Marshal(rules)
+			if err != nil {
+				return j, err
+			}
+			j.NotifyRules = raw
+		}
+	}
 	if in.DatabaseID != nil {
 		j.DatabaseID = *in.DatabaseID
 	}
@@ -507,12 +534,18 @@ func (a *API) createJob(w http.ResponseWriter, r *http.Request) error {
 		if err := a.setVerification(r, tx, &j, want, db.BackupJob{}); err != nil {
 			return err
 		}
+		j.NotifyRules = want.NotifyRules
+		if err := a.q.SetBackupJobNotifyRules(r.Context(), tx, db.SetBackupJobNotifyRulesParams{
+			ID: j.ID, UserID: j.UserID, NotifyRules: want.NotifyRules}); err != nil {
+			return err
+		}
 		j.AgeRecipients = want.AgeRecipients
 		return a.applyEncryption(r.Context(), tx, &j, in.EncryptionPassword)
 	})
 	if err != nil {
 		return err
 	}
+	auditObject(r.Context(), j.ID.String())
 	writeJSON(w, http.StatusCreated, toJobJSON(j))
 	return nil
 }
@@ -572,6 +605,11 @@ func (a *API) updateJob(w http.ResponseWriter, r *http.Request) error {
 			return db.MapErr(err)
 		}
 		if err := a.setVerification(r, tx, &j, want, cur); err != nil {
+			return err
+		}
+		j.NotifyRules = want.NotifyRules
+		if err := a.q.SetBackupJobNotifyRules(r.Context(), tx, db.SetBackupJobNotifyRulesParams{
+			ID: j.ID, UserID: j.UserID, NotifyRules: want.NotifyRules}); err != nil {
 			return err
 		}
 		j.AgeRecipients = want.AgeRecipients

@@ -1,0 +1,203 @@
+-- name: CreateNotificationChannel :one
+INSERT INTO notification_channels (id, user_id, name, type, enabled, address, url_enc, url_display, secret_enc)
+VALUES ($1, $2, $3, $4, $5, sqlc.narg(address), sqlc.narg(url_enc), sqlc.narg(url_display), sqlc.narg(secret_enc))
+RETURNING *;
+
+-- name: ListNotificationChannels :many
+SELECT * FROM notification_channels WHERE user_id = $1 ORDER BY created_at, id;
+
+-- name: GetNotificationChannel :one
+SELECT * FROM notification_channels WHERE id = $1 AND user_id = $2;
+
+-- name: GetNotificationChannelByID :one
+SELECT * FROM notification_channels WHERE id = $1;
+
+-- name: UpdateNotificationChannel :one
+UPDATE notification_channels
+SET name = $3, enabled = $4, address = sqlc.narg(address), url_enc = sqlc.narg(url_enc),
+    url_display = sqlc.narg(url_display), secret_enc = sqlc.narg(secret_enc), updated_at = now()
+WHERE id = $1 AND user_id = $2
+RETURNING *;
+
+-- name: DeleteNotificationChannel :one
+DELETE FROM notification_channels WHERE id = $1 AND user_id = $2 RETURNING id;
+
+-- name: ChannelDelivered :exec
+UPDATE notification_channels SET last_success_at = sqlc.arg(at) WHERE id = $1;
+
+-- name: ChannelFailed :exec
+UPDATE notification_channels SET last_error = sqlc.arg(error), last_error_at = sqlc.arg(at) WHERE id = $1;
+
+-- name: GetUserNotifyRules :one
+SELECT notify_rules FROM users WHERE id = $1;
+
+-- name: SetUserNotifyRules :exec
+UPDATE users SET notify_rules = $2 WHERE id = $1;
+
+-- name: SetBackupJobNotifyRules :exec
+UPDATE backup_jobs SET notify_rules = sqlc.narg(notify_rules), updated_at = now() WHERE id = $1 AND user_id = $2;
+
+-- NotifyBackupContext is what a notification about backup run id says, if
+-- the run was sent to agent_id (an agent's event about another agent's
+-- run names nothing); rules are the job's own, else the user's.
+-- name: NotifyBackupContext :one
+SELECT h.id, h.user_id, h.backup_job_id, h.database_id, h.status, h.queued_at, h.completed_at,
+       h.duration_ms, h.file_size, h.raw_size, h.file_name, h.storage_type, h.error_message,
+       h.is_encrypted, h.verification_status,
+       coalesce(j.name, '')::text AS job_name,
+       coalesce(d.name, '')::text AS database_name,
+       coalesce(d.type, '')::text AS engine,
+       coalesce(j.notify_rules, u.notify_rules)::jsonb AS rules
+FROM backup_history h
+JOIN users u ON u.id = h.user_id
+LEFT JOIN backup_jobs j ON j.id = h.backup_job_id
+LEFT JOIN databases d ON d.id = h.database_id
+WHERE h.id = sqlc.arg(id) AND h.agent_id = sqlc.arg(agent_id);
+
+-- name: NotifyRestoreContext :one
+SELECT r.id, r.user_id, r.backup_history_id, r.target_database_id, r.status, r.duration_ms, r.error_message,
+       r.queued_at, r.completed_at, h.backup_job_id, h.file_size,
+       coalesce(j.name, '')::text AS job_name,
+       coalesce(d.name, '')::text AS database_name,
+       coalesce(d.type, '')::text AS engine,
+       coalesce(j.notify_rules, u.notify_rules)::jsonb AS rules
+FROM restore_history r
+JOIN backup_history h ON h.id = r.backup_history_id
+JOIN users u ON u.id = r.user_id
+LEFT JOIN backup_jobs j ON j.id = h.backup_job_id
+LEFT JOIN databases d ON d.id = r.target_database_id
+WHERE r.id = sqlc.arg(id) AND r.agent_id = sqlc.arg(agent_id);
+
+-- EnqueueDeliveries adds one delivery of an event to each enabled channel
+-- of user_id (email channels only when with_email), once: a delivery of
+-- the same event_key to a channel already there is kept as it is.
+-- name: EnqueueDeliveries :execrows
+INSERT INTO notification_deliveries (channel_id, user_id, event_key, kind, payload)
+SELECT c.id, c.user_id, sqlc.arg(event_key), sqlc.arg(kind), sqlc.arg(payload)
+FROM notification_channels c
+WHERE c.user_id = sqlc.arg(user_id) AND c.enabled AND (c.type <> 'email' OR sqlc.arg(with_email)::boolean)
+ON CONFLICT (channel_id, event_key) DO NOTHING;
+
+-- ClaimDeliveries holds up to max due deliveries, at most one per channel
+-- and none of a channel that has one held, until lease_until: a channel
+-- that is slow or down holds only its own queue.
+-- name: ClaimDeliveries :many
+WITH due AS (
+    SELECT id FROM (
+        SELECT x.id, row_number() OVER (PARTITION BY x.channel_id ORDER BY x.id) AS rn
+        FROM notification_deliveries x
+        WHERE x.status IN ('pending', 'sending') AND x.next_attempt_at <= sqlc.arg(now)
+          AND NOT EXISTS (SELECT 1 FROM notification_deliveries y
+                          WHERE y.channel_id = x.channel_id AND y.status = 'sending'
+                            AND y.next_attempt_at > sqlc.arg(now))
+    ) s
+    WHERE rn = 1
+    ORDER BY id
+    LIMIT sqlc.arg(max)
+)
+UPDATE notification_deliveries d
+SET status = 'sending', attempts = d.attempts + 1, next_attempt_at = sqlc.arg(lease_until)
+FROM due
+WHERE d.id = due.id AND d.status IN ('pending', 'sending') AND d.next_attempt_at <= sqlc.arg(now)
+RETURNING d.*;
+
+-- name: DeliverySent :exec
+UPDATE notification_deliveries SET status = 'sent', sent_at = sqlc.arg(at), last_error = NULL
+WHERE id = $1 AND status = 'sending';
+
+-- name: DeliveryRetry :exec
+UPDATE notification_deliveries SET status = 'pending', next_attempt_at = sqlc.arg(retry_at), last_error = sqlc.arg(error)
+WHERE id = $1 AND status = 'sending';
+
+-- name: DeliveryFailed :exec
+UPDATE notification_deliveries SET status = 'failed', last_error = sqlc.arg(error)
+WHERE id = $1 AND status = 'sending';
+
+-- name: ListChannelDeliveries :many
+SELECT * FROM notification_deliveries WHERE channel_id = $1 ORDER BY id DESC LIMIT sqlc.arg(max);
+
+-- BreachRPO records, once, each active job whose rules set rpoHours and
+-- whose newest good backup (successful and not failed verification; the
+-- job's creation when it has none) is older than that at now.
+-- name: BreachRPO :many
+INSERT INTO alert_states (kind, object_id, user_id, breached_at)
+SELECT 'rpo', j.id, j.user_id, sqlc.arg(now)::timestamptz
+FROM backup_jobs j
+JOIN users u ON u.id = j.user_id
+CROSS JOIN LATERAL (SELECT (coalesce(j.notify_rules, u.notify_rules)->>'rpoHours')::int AS hours) r
+CROSS JOIN LATERAL (
+    SELECT max(h.completed_at) AS last FROM backup_history h
+    WHERE h.backup_job_id = j.id AND h.status IN ('success', 'expired') AND h.verification_status <> 'FAILED'
+) s
+WHERE j.is_active AND r.hours > 0
+  AND coalesce(s.last, j.created_at) < sqlc.arg(now)::timestamptz - make_interval(hours => r.hours)
+ON CONFLICT (kind, object_id) DO NOTHING
+RETURNING object_id, user_id, breached_at;
+
+-- RecoverRPO ends the breach of each job that has a good backup newer than
+-- its rpoHours again, whose rule is gone, or that is paused or deleted;
+-- job_exists is false for a deleted job.
+-- name: RecoverRPO :many
+DELETE FROM alert_states a
+WHERE a.kind = 'rpo' AND NOT EXISTS (
+    SELECT 1 FROM backup_jobs j
+    JOIN users u ON u.id = j.user_id
+    CROSS JOIN LATERAL (SELECT (coalesce(j.notify_rules, u.notify_rules)->>'rpoHours')::int AS hours) r
+    CROSS JOIN LATERAL (
+        SELECT max(h.completed_at) AS last FROM backup_history h
+        WHERE h.backup_job_id = j.id AND h.status IN ('success', 'expired') AND h.verification_status <> 'FAILED'
+    ) s
+    WHERE j.id = a.object_id AND j.is_active AND r.hours > 0
+      AND coalesce(s.last, j.created_at) < sqlc.arg(now)::timestamptz - make_interval(hours => r.hours)
+)
+RETURNING a.object_id, a.user_id, a.breached_at,
+    EXISTS (SELECT 1 FROM backup_jobs j WHERE j.id = a.object_id AND j.is_active) AS job_active;
+
+-- name: RPOAlertContext :one
+SELECT j.id, j.name, j.user_id, coalesce(d.name, '')::text AS database_name, coalesce(d.type, '')::text AS engine,
+       coalesce((coalesce(j.notify_rules, u.notify_rules)->>'rpoHours')::int, 0)::int AS hours,
+       -- Unix seconds; 0 when the job has had no good backup.
+       coalesce(extract(epoch FROM (SELECT max(h.completed_at) FROM backup_history h
+        WHERE h.backup_job_id = j.id AND h.status IN ('success', 'expired') AND h.verification_status <> 'FAILED')), 0)::float8 AS last_good_unix
+FROM backup_jobs j
+JOIN users u ON u.id = j.user_id
+LEFT JOIN databases d ON d.id = j.database_id
+WHERE j.id = $1;
+
+-- BreachAgentOffline records, once, each agent not heard from for its
+-- user's agentOfflineMinutes at now.
+-- name: BreachAgentOffline :many
+INSERT INTO alert_states (kind, object_id, user_id, breached_at)
+SELECT 'agent_offline', a.id, a.user_id, sqlc.arg(now)::timestamptz
+FROM agents a
+JOIN users u ON u.id = a.user_id
+JOIN agent_presence p ON p.agent_id = a.id
+CROSS JOIN LATERAL (SELECT (u.notify_rules->>'agentOfflineMinutes')::int AS minutes) r
+WHERE a.revoked_at IS NULL AND r.minutes > 0
+  AND p.last_seen_at < sqlc.arg(now)::timestamptz - make_interval(mins => r.minutes)
+ON CONFLICT (kind, object_id) DO NOTHING
+RETURNING object_id, user_id, breached_at;
+
+-- RecoverAgentOffline ends the breach of each agent heard from (online)
+-- since it began, revoked, or whose user dropped the rule; agent_active is
+-- false for a revoked agent.
+-- name: RecoverAgentOffline :many
+DELETE FROM alert_states s
+WHERE s.kind = 'agent_offline' AND NOT EXISTS (
+    SELECT 1 FROM agents a
+    JOIN users u ON u.id = a.user_id
+    JOIN agent_presence p ON p.agent_id = a.id
+    WHERE a.id = s.object_id AND a.revoked_at IS NULL
+      AND (u.notify_rules->>'agentOfflineMinutes')::int > 0
+      AND NOT (p.online AND p.last_seen_at > s.breached_at)
+)
+RETURNING s.object_id, s.user_id, s.breached_at,
+    EXISTS (SELECT 1 FROM agents a WHERE a.id = s.object_id AND a.revoked_at IS NULL) AS agent_active;
+
+-- name: AgentAlertContext :one
+SELECT a.id, a.name, a.user_id, coalesce(p.hostname, '')::text AS hostname, p.last_seen_at,
+       coalesce((u.notify_rules->>'agentOfflineMinutes')::int, 0)::int AS minutes
+FROM agents a
+JOIN users u ON u.id = a.user_id
+LEFT JOIN agent_presence p ON p.agent_id = a.id
+WHERE a.id = $1;
