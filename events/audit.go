@@ -80,4 +80,12 @@ type AlertEvent struct {
 	ObjectID   string    `json:"objectId"`
 	BreachedAt time.Time `json:"breachedAt"`
 	At         time.Time `json:"at"`
+	// Threshold is the rule when the alert changed: rpoHours or
+	// agentOfflineMinutes.
+	Threshold int `json:"threshold,omitempty"`
+	// LastGoodAt is, for rpo, when the job's newest good backup completed
+	// (absent: never); LastSeenAt is, for agent_offline, when the agent
+	// was last heard from.
+	LastGoodAt *time.Time `json:"lastGoodAt,omitempty"`
+	LastSeenAt *time.Time `json:"lastSeenAt,omitempty"`
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/mail"
+	"net/textproto"
 	"net/url"
 	"os"
 	"strconv"
@@ -165,8 +166,11 @@ func (e *EmailSender) Send(ctx context.Context, ch Channel, n Notification, deli
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	if err := c.DialAndSendWithContext(ctx, m); err != nil {
+		// A 5xx answer (authentication refused, recipient rejected) will
+		// be the same next time; 4xx and network errors may not.
 		var se *gomail.SendError
-		if errors.As(err, &se) && !se.IsTemp() && se.ErrorCode() >= 500 {
+		var te *textproto.Error
+		if errors.As(err, &se) && !se.IsTemp() && se.ErrorCode() >= 500 || errors.As(err, &te) && te.Code >= 500 {
 			return Permanent(fmt.Errorf("SMTP %s: %w", e.SMTP.Host, err))
 		}
 		return fmt.Errorf("SMTP %s: %w", e.SMTP.Host, err)

@@ -82,9 +82,28 @@ func (a *AlertChecker) Check(ctx context.Context) (int, error) {
 		msgs = msgs[:0]
 		add := func(kind, phase string, object, user uuid.UUID, breached time.Time) error {
 			id := kind + ":" + object.String() + ":" + strconv.FormatInt(breached.UnixNano(), 10)
-			m, err := outbox.JSON(events.AlertSubject(user.String(), kind, phase), id+":"+phase, events.AlertEvent{
-				V: events.Version, ID: id, UserID: user.String(), Kind: kind, Phase: phase,
-				ObjectID: object.String(), BreachedAt: breached, At: now})
+			ev := events.AlertEvent{V: events.Version, ID: id, UserID: user.String(), Kind: kind, Phase: phase,
+				ObjectID: object.String(), BreachedAt: breached, At: now}
+			// The facts as they are now, not when the event is read.
+			switch kind {
+			case events.AlertRPO:
+				c, err := a.q.RPOAlertContext(ctx, tx, object)
+				if err != nil {
+					return err
+				}
+				ev.Threshold = int(c.Hours)
+				if c.LastGoodUnix > 0 {
+					t := time.UnixMilli(int64(c.LastGoodUnix * 1000)).UTC()
+					ev.LastGoodAt = &t
+				}
+			case events.AlertAgentOffline:
+				c, err := a.q.AgentAlertContext(ctx, tx, object)
+				if err != nil {
+					return err
+				}
+				ev.Threshold, ev.LastSeenAt = int(c.Minutes), c.LastSeenAt
+			}
+			m, err := outbox.JSON(events.AlertSubject(user.String(), kind, phase), id+":"+phase, ev)
 			msgs = append(msgs, m)
 			return err
 		}

@@ -368,18 +368,18 @@ func (n *Notifier) alert(ctx context.Context, userS, kind, phase string, data []
 		nt.DB = &notify.DBRef{Name: c.DatabaseName, Engine: c.Engine}
 		nt.Link = n.PublicURL + "/jobs/" + c.ID.String()
 		last := "never"
-		if c.LastGoodUnix > 0 {
-			last = time.Unix(int64(c.LastGoodUnix), 0).UTC().Format(time.RFC1123)
+		if ev.LastGoodAt != nil {
+			last = ev.LastGoodAt.UTC().Format(time.RFC1123)
 		}
 		nt.Details = []notify.Detail{{Name: "Last good backup", Value: last}}
-		if c.Hours > 0 {
-			nt.Details = append(nt.Details, notify.Detail{Name: "Objective", Value: fmt.Sprintf("a good backup every %d hours", c.Hours)})
+		if ev.Threshold > 0 {
+			nt.Details = append(nt.Details, notify.Detail{Name: "Objective", Value: fmt.Sprintf("a good backup every %d hours", ev.Threshold)})
 		}
 		if phase == events.PhaseBreached {
 			nt.Event, nt.Status = notify.EventRPOBreached, "breached"
 			nt.Title = fmt.Sprintf("No good backup of %s", c.Name)
-			if c.Hours > 0 {
-				nt.Title += fmt.Sprintf(" for %d hours", c.Hours)
+			if ev.Threshold > 0 {
+				nt.Title += fmt.Sprintf(" for %d hours", ev.Threshold)
 			}
 		} else {
 			nt.Event, nt.Status = notify.EventRPORecovered, "recovered"
@@ -395,13 +395,13 @@ func (n *Notifier) alert(ctx context.Context, userS, kind, phase string, data []
 		}
 		nt.Agent = &notify.Ref{ID: c.ID.String(), Name: c.Name}
 		nt.Link = n.PublicURL + "/agents"
-		if c.LastSeenAt != nil {
-			nt.Details = []notify.Detail{{Name: "Last heard from", Value: c.LastSeenAt.UTC().Format(time.RFC1123)}}
+		if ev.LastSeenAt != nil {
+			nt.Details = []notify.Detail{{Name: "Last heard from", Value: ev.LastSeenAt.UTC().Format(time.RFC1123)}}
 		}
 		if phase == events.PhaseBreached {
 			nt.Event, nt.Status, nt.Title = notify.EventAgentOffline, "offline", fmt.Sprintf("Agent %s is offline", c.Name)
-			if c.Minutes > 0 {
-				nt.Title += fmt.Sprintf(" for more than %d minutes", c.Minutes)
+			if ev.Threshold > 0 {
+				nt.Title += fmt.Sprintf(" for more than %d minutes", ev.Threshold)
 			}
 		} else {
 			nt.Event, nt.Status, nt.Title = notify.EventAgentOnline, "online", fmt.Sprintf("Agent %s is back online", c.Name)
