@@ -170,7 +170,7 @@ func TestKeysRotate(t *testing.T) {
 	for _, want := range []string{
 		"master keys: " + path + ", versions 1 (current 1)",
 		"key version 1: 3 secrets (1 sealed directly by the master key",
-		"secrets: 3 (databases.password_enc: 2, backup_jobs.age_identity_enc: 1, cloud_storages.s3_secret_enc: 0, cloud_storages.gd_refresh_token_enc: 0)",
+		"secrets: 3 (databases.password_enc: 2, backup_jobs.age_identity_enc: 1, cloud_storages.s3_secret_enc: 0, cloud_storages.gd_refresh_token_enc: 0, notification_channels.url_enc: 0, notification_channels.secret_enc: 0)",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("keys status before rotation lacks %q:\n%s", want, out)
@@ -183,7 +183,7 @@ func TestKeysRotate(t *testing.T) {
 	}
 	for _, want := range []string{
 		"added master key version 2 to " + path,
-		"re-wrapped 3 secrets under key version 2 (databases.password_enc: 2, backup_jobs.age_identity_enc: 1, cloud_storages.s3_secret_enc: 0, cloud_storages.gd_refresh_token_enc: 0)",
+		"re-wrapped 3 secrets under key version 2 (databases.password_enc: 2, backup_jobs.age_identity_enc: 1, cloud_storages.s3_secret_enc: 0, cloud_storages.gd_refresh_token_enc: 0, notification_channels.url_enc: 0, notification_channels.secret_enc: 0)",
 		"key versions 1 stay in " + path,
 		"restart running control planes",
 	} {
@@ -245,7 +245,7 @@ func TestKeysRotate(t *testing.T) {
 		"master keys: " + path + ", versions 1, 2 (current 2)",
 		"key version 1: 0 secrets\n",
 		"key version 2: 3 secrets\n",
-		"secrets: 3 (databases.password_enc: 2, backup_jobs.age_identity_enc: 1, cloud_storages.s3_secret_enc: 0, cloud_storages.gd_refresh_token_enc: 0)",
+		"secrets: 3 (databases.password_enc: 2, backup_jobs.age_identity_enc: 1, cloud_storages.s3_secret_enc: 0, cloud_storages.gd_refresh_token_enc: 0, notification_channels.url_enc: 0, notification_channels.secret_enc: 0)",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("keys status after rotation lacks %q:\n%s", want, out)

@@ -376,6 +376,11 @@ func (s *system) serve(ctx context.Context) error {
 		}
 	}
 	if s.cfg.hasRole("notifier") {
+		// Created before anything is served: a new notifier consumer
+		// starts with the events published after it exists.
+		if _, err := events.EnsureLiveConsumer(ctx, js, events.NotifierConsumer, events.NotifierEvents...); err != nil {
+			return err
+		}
 		disp, err := hnotify.NewDispatcher(hnotify.DispatcherOpts{Pool: s.pool, Secrets: secrets.Box{V: v}, Sender: senders,
 			Metrics: met.CountAttempt, Logger: s.log.With("role", "notifier")})
 		if err != nil {

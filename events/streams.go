@@ -127,12 +127,28 @@ func EnsureEventConsumer(ctx context.Context, js jetstream.JetStream, durable st
 // StreamEvents over the subjects filters, from the first event kept, and
 // returns it. Unacknowledged events come back after 30 s.
 func EnsureConsumer(ctx context.Context, js jetstream.JetStream, durable string, filters ...string) (jetstream.Consumer, error) {
+	return ensureConsumer(ctx, js, durable, jetstream.DeliverAllPolicy, filters)
+}
+
+// EnsureLiveConsumer is EnsureConsumer for a consumer that, when it is
+// first created, starts with the events published from then on: the
+// notifier of an upgraded installation must not announce a month of
+// history. Once created it keeps its place like any durable consumer.
+func EnsureLiveConsumer(ctx context.Context, js jetstream.JetStream, durable string, filters ...string) (jetstream.Consumer, error) {
+	return ensureConsumer(ctx, js, durable, jetstream.DeliverNewPolicy, filters)
+}
+
+func ensureConsumer(ctx context.Context, js jetstream.JetStream, durable string, from jetstream.DeliverPolicy, filters []string) (jetstream.Consumer, error) {
+	if c, err := js.Consumer(ctx, StreamEvents, durable); err == nil {
+		// Its deliver policy cannot change; keep the one it was made with.
+		from = c.CachedInfo().Config.DeliverPolicy
+	}
 	c, err := js.CreateOrUpdateConsumer(ctx, StreamEvents, jetstream.ConsumerConfig{
 		Durable:        durable,
 		FilterSubjects: filters,
 		AckPolicy:      jetstream.AckExplicitPolicy,
 		AckWait:        30 * time.Second,
-		DeliverPolicy:  jetstream.DeliverAllPolicy,
+		DeliverPolicy:  from,
 		MaxAckPending:  1000,
 	})
 	if err != nil {

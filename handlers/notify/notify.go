@@ -81,7 +81,7 @@ func Run(ctx context.Context, o Opts) error {
 	if err := o.validate(); err != nil {
 		return err
 	}
-	cons, err := events.EnsureConsumer(ctx, o.JS, o.Durable, events.NotifierEvents...)
+	cons, err := events.EnsureLiveConsumer(ctx, o.JS, o.Durable, events.NotifierEvents...)
 	if err != nil {
 		return err
 	}

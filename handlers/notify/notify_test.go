@@ -203,6 +203,11 @@ func (w *world) notifier(pol *egress.Policy, timeout time.Duration) (stop func()
 			w.t.Error(err)
 		}
 	}()
+	// The consumer starts with the events published after it exists.
+	waitFor(w.t, 20*time.Second, "the notifier's consumer created", func() bool {
+		_, err := w.nats.JS.Consumer(context.Background(), events.StreamEvents, events.NotifierConsumer)
+		return err == nil
+	})
 	return func() { cancel(); wg.Wait() }
 }
 
@@ -451,5 +456,27 @@ func TestWebhookRedirectRefused(t *testing.T) {
 		notify.Channel{Type: notify.TypeSlack, URL: inner.URL + "/T/B/secret"}, notify.Notification{V: 1, Title: "x"}, "2")
 	if _, ok := egress.IsRefused(err); !ok || inner.hits.Load() != 0 || strings.Contains(err.Error(), "secret") {
 		t.Fatalf("loopback without allowance: %v", err)
+	}
+}
+
+// TestFirstStartSkipsHistory: a notifier started for the first time on an
+// installation with events in its stream (an upgrade) announces only what
+// happens from then on.
+func TestFirstStartSkipsHistory(t *testing.T) {
+	w := newWorld(t)
+	good := newReceiver(t, nil)
+	pol, _ := egress.New([]string{host(t, good.URL)})
+	w.webhook("good", good.URL)
+	old, subject, data := w.run("")
+	w.publish(subject, data)
+	stop := w.notifier(pol, time.Minute)
+	defer stop()
+	fresh, subject, data := w.run("")
+	w.publish(subject, data)
+	waitFor(t, 20*time.Second, "the new event delivered", func() bool {
+		return good.count(notify.EventBackupSucceeded+":"+fresh.String()) == 1
+	})
+	if n := good.count(notify.EventBackupSucceeded + ":" + old.String()); n != 0 {
+		t.Fatalf("an event from before the first start was announced %d times", n)
 	}
 }
