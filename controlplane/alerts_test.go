@@ -20,6 +20,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 
+	"github.com/rahatback/rahatback/sealed"
 	"github.com/rahatback/rahatback/testsupport"
 )
 
@@ -323,6 +324,56 @@ func TestNotificationsAuditMetrics(t *testing.T) {
 		}
 	})
 
+	// Every other action the audit log records, once each.
+	const s3Secret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+	t.Run("EveryAction", func(t *testing.T) {
+		c.want(c.call("POST", "/v1/auth/login", "", map[string]string{"email": "alerts@example.com", "password": "wrong-password-1"}), 401)
+		var login struct {
+			Tokens struct{ Refresh struct{ Token string } }
+		}
+		c.want(c.call("POST", "/v1/auth/login", "", map[string]string{"email": "alerts@example.com", "password": "first-user-pw-1"}), 200).decode(t, &login)
+		c.want(c.call("POST", "/v1/auth/logout", "", map[string]string{"refreshToken": login.Tokens.Refresh.Token}), 204)
+
+		var enroll struct{ Token string }
+		c.want(c.call("POST", "/v1/agents/enrollment-tokens", token, nil), 201).decode(t, &enroll)
+		id, err := sealed.NewIdentity()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var agent struct{ AgentID string }
+		c.want(c.call("POST", "/v1/agents/enroll", "", map[string]string{"token": enroll.Token, "name": "edge",
+			"publicKey": id.Recipient().String()}), 201).decode(t, &agent)
+		c.want(c.call("DELETE", "/v1/agents/"+agent.AgentID, token, nil), 204)
+
+		var st struct{ ID string }
+		c.want(c.call("POST", "/v1/cloud-storage", token, map[string]any{"name": "aws", "storageType": "s3",
+			"s3AccessKeyId": "AKIAIOSFODNN7EXAMPLE", "s3SecretAccessKey": s3Secret, "s3Region": "us-east-1", "s3Bucket": "rb-audit"}), 201).decode(t, &st)
+		c.want(c.call("PATCH", "/v1/cloud-storage/"+st.ID, token, map[string]any{"name": "aws 2"}), 200)
+		c.want(c.call("DELETE", "/v1/cloud-storage/"+st.ID, token, nil), 204)
+
+		dstName := "alerts restore " + testsupport.RandomString(4)
+		scratchDB(t, dstName)
+		dst := c.createDB(token, "restore target", dstName)
+		c.want(c.call("PATCH", "/v1/databases/"+dst, token, map[string]any{"name": "restore target 2"}), 200)
+		var rs struct{ RestoreHistoryID string }
+		c.want(c.call("POST", "/v1/backups/history/"+runID+"/restore", token, map[string]any{"targetDatabaseId": dst}), 202).decode(t, &rs)
+		c.waitRestore(token, rs.RestoreHistoryID, 60*time.Second)
+		c.want(c.call("POST", "/v1/backups/history/"+runID+"/verify", token, map[string]any{"verificationLevel": "BASIC"}), 202)
+		c.want(c.call("GET", "/v1/backups/history/"+runID+"/download", token, nil), 200)
+		c.want(c.call("GET", "/v1/backups/jobs/"+job.ID+"/encryption-key", token, nil), 404)
+		c.want(c.call("PATCH", "/v1/notification-channels/"+discord["id"].(string), token, map[string]any{"name": "discord 2"}), 200)
+		c.want(c.call("DELETE", "/v1/notification-channels/"+discord["id"].(string), token, nil), 204)
+		c.want(c.call("PUT", "/v1/notification-rules", token, map[string]any{"backupFailed": true, "agentOfflineMinutes": 30}), 200)
+
+		var other struct{ ID string }
+		c.want(c.call("POST", "/v1/backups/jobs", token, map[string]any{"databaseId": dst, "name": "to delete"}), 201).decode(t, &other)
+		run := c.runJob(token, other.ID)
+		c.waitHistory(token, run, 60*time.Second, "succeeded", func(h historyView) bool { return h.Status == "success" })
+		c.want(c.call("DELETE", "/v1/backups/history/"+run, token, nil), 204)
+		c.want(c.call("DELETE", "/v1/backups/jobs/"+other.ID, token, nil), 204)
+		c.want(c.call("DELETE", "/v1/databases/"+dst, token, nil), 204)
+	})
+
 	t.Run("Audit", func(t *testing.T) {
 		type entry struct {
 			Action, ObjectType, ObjectID, IP, Outcome, Detail string
@@ -332,7 +383,10 @@ func TestNotificationsAuditMetrics(t *testing.T) {
 			Results      []entry
 			TotalResults int
 		}
-		want := []string{"auth.register", "channel.create", "channel.test", "database.create", "job.create", "backup.run", "job.update"}
+		want := []string{"auth.register", "auth.login", "auth.logout", "agent.enrollment_token", "agent.enroll", "agent.revoke",
+			"database.create", "database.update", "database.delete", "storage.create", "storage.update", "storage.delete",
+			"job.create", "job.update", "job.delete", "channel.create", "channel.update", "channel.delete", "channel.test",
+			"rules.update", "backup.run", "backup.restore", "backup.verify", "backup.download", "backup.delete", "job.key_export"}
 		deadline := time.Now().Add(30 * time.Second)
 		for {
 			c.want(c.call("GET", "/v1/audit?limit=100", token, nil), 200).decode(t, &list)
@@ -354,8 +408,11 @@ func TestNotificationsAuditMetrics(t *testing.T) {
 			}
 			time.Sleep(200 * time.Millisecond)
 		}
-		var refused, created int
+		var refused, created, badLogins int
 		for _, e := range list.Results {
+			if e.Action == "auth.login" && e.Outcome == "failure" && e.StatusCode == 401 {
+				badLogins++
+			}
 			if e.IP != "127.0.0.1" {
 				t.Fatalf("entry without the client's IP: %+v", e)
 			}
@@ -365,6 +422,9 @@ func TestNotificationsAuditMetrics(t *testing.T) {
 			if e.Action == "channel.create" && e.Outcome == "success" && e.ObjectID != "" {
 				created++
 			}
+		}
+		if badLogins != 1 {
+			t.Fatalf("failed logins recorded: %d, want 1", badLogins)
 		}
 		if refused != 6 || created != 3 {
 			t.Fatalf("channel.create entries: %d refused (want 6), %d created (want 3)", refused, created)
@@ -396,7 +456,8 @@ func TestNotificationsAuditMetrics(t *testing.T) {
 				if err := rows.Scan(&s); err != nil {
 					t.Fatal(err)
 				}
-				if strings.Contains(s, hookSecret) || strings.Contains(s, slackToken) {
+				if strings.Contains(s, hookSecret) || strings.Contains(s, slackToken) || strings.Contains(s, s3Secret) ||
+					strings.Contains(s, "first-user-pw-1") || strings.Contains(s, "wrong-password-1") {
 					t.Fatalf("plaintext secret in %q: %s", q, s)
 				}
 			}
@@ -444,7 +505,7 @@ func TestNotificationsAuditMetrics(t *testing.T) {
 		if v := gauge(t, fams, "rahatback_backups", map[string]string{"engine": "postgresql", "status": "success"}); int(v) != successes {
 			t.Fatalf("rahatback_backups success = %v, history has %d", v, successes)
 		}
-		if v := gauge(t, fams, "rahatback_backups", map[string]string{"engine": "postgresql", "status": "failed"}); int(v) != failures {
+		if v := gauge(t, fams, "rahatback_backups", map[string]string{"engine": "postgresql", "status": "failed"}); int(v) != failures || failures != 1 {
 			t.Fatalf("rahatback_backups failed = %v, history has %d", v, failures)
 		}
 		hd := metric(t, fams, "rahatback_backup_duration_seconds", map[string]string{"engine": "postgresql"}).GetHistogram()
@@ -541,3 +602,4 @@ func gauge(t *testing.T, fams map[string]*dto.MetricFamily, name string, want ma
 	t.Helper()
 	return metric(t, fams, name, want).GetGauge().GetValue()
 }
+

@@ -93,7 +93,7 @@ JOIN users u ON u.id = j.user_id
 CROSS JOIN LATERAL (SELECT (coalesce(j.notify_rules, u.notify_rules)->>'rpoHours')::int AS hours) r
 CROSS JOIN LATERAL (
     SELECT max(h.completed_at) AS last FROM backup_history h
-    WHERE h.backup_job_id = j.id AND h.status IN ('success', 'expired') AND h.verification_status <> 'FAILED'
+    WHERE h.backup_job_id = j.id AND h.status IN ('success', 'expired') AND h.verification_status <> 'FAILED' AND h.deleted_at IS NULL
 ) s
 WHERE j.is_active AND r.hours > 0
   AND coalesce(s.last, j.created_at) < $1::timestamptz - make_interval(hours => r.hours)
@@ -654,7 +654,7 @@ SELECT j.id, j.name, j.user_id, coalesce(d.name, '')::text AS database_name, coa
        coalesce((coalesce(j.notify_rules, u.notify_rules)->>'rpoHours')::int, 0)::int AS hours,
        -- Unix seconds; 0 when the job has had no good backup.
        coalesce(extract(epoch FROM (SELECT max(h.completed_at) FROM backup_history h
-        WHERE h.backup_job_id = j.id AND h.status IN ('success', 'expired') AND h.verification_status <> 'FAILED')), 0)::float8 AS last_good_unix
+        WHERE h.backup_job_id = j.id AND h.status IN ('success', 'expired') AND h.verification_status <> 'FAILED' AND h.deleted_at IS NULL)), 0)::float8 AS last_good_unix
 FROM backup_jobs j
 JOIN users u ON u.id = j.user_id
 LEFT JOIN databases d ON d.id = j.database_id
@@ -743,7 +743,7 @@ WHERE a.kind = 'rpo' AND NOT EXISTS (
     CROSS JOIN LATERAL (SELECT (coalesce(j.notify_rules, u.notify_rules)->>'rpoHours')::int AS hours) r
     CROSS JOIN LATERAL (
         SELECT max(h.completed_at) AS last FROM backup_history h
-        WHERE h.backup_job_id = j.id AND h.status IN ('success', 'expired') AND h.verification_status <> 'FAILED'
+        WHERE h.backup_job_id = j.id AND h.status IN ('success', 'expired') AND h.verification_status <> 'FAILED' AND h.deleted_at IS NULL
     ) s
     WHERE j.id = a.object_id AND j.is_active AND r.hours > 0
       AND coalesce(s.last, j.created_at) < $1::timestamptz - make_interval(hours => r.hours)

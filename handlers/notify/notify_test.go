@@ -480,3 +480,98 @@ func TestFirstStartSkipsHistory(t *testing.T) {
 		t.Fatalf("an event from before the first start was announced %d times", n)
 	}
 }
+
+// TestRulesChooseEvents: the user's default and a job's own rules decide
+// which events notify: successes, failures, skipped runs, failed
+// verifications (with the failed checks) and finished restores.
+func TestRulesChooseEvents(t *testing.T) {
+	w := newWorld(t)
+	ch := w.webhook("hook", "https://hooks.example/x")
+	ctx := context.Background()
+	n, _ := hnotify.NewNotifier(hnotify.Opts{Pool: w.pool, JS: w.nats.JS, PublicURL: "https://rb.example"})
+	handle := func(subject string, payload any) {
+		t.Helper()
+		data, _ := json.Marshal(payload)
+		if err := n.Handle(ctx, subject, data); err != nil {
+			t.Fatalf("%s: %v", subject, err)
+		}
+	}
+	kinds := func() string {
+		var out []string
+		for _, d := range w.deliveries(ch) {
+			out = append([]string{d.Kind}, out...)
+		}
+		return strings.Join(out, " ")
+	}
+
+	// The default: a success notifies; a restore does not.
+	run, subject, data := w.run("")
+	if err := n.Handle(ctx, subject, data); err != nil {
+		t.Fatal(err)
+	}
+	agent := w.agent.String()
+	restore := uuid.New()
+	queued, _ := json.Marshal(events.RestoreEvent{V: 1, ID: uuid.NewString(), RestoreID: restore.String(), At: time.Now(),
+		UserID: w.user.String(), BackupID: run.String(), TargetDatabaseID: w.dbID.String()})
+	if err := projector.Apply(ctx, w.pool, events.ControlSubject(agent, events.KindRestore, events.PhaseQueued), time.Now(), queued); err != nil {
+		t.Fatal(err)
+	}
+	done := events.RestoreEvent{V: 1, ID: uuid.NewString(), RestoreID: restore.String(), At: time.Now(), Error: "relation exists"}
+	raw, _ := json.Marshal(done)
+	// Not yet projected: the notifier waits for the history.
+	if err := n.Handle(ctx, events.EventSubject(agent, events.KindRestore, events.PhaseFailed), raw); err == nil {
+		t.Fatal("a restore event ahead of its projection was handled")
+	}
+	if err := projector.Apply(ctx, w.pool, events.EventSubject(agent, events.KindRestore, events.PhaseFailed), time.Now(), raw); err != nil {
+		t.Fatal(err)
+	}
+	handle(events.EventSubject(agent, events.KindRestore, events.PhaseFailed), done)
+	if got := kinds(); got != "backup.succeeded" {
+		t.Fatalf("default rules: %s", got)
+	}
+
+	// Verification: a pass says nothing, a failure names its checks.
+	result := &events.VerificationResult{OverallStatus: "PASSED", VerificationMethod: "FULL", Checks: []events.Check{{Check: "checksum", Passed: true}}}
+	handle(events.EventSubject(agent, events.KindVerify, events.PhaseCompleted),
+		events.VerifyEvent{V: 1, ID: uuid.NewString(), VerifyID: "v1", BackupID: run.String(), At: time.Now(), Level: "FULL", Result: result})
+	failed := &events.VerificationResult{OverallStatus: "FAILED", VerificationMethod: "FULL", Checks: []events.Check{
+		{Check: "checksum", Passed: true}, {Check: "test restore", Passed: false, Message: "psql: syntax error at line 12"}}}
+	handle(events.EventSubject(agent, events.KindVerify, events.PhaseCompleted),
+		events.VerifyEvent{V: 1, ID: uuid.NewString(), VerifyID: "v2", BackupID: run.String(), At: time.Now(), Level: "FULL", Result: failed})
+	if got := kinds(); got != "backup.succeeded verification.failed" {
+		t.Fatalf("after verifications: %s", got)
+	}
+	var nt notify.Notification
+	_ = json.Unmarshal(w.deliveries(ch)[0].Payload, &nt)
+	if !strings.Contains(nt.Text(), "Check test restore: psql: syntax error at line 12") || strings.Contains(nt.Text(), "Check checksum") {
+		t.Fatalf("verification notification:\n%s", nt.Text())
+	}
+
+	// The job's own rules: failures and restores, no successes.
+	w.exec(`UPDATE backup_jobs SET notify_rules = '{"backupFailed":true,"restoreFinished":true}' WHERE id = $1`, w.job)
+	_, subject, data = w.run("")
+	if err := n.Handle(ctx, subject, data); err != nil {
+		t.Fatal(err)
+	}
+	handle(events.EventSubject(agent, events.KindRestore, events.PhaseFailed), done)
+	run3, subject, data := w.run("connection refused")
+	if err := n.Handle(ctx, subject, data); err != nil {
+		t.Fatal(err)
+	}
+	if got := kinds(); got != "backup.succeeded verification.failed restore.failed backup.failed" {
+		t.Fatalf("job rules: %s", got)
+	}
+	_ = json.Unmarshal(w.deliveries(ch)[0].Payload, &nt)
+	if nt.Run.ID != run3.String() || nt.Error != "connection refused" || nt.Job.Name != "nightly orders" || nt.DB.Engine != "postgresql" {
+		t.Fatalf("failure notification: %+v", nt)
+	}
+	// A disabled channel gets nothing.
+	w.exec(`UPDATE notification_channels SET enabled = false WHERE id = $1`, ch)
+	_, subject, data = w.run("again")
+	if err := n.Handle(ctx, subject, data); err != nil {
+		t.Fatal(err)
+	}
+	if len(w.deliveries(ch)) != 4 {
+		t.Fatalf("a disabled channel got a delivery: %s", kinds())
+	}
+}
