@@ -602,4 +602,3 @@ func gauge(t *testing.T, fams map[string]*dto.MetricFamily, name string, want ma
 	t.Helper()
 	return metric(t, fams, name, want).GetGauge().GetValue()
 }
-
