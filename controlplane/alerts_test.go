@@ -20,6 +20,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 
+	"github.com/rahatback/rahatback/controlplane"
 	"github.com/rahatback/rahatback/sealed"
 	"github.com/rahatback/rahatback/testsupport"
 )
@@ -557,7 +558,9 @@ func checkSignature(t *testing.T, r hookRequest, secret string) {
 func scrape(t *testing.T, url, token string) map[string]*dto.MetricFamily {
 	t.Helper()
 	req, _ := http.NewRequest("GET", url, nil)
-	req.Header.Set("Authorization", "Bearer "+token)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -601,4 +604,42 @@ next:
 func gauge(t *testing.T, fams map[string]*dto.MetricFamily, name string, want map[string]string) float64 {
 	t.Helper()
 	return metric(t, fams, name, want).GetGauge().GetValue()
+}
+
+// TestMetricsOwnAddress: with --metrics-listen, /metrics is served there
+// without a token, and not on the API's address; an SMTP password in a
+// flag (visible in the process list) is refused.
+func TestMetricsOwnAddress(t *testing.T) {
+	dbURL, _ := testsupport.NewDatabase(t)
+	httpAddr, metricsAddr := freeAddr(t), freeAddr(t)
+	base := "http://" + httpAddr
+	sys := startUp(t, []string{"--data-dir", t.TempDir(), "--http", httpAddr, "--nats-listen", freeAddr(t),
+		"--database-url", dbURL, "--agent-heartbeat", "500ms", "--metrics-listen", metricsAddr}, nil, base)
+	defer sys.stop(t)
+	c := client{t, base}
+	token := c.register("metrics@example.com")
+	c.waitAgents(token, 20*time.Second, "local agent online", func(l []agentView) bool { return len(l) == 1 && l[0].Status == "online" })
+	fams := scrape(t, "http://"+metricsAddr+"/metrics", "")
+	if v := gauge(t, fams, "rahatback_agents", map[string]string{"state": "online"}); v != 1 {
+		t.Fatalf("agents online: %v", v)
+	}
+	if fams["go_goroutines"] == nil || fams["process_resident_memory_bytes"] == nil {
+		t.Fatal("no runtime or process metrics")
+	}
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if strings.Contains(string(body), "rahatback_agents") {
+		t.Fatal("metrics served on the API's address too")
+	}
+
+	err = controlplane.Run(context.Background(), []string{"migrate", "--database-url", dbURL, "--data-dir", t.TempDir(),
+		"--smtp-url", "smtp://u:hunter2@mail.example:587", "--smtp-from", "rb@example.com"},
+		func(string) string { return "" }, io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "RAHATBACK_SMTP_URL") || strings.Contains(err.Error(), "hunter2") {
+		t.Fatalf("a password in --smtp-url: %v", err)
+	}
 }

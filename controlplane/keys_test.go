@@ -79,6 +79,9 @@ type secretRow struct {
 	plaintext           string // "" for a NULL column
 }
 
+// key names the row's column (a row may hold several secrets).
+func (r secretRow) key() string { return r.table + "." + r.column + ":" + r.id.String() }
+
 func (r secretRow) binding() []byte { return vault.Binding(r.table, r.bind, r.id.String()) }
 
 func (r secretRow) load(t *testing.T, pool *pgxpool.Pool) []byte {
@@ -91,7 +94,8 @@ func (r secretRow) load(t *testing.T, pool *pgxpool.Pool) []byte {
 }
 
 // seedSecrets stores a user, three databases (password sealed by v, a
-// format-1 password, none) and two jobs (identity sealed by v, none).
+// format-1 password, none), two jobs (identity sealed by v, none) and a
+// webhook channel (URL and signing secret sealed by v).
 func seedSecrets(t *testing.T, pool *pgxpool.Pool, v *vault.Vault, key1 []byte) []secretRow {
 	t.Helper()
 	ctx := context.Background()
@@ -99,12 +103,15 @@ func seedSecrets(t *testing.T, pool *pgxpool.Pool, v *vault.Vault, key1 []byte) 
 	if _, err := pool.Exec(ctx, `INSERT INTO users (id, email, password_hash) VALUES ($1, $2, 'x')`, user, user.String()+"@example.com"); err != nil {
 		t.Fatal(err)
 	}
+	channel := uuid.New()
 	rows := []secretRow{
 		{"databases", "password_enc", "password", uuid.New(), "envelope pw"},
 		{"databases", "password_enc", "password", uuid.New(), "format-1 pw"},
 		{"databases", "password_enc", "password", uuid.New(), ""},
 		{"backup_jobs", "age_identity_enc", "age_identity", uuid.New(), "AGE-SECRET-KEY-1TEST"},
 		{"backup_jobs", "age_identity_enc", "age_identity", uuid.New(), ""},
+		{"notification_channels", "url_enc", "url", channel, "https://hooks.slack.com/services/T0/B0/secret"},
+		{"notification_channels", "secret_enc", "secret", channel, "webhook signing secret"},
 	}
 	for i, r := range rows {
 		var enc []byte
@@ -119,10 +126,16 @@ func seedSecrets(t *testing.T, pool *pgxpool.Pool, v *vault.Vault, key1 []byte) 
 			}
 		}
 		var err error
-		if r.table == "databases" {
+		switch {
+		case r.table == "notification_channels" && r.column == "url_enc":
+			_, err = pool.Exec(ctx, `INSERT INTO notification_channels (id, user_id, name, type, url_enc, secret_enc)
+				VALUES ($1, $2, 'hook', 'webhook', $3, '\x00')`, r.id, user, enc)
+		case r.table == "notification_channels":
+			_, err = pool.Exec(ctx, `UPDATE notification_channels SET secret_enc = $2 WHERE id = $1`, r.id, enc)
+		case r.table == "databases":
 			_, err = pool.Exec(ctx, `INSERT INTO databases (id, user_id, name, type, host, port, username, password_enc, database_name)
 				VALUES ($1, $2, $3, 'postgresql', '127.0.0.1', 5432, 'u', $4, 'd')`, r.id, user, "db "+r.id.String(), enc)
-		} else {
+		default:
 			_, err = pool.Exec(ctx, `INSERT INTO backup_jobs (id, user_id, database_id, name, schedule_type, age_identity_enc)
 				VALUES ($1, $2, $3, 'job', 'manual', $4)`, r.id, user, rows[0].id, enc)
 		}
@@ -156,9 +169,9 @@ func TestKeysRotate(t *testing.T) {
 	}
 	k1 := keysFile(t, path)["1"]
 	rows := seedSecrets(t, pool, v1, k1)
-	before := map[uuid.UUID][]byte{}
+	before := map[string][]byte{}
 	for _, r := range rows {
-		before[r.id] = r.load(t, pool)
+		before[r.key()] = r.load(t, pool)
 	}
 	flags := []string{"--data-dir", dir, "--database-url", dbURL}
 	b64 := base64.StdEncoding.EncodeToString
@@ -169,8 +182,8 @@ func TestKeysRotate(t *testing.T) {
 	}
 	for _, want := range []string{
 		"master keys: " + path + ", versions 1 (current 1)",
-		"key version 1: 3 secrets (1 sealed directly by the master key",
-		"secrets: 3 (databases.password_enc: 2, backup_jobs.age_identity_enc: 1, cloud_storages.s3_secret_enc: 0, cloud_storages.gd_refresh_token_enc: 0, notification_channels.url_enc: 0, notification_channels.secret_enc: 0)",
+		"key version 1: 5 secrets (1 sealed directly by the master key",
+		"secrets: 5 (databases.password_enc: 2, backup_jobs.age_identity_enc: 1, cloud_storages.s3_secret_enc: 0, cloud_storages.gd_refresh_token_enc: 0, notification_channels.url_enc: 1, notification_channels.secret_enc: 1)",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("keys status before rotation lacks %q:\n%s", want, out)
@@ -183,7 +196,7 @@ func TestKeysRotate(t *testing.T) {
 	}
 	for _, want := range []string{
 		"added master key version 2 to " + path,
-		"re-wrapped 3 secrets under key version 2 (databases.password_enc: 2, backup_jobs.age_identity_enc: 1, cloud_storages.s3_secret_enc: 0, cloud_storages.gd_refresh_token_enc: 0, notification_channels.url_enc: 0, notification_channels.secret_enc: 0)",
+		"re-wrapped 5 secrets under key version 2 (databases.password_enc: 2, backup_jobs.age_identity_enc: 1, cloud_storages.s3_secret_enc: 0, cloud_storages.gd_refresh_token_enc: 0, notification_channels.url_enc: 1, notification_channels.secret_enc: 1)",
 		"key versions 1 stay in " + path,
 		"restart running control planes",
 	} {
@@ -220,7 +233,7 @@ func TestKeysRotate(t *testing.T) {
 	}
 	checkAllUnder(only2, 2)
 	// An envelope keeps its sealed data: only the wrapped key changed.
-	if after := rows[0].load(t, pool); !bytes.Equal(after[65:], before[rows[0].id][65:]) {
+	if after := rows[0].load(t, pool); !bytes.Equal(after[65:], before[rows[0].key()][65:]) {
 		t.Error("rotation re-encrypted the data of an envelope instead of re-wrapping its key")
 	}
 	// Old copies (a dump taken before) still open with the file's keys.
@@ -232,7 +245,7 @@ func TestKeysRotate(t *testing.T) {
 		if r.plaintext == "" {
 			continue
 		}
-		if pt, err := all.Open(before[r.id], r.binding()); err != nil || string(pt) != r.plaintext {
+		if pt, err := all.Open(before[r.key()], r.binding()); err != nil || string(pt) != r.plaintext {
 			t.Errorf("%s %s: the pre-rotation ciphertext no longer opens: %q, %v", r.table, r.id, pt, err)
 		}
 	}
@@ -244,8 +257,8 @@ func TestKeysRotate(t *testing.T) {
 	for _, want := range []string{
 		"master keys: " + path + ", versions 1, 2 (current 2)",
 		"key version 1: 0 secrets\n",
-		"key version 2: 3 secrets\n",
-		"secrets: 3 (databases.password_enc: 2, backup_jobs.age_identity_enc: 1, cloud_storages.s3_secret_enc: 0, cloud_storages.gd_refresh_token_enc: 0, notification_channels.url_enc: 0, notification_channels.secret_enc: 0)",
+		"key version 2: 5 secrets\n",
+		"secrets: 5 (databases.password_enc: 2, backup_jobs.age_identity_enc: 1, cloud_storages.s3_secret_enc: 0, cloud_storages.gd_refresh_token_enc: 0, notification_channels.url_enc: 1, notification_channels.secret_enc: 1)",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("keys status after rotation lacks %q:\n%s", want, out)
@@ -293,7 +306,7 @@ func TestKeysRotate(t *testing.T) {
 	if err != nil {
 		t.Fatalf("keys rewrap with RAHATBACK_MASTER_KEYS: %v", err)
 	}
-	if want := "re-wrapped 3 secrets under key version 3"; !strings.Contains(out, want) {
+	if want := "re-wrapped 5 secrets under key version 3"; !strings.Contains(out, want) {
 		t.Errorf("keys rewrap output lacks %q:\n%s", want, out)
 	}
 	checkAllUnder(must(vault.New(map[uint32][]byte{3: k3})), 3)
@@ -301,7 +314,7 @@ func TestKeysRotate(t *testing.T) {
 		t.Fatal("rewrap with env keys changed the key file")
 	}
 	out, err = runKeys(t, env, append([]string{"status"}, flags...)...)
-	if err != nil || !strings.Contains(out, "master keys: RAHATBACK_MASTER_KEYS, versions 1, 2, 3 (current 3)") || !strings.Contains(out, "key version 3: 3 secrets\n") {
+	if err != nil || !strings.Contains(out, "master keys: RAHATBACK_MASTER_KEYS, versions 1, 2, 3 (current 3)") || !strings.Contains(out, "key version 3: 5 secrets\n") {
 		t.Errorf("keys status with env keys: %v\n%s", err, out)
 	}
 }
@@ -321,9 +334,9 @@ func TestKeysRotateRefusesUnopenableSecret(t *testing.T) {
 	if _, err := pool.Exec(context.Background(), `UPDATE databases SET password_enc = $1 WHERE id = $2`, copied, rows[1].id); err != nil {
 		t.Fatal(err)
 	}
-	before := map[uuid.UUID][]byte{}
+	before := map[string][]byte{}
 	for _, r := range rows {
-		before[r.id] = r.load(t, pool)
+		before[r.key()] = r.load(t, pool)
 	}
 	fileBefore, _ := os.ReadFile(path)
 
@@ -338,7 +351,7 @@ func TestKeysRotateRefusesUnopenableSecret(t *testing.T) {
 		t.Error("the failed rotation changed the key file")
 	}
 	for _, r := range rows {
-		if !bytes.Equal(r.load(t, pool), before[r.id]) {
+		if !bytes.Equal(r.load(t, pool), before[r.key()]) {
 			t.Errorf("%s %s changed", r.table, r.id)
 		}
 	}
