@@ -575,3 +575,35 @@ func TestRulesChooseEvents(t *testing.T) {
 		t.Fatalf("a disabled channel got a delivery: %s", kinds())
 	}
 }
+
+// TestSkippedNotifies: a backup skipped because its agent was offline (a
+// control-plane event) notifies under the default rules.
+func TestSkippedNotifies(t *testing.T) {
+	w := newWorld(t)
+	ch := w.webhook("hook", "https://hooks.example/x")
+	ctx := context.Background()
+	run := uuid.New()
+	subject := events.ControlSubject(w.agent.String(), events.KindBackup, events.PhaseSkipped)
+	data, _ := json.Marshal(events.BackupEvent{V: 1, ID: uuid.NewString(), RunID: run.String(), At: time.Now().UTC(),
+		UserID: w.user.String(), JobID: w.job.String(), DatabaseID: w.dbID.String(), StorageType: "local", Compression: "zstd",
+		Error: "agent edge-1 is offline"})
+	if err := projector.Apply(ctx, w.pool, subject, time.Now(), data); err != nil {
+		t.Fatal(err)
+	}
+	n, _ := hnotify.NewNotifier(hnotify.Opts{Pool: w.pool, JS: w.nats.JS})
+	if err := n.Handle(ctx, subject, data); err != nil {
+		t.Fatal(err)
+	}
+	d := w.deliveries(ch)
+	var nt notify.Notification
+	if len(d) == 1 {
+		_ = json.Unmarshal(d[0].Payload, &nt)
+	}
+	if len(d) != 1 || nt.Event != notify.EventBackupSkipped || nt.Error != "agent edge-1 is offline" || !strings.Contains(nt.Title, "skipped") {
+		t.Fatalf("skipped run: %d deliveries, %+v", len(d), nt)
+	}
+	// An agent cannot claim a skip: that phase is the control plane's.
+	if err := n.Handle(ctx, events.EventSubject(w.agent.String(), events.KindBackup, events.PhaseSkipped), data); err == nil {
+		t.Fatal("an agent's skipped event was accepted")
+	}
+}
