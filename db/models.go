@@ -175,6 +175,15 @@ type EnrollmentToken struct {
 	CreatedAt time.Time
 }
 
+type JobRpo struct {
+	JobID      uuid.UUID
+	UserID     uuid.UUID
+	IsActive   bool
+	CreatedAt  time.Time
+	Hours      interface{}
+	LastGoodAt interface{}
+}
+
 type NotificationChannel struct {
 	ID            uuid.UUID
 	UserID        uuid.UUID

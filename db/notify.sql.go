@@ -87,16 +87,10 @@ func (q *Queries) BreachAgentOffline(ctx context.Context, db DBTX, now time.Time
 
 const breachRPO = `-- name: BreachRPO :many
 INSERT INTO alert_states (kind, object_id, user_id, breached_at)
-SELECT 'rpo', j.id, j.user_id, $1::timestamptz
-FROM backup_jobs j
-JOIN users u ON u.id = j.user_id
-CROSS JOIN LATERAL (SELECT (coalesce(j.notify_rules, u.notify_rules)->>'rpoHours')::int AS hours) r
-CROSS JOIN LATERAL (
-    SELECT max(h.completed_at) AS last FROM backup_history h
-    WHERE h.backup_job_id = j.id AND h.status IN ('success', 'expired') AND h.verification_status <> 'FAILED' AND h.deleted_at IS NULL
-) s
-WHERE j.is_active AND r.hours > 0
-  AND coalesce(s.last, j.created_at) < $1::timestamptz - make_interval(hours => r.hours)
+SELECT 'rpo', r.job_id, r.user_id, $1::timestamptz
+FROM job_rpo r
+WHERE r.is_active AND r.hours > 0
+  AND coalesce(r.last_good_at, r.created_at) < $1::timestamptz - make_interval(hours => r.hours)
 ON CONFLICT (kind, object_id) DO NOTHING
 RETURNING object_id, user_id, breached_at
 `
@@ -108,8 +102,8 @@ type BreachRPORow struct {
 }
 
 // BreachRPO records, once, each active job whose rules set rpoHours and
-// whose newest good backup (successful and not failed verification; the
-// job's creation when it has none) is older than that at now.
+// whose newest good backup (job_rpo; the job's creation when it has none)
+// is older than that at now.
 func (q *Queries) BreachRPO(ctx context.Context, db DBTX, now time.Time) ([]BreachRPORow, error) {
 	rows, err := db.Query(ctx, breachRPO, now)
 	if err != nil {
@@ -651,12 +645,11 @@ func (q *Queries) NotifyRestoreContext(ctx context.Context, db DBTX, arg NotifyR
 
 const rPOAlertContext = `-- name: RPOAlertContext :one
 SELECT j.id, j.name, j.user_id, coalesce(d.name, '')::text AS database_name, coalesce(d.type, '')::text AS engine,
-       coalesce((coalesce(j.notify_rules, u.notify_rules)->>'rpoHours')::int, 0)::int AS hours,
+       r.hours::int AS hours,
        -- Unix seconds; 0 when the job has had no good backup.
-       coalesce(extract(epoch FROM (SELECT max(h.completed_at) FROM backup_history h
-        WHERE h.backup_job_id = j.id AND h.status IN ('success', 'expired') AND h.verification_status <> 'FAILED' AND h.deleted_at IS NULL)), 0)::float8 AS last_good_unix
+       coalesce(extract(epoch FROM r.last_good_at), 0)::float8 AS last_good_unix
 FROM backup_jobs j
-JOIN users u ON u.id = j.user_id
+JOIN job_rpo r ON r.job_id = j.id
 LEFT JOIN databases d ON d.id = j.database_id
 WHERE j.id = $1
 `
@@ -738,15 +731,9 @@ func (q *Queries) RecoverAgentOffline(ctx context.Context, db DBTX) ([]RecoverAg
 const recoverRPO = `-- name: RecoverRPO :many
 DELETE FROM alert_states a
 WHERE a.kind = 'rpo' AND NOT EXISTS (
-    SELECT 1 FROM backup_jobs j
-    JOIN users u ON u.id = j.user_id
-    CROSS JOIN LATERAL (SELECT (coalesce(j.notify_rules, u.notify_rules)->>'rpoHours')::int AS hours) r
-    CROSS JOIN LATERAL (
-        SELECT max(h.completed_at) AS last FROM backup_history h
-        WHERE h.backup_job_id = j.id AND h.status IN ('success', 'expired') AND h.verification_status <> 'FAILED' AND h.deleted_at IS NULL
-    ) s
-    WHERE j.id = a.object_id AND j.is_active AND r.hours > 0
-      AND coalesce(s.last, j.created_at) < $1::timestamptz - make_interval(hours => r.hours)
+    SELECT 1 FROM job_rpo r
+    WHERE r.job_id = a.object_id AND r.is_active AND r.hours > 0
+      AND coalesce(r.last_good_at, r.created_at) < $1::timestamptz - make_interval(hours => r.hours)
 )
 RETURNING a.object_id, a.user_id, a.breached_at,
     EXISTS (SELECT 1 FROM backup_jobs j WHERE j.id = a.object_id AND j.is_active) AS job_active
@@ -759,9 +746,9 @@ type RecoverRPORow struct {
 	JobActive  bool
 }
 
-// RecoverRPO ends the breach of each job that has a good backup newer than
-// its rpoHours again, whose rule is gone, or that is paused or deleted;
-// job_exists is false for a deleted job.
+// RecoverRPO ends the breach of each job that is no longer breached as
+// BreachRPO says (a good backup came, the rule is gone, the job is paused
+// or deleted); job_active is false for a paused or deleted job.
 func (q *Queries) RecoverRPO(ctx context.Context, db DBTX, now time.Time) ([]RecoverRPORow, error) {
 	rows, err := db.Query(ctx, recoverRPO, now)
 	if err != nil {

@@ -117,50 +117,37 @@ WHERE id = $1 AND status = 'sending';
 SELECT * FROM notification_deliveries WHERE channel_id = $1 ORDER BY id DESC LIMIT sqlc.arg(max);
 
 -- BreachRPO records, once, each active job whose rules set rpoHours and
--- whose newest good backup (successful and not failed verification; the
--- job's creation when it has none) is older than that at now.
+-- whose newest good backup (job_rpo; the job's creation when it has none)
+-- is older than that at now.
 -- name: BreachRPO :many
 INSERT INTO alert_states (kind, object_id, user_id, breached_at)
-SELECT 'rpo', j.id, j.user_id, sqlc.arg(now)::timestamptz
-FROM backup_jobs j
-JOIN users u ON u.id = j.user_id
-CROSS JOIN LATERAL (SELECT (coalesce(j.notify_rules, u.notify_rules)->>'rpoHours')::int AS hours) r
-CROSS JOIN LATERAL (
-    SELECT max(h.completed_at) AS last FROM backup_history h
-    WHERE h.backup_job_id = j.id AND h.status IN ('success', 'expired') AND h.verification_status <> 'FAILED' AND h.deleted_at IS NULL
-) s
-WHERE j.is_active AND r.hours > 0
-  AND coalesce(s.last, j.created_at) < sqlc.arg(now)::timestamptz - make_interval(hours => r.hours)
+SELECT 'rpo', r.job_id, r.user_id, sqlc.arg(now)::timestamptz
+FROM job_rpo r
+WHERE r.is_active AND r.hours > 0
+  AND coalesce(r.last_good_at, r.created_at) < sqlc.arg(now)::timestamptz - make_interval(hours => r.hours)
 ON CONFLICT (kind, object_id) DO NOTHING
 RETURNING object_id, user_id, breached_at;
 
--- RecoverRPO ends the breach of each job that has a good backup newer than
--- its rpoHours again, whose rule is gone, or that is paused or deleted;
--- job_exists is false for a deleted job.
+-- RecoverRPO ends the breach of each job that is no longer breached as
+-- BreachRPO says (a good backup came, the rule is gone, the job is paused
+-- or deleted); job_active is false for a paused or deleted job.
 -- name: RecoverRPO :many
 DELETE FROM alert_states a
 WHERE a.kind = 'rpo' AND NOT EXISTS (
-    SELECT 1 FROM backup_jobs j
-    JOIN users u ON u.id = j.user_id
-    CROSS JOIN LATERAL (SELECT (coalesce(j.notify_rules, u.notify_rules)->>'rpoHours')::int AS hours) r
-    CROSS JOIN LATERAL (
-        SELECT max(h.completed_at) AS last FROM backup_history h
-        WHERE h.backup_job_id = j.id AND h.status IN ('success', 'expired') AND h.verification_status <> 'FAILED' AND h.deleted_at IS NULL
-    ) s
-    WHERE j.id = a.object_id AND j.is_active AND r.hours > 0
-      AND coalesce(s.last, j.created_at) < sqlc.arg(now)::timestamptz - make_interval(hours => r.hours)
+    SELECT 1 FROM job_rpo r
+    WHERE r.job_id = a.object_id AND r.is_active AND r.hours > 0
+      AND coalesce(r.last_good_at, r.created_at) < sqlc.arg(now)::timestamptz - make_interval(hours => r.hours)
 )
 RETURNING a.object_id, a.user_id, a.breached_at,
     EXISTS (SELECT 1 FROM backup_jobs j WHERE j.id = a.object_id AND j.is_active) AS job_active;
 
 -- name: RPOAlertContext :one
 SELECT j.id, j.name, j.user_id, coalesce(d.name, '')::text AS database_name, coalesce(d.type, '')::text AS engine,
-       coalesce((coalesce(j.notify_rules, u.notify_rules)->>'rpoHours')::int, 0)::int AS hours,
+       r.hours::int AS hours,
        -- Unix seconds; 0 when the job has had no good backup.
-       coalesce(extract(epoch FROM (SELECT max(h.completed_at) FROM backup_history h
-        WHERE h.backup_job_id = j.id AND h.status IN ('success', 'expired') AND h.verification_status <> 'FAILED' AND h.deleted_at IS NULL)), 0)::float8 AS last_good_unix
+       coalesce(extract(epoch FROM r.last_good_at), 0)::float8 AS last_good_unix
 FROM backup_jobs j
-JOIN users u ON u.id = j.user_id
+JOIN job_rpo r ON r.job_id = j.id
 LEFT JOIN databases d ON d.id = j.database_id
 WHERE j.id = $1;
 

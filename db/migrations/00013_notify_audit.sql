@@ -72,6 +72,18 @@ CREATE TABLE alert_states (
     PRIMARY KEY (kind, object_id)
 );
 
+-- Each job's recovery point objective (rpoHours of its rules, 0: none)
+-- and its newest good backup: successful (or since expired), not deleted,
+-- and not failed verification.
+CREATE VIEW job_rpo AS
+SELECT j.id AS job_id, j.user_id, j.is_active, j.created_at,
+       coalesce((coalesce(j.notify_rules, u.notify_rules)->>'rpoHours')::int, 0) AS hours,
+       (SELECT max(h.completed_at) FROM backup_history h
+        WHERE h.backup_job_id = j.id AND h.status IN ('success', 'expired')
+          AND h.verification_status <> 'FAILED' AND h.deleted_at IS NULL) AS last_good_at
+FROM backup_jobs j
+JOIN users u ON u.id = j.user_id;
+
 -- The audit consumer's projection of rahat.audit.> events.
 CREATE TABLE audit_log (
     id          uuid        PRIMARY KEY,
@@ -91,6 +103,7 @@ CREATE INDEX audit_log_user_idx ON audit_log (user_id, at DESC, id);
 
 -- +goose Down
 DROP TABLE audit_log;
+DROP VIEW job_rpo;
 DROP TABLE alert_states;
 DROP TABLE notification_deliveries;
 ALTER TABLE backup_jobs DROP COLUMN notify_rules;
