@@ -417,7 +417,7 @@ func TestNotificationsAuditMetrics(t *testing.T) {
 			if e.IP != "127.0.0.1" {
 				t.Fatalf("entry without the client's IP: %+v", e)
 			}
-			if e.Action == "channel.create" && e.Outcome == "failure" && e.StatusCode == 400 && strings.Contains(e.Detail, "url") {
+			if e.Action == "channel.create" && e.Outcome == "failure" && e.StatusCode == 400 && strings.Contains(e.Detail, "url: ") {
 				refused++
 			}
 			if e.Action == "channel.create" && e.Outcome == "success" && e.ObjectID != "" {

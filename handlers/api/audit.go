@@ -24,6 +24,7 @@ type auditRecord struct {
 	user     uuid.UUID
 	objectID string
 	detail   string
+	failed   bool // the action failed though the request was answered 2xx
 }
 
 type auditKey struct{}
@@ -45,6 +46,14 @@ func auditUser(ctx context.Context, id uuid.UUID) {
 func auditObject(ctx context.Context, id string) {
 	if rec := auditFrom(ctx); rec != nil {
 		rec.objectID = id
+	}
+}
+
+// auditFailed records that the request's action failed (a channel test
+// that could not send), with why.
+func auditFailed(ctx context.Context, detail string) {
+	if rec := auditFrom(ctx); rec != nil {
+		rec.failed, rec.detail = true, detail
 	}
 }
 
@@ -77,7 +86,7 @@ func (a *API) audited(action, objectType string) func(http.Handler) http.Handler
 				Action: action, ObjectType: objectType, ObjectID: object, IP: clientIP(r),
 				UserAgent: truncate(r.UserAgent(), 200), Outcome: "success", StatusCode: status,
 				RequestID: middleware.GetReqID(r.Context())}
-			if status >= 400 {
+			if status >= 400 || rec.failed {
 				ev.Outcome, ev.Detail = "failure", truncate(rec.detail, 500)
 			}
 			a.recordAudit(context.WithoutCancel(r.Context()), ev)

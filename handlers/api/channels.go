@@ -269,6 +269,7 @@ func (a *API) testChannel(w http.ResponseWriter, r *http.Request) error {
 			msg = notify.ErrNoSMTP.Error()
 		}
 		resp["message"] = msg
+		auditFailed(r.Context(), msg)
 		if err := a.q.ChannelFailed(r.Context(), a.pool, db.ChannelFailedParams{ID: c.ID, Error: &msg, At: &now}); err != nil {
 			return err
 		}

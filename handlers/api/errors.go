@@ -124,6 +124,13 @@ func (a *API) handle(h handlerFunc) http.HandlerFunc {
 		}
 		if rec := auditFrom(r.Context()); rec != nil {
 			rec.detail = apiErr.Message
+			if len(apiErr.Fields) > 0 {
+				parts := make([]string, 0, len(apiErr.Fields))
+				for _, k := range slices.Sorted(maps.Keys(apiErr.Fields)) {
+					parts = append(parts, k+": "+apiErr.Fields[k])
+				}
+				rec.detail += " (" + strings.Join(parts, "; ") + ")"
+			}
 		}
 		writeJSON(w, apiErr.Code, apiErr)
 	}
