@@ -4,7 +4,6 @@ import (
 	"context"
 	"net"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
 
@@ -145,8 +144,9 @@ type auditEntryJSON struct {
 
 // listAudit answers the user's own audit entries, newest first:
 // ?action= (exact, or a prefix ending in "." such as "database."),
-// outcome=success|failure, objectId=, from=, to= (RFC 3339), page=
-// (default 1) and limit= (default 20, at most 100). 400 names a bad filter.
+// outcome=success|failure, objectId=, from=, to= (RFC 3339 or
+// YYYY-MM-DD), page= (default 1) and limit= (default 10, at most 100). 400
+// names a bad filter.
 func (a *API) listAudit(w http.ResponseWriter, r *http.Request) error {
 	q := r.URL.Query()
 	f := fieldErrors{}
@@ -164,34 +164,8 @@ func (a *API) listAudit(w http.ResponseWriter, r *http.Request) error {
 		}
 		p.Outcome = o
 	}
-	for _, tf := range []struct {
-		name string
-		dst  **time.Time
-	}{{"from", &p.FromAt}, {"to", &p.ToAt}} {
-		if v := str(tf.name); v != nil {
-			t, err := time.Parse(time.RFC3339, *v)
-			if err != nil {
-				f.add(tf.name, "must be an RFC 3339 time")
-				continue
-			}
-			*tf.dst = &t
-		}
-	}
-	page, limit := 1, 20
-	if v := str("page"); v != nil {
-		n, err := strconv.Atoi(*v)
-		if err != nil || n < 1 {
-			f.add("page", "must be a positive integer")
-		}
-		page = n
-	}
-	if v := str("limit"); v != nil {
-		n, err := strconv.Atoi(*v)
-		if err != nil || n < 1 || n > 100 {
-			f.add("limit", "must be 1-100")
-		}
-		limit = n
-	}
+	p.FromAt, p.ToAt = timeParam(r, "from", f), timeParam(r, "to", f)
+	page, limit := pageParams(r, f)
 	if err := f.err(); err != nil {
 		return err
 	}

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -96,6 +97,14 @@ var funcs = template.FuncMap{
 		return template.HTML(fmt.Sprintf(`<time datetime="%s">%s</time>`,
 			tt.UTC().Format(time.RFC3339), tt.UTC().Format("2006-01-02 15:04 UTC")))
 	},
+	// whenSec is when, to the second (the audit log's entries).
+	"whenSec": func(t time.Time) template.HTML {
+		if t.IsZero() {
+			return "—"
+		}
+		return template.HTML(fmt.Sprintf(`<time datetime="%s" data-seconds>%s</time>`,
+			t.UTC().Format(time.RFC3339), t.UTC().Format("2006-01-02 15:04:05 UTC")))
+	},
 	"bytes": func(n *int64) string {
 		if n == nil {
 			return "—"
@@ -120,8 +129,35 @@ var funcs = template.FuncMap{
 		return string(b), err
 	},
 	// eq2 compares an id with an optional id.
-	"eq2": func(a string, b *string) bool { return b != nil && a == *b },
-	"add": func(a, b int) int { return a + b },
+	"eq2":          func(a string, b *string) bool { return b != nil && a == *b },
+	"add":          func(a, b int) int { return a + b },
+	"rulesSummary": rulesSummary,
+	"channelType": func(t string) string {
+		for _, c := range channelTypes {
+			if c.Value == t {
+				return c.Label
+			}
+		}
+		return t
+	},
+	// objectURL is the dashboard page of an audit entry's object, or ""
+	// for objects without one.
+	"objectURL": func(objectType, id string) string {
+		if id == "" {
+			return ""
+		}
+		switch objectType {
+		case "backup":
+			return "/history/" + url.PathEscape(id)
+		case "job":
+			return "/jobs/" + url.PathEscape(id)
+		case "database":
+			return "/databases/" + url.PathEscape(id) + "/edit"
+		case "channel":
+			return "/channels/" + url.PathEscape(id) + "/edit"
+		}
+		return ""
+	},
 	"pageURL": func(q url.Values, page int) string {
 		c := url.Values{}
 		for k, v := range q {
@@ -224,6 +260,7 @@ type (
 		KeepMonthly            *int            `json:"keepMonthly"`
 		IsActive               bool            `json:"isActive"`
 		NextRunAt              *time.Time      `json:"nextRunAt"`
+		NotificationRules      *rulesJSON      `json:"notificationRules"`
 	}
 	checkJSON struct {
 		Check   string `json:"check"`
@@ -234,6 +271,7 @@ type (
 		ID            string     `json:"id"`
 		BackupJobID   string     `json:"backupJobId"`
 		DatabaseID    string     `json:"databaseId"`
+		AgentID       *string    `json:"agentId"`
 		Status        string     `json:"status"`
 		QueuedAt      time.Time  `json:"queuedAt"`
 		StartedAt     *time.Time `json:"startedAt"`
@@ -248,7 +286,14 @@ type (
 		ScheduledFor  *time.Time `json:"scheduledFor"`
 		ExpireReason  *string    `json:"expireReason"`
 		ExpireError   *string    `json:"expireError"`
-		Progress      *struct {
+		// Only GET /v1/backups/history/{id} is read for these.
+		RawSize           *int64          `json:"rawSize"`
+		ChecksumAlgorithm *string         `json:"checksumAlgorithm"`
+		Compression       string          `json:"compression"`
+		ExpiredAt         *time.Time      `json:"expiredAt"`
+		PurgedAt          *time.Time      `json:"purgedAt"`
+		Manifest          json.RawMessage `json:"manifest"`
+		Progress          *struct {
 			Step    string `json:"step"`
 			Bytes   int64  `json:"bytes"`
 			Percent int    `json:"percent"`
@@ -275,6 +320,57 @@ type (
 			Step    string `json:"step"`
 			Percent int    `json:"percent"`
 		} `json:"progress"`
+	}
+	// rulesJSON is GET /v1/notification-rules, and a job's
+	// notificationRules (without agentOfflineMinutes).
+	rulesJSON struct {
+		BackupFailed        bool `json:"backupFailed"`
+		BackupSkipped       bool `json:"backupSkipped"`
+		BackupSucceeded     bool `json:"backupSucceeded"`
+		VerificationFailed  bool `json:"verificationFailed"`
+		RestoreFinished     bool `json:"restoreFinished"`
+		AgentOfflineMinutes *int `json:"agentOfflineMinutes,omitempty"`
+		RPOHours            *int `json:"rpoHours,omitempty"`
+	}
+	channelJSON struct {
+		ID            string     `json:"id"`
+		Name          string     `json:"name"`
+		Type          string     `json:"type"`
+		Enabled       bool       `json:"enabled"`
+		Address       *string    `json:"address"`
+		URL           *string    `json:"url"` // scheme and host only
+		HasSecret     bool       `json:"hasSecret"`
+		LastSuccessAt *time.Time `json:"lastSuccessAt"`
+		LastError     *string    `json:"lastError"`
+		LastErrorAt   *time.Time `json:"lastErrorAt"`
+		CreatedAt     time.Time  `json:"createdAt"`
+	}
+	auditJSON struct {
+		ID         string    `json:"id"`
+		At         time.Time `json:"at"`
+		Action     string    `json:"action"`
+		ObjectType string    `json:"objectType"`
+		ObjectID   string    `json:"objectId"`
+		IP         string    `json:"ip"`
+		UserAgent  string    `json:"userAgent"`
+		Outcome    string    `json:"outcome"`
+		StatusCode int       `json:"statusCode"`
+		Detail     string    `json:"detail"`
+		RequestID  string    `json:"requestId"`
+	}
+	// manifestJSON is what the run page shows of a backup's manifest.
+	manifestJSON struct {
+		Engine        string `json:"engine"`
+		ServerVersion string `json:"serverVersion"`
+		ToolVersion   string `json:"toolVersion"`
+		Database      string `json:"database"`
+		Format        string `json:"format"`
+		Consistency   string `json:"consistency"`
+		Tables        []struct {
+			Schema string `json:"schema"`
+			Name   string `json:"name"`
+			Rows   int64  `json:"rows"`
+		} `json:"tables"`
 	}
 	list[T any] struct {
 		Results      []T   `json:"results"`
@@ -534,8 +630,19 @@ func (wb *Web) jobForm(w http.ResponseWriter, r *http.Request, s *session) error
 			j.DatabaseID = dbs.Results[0].ID
 		}
 	}
+	// A job on the user's defaults starts its own rules from them.
+	var defaults rulesJSON
+	if err := wb.get(w, r, s, "/v1/notification-rules", &defaults); err != nil {
+		return err
+	}
+	own := defaults
+	own.AgentOfflineMinutes = nil
+	if j.NotificationRules != nil {
+		own = *j.NotificationRules
+	}
 	wb.render(w, r, http.StatusOK, "job_form", s, view{Title: title, Nav: "jobs",
-		Data: map[string]any{"Job": j, "Databases": dbs.Results, "Storages": st.Results, "Advanced": string(j.AdvancedScheduleConfig)}})
+		Data: map[string]any{"Job": j, "Databases": dbs.Results, "Storages": st.Results, "Advanced": string(j.AdvancedScheduleConfig),
+			"Defaults": &defaults, "Rules": own}})
 	return nil
 }
 
@@ -771,5 +878,202 @@ func (wb *Web) restoresPage(w http.ResponseWriter, r *http.Request, s *session) 
 	}
 	wb.render(w, r, http.StatusOK, "restores", s, view{Title: "Restores", Nav: "restores", Data: map[string]any{
 		"Restores": rs.Results, "DBNames": names, "Files": files, "Page": max(rs.Page, 1), "TotalPages": rs.TotalPages, "Filter": url.Values{}}})
+	return nil
+}
+
+// --- notifications
+
+// channelType is one type of notification channel the form offers.
+type channelType struct{ Value, Label string }
+
+// channelTypes are the API's channel types (notify.Types), as the
+// dashboard names them.
+var channelTypes = []channelType{
+	{"email", "Email"},
+	{"webhook", "Webhook (signed JSON)"},
+	{"slack", "Slack"},
+	{"discord", "Discord"},
+}
+
+// rulesSummary says in a few words which events rules notify; nil rules
+// are "your default rules".
+func rulesSummary(r *rulesJSON) string {
+	if r == nil {
+		return "your default rules"
+	}
+	var on []string
+	for _, x := range []struct {
+		on   bool
+		name string
+	}{{r.BackupFailed, "failed backups"}, {r.BackupSkipped, "skipped backups"}, {r.BackupSucceeded, "successful backups"},
+		{r.VerificationFailed, "failed verifications"}, {r.RestoreFinished, "finished restores"}} {
+		if x.on {
+			on = append(on, x.name)
+		}
+	}
+	if m := r.AgentOfflineMinutes; m != nil && *m > 0 {
+		on = append(on, fmt.Sprintf("an agent offline for more than %d min", *m))
+	}
+	if h := r.RPOHours; h != nil && *h > 0 {
+		on = append(on, fmt.Sprintf("no good backup for %d h", *h))
+	}
+	if len(on) == 0 {
+		return "nothing"
+	}
+	return strings.Join(on, ", ")
+}
+
+// savedNotices are the notices /channels?saved= shows after a form saved.
+var savedNotices = map[string]string{"rules": "Default rules saved."}
+
+// channelsPage lists the user's notification channels with a form to add
+// one (or, at /channels/{id}/edit, to edit that one), and the user's
+// default rules. 404 for another user's channel.
+func (wb *Web) channelsPage(w http.ResponseWriter, r *http.Request, s *session) error {
+	var channels []channelJSON
+	if err := wb.get(w, r, s, "/v1/notification-channels", &channels); err != nil {
+		return err
+	}
+	var rules rulesJSON
+	if err := wb.get(w, r, s, "/v1/notification-rules", &rules); err != nil {
+		return err
+	}
+	edit := channelJSON{Type: channelTypes[0].Value, Enabled: true}
+	title := "Notifications"
+	if id := chi.URLParam(r, "id"); id != "" {
+		if err := wb.get(w, r, s, "/v1/notification-channels/"+url.PathEscape(id), &edit); err != nil {
+			return err
+		}
+		title = "Edit " + edit.Name
+	}
+	wb.render(w, r, http.StatusOK, "channels", s, view{Title: title, Nav: "channels", Data: map[string]any{
+		"Channels": channels, "Rules": rules, "Edit": edit, "Types": channelTypes,
+		"Saved": savedNotices[r.URL.Query().Get("saved")]}})
+	return nil
+}
+
+// --- audit log
+
+// auditActions are what the action filter suggests: every prefix, then
+// the exact actions the API records.
+var auditActions = []string{"auth.", "agent.", "database.", "storage.", "job.", "backup.", "channel.", "rules.",
+	"auth.login", "auth.register", "auth.logout", "agent.enroll", "agent.enrollment_token", "agent.revoke",
+	"database.create", "database.update", "database.delete", "storage.create", "storage.update", "storage.delete",
+	"job.create", "job.update", "job.delete", "job.key_export", "backup.run", "backup.download", "backup.restore",
+	"backup.verify", "backup.delete", "channel.create", "channel.update", "channel.delete", "channel.test", "rules.update"}
+
+// auditPage lists the user's audit log, newest first, filtered by action
+// (exact or a prefix ending in "."), outcome, object and days, 25 a page.
+// A filter the API refuses is shown above the (empty) list.
+func (wb *Web) auditPage(w http.ResponseWriter, r *http.Request, s *session) error {
+	in := r.URL.Query()
+	q := url.Values{}
+	for _, k := range []string{"action", "outcome", "objectId", "from", "to", "page"} {
+		if v := strings.TrimSpace(in.Get(k)); v != "" {
+			q.Set(k, v)
+		}
+	}
+	// Without JavaScript the date inputs arrive as they are (UTC days).
+	if q.Get("from") == "" {
+		if d, err := time.Parse("2006-01-02", in.Get("fromDate")); err == nil {
+			q.Set("from", d.Format(time.RFC3339))
+		}
+	}
+	if q.Get("to") == "" {
+		if d, err := time.Parse("2006-01-02", in.Get("toDate")); err == nil {
+			q.Set("to", d.AddDate(0, 0, 1).Format(time.RFC3339))
+		}
+	}
+	q.Set("limit", "25")
+	var entries list[auditJSON]
+	msg, err := badFilter(wb.get(w, r, s, "/v1/audit?"+q.Encode(), &entries))
+	if err != nil {
+		return err
+	}
+	filter := url.Values{}
+	for k, v := range in {
+		if k != "page" {
+			filter[k] = v
+		}
+	}
+	wb.render(w, r, http.StatusOK, "audit", s, view{Title: "Audit log", Nav: "audit", Message: msg, Data: map[string]any{
+		"Entries": entries.Results, "Page": max(entries.Page, 1), "TotalPages": entries.TotalPages, "Total": entries.TotalResults,
+		"Filter": filter, "Action": in.Get("action"), "Outcome": in.Get("outcome"), "ObjectID": in.Get("objectId"),
+		"FromDate": in.Get("fromDate"), "ToDate": in.Get("toDate"), "Actions": auditActions,
+	}})
+	return nil
+}
+
+// badFilter turns the API's 400 for a list's filters into a message for
+// the page; any other error is returned.
+func badFilter(err error) (string, error) {
+	var ae *apiError
+	if !errors.As(err, &ae) || ae.Code != http.StatusBadRequest {
+		return "", err
+	}
+	msg := ae.Message
+	keys := make([]string, 0, len(ae.Fields))
+	for f := range ae.Fields {
+		keys = append(keys, f)
+	}
+	slices.Sort(keys)
+	for _, f := range keys {
+		msg += "; " + f + " " + ae.Fields[f]
+	}
+	return msg, nil
+}
+
+// --- one backup run
+
+// runPage shows one backup run: its facts, error, verification checks,
+// the tables of its manifest, and the actions the history offers. The
+// links of notifications lead here. 404 for another user's run.
+func (wb *Web) runPage(w http.ResponseWriter, r *http.Request, s *session) error {
+	var run runJSON
+	if err := wb.get(w, r, s, "/v1/backups/history/"+url.PathEscape(chi.URLParam(r, "id")), &run); err != nil {
+		return err
+	}
+	var job jobJSON
+	err := wb.get(w, r, s, "/v1/backups/jobs/"+url.PathEscape(run.BackupJobID), &job)
+	var ae *apiError
+	if err != nil && !(errors.As(err, &ae) && ae.Code == http.StatusNotFound) {
+		return err
+	}
+	var dbs list[databaseJSON]
+	if err := wb.get(w, r, s, "/v1/databases", &dbs); err != nil {
+		return err
+	}
+	dbName := ""
+	for _, d := range dbs.Results {
+		if d.ID == run.DatabaseID {
+			dbName = d.Name
+		}
+	}
+	agentName := ""
+	if run.AgentID != nil {
+		var agents list[agentJSON]
+		if err := wb.get(w, r, s, "/v1/agents", &agents); err != nil {
+			return err
+		}
+		for _, a := range agents.Results {
+			if a.ID == *run.AgentID {
+				agentName = a.Name
+			}
+		}
+	}
+	var manifest *manifestJSON
+	if len(run.Manifest) > 0 && string(run.Manifest) != "null" {
+		manifest = &manifestJSON{}
+		if err := json.Unmarshal(run.Manifest, manifest); err != nil {
+			wb.log.Warn("dashboard: a backup's manifest does not parse", "run", run.ID, "err", err)
+			manifest = nil
+		}
+	}
+	title := "Backup run"
+	if job.Name != "" {
+		title = "Backup of " + job.Name
+	}
+	wb.render(w, r, http.StatusOK, "run", s, view{Title: title, Nav: "history", Data: map[string]any{
+		"Run": run, "JobName": job.Name, "DBName": dbName, "AgentName": agentName, "Databases": dbs.Results, "Manifest": manifest}})
 	return nil
 }

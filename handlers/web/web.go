@@ -107,7 +107,11 @@ func (wb *Web) routes() http.Handler {
 	r.Get("/jobs/{id}", wb.page(wb.jobPage, true))
 	r.Get("/jobs/{id}/edit", wb.page(wb.jobForm, true))
 	r.Get("/history", wb.page(wb.historyPage, true))
+	r.Get("/history/{id}", wb.page(wb.runPage, true))
 	r.Get("/restores", wb.page(wb.restoresPage, true))
+	r.Get("/channels", wb.page(wb.channelsPage, true))
+	r.Get("/channels/{id}/edit", wb.page(wb.channelsPage, true))
+	r.Get("/audit", wb.page(wb.auditPage, true))
 
 	r.Get(GoogleCallbackPath, wb.page(wb.googleCallback, false))
 	r.Handle("/ui/v1/*", http.HandlerFunc(wb.proxy))

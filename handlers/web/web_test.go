@@ -25,10 +25,19 @@ type fakeAPI struct {
 	seen      []string      // "METHOD path Authorization"
 	valid     map[string]bool
 	used      map[string]bool // refresh tokens already rotated
+	queries   []string        // "METHOD path?query" of authenticated calls
+	// answers are what authenticated GETs of these paths get, instead of
+	// an empty list.
+	answers map[string]fakeAnswer
+}
+
+type fakeAnswer struct {
+	code int
+	body any
 }
 
 func newFakeAPI() *fakeAPI {
-	return &fakeAPI{accessTTL: 15 * time.Minute, valid: map[string]bool{}, used: map[string]bool{}}
+	return &fakeAPI{accessTTL: 15 * time.Minute, valid: map[string]bool{}, used: map[string]bool{}, answers: map[string]fakeAnswer{}}
 }
 
 func (f *fakeAPI) tokens(w http.ResponseWriter, code int) {
@@ -80,6 +89,11 @@ func (f *fakeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		token, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		if !f.valid[token] {
 			writeTestJSON(w, 401, map[string]any{"code": 401, "message": "please authenticate"})
+			return
+		}
+		f.queries = append(f.queries, r.Method+" "+r.URL.RequestURI())
+		if a, ok := f.answers[r.URL.Path]; ok {
+			writeTestJSON(w, a.code, a.body)
 			return
 		}
 		writeTestJSON(w, 200, map[string]any{"results": []any{}, "path": r.URL.Path, "cookie": r.Header.Get("Cookie")})
@@ -443,6 +457,7 @@ func TestWebPagesRender(t *testing.T) {
 	run := runJSON{ID: "r1", BackupJobID: "j1", DatabaseID: "d1", Status: "success", QueuedAt: done, CompletedAt: &done,
 		Duration: &dur, FileSize: &size, FileName: &name, VerificationStatus: "PASSED"}
 	running := runJSON{ID: "r2", Status: "running", QueuedAt: done}
+	six := 6
 	agentID := "a1"
 	pages := map[string]any{
 		"agents":        []agentJSON{{ID: "a1", Name: "box", Status: "online", LastSeenAt: &done}},
@@ -451,13 +466,31 @@ func TestWebPagesRender(t *testing.T) {
 		"storage":       map[string]any{"Storages": []storageJSON{{ID: "s1", StorageType: "s3", Name: "x"}, {ID: "s2", StorageType: "google_drive"}}, "Connected": "y"},
 		"storage_form":  storageJSON{ID: "s1", StorageType: "s3"},
 		"jobs":          []jobRow{{Job: jobJSON{ID: "j1", ScheduleType: "daily", NextRunAt: &done}, LastRun: &running}, {Job: jobJSON{ID: "j2"}}},
-		"job_form":      map[string]any{"Job": jobJSON{ID: "j1", IsEncrypted: true, EncryptionRecipients: []string{"age1x"}}, "Databases": []databaseJSON{{ID: "d1"}}, "Storages": []storageJSON{{ID: "s1"}}, "Advanced": ""},
-		"job":           map[string]any{"Job": jobJSON{ID: "j1"}, "Stats": jobStats{Runs: []runJSON{run, running}, Chart: chart([]runJSON{run, run}), NextRuns: []time.Time{done}}},
+		"job_form": map[string]any{"Job": jobJSON{ID: "j1", IsEncrypted: true, EncryptionRecipients: []string{"age1x"}, NotificationRules: &rulesJSON{RPOHours: &six}},
+			"Databases": []databaseJSON{{ID: "d1"}}, "Storages": []storageJSON{{ID: "s1"}}, "Advanced": "", "Defaults": &rulesJSON{BackupFailed: true}, "Rules": rulesJSON{RPOHours: &six}},
+		"job": map[string]any{"Job": jobJSON{ID: "j1"}, "Stats": jobStats{Runs: []runJSON{run, running}, Chart: chart([]runJSON{run, run}), NextRuns: []time.Time{done}}},
 		"history": map[string]any{"Runs": []runJSON{run, running}, "Page": 2, "TotalPages": 3, "Databases": []databaseJSON{{ID: "d1"}},
 			"DBNames": map[string]string{}, "JobNames": map[string]string{"j1": "nightly"}, "Filter": url.Values{"status": {"success"}},
 			"Status": "", "DatabaseID": "", "FromDate": "", "ToDate": "", "Statuses": []string{"success"}},
 		"restores": map[string]any{"Restores": []restoreJSON{{ID: "x", Status: "running", BackupHistoryID: "r1"}}, "DBNames": map[string]string{},
 			"Files": map[string]string{"r1": "f.sql.zst"}, "Page": 1, "TotalPages": 1, "Filter": url.Values{}},
+		"channels": map[string]any{"Channels": []channelJSON{{ID: "c1", Type: "email", Address: &name, LastSuccessAt: &done},
+			{ID: "c2", Type: "webhook", URL: &name, HasSecret: true, LastError: &name, LastErrorAt: &done}},
+			"Rules": rulesJSON{RPOHours: &six}, "Edit": channelJSON{ID: "c2", Type: "webhook"}, "Types": channelTypes, "Saved": "saved"},
+		"audit": map[string]any{"Entries": []auditJSON{{ID: "e1", Action: "database.create", ObjectType: "database", ObjectID: "d1", Outcome: "success"},
+			{ID: "e2", Action: "channel.create", ObjectType: "channel", Outcome: "failure", Detail: "bad url"}},
+			"Page": 1, "TotalPages": 2, "Total": int64(30), "Filter": url.Values{}, "Actions": auditActions},
+		"run": map[string]any{"Run": runJSON{ID: "r1", Status: "failed", ErrorMessage: &name, QueuedAt: done, ScheduledFor: &done,
+			RawSize: &size, ExpireReason: &name, ExpiredAt: &done, VerificationResult: &struct {
+				OverallStatus      string      `json:"overallStatus"`
+				VerificationMethod string      `json:"verificationMethod"`
+				Checks             []checkJSON `json:"checks"`
+			}{OverallStatus: "FAILED", Checks: []checkJSON{{Check: "size", Message: "m"}}}},
+			"JobName": "nightly", "Databases": []databaseJSON{{ID: "d1"}}, "Manifest": &manifestJSON{Engine: "postgresql", Tables: []struct {
+				Schema string `json:"schema"`
+				Name   string `json:"name"`
+				Rows   int64  `json:"rows"`
+			}{{Schema: "public", Name: "t", Rows: 3}}}},
 		"login": nil, "register": nil, "error": nil,
 	}
 	for name, data := range pages {

@@ -35,11 +35,12 @@ export async function api(method, path, body) {
 // --- times in the browser's time zone
 
 const fmt = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'short' });
+const fmtSeconds = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'medium' });
 function localizeTimes(root = document) {
   for (const el of $$('time[datetime]', root)) {
     const d = new Date(el.getAttribute('datetime'));
     if (!isNaN(d)) {
-      el.textContent = fmt.format(d);
+      el.textContent = (el.hasAttribute('data-seconds') ? fmtSeconds : fmt).format(d);
       el.title = d.toISOString();
     }
   }
@@ -161,7 +162,8 @@ function initApiForms() {
   }
 }
 
-// Buttons with data-action="METHOD /path" (and data-confirm) act, then reload.
+// Buttons with data-action="METHOD /path" (and data-confirm) act, then
+// reload, or go to data-redirect.
 function initActions() {
   document.addEventListener('click', async e => {
     const btn = e.target.closest('[data-action]');
@@ -173,7 +175,9 @@ function initActions() {
     const res = await api(method, path, btn.dataset.body ? JSON.parse(btn.dataset.body) : undefined);
     busy(btn, false);
     if (!res.ok) return toast(res.data?.message ?? `failed (${res.status})`);
-    location.reload();
+    // A page that shows only the deleted object goes where data-redirect says.
+    if (btn.dataset.redirect) location.assign(btn.dataset.redirect);
+    else location.reload();
   });
 }
 
@@ -297,6 +301,58 @@ function initStorage() {
     const res = await api('GET', '/cloud-storage/google/auth-url?' + q);
     if (!res.ok) return showErrors(g, res.data);
     location.assign(res.data.url);
+  });
+}
+
+// --- notification channels
+
+function initChannels() {
+  const form = $('form[data-channel-form]');
+  if (form) {
+    // Each type shows its own fields; hidden ones are not sent (formBody).
+    const type = $('[data-channel-type]', form);
+    const show = () => {
+      for (const el of $$('[data-show-for]', form)) el.hidden = !el.dataset.showFor.split(' ').includes(type.value);
+    };
+    type.addEventListener('change', show);
+    show();
+  }
+  document.addEventListener('click', async e => {
+    const b = e.target.closest('[data-test-channel]');
+    if (!b) return;
+    const id = b.dataset.testChannel;
+    const out = $(`[data-test-result="${CSS.escape(id)}"]`);
+    out.classList.remove('ok', 'bad');
+    out.innerHTML = '<span class="spinner" aria-hidden="true"></span>Sending…';
+    busy(b, true, 'Sending…');
+    const res = await api('POST', `/notification-channels/${id}/test`);
+    busy(b, false);
+    const sent = res.ok && res.data?.success;
+    out.classList.add(sent ? 'ok' : 'bad');
+    out.textContent = sent ? '✓ Test notification sent' : '✗ ' + (res.data?.message ?? `failed (${res.status})`);
+    // The row's last success or last error changed with the test.
+    const ch = await api('GET', `/notification-channels/${id}`);
+    const row = $(`[data-channel="${CSS.escape(id)}"]`);
+    if (!ch.ok || !row) return;
+    const stamp = at => {
+      if (!at) return document.createTextNode('—');
+      const t = document.createElement('time');
+      t.setAttribute('datetime', at);
+      t.textContent = at;
+      return t;
+    };
+    $('[data-last-success]', row).replaceChildren(stamp(ch.data.lastSuccessAt));
+    const err = $('[data-last-error]', row);
+    if (ch.data.lastError) {
+      const msg = document.createElement('div');
+      msg.className = 'error small';
+      msg.textContent = ch.data.lastError;
+      const when = document.createElement('span');
+      when.className = 'small';
+      when.append(stamp(ch.data.lastErrorAt));
+      err.replaceChildren(msg, when);
+    } else err.replaceChildren(stamp(null));
+    localizeTimes(row);
   });
 }
 
@@ -452,6 +508,24 @@ function initJobForm() {
   };
   st.addEventListener('change', toggleCloud);
   toggleCloud();
+
+  // Notifications: null (the user's default rules) or the job's own,
+  // gathered from the unnamed [data-rule] fields into notificationRules.
+  const notify = $('[data-job-notify]', form);
+  const useDefault = $('[data-notify-default]', notify);
+  const own = $('[data-notify-own]', notify);
+  const syncRules = () => {
+    own.hidden = useDefault.checked;
+    const rules = {};
+    for (const el of $$('[data-rule]', own)) {
+      if (el.type === 'checkbox') rules[el.dataset.rule] = el.checked;
+      else if (el.value !== '') rules[el.dataset.rule] = Number(el.value);
+    }
+    form.elements.notificationRules.value = useDefault.checked ? 'null' : JSON.stringify(rules);
+  };
+  notify.addEventListener('input', syncRules);
+  notify.addEventListener('change', syncRules);
+  syncRules();
 }
 
 // --- run now
@@ -524,7 +598,7 @@ function updateRun(id, state) {
 // --- history: filters, restore, verify
 
 function initHistory() {
-  const filter = $('form[data-history-filter]');
+  const filter = $('form[data-history-filter], form[data-date-filter]');
   filter?.addEventListener('submit', () => {
     // Dates are the user's own days: send their local midnights.
     const from = filter.elements.fromDate.value;
@@ -575,7 +649,7 @@ function initHistory() {
       warn();
       if (!res.ok) return showErrors(form, res.data);
       rd.close();
-      const cell = $(`[data-history="${restoreID}"] td[data-label="Restore"]`);
+      const cell = $(`[data-history="${restoreID}"] [data-label="Restore"]`);
       if (cell) {
         cell.replaceChildren(runStatus(res.data.restoreHistoryId, 'queued'));
       }
@@ -729,6 +803,7 @@ initActions();
 initAgents();
 initDatabases();
 initStorage();
+initChannels();
 initJobForm();
 initRunNow();
 initHistory();
