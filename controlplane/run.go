@@ -323,6 +323,15 @@ func (s *system) serve(ctx context.Context) error {
 		return err
 	}
 
+	// Listeners are opened before any goroutine starts, so a busy port
+	// fails the start cleanly.
+	var mln net.Listener
+	if s.cfg.MetricsListen != "" {
+		if mln, err = net.Listen("tcp", s.cfg.MetricsListen); err != nil {
+			return fmt.Errorf("--metrics-listen %s: %w", s.cfg.MetricsListen, err)
+		}
+		defer mln.Close()
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	// Every role writes control-plane events to the outbox; every process
 	// relays it (one at a time leads).
@@ -398,11 +407,7 @@ func (s *system) serve(ctx context.Context) error {
 		}
 		g.Go(func() error { return alerts.Run(gctx) })
 	}
-	if s.cfg.MetricsListen != "" {
-		mln, err := net.Listen("tcp", s.cfg.MetricsListen)
-		if err != nil {
-			return fmt.Errorf("--metrics-listen %s: %w", s.cfg.MetricsListen, err)
-		}
+	if mln != nil {
 		mux := http.NewServeMux()
 		mux.Handle("GET /metrics", met.Handler())
 		msrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}

@@ -180,7 +180,7 @@ type JobRpo struct {
 	UserID     uuid.UUID
 	IsActive   bool
 	CreatedAt  time.Time
-	Hours      interface{}
+	Hours      int32
 	LastGoodAt interface{}
 }
 

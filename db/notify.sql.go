@@ -14,7 +14,7 @@ import (
 
 const agentAlertContext = `-- name: AgentAlertContext :one
 SELECT a.id, a.name, a.user_id, coalesce(p.hostname, '')::text AS hostname, p.last_seen_at,
-       coalesce((u.notify_rules->>'agentOfflineMinutes')::int, 0)::int AS minutes
+       rule_int(u.notify_rules, 'agentOfflineMinutes')::int AS minutes
 FROM agents a
 JOIN users u ON u.id = a.user_id
 LEFT JOIN agent_presence p ON p.agent_id = a.id
@@ -49,10 +49,10 @@ INSERT INTO alert_states (kind, object_id, user_id, breached_at)
 SELECT 'agent_offline', a.id, a.user_id, $1::timestamptz
 FROM agents a
 JOIN users u ON u.id = a.user_id
-JOIN agent_presence p ON p.agent_id = a.id
-CROSS JOIN LATERAL (SELECT (u.notify_rules->>'agentOfflineMinutes')::int AS minutes) r
-WHERE a.revoked_at IS NULL AND r.minutes > 0
-  AND p.last_seen_at < $1::timestamptz - make_interval(mins => r.minutes)
+LEFT JOIN agent_presence p ON p.agent_id = a.id
+WHERE a.revoked_at IS NULL AND rule_int(u.notify_rules, 'agentOfflineMinutes') > 0
+  AND coalesce(p.last_seen_at, a.created_at)
+      < $1::timestamptz - make_interval(mins => rule_int(u.notify_rules, 'agentOfflineMinutes'))
 ON CONFLICT (kind, object_id) DO NOTHING
 RETURNING object_id, user_id, breached_at
 `
@@ -63,8 +63,8 @@ type BreachAgentOfflineRow struct {
 	BreachedAt time.Time
 }
 
-// BreachAgentOffline records, once, each agent not heard from for its
-// user's agentOfflineMinutes at now.
+// BreachAgentOffline records, once, each agent not heard from (since its
+// enrollment, if never) for its user's agentOfflineMinutes at now.
 func (q *Queries) BreachAgentOffline(ctx context.Context, db DBTX, now time.Time) ([]BreachAgentOfflineRow, error) {
 	rows, err := db.Query(ctx, breachAgentOffline, now)
 	if err != nil {
@@ -154,37 +154,45 @@ func (q *Queries) ChannelFailed(ctx context.Context, db DBTX, arg ChannelFailedP
 }
 
 const claimDeliveries = `-- name: ClaimDeliveries :many
-WITH due AS (
-    SELECT id FROM (
-        SELECT x.id, row_number() OVER (PARTITION BY x.channel_id ORDER BY x.id) AS rn
-        FROM notification_deliveries x
-        WHERE x.status IN ('pending', 'sending') AND x.next_attempt_at <= $2
-          AND NOT EXISTS (SELECT 1 FROM notification_deliveries y
-                          WHERE y.channel_id = x.channel_id AND y.status = 'sending'
-                            AND y.next_attempt_at > $2)
-    ) s
-    WHERE rn = 1
-    ORDER BY id
+WITH ch AS (
+    SELECT c.id FROM notification_channels c
+    WHERE c.type = ANY($2::text[])
+      AND EXISTS (SELECT 1 FROM notification_deliveries x
+                  WHERE x.channel_id = c.id AND x.status IN ('pending', 'sending') AND x.next_attempt_at <= now())
+      AND NOT EXISTS (SELECT 1 FROM notification_deliveries y
+                      WHERE y.channel_id = c.id AND y.status = 'sending' AND y.next_attempt_at > now())
+    ORDER BY (SELECT min(x.attempts) FROM notification_deliveries x
+              WHERE x.channel_id = c.id AND x.status IN ('pending', 'sending') AND x.next_attempt_at <= now()), c.id
     LIMIT $3
+    FOR UPDATE OF c SKIP LOCKED
+), due AS (
+    SELECT DISTINCT ON (x.channel_id) x.id
+    FROM notification_deliveries x JOIN ch ON ch.id = x.channel_id
+    WHERE x.status IN ('pending', 'sending') AND x.next_attempt_at <= now()
+    ORDER BY x.channel_id, x.id
 )
 UPDATE notification_deliveries d
-SET status = 'sending', attempts = d.attempts + 1, next_attempt_at = $1
+SET status = 'sending', attempts = d.attempts + 1, next_attempt_at = now() + make_interval(secs => $1::float8)
 FROM due
-WHERE d.id = due.id AND d.status IN ('pending', 'sending') AND d.next_attempt_at <= $2
+WHERE d.id = due.id AND d.status IN ('pending', 'sending') AND d.next_attempt_at <= now()
 RETURNING d.id, d.channel_id, d.user_id, d.event_key, d.kind, d.payload, d.status, d.attempts, d.next_attempt_at, d.last_error, d.created_at, d.sent_at
 `
 
 type ClaimDeliveriesParams struct {
-	LeaseUntil time.Time
-	Now        time.Time
-	Max        int32
+	LeaseSecs float64
+	Types     []string
+	Max       int32
 }
 
-// ClaimDeliveries holds up to max due deliveries, at most one per channel
-// and none of a channel that has one held, until lease_until: a channel
-// that is slow or down holds only its own queue.
+// ClaimDeliveries holds, until lease_secs from now (the database's
+// clock, the same for every replica), the first due delivery of up to max
+// channels of the given types that have none held: a channel that is slow
+// or down holds only its own queue. Each channel's row is locked while
+// claiming, so replicas never hold two deliveries of one channel. Channels
+// whose due deliveries were tried fewer times go first, so a target that
+// keeps failing or hanging waits behind the healthy ones.
 func (q *Queries) ClaimDeliveries(ctx context.Context, db DBTX, arg ClaimDeliveriesParams) ([]NotificationDelivery, error) {
-	rows, err := db.Query(ctx, claimDeliveries, arg.LeaseUntil, arg.Now, arg.Max)
+	rows, err := db.Query(ctx, claimDeliveries, arg.LeaseSecs, arg.Types, arg.Max)
 	if err != nil {
 		return nil, err
 	}
@@ -214,6 +222,17 @@ func (q *Queries) ClaimDeliveries(ctx context.Context, db DBTX, arg ClaimDeliver
 		return nil, err
 	}
 	return items, nil
+}
+
+const countNotificationChannels = `-- name: CountNotificationChannels :one
+SELECT count(*) FROM notification_channels WHERE user_id = $1
+`
+
+func (q *Queries) CountNotificationChannels(ctx context.Context, db DBTX, userID uuid.UUID) (int64, error) {
+	row := db.QueryRow(ctx, countNotificationChannels, userID)
+	var count int64
+	err := row.Scan(&count)
+	return count, err
 }
 
 const createNotificationChannel = `-- name: CreateNotificationChannel :one
@@ -282,50 +301,71 @@ func (q *Queries) DeleteNotificationChannel(ctx context.Context, db DBTX, arg De
 	return id, err
 }
 
-const deliveryFailed = `-- name: DeliveryFailed :exec
+const deliveryFailed = `-- name: DeliveryFailed :execrows
 UPDATE notification_deliveries SET status = 'failed', last_error = $2
-WHERE id = $1 AND status = 'sending'
+WHERE id = $1 AND status = 'sending' AND attempts = $3
 `
 
 type DeliveryFailedParams struct {
-	ID    int64
-	Error *string
+	ID      int64
+	Error   *string
+	Attempt int32
 }
 
-func (q *Queries) DeliveryFailed(ctx context.Context, db DBTX, arg DeliveryFailedParams) error {
-	_, err := db.Exec(ctx, deliveryFailed, arg.ID, arg.Error)
-	return err
+func (q *Queries) DeliveryFailed(ctx context.Context, db DBTX, arg DeliveryFailedParams) (int64, error) {
+	result, err := db.Exec(ctx, deliveryFailed, arg.ID, arg.Error, arg.Attempt)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
 }
 
-const deliveryRetry = `-- name: DeliveryRetry :exec
-UPDATE notification_deliveries SET status = 'pending', next_attempt_at = $2, last_error = $3
-WHERE id = $1 AND status = 'sending'
+const deliveryRetry = `-- name: DeliveryRetry :execrows
+UPDATE notification_deliveries
+SET status = 'pending', next_attempt_at = now() + make_interval(secs => $2::float8), last_error = $3
+WHERE id = $1 AND status = 'sending' AND attempts = $4
 `
 
 type DeliveryRetryParams struct {
-	ID      int64
-	RetryAt time.Time
-	Error   *string
+	ID        int64
+	DelaySecs float64
+	Error     *string
+	Attempt   int32
 }
 
-func (q *Queries) DeliveryRetry(ctx context.Context, db DBTX, arg DeliveryRetryParams) error {
-	_, err := db.Exec(ctx, deliveryRetry, arg.ID, arg.RetryAt, arg.Error)
-	return err
+func (q *Queries) DeliveryRetry(ctx context.Context, db DBTX, arg DeliveryRetryParams) (int64, error) {
+	result, err := db.Exec(ctx, deliveryRetry,
+		arg.ID,
+		arg.DelaySecs,
+		arg.Error,
+		arg.Attempt,
+	)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
 }
 
-const deliverySent = `-- name: DeliverySent :exec
-UPDATE notification_deliveries SET status = 'sent', sent_at = $2, last_error = NULL
-WHERE id = $1 AND status = 'sending'
+const deliverySent = `-- name: DeliverySent :execrows
+
+UPDATE notification_deliveries SET status = 'sent', sent_at = now(), last_error = NULL
+WHERE id = $1 AND status = 'sending' AND attempts = $2
 `
 
 type DeliverySentParams struct {
-	ID int64
-	At *time.Time
+	ID      int64
+	Attempt int32
 }
 
-func (q *Queries) DeliverySent(ctx context.Context, db DBTX, arg DeliverySentParams) error {
-	_, err := db.Exec(ctx, deliverySent, arg.ID, arg.At)
-	return err
+// The outcomes of a claimed delivery; each applies only while the claim
+// of that attempt holds (a dispatcher whose lease ran out and was taken
+// over changes nothing).
+func (q *Queries) DeliverySent(ctx context.Context, db DBTX, arg DeliverySentParams) (int64, error) {
+	result, err := db.Exec(ctx, deliverySent, arg.ID, arg.Attempt)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
 }
 
 const enqueueDeliveries = `-- name: EnqueueDeliveries :execrows
@@ -513,7 +553,7 @@ func (q *Queries) ListNotificationChannels(ctx context.Context, db DBTX, userID 
 const notifyBackupContext = `-- name: NotifyBackupContext :one
 SELECT h.id, h.user_id, h.backup_job_id, h.database_id, h.status, h.queued_at, h.completed_at,
        h.duration_ms, h.file_size, h.raw_size, h.file_name, h.storage_type, h.error_message,
-       h.is_encrypted, h.verification_status,
+       h.is_encrypted, h.verification_status, h.verified_at,
        coalesce(j.name, '')::text AS job_name,
        coalesce(d.name, '')::text AS database_name,
        coalesce(d.type, '')::text AS engine,
@@ -546,6 +586,7 @@ type NotifyBackupContextRow struct {
 	ErrorMessage       *string
 	IsEncrypted        bool
 	VerificationStatus string
+	VerifiedAt         *time.Time
 	JobName            string
 	DatabaseName       string
 	Engine             string
@@ -574,6 +615,7 @@ func (q *Queries) NotifyBackupContext(ctx context.Context, db DBTX, arg NotifyBa
 		&i.ErrorMessage,
 		&i.IsEncrypted,
 		&i.VerificationStatus,
+		&i.VerifiedAt,
 		&i.JobName,
 		&i.DatabaseName,
 		&i.Engine,
@@ -643,6 +685,21 @@ func (q *Queries) NotifyRestoreContext(ctx context.Context, db DBTX, arg NotifyR
 	return i, err
 }
 
+const pruneDeliveries = `-- name: PruneDeliveries :execrows
+DELETE FROM notification_deliveries
+WHERE status IN ('sent', 'failed') AND created_at < now() - make_interval(secs => $1::float8)
+`
+
+// PruneDeliveries forgets sent and failed deliveries older than the
+// given age (the channel keeps its last success and error).
+func (q *Queries) PruneDeliveries(ctx context.Context, db DBTX, olderThanSecs float64) (int64, error) {
+	result, err := db.Exec(ctx, pruneDeliveries, olderThanSecs)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
+}
+
 const rPOAlertContext = `-- name: RPOAlertContext :one
 SELECT j.id, j.name, j.user_id, coalesce(d.name, '')::text AS database_name, coalesce(d.type, '')::text AS engine,
        r.hours::int AS hours,
@@ -684,25 +741,27 @@ DELETE FROM alert_states s
 WHERE s.kind = 'agent_offline' AND NOT EXISTS (
     SELECT 1 FROM agents a
     JOIN users u ON u.id = a.user_id
-    JOIN agent_presence p ON p.agent_id = a.id
+    LEFT JOIN agent_presence p ON p.agent_id = a.id
     WHERE a.id = s.object_id AND a.revoked_at IS NULL
-      AND (u.notify_rules->>'agentOfflineMinutes')::int > 0
-      AND NOT (p.online AND p.last_seen_at > s.breached_at)
+      AND rule_int(u.notify_rules, 'agentOfflineMinutes') > 0
+      AND NOT (coalesce(p.online, false) AND p.last_seen_at > s.breached_at)
 )
 RETURNING s.object_id, s.user_id, s.breached_at,
-    EXISTS (SELECT 1 FROM agents a WHERE a.id = s.object_id AND a.revoked_at IS NULL) AS agent_active
+    EXISTS (SELECT 1 FROM agents a JOIN users u ON u.id = a.user_id
+            WHERE a.id = s.object_id AND a.revoked_at IS NULL
+              AND rule_int(u.notify_rules, 'agentOfflineMinutes') > 0) AS watched
 `
 
 type RecoverAgentOfflineRow struct {
-	ObjectID    uuid.UUID
-	UserID      uuid.UUID
-	BreachedAt  time.Time
-	AgentActive bool
+	ObjectID   uuid.UUID
+	UserID     uuid.UUID
+	BreachedAt time.Time
+	Watched    bool
 }
 
 // RecoverAgentOffline ends the breach of each agent heard from (online)
-// since it began, revoked, or whose user dropped the rule; agent_active is
-// false for a revoked agent.
+// since it began, revoked, or whose user dropped the rule. watched is
+// false for the last two (nothing recovered: no announcement).
 func (q *Queries) RecoverAgentOffline(ctx context.Context, db DBTX) ([]RecoverAgentOfflineRow, error) {
 	rows, err := db.Query(ctx, recoverAgentOffline)
 	if err != nil {
@@ -716,7 +775,7 @@ func (q *Queries) RecoverAgentOffline(ctx context.Context, db DBTX) ([]RecoverAg
 			&i.ObjectID,
 			&i.UserID,
 			&i.BreachedAt,
-			&i.AgentActive,
+			&i.Watched,
 		); err != nil {
 			return nil, err
 		}
@@ -736,19 +795,19 @@ WHERE a.kind = 'rpo' AND NOT EXISTS (
       AND coalesce(r.last_good_at, r.created_at) < $1::timestamptz - make_interval(hours => r.hours)
 )
 RETURNING a.object_id, a.user_id, a.breached_at,
-    EXISTS (SELECT 1 FROM backup_jobs j WHERE j.id = a.object_id AND j.is_active) AS job_active
+    EXISTS (SELECT 1 FROM job_rpo r WHERE r.job_id = a.object_id AND r.is_active AND r.hours > 0) AS watched
 `
 
 type RecoverRPORow struct {
 	ObjectID   uuid.UUID
 	UserID     uuid.UUID
 	BreachedAt time.Time
-	JobActive  bool
+	Watched    bool
 }
 
 // RecoverRPO ends the breach of each job that is no longer breached as
-// BreachRPO says (a good backup came, the rule is gone, the job is paused
-// or deleted); job_active is false for a paused or deleted job.
+// BreachRPO says. watched is false when that is because the rule is gone
+// or the job was paused or deleted (nothing recovered: no announcement).
 func (q *Queries) RecoverRPO(ctx context.Context, db DBTX, now time.Time) ([]RecoverRPORow, error) {
 	rows, err := db.Query(ctx, recoverRPO, now)
 	if err != nil {
@@ -762,7 +821,7 @@ func (q *Queries) RecoverRPO(ctx context.Context, db DBTX, now time.Time) ([]Rec
 			&i.ObjectID,
 			&i.UserID,
 			&i.BreachedAt,
-			&i.JobActive,
+			&i.Watched,
 		); err != nil {
 			return nil, err
 		}

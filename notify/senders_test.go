@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -79,5 +80,56 @@ func TestSenders(t *testing.T) {
 	}
 	if err := (notify.Senders{}).Send(context.Background(), notify.Channel{Type: notify.TypeEmail, Address: "a@b.c"}, n, "9"); !notify.IsPermanent(err) {
 		t.Fatalf("email without SMTP: %v", err)
+	}
+}
+
+// TestWebhookErrorsHideTheURL: whatever spelling a channel's URL has, a
+// network failure's message (logged, and shown on the channel) names its
+// scheme and host only, never the path that holds the token.
+func TestWebhookErrorsHideTheURL(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // a closed port: connection refused
+	pol, _ := egress.New([]string{addr})
+	s := &notify.WebhookSender{Client: pol.HTTPClient(), Timeout: 5 * time.Second}
+	for _, u := range []string{"http://" + addr + "/T0/B0/tok3n", "HTTP://" + addr + "/T0/B0/tok3n", "http://" + addr + "/T0/B0/tok3n|x{y}^`z",
+		"http://" + addr + "/T0/ünï/tok3n", "http://" + addr + "/T0 B0/tok3n?x=tok3n"} {
+		for _, typ := range []string{notify.TypeSlack, notify.TypeWebhook} {
+			err := s.Send(context.Background(), notify.Channel{Type: typ, URL: u, Secret: "0123456789abcdef"}, sample(), "1")
+			if err == nil || strings.Contains(err.Error(), "tok3n") || notify.IsPermanent(err) {
+				t.Fatalf("%s: %v", u, err)
+			}
+		}
+	}
+	long := sample()
+	long.Title = strings.Repeat("ü", 400)
+	long.Error = strings.Repeat("x", 5000)
+	var body []byte
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { body, _ = io.ReadAll(r.Body) }))
+	defer srv.Close()
+	pol, _ = egress.New([]string{strings.TrimPrefix(srv.URL, "http://")})
+	s = &notify.WebhookSender{Client: pol.HTTPClient()}
+	if err := s.Send(context.Background(), notify.Channel{Type: notify.TypeSlack, URL: srv.URL}, long, "2"); err != nil {
+		t.Fatal(err)
+	}
+	var m struct {
+		Blocks []struct {
+			Text   struct{ Text string }
+			Fields []struct{ Text string }
+		}
+	}
+	if err := json.Unmarshal(body, &m); err != nil {
+		t.Fatal(err)
+	}
+	if n := len([]rune(m.Blocks[0].Text.Text)); n > 150 {
+		t.Fatalf("Slack header of %d characters", n)
+	}
+	for _, f := range m.Blocks[1].Fields {
+		if n := len([]rune(f.Text)); n > 2000 {
+			t.Fatalf("Slack field of %d characters", n)
+		}
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -77,7 +78,8 @@ func (s *WebhookSender) Send(ctx context.Context, ch Channel, n Notification, de
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, ch.URL, bytes.NewReader(body))
 	if err != nil {
-		return Permanent(fmt.Errorf("bad URL: %w", err))
+		// The parser's error quotes the URL, token and all.
+		return Permanent(fmt.Errorf("%s: not a usable URL", redact(ch.URL)))
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", "RahatBack/"+version.String())
@@ -97,7 +99,7 @@ func (s *WebhookSender) Send(ctx context.Context, ch Channel, n Notification, de
 		if r, ok := egress.IsRefused(err); ok {
 			return Permanent(r)
 		}
-		return fmt.Errorf("POST %s: %w", redact(ch.URL), scrub(err, ch.URL))
+		return fmt.Errorf("POST %s: %w", redact(ch.URL), scrub(err, ch.URL, req.URL.String()))
 	}
 	defer resp.Body.Close()
 	snippet, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
@@ -123,11 +125,24 @@ func redact(raw string) string {
 	return d
 }
 
-// scrub removes the full URL from an error text (net/http quotes it).
-func scrub(err error, raw string) error {
-	msg := strings.ReplaceAll(err.Error(), raw, redact(raw))
-	if q := strings.Trim(fmt.Sprintf("%q", raw), `"`); q != raw {
-		msg = strings.ReplaceAll(msg, q, redact(raw))
+// scrub is err without the URL: net/http's *url.Error names the request's
+// URL (in its own spelling, canonical is the one sent), which holds
+// Slack's and Discord's tokens; only its cause is kept, and any spelling
+// of the URL left in it is replaced by the redacted one.
+func scrub(err error, raw, canonical string) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err
+	}
+	msg := err.Error()
+	for _, u := range []string{raw, canonical} {
+		if u == "" {
+			continue
+		}
+		msg = strings.ReplaceAll(msg, u, redact(raw))
+		if q := strings.Trim(fmt.Sprintf("%q", u), `"`); q != u {
+			msg = strings.ReplaceAll(msg, q, redact(raw))
+		}
 	}
 	return errors.New(msg)
 }
@@ -143,12 +158,14 @@ func oneLine(b []byte) string {
 // slackMessage is n in Slack's incoming-webhook format: a fallback text and
 // blocks (a header, the facts as fields, the link).
 func slackMessage(n Notification) map[string]any {
+	// Slack refuses (400) a header over 150 characters and a field over
+	// 2000.
 	var fields []map[string]any
 	for _, l := range n.Lines() {
-		fields = append(fields, map[string]any{"type": "mrkdwn", "text": "*" + slackEscape(l.Name) + "*\n" + slackEscape(l.Value)})
+		fields = append(fields, map[string]any{"type": "mrkdwn", "text": "*" + slackEscape(cut(l.Name, 100)) + "*\n" + slackEscape(cut(l.Value, 1800))})
 	}
 	blocks := []map[string]any{
-		{"type": "header", "text": map[string]any{"type": "plain_text", "text": n.Title}},
+		{"type": "header", "text": map[string]any{"type": "plain_text", "text": cut(n.Title, 150)}},
 	}
 	// Slack takes at most 10 fields per section.
 	for i := 0; i < len(fields); i += 10 {
@@ -159,6 +176,15 @@ func slackMessage(n Notification) map[string]any {
 			"text": map[string]any{"type": "mrkdwn", "text": "<" + n.Link + "|Open in RahatBack>"}})
 	}
 	return map[string]any{"text": n.Subject(), "blocks": blocks}
+}
+
+// cut is s in at most n characters (runes), with an ellipsis when cut.
+func cut(s string, n int) string {
+	r := []rune(s)
+	if len(r) <= n {
+		return s
+	}
+	return string(r[:n-1]) + "…"
 }
 
 func slackEscape(s string) string {
@@ -173,13 +199,14 @@ func discordMessage(n Notification) map[string]any {
 	}
 	var fields []map[string]any
 	for _, l := range n.Lines() {
-		v := l.Value
-		if len(v) > 1000 {
-			v = v[:1000] + "…"
-		}
-		fields = append(fields, map[string]any{"name": l.Name, "value": v, "inline": len(v) < 40})
+		// Discord's limits: 256 per field name and title, 1024 per value.
+		v := cut(l.Value, 1000)
+		fields = append(fields, map[string]any{"name": cut(l.Name, 250), "value": v, "inline": len(v) < 40})
 	}
-	embed := map[string]any{"title": n.Title, "color": color, "fields": fields, "timestamp": n.At.UTC().Format(time.RFC3339)}
+	if len(fields) > 25 {
+		fields = fields[:25]
+	}
+	embed := map[string]any{"title": cut(n.Title, 250), "color": color, "fields": fields, "timestamp": n.At.UTC().Format(time.RFC3339)}
 	if n.Link != "" {
 		embed["url"] = n.Link
 	}

@@ -72,12 +72,24 @@ CREATE TABLE alert_states (
     PRIMARY KEY (kind, object_id)
 );
 
+-- rule_int is a whole-number rule of a rules document (notify.Rules), 0
+-- when it is absent or not a number, so that one odd document cannot stop
+-- the alerts of everyone.
+-- +goose StatementBegin
+CREATE FUNCTION rule_int(rules jsonb, name text) RETURNS integer
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE WHEN jsonb_typeof(rules -> name) = 'number'
+                THEN least(greatest(trunc((rules ->> name)::numeric), 0), 1000000)::integer
+                ELSE 0 END
+$$;
+-- +goose StatementEnd
+
 -- Each job's recovery point objective (rpoHours of its rules, 0: none)
 -- and its newest good backup: successful (or since expired), not deleted,
 -- and not failed verification.
 CREATE VIEW job_rpo AS
 SELECT j.id AS job_id, j.user_id, j.is_active, j.created_at,
-       coalesce((coalesce(j.notify_rules, u.notify_rules)->>'rpoHours')::int, 0) AS hours,
+       rule_int(coalesce(j.notify_rules, u.notify_rules), 'rpoHours') AS hours,
        (SELECT max(h.completed_at) FROM backup_history h
         WHERE h.backup_job_id = j.id AND h.status IN ('success', 'expired')
           AND h.verification_status <> 'FAILED' AND h.deleted_at IS NULL) AS last_good_at
@@ -104,6 +116,7 @@ CREATE INDEX audit_log_user_idx ON audit_log (user_id, at DESC, id);
 -- +goose Down
 DROP TABLE audit_log;
 DROP VIEW job_rpo;
+DROP FUNCTION rule_int(jsonb, text);
 DROP TABLE alert_states;
 DROP TABLE notification_deliveries;
 ALTER TABLE backup_jobs DROP COLUMN notify_rules;

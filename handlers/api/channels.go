@@ -48,8 +48,9 @@ type channelInput struct {
 	Secret  *string `json:"secret"`
 }
 
-// Webhook signing secrets: at least MinSecret bytes.
+// Limits: channels per user, and the length of webhook signing secrets.
 const (
+	maxChannels      = 20
 	minChannelSecret = 16
 	maxChannelSecret = 256
 )
@@ -83,7 +84,7 @@ func (a *API) getChannel(w http.ResponseWriter, r *http.Request) error {
 // createChannel adds a channel: 201 with it; 400 naming a bad field,
 // including a URL the egress policy refuses (loopback, private,
 // link-local and metadata addresses, after DNS, unless --allow-endpoint
-// allows them).
+// allows them); 409 when the user has 20 channels.
 func (a *API) createChannel(w http.ResponseWriter, r *http.Request) error {
 	var in channelInput
 	if err := a.decodeJSON(w, r, &in); err != nil {
@@ -96,6 +97,13 @@ func (a *API) createChannel(w http.ResponseWriter, r *http.Request) error {
 	c.Type = *in.Type
 	if err := a.applyChannel(r.Context(), &c, in, true); err != nil {
 		return err
+	}
+	// Each of a user's channels takes a send slot at each event: a cap
+	// keeps one user's many (or broken) channels from holding them all.
+	if n, err := a.q.CountNotificationChannels(r.Context(), a.pool, c.UserID); err != nil {
+		return err
+	} else if n >= maxChannels {
+		return errorf(http.StatusConflict, "at most %d notification channels per user; delete one first", maxChannels)
 	}
 	c, err := a.q.CreateNotificationChannel(r.Context(), a.pool, db.CreateNotificationChannelParams{ID: c.ID, UserID: c.UserID,
 		Name: c.Name, Type: c.Type, Enabled: c.Enabled, Address: c.Address, UrlEnc: c.UrlEnc, UrlDisplay: c.UrlDisplay, SecretEnc: c.SecretEnc})

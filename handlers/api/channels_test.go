@@ -107,6 +107,15 @@ func TestNotificationChannels(t *testing.T) {
 	wantCode(t, s.do(t, "DELETE", "/v1/notification-channels/"+id, tok, nil), http.StatusNoContent)
 	wantCode(t, s.do(t, "GET", "/v1/notification-channels/"+id, tok, nil), http.StatusNotFound)
 
+	t.Run("Cap", func(t *testing.T) {
+		u := s.register(t, "channels-many@example.com").Tokens.Access.Token
+		for i := 1; i < 20; i++ { // the first is the user's own email
+			wantCode(t, s.do(t, "POST", "/v1/notification-channels", u, map[string]any{"type": "email", "address": "x@example.com"}), http.StatusCreated)
+		}
+		wantCode(t, s.do(t, "POST", "/v1/notification-channels", u, map[string]any{"type": "email", "address": "x@example.com"}), http.StatusConflict)
+		wantCode(t, s.do(t, "GET", "/v1/audit?page=100000000&limit=100", u, nil), http.StatusBadRequest)
+	})
+
 	t.Run("Rules", func(t *testing.T) {
 		var rules map[string]any
 		s.do(t, "GET", "/v1/notification-rules", tok, nil).JSON(t, &rules)

@@ -129,13 +129,14 @@ func toHistoryJSON(h db.BackupHistory, withManifest bool) historyJSON {
 
 var backupStatuses = []string{"queued", "running", "success", "failed", "cancelled", "skipped", "expired"}
 
-// pageParams reads page (default 1) and limit (default 10, at most 100).
+// pageParams reads page (default 1, at most 1000000) and limit (default
+// 10, at most 100).
 func pageParams(r *http.Request, f fieldErrors) (page, limit int) {
 	page, limit = 1, 10
 	if v := r.URL.Query().Get("page"); v != "" {
 		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 {
-			f.add("page", "must be a whole number ≥ 1")
+		if err != nil || n < 1 || n > 1_000_000 {
+			f.add("page", "must be a whole number 1-1000000")
 		} else {
 			page = n
 		}

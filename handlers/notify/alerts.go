@@ -121,8 +121,8 @@ func (a *AlertChecker) Check(ctx context.Context) (int, error) {
 			return fmt.Errorf("rpo recoveries: %w", err)
 		}
 		for _, r := range back {
-			if !r.JobActive {
-				continue // deleted or paused: nothing to recover
+			if !r.Watched {
+				continue // the rule went, or the job was paused or deleted: nothing recovered
 			}
 			if err := add(events.AlertRPO, events.PhaseRecovered, r.ObjectID, r.UserID, r.BreachedAt); err != nil {
 				return err
@@ -142,7 +142,7 @@ func (a *AlertChecker) Check(ctx context.Context) (int, error) {
 			return fmt.Errorf("agent recoveries: %w", err)
 		}
 		for _, r := range on {
-			if !r.AgentActive {
+			if !r.Watched {
 				continue
 			}
 			if err := add(events.AlertAgentOffline, events.PhaseRecovered, r.ObjectID, r.UserID, r.BreachedAt); err != nil {

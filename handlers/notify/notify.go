@@ -41,9 +41,10 @@ type Opts struct {
 	// Kick, when set, is called after deliveries were added (the
 	// Dispatcher's Kick), so they go out at once.
 	Kick func()
-	// WaitFor is how long an event waits for the history projector to
-	// apply the run it is about before it is dropped; default 10 min.
-	WaitFor time.Duration
+	// Projector names the history projector's consumer, whose progress
+	// tells when an event about an unfinished run can be dropped; default
+	// events.ProjectorConsumer.
+	Projector string
 }
 
 func (o *Opts) validate() error {
@@ -60,8 +61,8 @@ func (o *Opts) validate() error {
 	if o.Durable == "" {
 		o.Durable = events.NotifierConsumer
 	}
-	if o.WaitFor == 0 {
-		o.WaitFor = 10 * time.Minute
+	if o.Projector == "" {
+		o.Projector = events.ProjectorConsumer
 	}
 	return nil
 }
@@ -89,18 +90,22 @@ func Run(ctx context.Context, o Opts) error {
 	applyCtx := context.WithoutCancel(ctx)
 	cc, err := cons.Consume(func(msg jetstream.Msg) {
 		actx, cancel := context.WithTimeout(applyCtx, 30*time.Second)
+		defer cancel()
 		err := n.Handle(actx, msg.Subject(), msg.Data())
-		cancel()
+		if errors.Is(err, errWait) && n.projectorPassed(actx, msg) {
+			// The projector may have applied the event since Handle read
+			// the row: read it again before giving up.
+			if err = n.Handle(actx, msg.Subject(), msg.Data()); errors.Is(err, errWait) {
+				n.Logger.Warn("dropping a notification: the history projector applied its event and the run is still unfinished",
+					"subject", msg.Subject())
+				_ = msg.Term()
+				return
+			}
+		}
 		switch {
 		case err == nil:
 			_ = msg.Ack()
 		case errors.Is(err, errWait):
-			meta, merr := msg.Metadata()
-			if merr == nil && time.Since(meta.Timestamp) > o.WaitFor {
-				n.Logger.Warn("dropping a notification: its run never finished in the history", "subject", msg.Subject())
-				_ = msg.Term()
-				return
-			}
 			_ = msg.NakWithDelay(retryDelay)
 		case errors.Is(err, errPoison):
 			n.Logger.Warn("event cannot notify", "subject", msg.Subject(), "err", err)
@@ -117,6 +122,26 @@ func Run(ctx context.Context, o Opts) error {
 	cc.Drain()
 	<-cc.Closed()
 	return nil
+}
+
+// projectorPassed reports whether the history projector has acknowledged
+// everything up to msg (so the run's row is as final as it will be). An
+// event about a run still unfinished waits for it however long the
+// projector is down or behind: it is dropped only once the projector has
+// applied it and the run did not end (an agent's stale or refused event).
+func (n *Notifier) projectorPassed(ctx context.Context, msg jetstream.Msg) bool {
+	meta, err := msg.Metadata()
+	if err != nil {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	c, err := n.JS.Consumer(ctx, events.StreamEvents, n.Projector)
+	if err != nil {
+		return false
+	}
+	info, err := c.Info(ctx)
+	return err == nil && info.AckFloor.Stream >= meta.Sequence.Stream
 }
 
 // Notifier turns one event into deliveries.
@@ -305,6 +330,15 @@ func (n *Notifier) verify(ctx context.Context, agent uuid.UUID, phase string, da
 	}
 	if err != nil {
 		return err
+	}
+	// Only a result the history holds notifies: an agent cannot announce
+	// failures the projector refused, and a later result wins.
+	at := ev.At.UTC()
+	switch {
+	case c.VerifiedAt == nil || c.VerifiedAt.Before(at.Add(-time.Microsecond)):
+		return errWait
+	case c.VerifiedAt.After(at.Add(time.Microsecond)) || c.VerificationStatus != "FAILED":
+		return nil
 	}
 	rules, err := notify.ParseRules(c.Rules)
 	if err != nil {

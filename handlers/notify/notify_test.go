@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -307,12 +309,12 @@ func TestAbandonedDeliveryIsSentAgain(t *testing.T) {
 	if err := n.Handle(context.Background(), subject, data); err != nil {
 		t.Fatal(err)
 	}
-	now := time.Now()
-	held, err := db.New().ClaimDeliveries(context.Background(), w.pool, db.ClaimDeliveriesParams{Now: now, LeaseUntil: now.Add(time.Second), Max: 10})
+	claim := db.ClaimDeliveriesParams{Types: notify.Types, LeaseSecs: 1, Max: 10}
+	held, err := db.New().ClaimDeliveries(context.Background(), w.pool, claim)
 	if err != nil || len(held) != 1 {
 		t.Fatalf("claim: %v %v", held, err)
 	}
-	again, _ := db.New().ClaimDeliveries(context.Background(), w.pool, db.ClaimDeliveriesParams{Now: now, LeaseUntil: now.Add(time.Second), Max: 10})
+	again, _ := db.New().ClaimDeliveries(context.Background(), w.pool, claim)
 	if len(again) != 0 {
 		t.Fatalf("a held delivery was claimed twice: %v", again)
 	}
@@ -321,6 +323,88 @@ func TestAbandonedDeliveryIsSentAgain(t *testing.T) {
 	waitFor(t, 20*time.Second, "the abandoned delivery sent", func() bool { return good.hits.Load() == 1 })
 	if d := w.deliveries(held[0].ChannelID); d[0].Status != "sent" || d[0].Attempts != 2 {
 		t.Fatalf("delivery after its lease: %+v", d[0])
+	}
+	// The dead dispatcher's late word changes nothing.
+	for _, late := range []func() (int64, error){
+		func() (int64, error) {
+			return db.New().DeliveryFailed(context.Background(), w.pool, db.DeliveryFailedParams{ID: held[0].ID, Attempt: 1, Error: ptr("late")})
+		},
+		func() (int64, error) {
+			return db.New().DeliveryRetry(context.Background(), w.pool, db.DeliveryRetryParams{ID: held[0].ID, Attempt: 1, Error: ptr("late")})
+		},
+	} {
+		if n, err := late(); n != 0 || err != nil {
+			t.Fatalf("a stale claim's update applied: %d %v", n, err)
+		}
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// TestHungMailServerDelaysNoWebhook: email and webhooks have their own
+// send slots: while the SMTP server accepts connections and never
+// answers, every email slot is taken and webhooks still go out.
+func TestHungMailServerDelaysNoWebhook(t *testing.T) {
+	w := newWorld(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var conns sync.WaitGroup
+	stuck := make(chan struct{})
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns.Add(1)
+			go func() { defer conns.Done(); <-stuck; c.Close() }()
+		}
+	}()
+	smtp, err := notify.ParseSMTP("smtp://"+ln.Addr().String()+"?tls=none", "rb@example.com", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := newReceiver(t, nil)
+	pol, _ := egress.New([]string{host(t, good.URL)})
+	for i := range 3 {
+		addr := fmt.Sprintf("ops%d@example.com", i)
+		if _, err := db.New().CreateNotificationChannel(context.Background(), w.pool, db.CreateNotificationChannelParams{
+			ID: uuid.New(), UserID: w.user, Name: addr, Type: "email", Enabled: true, Address: &addr}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w.webhook("good", good.URL)
+	n, _ := hnotify.NewNotifier(hnotify.Opts{Pool: w.pool, JS: w.nats.JS, Email: true})
+	run, subject, data := w.run("")
+	if err := n.Handle(context.Background(), subject, data); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	disp, err := hnotify.NewDispatcher(hnotify.DispatcherOpts{Pool: w.pool, Secrets: w.box, Parallel: 1, ParallelEmail: 1,
+		Sender: notify.Senders{Email: &notify.EmailSender{SMTP: smtp, Timeout: time.Minute},
+			Webhook: &notify.WebhookSender{Client: pol.HTTPClient()}},
+		Poll: 100 * time.Millisecond, Logger: testsupport.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { _ = disp.Run(ctx); close(done) }()
+	// Released: the hung sends end, and the dispatcher with them.
+	defer func() { close(stuck); cancel(); <-done; conns.Wait() }()
+	waitFor(t, 20*time.Second, "the webhook sent while the mail server hangs", func() bool {
+		return good.count(notify.EventBackupSucceeded+":"+run.String()) == 1
+	})
+	var sending int
+	if err := w.pool.QueryRow(context.Background(),
+		`SELECT count(*) FROM notification_deliveries d JOIN notification_channels c ON c.id = d.channel_id
+		 WHERE c.type = 'email' AND d.status = 'sending'`).Scan(&sending); err != nil {
+		t.Fatal(err)
+	}
+	if sending != 1 {
+		t.Fatalf("%d email deliveries held with one email slot", sending)
 	}
 }
 
@@ -395,9 +479,29 @@ func TestAlertsFireOnceAndRecover(t *testing.T) {
 		t.Fatalf("after recoveries: %v, want %v", got, want)
 	}
 
+	// A rule removed while breached ends the alert without announcing a
+	// recovery that did not happen.
+	w.exec(`UPDATE agent_presence SET last_seen_at = now() - interval '1 hour', online = false WHERE agent_id = $1`, w.agent)
+	check()
+	w.exec(`UPDATE users SET notify_rules = '{"backupFailed":true,"rpoHours":1}' WHERE id = $1`, w.user)
+	check()
+	want = append(want, events.AlertSubject(u, events.AlertAgentOffline, events.PhaseBreached))
+	if got := w.outboxAlerts(); strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Fatalf("after the rule went: %v, want %v", got, want)
+	}
+	var left int
+	_ = w.pool.QueryRow(ctx, `SELECT count(*) FROM alert_states WHERE kind = 'agent_offline'`).Scan(&left)
+	if left != 0 {
+		t.Fatal("an alert whose rule went is still breached")
+	}
+	// A stored rule that is not a whole number stops nobody's alerts.
+	w.exec(`UPDATE users SET notify_rules = '{"rpoHours":"soon","agentOfflineMinutes":1.5}' WHERE id = $1`, w.user)
+	check()
+
 	// The events notify, once each, whatever the redeliveries.
 	n, _ := hnotify.NewNotifier(hnotify.Opts{Pool: w.pool, JS: w.nats.JS, PublicURL: "https://rb.example/"})
-	rows, err := w.pool.Query(ctx, `SELECT subject, data FROM outbox WHERE subject LIKE 'rahat.alert.%' ORDER BY id`)
+	// (The first four: a breach and a recovery of each.)
+	rows, err := w.pool.Query(ctx, `SELECT subject, data FROM outbox WHERE subject LIKE 'rahat.alert.%' ORDER BY id LIMIT 4`)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -492,6 +596,11 @@ func TestRulesChooseEvents(t *testing.T) {
 	handle := func(subject string, payload any) {
 		t.Helper()
 		data, _ := json.Marshal(payload)
+		if strings.Contains(subject, ".verify.") { // as the projector does first
+			if err := projector.Apply(ctx, w.pool, subject, time.Now(), data); err != nil {
+				t.Fatal(err)
+			}
+		}
 		if err := n.Handle(ctx, subject, data); err != nil {
 			t.Fatalf("%s: %v", subject, err)
 		}
@@ -545,6 +654,15 @@ func TestRulesChooseEvents(t *testing.T) {
 	_ = json.Unmarshal(w.deliveries(ch)[0].Payload, &nt)
 	if !strings.Contains(nt.Text(), "Check test restore: psql: syntax error at line 12") || strings.Contains(nt.Text(), "Check checksum") {
 		t.Fatalf("verification notification:\n%s", nt.Text())
+	}
+	// A failure older than the result the history holds says nothing.
+	stale, _ := json.Marshal(events.VerifyEvent{V: 1, ID: uuid.NewString(), VerifyID: "v0", BackupID: run.String(),
+		At: time.Now().Add(-time.Hour), Level: "FULL", Result: failed})
+	if err := n.Handle(ctx, events.EventSubject(agent, events.KindVerify, events.PhaseCompleted), stale); err != nil {
+		t.Fatal(err)
+	}
+	if got := kinds(); got != "backup.succeeded verification.failed" {
+		t.Fatalf("after a stale verification: %s", got)
 	}
 
 	// The job's own rules: failures and restores, no successes.
@@ -607,3 +725,40 @@ func TestSkippedNotifies(t *testing.T) {
 		t.Fatal("an agent's skipped event was accepted")
 	}
 }
+
+// TestWaitsForProjector: an event about a run the history projector has
+// not applied yet waits for it, however long the projector is away, and
+// notifies once it has.
+func TestWaitsForProjector(t *testing.T) {
+	w := newWorld(t)
+	good := newReceiver(t, nil)
+	pol, _ := egress.New([]string{host(t, good.URL)})
+	w.webhook("good", good.URL)
+	ctx := context.Background()
+	run := uuid.New()
+	now := time.Now().UTC()
+	queued, _ := json.Marshal(events.BackupEvent{V: 1, ID: uuid.NewString(), RunID: run.String(), At: now,
+		UserID: w.user.String(), JobID: w.job.String(), DatabaseID: w.dbID.String(), StorageType: "local", Compression: "zstd"})
+	if err := projector.Apply(ctx, w.pool, events.ControlSubject(w.agent.String(), events.KindBackup, events.PhaseQueued), now, queued); err != nil {
+		t.Fatal(err)
+	}
+	stop := w.notifier(pol, time.Minute)
+	defer stop()
+	done, _ := json.Marshal(events.BackupEvent{V: 1, ID: uuid.NewString(), RunID: run.String(), At: now.Add(time.Second),
+		FileName: "x", FileSize: 1, StorageKey: "k", Checksum: "c", ChecksumAlgorithm: "sha256", DurationMs: 5, Manifest: json.RawMessage(`{}`)})
+	w.publish(events.EventSubject(w.agent.String(), events.KindBackup, events.PhaseCompleted), done)
+	id := notify.EventBackupSucceeded + ":" + run.String()
+	time.Sleep(3 * retryWait) // several redeliveries while no projector runs
+	if good.count(id) != 0 {
+		t.Fatal("notified before the history said so")
+	}
+	pctx, cancel := context.WithCancel(ctx)
+	pdone := make(chan struct{})
+	go func() { _ = projector.Run(pctx, projector.Opts{Pool: w.pool, JS: w.nats.JS, Logger: testsupport.Logger(t)}); close(pdone) }()
+	defer func() { cancel(); <-pdone }()
+	waitFor(t, 30*time.Second, "notified once the projector applied the run", func() bool { return good.count(id) == 1 })
+}
+
+// retryWait is how long the notifier leaves an event that waits for the
+// projector.
+const retryWait = 2 * time.Second
