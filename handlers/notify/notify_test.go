@@ -754,7 +754,10 @@ func TestWaitsForProjector(t *testing.T) {
 	}
 	pctx, cancel := context.WithCancel(ctx)
 	pdone := make(chan struct{})
-	go func() { _ = projector.Run(pctx, projector.Opts{Pool: w.pool, JS: w.nats.JS, Logger: testsupport.Logger(t)}); close(pdone) }()
+	go func() {
+		_ = projector.Run(pctx, projector.Opts{Pool: w.pool, JS: w.nats.JS, Logger: testsupport.Logger(t)})
+		close(pdone)
+	}()
 	defer func() { cancel(); <-pdone }()
 	waitFor(t, 30*time.Second, "notified once the projector applied the run", func() bool { return good.count(id) == 1 })
 }
