@@ -120,6 +120,7 @@ func str(m map[string]any, path ...string) string {
 // "no good backup for N hours" alert and its recovery, each once; the
 // audit log of what they did; and a /metrics scrape.
 func TestNotificationsAuditMetrics(t *testing.T) {
+	t.Parallel() // see TestAgentKilledMidVerifyAndRestore
 	ctx := context.Background()
 	dbURL, pool := testsupport.NewDatabase(t)
 	mp := testsupport.StartMailpit(t, testsupport.MailpitOptions{TLS: "starttls", Auth: true})
@@ -610,6 +611,7 @@ func gauge(t *testing.T, fams map[string]*dto.MetricFamily, name string, want ma
 // without a token, and not on the API's address; an SMTP password in a
 // flag (visible in the process list) is refused.
 func TestMetricsOwnAddress(t *testing.T) {
+	t.Parallel() // see TestAgentKilledMidVerifyAndRestore
 	dbURL, _ := testsupport.NewDatabase(t)
 	httpAddr, metricsAddr := freeAddr(t), freeAddr(t)
 	base := "http://" + httpAddr

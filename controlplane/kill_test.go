@@ -148,6 +148,10 @@ func waitScratch(t *testing.T, want int, within time.Duration, what string) {
 // verification left, the verification (redelivered) then passes, and the
 // killed restore leaves its target exactly as it was.
 func TestAgentKilledMidVerifyAndRestore(t *testing.T) {
+	// Mostly waiting (for a command's redelivery), it runs beside the
+	// other parallel tests of this package, which start no FULL
+	// verification: the scratch databases it counts are its own.
+	t.Parallel()
 	ctx := context.Background()
 	dbURL, _ := testsupport.NewDatabase(t)
 	name := "slow_" + testsupport.RandomString(4)

@@ -111,6 +111,7 @@ func (p *page) reloadUntil(what, path, cond string, within time.Duration) {
 // log of all that; and the page of one backup run, which notifications
 // link to.
 func TestWebNotify(t *testing.T) {
+	t.Parallel() // see TestAgentKilledMidVerifyAndRestore
 	chromiumPath(t)
 	ctx := context.Background()
 	dbURL, _ := testsupport.NewDatabase(t)
