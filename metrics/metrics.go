@@ -175,13 +175,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 				online, v = online+1, 1
 			}
 			ch <- prometheus.MustNewConstMetric(c.agentOnline, prometheus.GaugeValue, v, a.ID.String(), a.Name)
-			cons, err := c.o.JS.Consumer(ctx, events.StreamCommands, events.AgentConsumer(a.ID.String()))
+			info, err := c.consumerInfo(ctx, events.StreamCommands, events.AgentConsumer(a.ID.String()))
 			if errors.Is(err, jetstream.ErrConsumerNotFound) {
 				continue
-			}
-			var info *jetstream.ConsumerInfo
-			if err == nil {
-				info, err = cons.Info(ctx)
 			}
 			if err != nil {
 				fail(c.waiting, err)
@@ -194,13 +190,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.agents, prometheus.GaugeValue, float64(len(agents)-online), "offline")
 	}
 	for _, name := range []string{events.ProjectorConsumer, events.NotifierConsumer, events.AuditConsumer} {
-		cons, err := c.o.JS.Consumer(ctx, events.StreamEvents, name)
+		info, err := c.consumerInfo(ctx, events.StreamEvents, name)
 		if errors.Is(err, jetstream.ErrConsumerNotFound) {
 			continue // that role does not run
-		}
-		var info *jetstream.ConsumerInfo
-		if err == nil {
-			info, err = cons.Info(ctx)
 		}
 		if err != nil {
 			fail(c.consumerPending, err)
@@ -216,6 +208,16 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(c.deliveries, prometheus.GaugeValue, float64(r.N), r.Type, r.Status)
 		}
 	}
+}
+
+// consumerInfo is the state of a durable consumer of stream;
+// jetstream.ErrConsumerNotFound when there is none.
+func (c *collector) consumerInfo(ctx context.Context, stream, name string) (*jetstream.ConsumerInfo, error) {
+	cons, err := c.o.JS.Consumer(ctx, stream, name)
+	if err != nil {
+		return nil, err
+	}
+	return cons.Info(ctx)
 }
 
 // histograms are the duration and size histograms of successful backups

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -149,7 +150,7 @@ func (a *API) updateChannel(w http.ResponseWriter, r *http.Request) error {
 // applyChannel validates in onto c, sealing a new URL and secret.
 func (a *API) applyChannel(ctx context.Context, c *db.NotificationChannel, in channelInput, create bool) error {
 	f := fieldErrors{}
-	if !slicesContains(notify.Types, c.Type) {
+	if !slices.Contains(notify.Types, c.Type) {
 		f.add("type", "must be one of "+strings.Join(notify.Types, ", "))
 		return f.err()
 	}
@@ -321,13 +322,4 @@ func (a *API) putNotifyRules(w http.ResponseWriter, r *http.Request) error {
 	}
 	writeJSON(w, http.StatusOK, rules)
 	return nil
-}
-
-func slicesContains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }

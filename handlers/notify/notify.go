@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 
@@ -221,7 +222,7 @@ func (n *Notifier) backup(ctx context.Context, agent uuid.UUID, sub events.Subje
 	}[kind]; {
 	case c.Status == "queued" || c.Status == "running":
 		return errWait
-	case !contains(want, c.Status):
+	case !slices.Contains(want, c.Status):
 		return nil // the run ended otherwise (a lost run that completed after all)
 	}
 	rules, err := notify.ParseRules(c.Rules)
@@ -461,13 +462,4 @@ func (n *Notifier) enqueue(ctx context.Context, user uuid.UUID, nt notify.Notifi
 		n.Kick()
 	}
 	return nil
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }
