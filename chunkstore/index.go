@@ -1,0 +1,301 @@
+package chunkstore
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"path"
+	"strings"
+
+	"github.com/klauspost/compress/zstd"
+	"github.com/restic/chunker"
+
+	"github.com/rahatback/rahatback/pipeline"
+	"github.com/rahatback/rahatback/storage"
+)
+
+// IndexSuffix ends the storage key of a chunked backup's index.
+const IndexSuffix = ".chunks"
+
+// Backup types.
+const (
+	Full         = "full"
+	Incremental  = "incremental"
+	Differential = "differential"
+)
+
+// indexVersion is the index format written and the newest read.
+const indexVersion = 1
+
+// Index headers: the first line of an index object says whether the rest
+// is sealed. The rest is a zstd frame of the JSON index, sealed as a whole
+// (nonce ‖ XChaCha20-Poly1305, the header as additional data) for an
+// encrypted job.
+const (
+	headerPlain  = "rahatback-chunk-index 1 plain\n"
+	headerSealed = "rahatback-chunk-index 1 xchacha20poly1305\n"
+)
+
+// maxIndexSize bounds an index object read back (an index of a 1 TB dump
+// at the average chunk size is about 100 MB of JSON before compression).
+const maxIndexSize = 512 << 20
+
+// Index is one chunked backup: every chunk of its dump, in order.
+type Index struct {
+	Version  int    `json:"version"`
+	BackupID string `json:"backupId"`
+	JobID    string `json:"jobId"`
+	// Type is Full, Incremental or Differential; Parent is the backup whose
+	// chunks were looked for ("" for a full), Base the full its chain
+	// starts at (itself for a full).
+	Type        string `json:"type"`
+	Parent      string `json:"parent,omitempty"`
+	Base        string `json:"base"`
+	Compression string `json:"compression"`
+	Encrypted   bool   `json:"encrypted"`
+	// IDKey and Polynomial are the chain's keys when it is not encrypted
+	// (an encrypted chain derives them from the job's identity).
+	IDKey      []byte      `json:"idKey,omitempty"`
+	Polynomial chunker.Pol `json:"polynomial,omitempty"`
+	// RawSize and SHA256 describe the whole dump.
+	RawSize int64  `json:"rawSize"`
+	SHA256  string `json:"sha256"`
+	// Packs are the packs chunks refer to, as "<backup>/<n>": pack n
+	// written by that backup.
+	Packs  []string `json:"packs"`
+	Chunks []Ref    `json:"chunks"`
+	// What this backup added: chunks and their raw bytes not found before,
+	// the packs it wrote and their stored bytes.
+	NewChunks    int   `json:"newChunks"`
+	NewRawBytes  int64 `json:"newRawBytes"`
+	PacksWritten int   `json:"packsWritten"`
+	StoredBytes  int64 `json:"storedBytes"`
+}
+
+// Ref places one chunk: Pack indexes Index.Packs; Off and Len are its
+// blob in the pack; Raw is its plaintext length.
+type Ref struct {
+	Pack int
+	Off  int64
+	Len  int64
+	Raw  int64
+	ID   ID
+}
+
+// MarshalJSON writes a Ref as [pack, off, len, raw, "id hex"].
+func (r Ref) MarshalJSON() ([]byte, error) {
+	return fmt.Appendf(nil, `[%d,%d,%d,%d,"%x"]`, r.Pack, r.Off, r.Len, r.Raw, r.ID[:]), nil
+}
+
+// UnmarshalJSON reads what MarshalJSON writes.
+func (r *Ref) UnmarshalJSON(b []byte) error {
+	var a [5]json.RawMessage
+	if err := json.Unmarshal(b, &a); err != nil {
+		return err
+	}
+	for i, p := range []*int64{nil, &r.Off, &r.Len, &r.Raw} {
+		if i == 0 {
+			var n int
+			if err := json.Unmarshal(a[0], &n); err != nil {
+				return err
+			}
+			r.Pack = n
+			continue
+		}
+		if err := json.Unmarshal(a[i], p); err != nil {
+			return err
+		}
+	}
+	var s string
+	if err := json.Unmarshal(a[4], &s); err != nil {
+		return err
+	}
+	id, err := hex.DecodeString(s)
+	if err != nil || len(id) != len(r.ID) {
+		return fmt.Errorf("chunkstore: bad chunk id %q", s)
+	}
+	copy(r.ID[:], id)
+	return nil
+}
+
+// Writers returns the backups whose packs the index uses, itself
+// included when it wrote any, in the order first used.
+func (ix *Index) Writers() []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, p := range ix.Packs {
+		w, _, _ := strings.Cut(p, "/")
+		if !seen[w] {
+			seen[w] = true
+			out = append(out, w)
+		}
+	}
+	return out
+}
+
+// DependsOn is Writers without the backup itself: the earlier backups
+// whose packs must stay for this one to be read.
+func (ix *Index) DependsOn() []string {
+	var out []string
+	for _, w := range ix.Writers() {
+		if w != ix.BackupID {
+			out = append(out, w)
+		}
+	}
+	return out
+}
+
+// PackKey is the storage key of pack p ("<backup>/<n>") of the job whose
+// directory is dir.
+func PackKey(dir, p string) string { return path.Join(dir, "packs", p+".pack") }
+
+// PackPrefix is the storage prefix of the packs backup wrote, in the job
+// whose directory is dir: deleting a backup deletes what is under it.
+func PackPrefix(dir, backup string) string { return path.Join(dir, "packs", backup) + "/" }
+
+// keys are the keys that read the index's chunks; identity is the job's
+// age identity for an encrypted index ("" otherwise).
+func (ix *Index) keys(identity string) (*Keys, error) {
+	if ix.Encrypted {
+		return KeysFromIdentity(identity)
+	}
+	return plainKeys(ix.IDKey, ix.Polynomial)
+}
+
+func (ix *Index) validate() error {
+	if ix.Version != indexVersion {
+		return fmt.Errorf("chunkstore: index version %d is not supported (want %d)", ix.Version, indexVersion)
+	}
+	if !pipeline.ValidCompression(ix.Compression) {
+		return fmt.Errorf("chunkstore: index has unknown compression %q", ix.Compression)
+	}
+	var raw int64
+	for i, c := range ix.Chunks {
+		if c.Pack < 0 || c.Pack >= len(ix.Packs) || c.Off < 0 || c.Len <= 0 || c.Raw <= 0 || c.Raw > MaxSize {
+			return fmt.Errorf("chunkstore: index entry %d is invalid", i)
+		}
+		raw += c.Raw
+	}
+	if raw != ix.RawSize {
+		return fmt.Errorf("chunkstore: index chunks add up to %d bytes, not its rawSize %d", raw, ix.RawSize)
+	}
+	for _, p := range ix.Packs {
+		if w, n, ok := strings.Cut(p, "/"); !ok || w == "" || n == "" || storage.CheckKey(p) != nil {
+			return fmt.Errorf("chunkstore: index names an invalid pack %q", p)
+		}
+	}
+	return nil
+}
+
+// encode is the stored form of ix.
+func (ix *Index) encode(k *Keys) ([]byte, error) {
+	js, err := json.Marshal(ix)
+	if err != nil {
+		return nil, err
+	}
+	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedDefault), zstd.WithEncoderCRC(true))
+	if err != nil {
+		return nil, err
+	}
+	body := enc.EncodeAll(js, nil)
+	enc.Close()
+	if !ix.Encrypted {
+		return append([]byte(headerPlain), body...), nil
+	}
+	out := make([]byte, 0, len(headerSealed)+k.aead.NonceSize()+len(body)+k.aead.Overhead())
+	out = append(out, headerSealed...)
+	nonce := make([]byte, k.aead.NonceSize())
+	if _, err := rand.Read(nonce); err != nil {
+		return nil, err
+	}
+	out = append(out, nonce...)
+	return k.aead.Seal(out, nonce, body, []byte(headerSealed)), nil
+}
+
+// ErrWrongKey is returned (wrapped) when an encrypted index does not open
+// with the identity given.
+var ErrWrongKey = errors.New("chunkstore: the backup index cannot be decrypted with this key")
+
+// ErrNoIdentity is returned when an encrypted index is read without an
+// identity.
+var ErrNoIdentity = errors.New("chunkstore: the backup is encrypted and no key was given")
+
+// ReadIndex reads and checks the index stored under key. When checksum is
+// not "", the stored bytes must have that SHA-256 (hex) and, when size is
+// above 0, that size; identity is the job's age identity, needed for an
+// encrypted index. Errors: storage.ErrNotFound (wrapped) for a missing
+// index, ErrChecksum for other bytes than recorded, ErrNoIdentity,
+// ErrWrongKey, and ErrDamaged for an index that cannot be decoded.
+func ReadIndex(ctx context.Context, st storage.Storage, key string, size int64, checksum, identity string) (*Index, error) {
+	rc, err := st.Get(ctx, key, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	data, err := io.ReadAll(io.LimitReader(rc, maxIndexSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("chunkstore: reading the index %s: %w", key, err)
+	}
+	if len(data) > maxIndexSize {
+		return nil, fmt.Errorf("%w: the index %s is larger than %d bytes", ErrDamaged, key, maxIndexSize)
+	}
+	if checksum != "" {
+		sum := sha256.Sum256(data)
+		if hex.EncodeToString(sum[:]) != checksum || (size > 0 && int64(len(data)) != size) {
+			return nil, fmt.Errorf("%w (the index %s)", ErrChecksum, key)
+		}
+	}
+	return DecodeIndex(data, identity)
+}
+
+// DecodeIndex parses a stored index (see ReadIndex for the errors).
+func DecodeIndex(data []byte, identity string) (*Index, error) {
+	var body []byte
+	switch {
+	case bytes.HasPrefix(data, []byte(headerPlain)):
+		body = data[len(headerPlain):]
+	case bytes.HasPrefix(data, []byte(headerSealed)):
+		if identity == "" {
+			return nil, ErrNoIdentity
+		}
+		k, err := KeysFromIdentity(identity)
+		if err != nil {
+			return nil, err
+		}
+		rest := data[len(headerSealed):]
+		ns := k.aead.NonceSize()
+		if len(rest) < ns+k.aead.Overhead() {
+			return nil, fmt.Errorf("%w: the index is truncated", ErrDamaged)
+		}
+		if body, err = k.aead.Open(nil, rest[:ns], rest[ns:], []byte(headerSealed)); err != nil {
+			// Damage and a wrong key look alike to an AEAD; the key is
+			// by far the likelier (checksums catch stored damage).
+			return nil, ErrWrongKey
+		}
+	default:
+		return nil, fmt.Errorf("%w: not a RahatBack chunk index", ErrDamaged)
+	}
+	dec, err := zstd.NewReader(nil, zstd.WithDecoderMaxMemory(maxIndexSize*4), zstd.WithDecoderConcurrency(1))
+	if err != nil {
+		return nil, err
+	}
+	defer dec.Close()
+	js, err := dec.DecodeAll(body, nil)
+	if err != nil {
+		return nil, fmt.Errorf("%w: index: %v", ErrDamaged, err)
+	}
+	var ix Index
+	if err := json.Unmarshal(js, &ix); err != nil {
+		return nil, fmt.Errorf("%w: index: %v", ErrDamaged, err)
+	}
+	if err := ix.validate(); err != nil {
+		return nil, err
+	}
+	return &ix, nil
+}
