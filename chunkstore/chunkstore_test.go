@@ -46,22 +46,31 @@ func newLocal(t testing.TB) storage.Storage {
 	return st
 }
 
-func identity(t testing.TB) string {
+func identity(t testing.TB) *age.X25519Identity {
 	id, err := age.GenerateX25519Identity()
 	if err != nil {
 		t.Fatal(err)
 	}
-	return id.String()
+	return id
 }
 
-func readBack(t testing.TB, st storage.Storage, key string, raw []byte, identity string) {
+// keys are the recipients and identities of an encrypted job (none for a
+// plain one).
+func keys(id *age.X25519Identity) ([]age.Recipient, []age.Identity) {
+	if id == nil {
+		return nil, nil
+	}
+	return []age.Recipient{id.Recipient()}, []age.Identity{id}
+}
+
+func readBack(t testing.TB, st storage.Storage, key string, raw []byte, ids []age.Identity) {
 	t.Helper()
-	ix, err := ReadIndex(context.Background(), st, key, 0, "", identity)
+	ix, err := ReadIndex(context.Background(), st, key, "", ids...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var out bytes.Buffer
-	n, err := ix.Read(context.Background(), st, Dir(key), identity, &out)
+	n, err := ix.Read(context.Background(), st, Dir(key), &out)
 	if err != nil {
 		t.Fatalf("read %s: %v", key, err)
 	}
@@ -78,13 +87,14 @@ func TestChainRoundTrip(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := context.Background()
 			st := newLocal(t)
-			id := ""
+			var id *age.X25519Identity
 			if tc.encrypted {
 				id = identity(t)
 			}
+			recipients, ids := keys(id)
 			const rows = 400_000 // ~17 MB
 			full := dump(rows, 1, nil)
-			w := Write{Store: st, Key: "job/a.sql" + IndexSuffix, BackupID: "a", JobID: "job", Compression: tc.compression, Identity: id}
+			w := Write{Store: st, Key: "job/a.sql" + IndexSuffix, BackupID: "a", JobID: "job", Compression: tc.compression, Recipients: recipients}
 			fix, _, err := w.Run(ctx, bytes.NewReader(full))
 			if err != nil {
 				t.Fatal(err)
@@ -99,7 +109,7 @@ func TestChainRoundTrip(t *testing.T) {
 				}
 				return "", false
 			})
-			inc := Write{Store: st, Key: "job/b.sql" + IndexSuffix, BackupID: "b", JobID: "job", Compression: tc.compression, Identity: id,
+			inc := Write{Store: st, Key: "job/b.sql" + IndexSuffix, BackupID: "b", JobID: "job", Compression: tc.compression, Recipients: recipients,
 				Parent: fix, Type: Incremental}
 			iix, _, err := inc.Run(ctx, bytes.NewReader(changed))
 			if err != nil {
@@ -114,18 +124,18 @@ func TestChainRoundTrip(t *testing.T) {
 			if iix.Parent != "a" || iix.Base != "a" || strings.Join(iix.DependsOn(), ",") != "a" {
 				t.Errorf("incremental chain: parent %q base %q depends %v", iix.Parent, iix.Base, iix.DependsOn())
 			}
-			readBack(t, st, w.Key, full, id)
-			readBack(t, st, inc.Key, changed, id)
+			readBack(t, st, w.Key, full, ids)
+			readBack(t, st, inc.Key, changed, ids)
 			// Deleting the full's packs breaks the incremental, and the
 			// error names the full.
 			if _, err := DeletePacks(ctx, st, w.Key, "a"); err != nil {
 				t.Fatal(err)
 			}
-			ix, err := ReadIndex(ctx, st, inc.Key, 0, "", id)
+			ix, err := ReadIndex(ctx, st, inc.Key, "", ids...)
 			if err != nil {
 				t.Fatal(err)
 			}
-			_, err = ix.Read(ctx, st, "job", id, io.Discard)
+			_, err = ix.Read(ctx, st, "job", io.Discard)
 			var pe *PackError
 			if !errors.As(err, &pe) || pe.Backup != "a" || !pe.Missing || !errors.Is(err, ErrDamaged) {
 				t.Fatalf("read with the full's packs gone: %v", err)
@@ -141,20 +151,21 @@ func TestDamageAndKeys(t *testing.T) {
 	local, _ := storage.NewLocal(dir)
 	st = local
 	id := identity(t)
+	recipients, ids := keys(id)
 	raw := dump(100_000, 2, nil)
-	w := Write{Store: st, Key: "job/a.sql" + IndexSuffix, BackupID: "a", JobID: "job", Compression: pipeline.Zstd, Identity: id}
+	w := Write{Store: st, Key: "job/a.sql" + IndexSuffix, BackupID: "a", JobID: "job", Compression: pipeline.Zstd, Recipients: recipients}
 	_, data, err := w.Run(ctx, bytes.NewReader(raw))
 	if err != nil {
 		t.Fatal(err)
 	}
 	sum := sha256.Sum256(data)
-	if _, err := ReadIndex(ctx, st, w.Key, int64(len(data)), fmt.Sprintf("%x", sum), identity(t)); !errors.Is(err, ErrWrongKey) {
+	if _, err := ReadIndex(ctx, st, w.Key, fmt.Sprintf("%x", sum), identity(t)); !errors.Is(err, ErrWrongKey) {
 		t.Fatalf("another key: %v", err)
 	}
-	if _, err := ReadIndex(ctx, st, w.Key, int64(len(data)), fmt.Sprintf("%x", sum), ""); !errors.Is(err, ErrNoIdentity) {
+	if _, err := ReadIndex(ctx, st, w.Key, fmt.Sprintf("%x", sum)); !errors.Is(err, ErrNoIdentity) {
 		t.Fatalf("no key: %v", err)
 	}
-	if _, err := ReadIndex(ctx, st, w.Key, int64(len(data)), strings.Repeat("0", 64), id); !errors.Is(err, ErrChecksum) {
+	if _, err := ReadIndex(ctx, st, w.Key, strings.Repeat("0", 64), ids...); !errors.Is(err, ErrChecksum) {
 		t.Fatalf("other checksum: %v", err)
 	}
 	// Nothing in storage shows the dump's content or a plain hash of it.
@@ -175,11 +186,11 @@ func TestDamageAndKeys(t *testing.T) {
 	if err := os.WriteFile(p, b, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	ix, err := ReadIndex(ctx, st, w.Key, 0, "", id)
+	ix, err := ReadIndex(ctx, st, w.Key, "", ids...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = ix.Read(ctx, st, "job", id, io.Discard)
+	_, err = ix.Read(ctx, st, "job", io.Discard)
 	var pe *PackError
 	if !errors.As(err, &pe) || pe.Missing || pe.Backup != "a" {
 		t.Fatalf("damaged pack: %v", err)
@@ -222,11 +233,11 @@ func TestFailedBackupLeavesNothing(t *testing.T) {
 
 func BenchmarkWrite(b *testing.B) {
 	raw := dump(2_000_000, 4, nil)
-	id := identity(b)
+	recipients, _ := keys(identity(b))
 	st := newLocal(b)
 	b.SetBytes(int64(len(raw)))
 	for i := 0; b.Loop(); i++ {
-		w := Write{Store: st, Key: fmt.Sprintf("job/%d.sql.chunks", i), BackupID: fmt.Sprint(i), JobID: "job", Compression: pipeline.Zstd, Identity: id}
+		w := Write{Store: st, Key: fmt.Sprintf("job/%d.sql.chunks", i), BackupID: fmt.Sprint(i), JobID: "job", Compression: pipeline.Zstd, Recipients: recipients}
 		if _, _, err := w.Run(context.Background(), bytes.NewReader(raw)); err != nil {
 			b.Fatal(err)
 		}

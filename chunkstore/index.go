@@ -3,7 +3,6 @@ package chunkstore
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -13,6 +12,7 @@ import (
 	"path"
 	"strings"
 
+	"filippo.io/age"
 	"github.com/klauspost/compress/zstd"
 	"github.com/restic/chunker"
 
@@ -34,12 +34,12 @@ const (
 const indexVersion = 1
 
 // Index headers: the first line of an index object says whether the rest
-// is sealed. The rest is a zstd frame of the JSON index, sealed as a whole
-// (nonce ‖ XChaCha20-Poly1305, the header as additional data) for an
-// encrypted job.
+// is encrypted. The rest is a zstd frame of the JSON index, for an
+// encrypted job inside an age file to the job's recipients (so `tail -n +2
+// index | age -d -i key | zstd -d` shows it).
 const (
-	headerPlain  = "rahatback-chunk-index 1 plain\n"
-	headerSealed = "rahatback-chunk-index 1 xchacha20poly1305\n"
+	headerPlain = "rahatback-chunk-index 1 plain\n"
+	headerAge   = "rahatback-chunk-index 1 age\n"
 )
 
 // maxIndexSize bounds an index object read back (an index of a 1 TB dump
@@ -59,10 +59,11 @@ type Index struct {
 	Base        string `json:"base"`
 	Compression string `json:"compression"`
 	Encrypted   bool   `json:"encrypted"`
-	// IDKey and Polynomial are the chain's keys when it is not encrypted
-	// (an encrypted chain derives them from the job's identity).
-	IDKey      []byte      `json:"idKey,omitempty"`
-	Polynomial chunker.Pol `json:"polynomial,omitempty"`
+	// IDKey, Polynomial and SealKey (encrypted chains only) are the
+	// chain's keys; an encrypted index is itself encrypted with age.
+	IDKey      []byte      `json:"idKey"`
+	Polynomial chunker.Pol `json:"polynomial"`
+	SealKey    []byte      `json:"sealKey,omitempty"`
 	// RawSize and SHA256 describe the whole dump.
 	RawSize int64  `json:"rawSize"`
 	SHA256  string `json:"sha256"`
@@ -159,13 +160,12 @@ func PackKey(dir, p string) string { return path.Join(dir, "packs", p+".pack") }
 // whose directory is dir: deleting a backup deletes what is under it.
 func PackPrefix(dir, backup string) string { return path.Join(dir, "packs", backup) + "/" }
 
-// keys are the keys that read the index's chunks; identity is the job's
-// age identity for an encrypted index ("" otherwise).
-func (ix *Index) keys(identity string) (*Keys, error) {
-	if ix.Encrypted {
-		return KeysFromIdentity(identity)
+// keys are the keys of the index's chain.
+func (ix *Index) keys() (*Keys, error) {
+	if ix.Encrypted != (ix.SealKey != nil) {
+		return nil, fmt.Errorf("%w: the index's encryption does not match its keys", ErrDamaged)
 	}
-	return plainKeys(ix.IDKey, ix.Polynomial)
+	return keysOf(ix.IDKey, ix.Polynomial, ix.SealKey)
 }
 
 func (ix *Index) validate() error {
@@ -193,8 +193,8 @@ func (ix *Index) validate() error {
 	return nil
 }
 
-// encode is the stored form of ix.
-func (ix *Index) encode(k *Keys) ([]byte, error) {
+// encode is the stored form of ix, encrypted to recipients when ix is.
+func (ix *Index) encode(recipients []age.Recipient) ([]byte, error) {
 	js, err := json.Marshal(ix)
 	if err != nil {
 		return nil, err
@@ -208,31 +208,36 @@ func (ix *Index) encode(k *Keys) ([]byte, error) {
 	if !ix.Encrypted {
 		return append([]byte(headerPlain), body...), nil
 	}
-	out := make([]byte, 0, len(headerSealed)+k.aead.NonceSize()+len(body)+k.aead.Overhead())
-	out = append(out, headerSealed...)
-	nonce := make([]byte, k.aead.NonceSize())
-	if _, err := rand.Read(nonce); err != nil {
+	var out bytes.Buffer
+	out.WriteString(headerAge)
+	w, err := age.Encrypt(&out, recipients...)
+	if err != nil {
 		return nil, err
 	}
-	out = append(out, nonce...)
-	return k.aead.Seal(out, nonce, body, []byte(headerSealed)), nil
+	if _, err := w.Write(body); err != nil {
+		return nil, err
+	}
+	if err := w.Close(); err != nil {
+		return nil, err
+	}
+	return out.Bytes(), nil
 }
 
 // ErrWrongKey is returned (wrapped) when an encrypted index does not open
-// with the identity given.
-var ErrWrongKey = errors.New("chunkstore: the backup index cannot be decrypted with this key")
+// with the identities given.
+var ErrWrongKey = errors.New("chunkstore: the backup cannot be decrypted with this key")
 
 // ErrNoIdentity is returned when an encrypted index is read without an
 // identity.
 var ErrNoIdentity = errors.New("chunkstore: the backup is encrypted and no key was given")
 
 // ReadIndex reads and checks the index stored under key. When checksum is
-// not "", the stored bytes must have that SHA-256 (hex) and, when size is
-// above 0, that size; identity is the job's age identity, needed for an
-// encrypted index. Errors: storage.ErrNotFound (wrapped) for a missing
-// index, ErrChecksum for other bytes than recorded, ErrNoIdentity,
-// ErrWrongKey, and ErrDamaged for an index that cannot be decoded.
-func ReadIndex(ctx context.Context, st storage.Storage, key string, size int64, checksum, identity string) (*Index, error) {
+// not "", the stored bytes must have that SHA-256 (hex). identities open
+// an encrypted index (the job's identity, or an extra recipient's).
+// Errors: storage.ErrNotFound (wrapped) for a missing index, ErrChecksum
+// for other bytes than recorded, ErrNoIdentity, ErrWrongKey, and
+// ErrDamaged for an index that cannot be decoded.
+func ReadIndex(ctx context.Context, st storage.Storage, key, checksum string, identities ...age.Identity) (*Index, error) {
 	rc, err := st.Get(ctx, key, 0)
 	if err != nil {
 		return nil, err
@@ -247,36 +252,32 @@ func ReadIndex(ctx context.Context, st storage.Storage, key string, size int64, 
 	}
 	if checksum != "" {
 		sum := sha256.Sum256(data)
-		if hex.EncodeToString(sum[:]) != checksum || (size > 0 && int64(len(data)) != size) {
+		if hex.EncodeToString(sum[:]) != checksum {
 			return nil, fmt.Errorf("%w (the index %s)", ErrChecksum, key)
 		}
 	}
-	return DecodeIndex(data, identity)
+	return DecodeIndex(data, identities...)
 }
 
 // DecodeIndex parses a stored index (see ReadIndex for the errors).
-func DecodeIndex(data []byte, identity string) (*Index, error) {
+func DecodeIndex(data []byte, identities ...age.Identity) (*Index, error) {
 	var body []byte
 	switch {
 	case bytes.HasPrefix(data, []byte(headerPlain)):
 		body = data[len(headerPlain):]
-	case bytes.HasPrefix(data, []byte(headerSealed)):
-		if identity == "" {
+	case bytes.HasPrefix(data, []byte(headerAge)):
+		if len(identities) == 0 {
 			return nil, ErrNoIdentity
 		}
-		k, err := KeysFromIdentity(identity)
-		if err != nil {
-			return nil, err
-		}
-		rest := data[len(headerSealed):]
-		ns := k.aead.NonceSize()
-		if len(rest) < ns+k.aead.Overhead() {
-			return nil, fmt.Errorf("%w: the index is truncated", ErrDamaged)
-		}
-		if body, err = k.aead.Open(nil, rest[:ns], rest[ns:], []byte(headerSealed)); err != nil {
-			// Damage and a wrong key look alike to an AEAD; the key is
-			// by far the likelier (checksums catch stored damage).
+		r, err := age.Decrypt(bytes.NewReader(data[len(headerAge):]), identities...)
+		var noMatch *age.NoIdentityMatchError
+		if errors.As(err, &noMatch) {
 			return nil, ErrWrongKey
+		} else if err != nil {
+			return nil, fmt.Errorf("%w: index: %v", ErrDamaged, err)
+		}
+		if body, err = io.ReadAll(r); err != nil {
+			return nil, fmt.Errorf("%w: index: %v", ErrDamaged, err)
 		}
 	default:
 		return nil, fmt.Errorf("%w: not a RahatBack chunk index", ErrDamaged)

@@ -17,27 +17,25 @@
 //	<job>/<time>-<run>.sql.chunks     the index of backup <run>
 //	<job>/packs/<run>/<n>.pack        packs written by backup <run>
 //
-// Chunk ids are HMAC-SHA256 of the plaintext under a per-job key, never a
-// plain content hash: for an encrypted job the key is derived from the
-// job's age identity (nothing about it is stored), for a plain one it is
-// random per chain and kept in its indexes (the content is stored in the
-// clear there anyway). The chunker's polynomial is derived or stored the
-// same way, so an encrypted job's boundaries do not reveal content either.
+// Every chain (a full and the backups after it) has its own random keys:
+// a chunk-id key (ids are HMAC-SHA256 of the plaintext under it, never a
+// plain content hash), the chunker's polynomial (so boundaries do not
+// reveal content either) and, for an encrypted job, a sealing key. They
+// are kept in each index of the chain; an encrypted job's indexes are
+// encrypted with age to the job's recipients, so the job's exported key
+// (or any extra recipient's identity) opens them, as it opens a
+// single-object backup.
 package chunkstore
 
 import (
 	"crypto/cipher"
-	"crypto/hkdf"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash"
-	"strings"
 
-	"filippo.io/age"
 	"github.com/restic/chunker"
 	"golang.org/x/crypto/chacha20poly1305"
 )
@@ -67,83 +65,47 @@ func (k *Keys) id(h hash.Hash, data []byte) ID {
 
 func (k *Keys) newMAC() hash.Hash { return hmac.New(sha256.New, k.idKey) }
 
-// hkdfInfo separates the keys derived from one job identity.
-const hkdfInfo = "rahatback chunkstore v1 "
-
-// KeysFromIdentity derives an encrypted job's keys from its age identity
-// ("AGE-SECRET-KEY-1…", as the job's key export holds it): the same
-// identity always gives the same keys, so an exported key is all an
-// offline restore needs. It returns an error for a string that is not an
-// X25519 identity.
-func KeysFromIdentity(identity string) (*Keys, error) {
-	identity = strings.TrimSpace(identity)
-	if _, err := age.ParseX25519Identity(identity); err != nil {
-		return nil, fmt.Errorf("chunkstore: not an age identity: %w", err)
-	}
-	derive := func(what string, n int) []byte {
-		b, err := hkdf.Key(sha256.New, []byte(identity), nil, hkdfInfo+what, n)
-		if err != nil {
-			panic(err) // only for lengths beyond 255 hashes
-		}
-		return b
-	}
-	aead, err := chacha20poly1305.NewX(derive("seal", chacha20poly1305.KeySize))
-	if err != nil {
-		return nil, err
-	}
-	pol, err := chunker.DerivePolynomial(&stream{seed: derive("polynomial", 32)})
-	if err != nil {
-		return nil, fmt.Errorf("chunkstore: deriving the chunker polynomial: %w", err)
-	}
-	return &Keys{idKey: derive("chunk id", 32), pol: pol, aead: aead}, nil
-}
-
-// newPlainKeys are fresh keys for a new chain of an unencrypted job.
-func newPlainKeys() (*Keys, error) {
+// newKeys are fresh random keys for a new chain.
+func newKeys(encrypted bool) (*Keys, []byte, error) {
 	k := &Keys{idKey: make([]byte, 32)}
 	if _, err := rand.Read(k.idKey); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	pol, err := chunker.RandomPolynomial()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	k.pol = pol
-	return k, nil
+	if !encrypted {
+		return k, nil, nil
+	}
+	seal := make([]byte, chacha20poly1305.KeySize)
+	if _, err := rand.Read(seal); err != nil {
+		return nil, nil, err
+	}
+	if k.aead, err = chacha20poly1305.NewX(seal); err != nil {
+		return nil, nil, err
+	}
+	return k, seal, nil
 }
 
-// plainKeys are the keys an unencrypted index records.
-func plainKeys(idKey []byte, pol chunker.Pol) (*Keys, error) {
+// keysOf are the keys an index records.
+func keysOf(idKey []byte, pol chunker.Pol, seal []byte) (*Keys, error) {
 	if len(idKey) != 32 {
 		return nil, errors.New("chunkstore: the index has no valid chunk-id key")
 	}
 	if !pol.Irreducible() {
 		return nil, errors.New("chunkstore: the index has no valid chunker polynomial")
 	}
-	return &Keys{idKey: idKey, pol: pol}, nil
-}
-
-// stream is an endless deterministic byte stream: SHA-256(seed ‖ counter)
-// blocks, the randomness DerivePolynomial draws from.
-type stream struct {
-	seed []byte
-	n    uint64
-	buf  []byte
-}
-
-func (s *stream) Read(p []byte) (int, error) {
-	for len(s.buf) < len(p) {
-		var c [8]byte
-		binary.BigEndian.PutUint64(c[:], s.n)
-		s.n++
-		h := sha256.New()
-		h.Write(s.seed)
-		h.Write(c[:])
-		s.buf = h.Sum(s.buf)
+	k := &Keys{idKey: idKey, pol: pol}
+	if seal != nil {
+		aead, err := chacha20poly1305.NewX(seal)
+		if err != nil {
+			return nil, fmt.Errorf("chunkstore: the index has no valid sealing key: %w", err)
+		}
+		k.aead = aead
 	}
-	n := copy(p, s.buf)
-	s.buf = s.buf[n:]
-	return n, nil
+	return k, nil
 }
 
 // seal returns the blob of one compressed chunk: as is without

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 
+	"filippo.io/age"
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
 
@@ -58,11 +59,10 @@ const (
 // Read writes the dump of ix to w, in order, from the packs under dir (the
 // job's directory, the directory of the index key). Every chunk is
 // checked against its id, and the whole dump against the index's size and
-// SHA-256, before Read returns nil; nothing is written to disk. identity
-// is the job's age identity for an encrypted index. A missing or damaged
-// pack gives a *PackError; an error of w is returned as is.
-func (ix *Index) Read(ctx context.Context, st storage.Storage, dir string, identity string, w io.Writer) (int64, error) {
-	keys, err := ix.keys(identity)
+// SHA-256, before Read returns nil; nothing is written to disk. A missing
+// or damaged pack gives a *PackError; an error of w is returned as is.
+func (ix *Index) Read(ctx context.Context, st storage.Storage, dir string, w io.Writer) (int64, error) {
+	keys, err := ix.keys()
 	if err != nil {
 		return 0, err
 	}
@@ -261,18 +261,23 @@ func Dir(indexKey string) string { return dirOf(indexKey) }
 // reader of its dump, streamed from its packs as Read does; the reader's
 // Close stops the stream. The error of a damaged pack comes from Read of
 // the returned reader.
-func Open(ctx context.Context, st storage.Storage, key string, size int64, checksum, identity string) (*Index, io.ReadCloser, error) {
-	ix, err := ReadIndex(ctx, st, key, size, checksum, identity)
+func Open(ctx context.Context, st storage.Storage, key, checksum string, identities ...age.Identity) (*Index, io.ReadCloser, error) {
+	ix, err := ReadIndex(ctx, st, key, checksum, identities...)
 	if err != nil {
 		return nil, nil, err
 	}
+	return ix, ix.Reader(ctx, st, dirOf(key)), nil
+}
+
+// Reader is Read as a reader; its Close stops the stream.
+func (ix *Index) Reader(ctx context.Context, st storage.Storage, dir string) io.ReadCloser {
 	pr, pw := io.Pipe()
 	ctx, cancel := context.WithCancel(ctx)
 	go func() {
-		_, err := ix.Read(ctx, st, dirOf(key), identity, pw)
+		_, err := ix.Read(ctx, st, dir, pw)
 		pw.CloseWithError(err)
 	}()
-	return ix, &pipeReader{pr, cancel}, nil
+	return &pipeReader{pr, cancel}
 }
 
 type pipeReader struct {

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"sync"
 
+	"filippo.io/age"
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
 	"github.com/restic/chunker"
@@ -50,9 +51,9 @@ type Write struct {
 	JobID    string
 	// Compression of each chunk (pipeline.Zstd, Gzip or None).
 	Compression string
-	// Identity is the job's age identity for an encrypted job, "" for a
-	// plain one.
-	Identity string
+	// Recipients, for an encrypted job, are the job's age recipients: its
+	// chunks are sealed and its index encrypted to them.
+	Recipients []age.Recipient
 	// Parent is the backup whose chunks are reused (nil: a full). Type
 	// says what it is to this one: Incremental (the previous backup) or
 	// Differential (the chain's full). Its compression and encryption
@@ -108,22 +109,20 @@ func (w Write) run(ctx context.Context, r io.Reader) (*Index, []byte, error) {
 		return nil, nil, fmt.Errorf("chunkstore: unknown compression %q", w.Compression)
 	}
 	ix := &Index{Version: indexVersion, BackupID: w.BackupID, JobID: w.JobID, Type: Full, Base: w.BackupID,
-		Compression: w.Compression, Encrypted: w.Identity != "", Packs: []string{}, Chunks: []Ref{}}
+		Compression: w.Compression, Encrypted: len(w.Recipients) > 0, Packs: []string{}, Chunks: []Ref{}}
 	var keys *Keys
 	var err error
-	switch {
-	case w.Identity != "":
-		keys, err = KeysFromIdentity(w.Identity)
-	case w.Parent != nil:
-		keys, err = plainKeys(w.Parent.IDKey, w.Parent.Polynomial)
-	default:
-		keys, err = newPlainKeys()
+	if w.Parent != nil {
+		keys, err = w.Parent.keys()
+		ix.IDKey, ix.Polynomial, ix.SealKey = w.Parent.IDKey, w.Parent.Polynomial, w.Parent.SealKey
+	} else {
+		keys, ix.SealKey, err = newKeys(ix.Encrypted)
+		if err == nil {
+			ix.IDKey, ix.Polynomial = keys.idKey, keys.pol
+		}
 	}
 	if err != nil {
 		return nil, nil, err
-	}
-	if !ix.Encrypted {
-		ix.IDKey, ix.Polynomial = keys.idKey, keys.pol
 	}
 	// Chunks found in the parent, by id: where they are in its packs.
 	parent := map[ID]Ref{}
@@ -314,7 +313,7 @@ func (w Write) run(ctx context.Context, r io.Reader) (*Index, []byte, error) {
 	}
 	ix.PacksWritten, ix.StoredBytes = len(packs), stored
 	ix.SHA256 = hex.EncodeToString(whole.Sum(nil))
-	data, err := ix.encode(keys)
+	data, err := ix.encode(w.Recipients)
 	if err != nil {
 		return nil, nil, err
 	}
