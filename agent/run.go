@@ -168,6 +168,11 @@ func Run(ctx context.Context, o RunOpts) error {
 	} else if n > 0 {
 		log.Info("aborted uploads left by an interrupted run", "count", n)
 	}
+	if n, err := a.h.RecoverChunked(ctx); err != nil {
+		log.Warn("cleaning interrupted chunked backups", "err", err)
+	} else if n > 0 {
+		log.Info("deleted what interrupted chunked backups stored", "count", n)
+	}
 	if n, err := a.h.RecoverScratch(ctx); err != nil {
 		log.Warn("dropping scratch databases of interrupted verifications", "err", err)
 	} else if n > 0 {

@@ -237,7 +237,7 @@ var ErrNoIdentity = errors.New("chunkstore: the backup is encrypted and no key w
 // Errors: storage.ErrNotFound (wrapped) for a missing index, ErrChecksum
 // for other bytes than recorded, ErrNoIdentity, ErrWrongKey, and
 // ErrDamaged for an index that cannot be decoded.
-func ReadIndex(ctx context.Context, st storage.Storage, key, checksum string, identities ...age.Identity) (*Index, error) {
+func ReadIndex(ctx context.Context, st Getter, key, checksum string, identities ...age.Identity) (*Index, error) {
 	rc, err := st.Get(ctx, key, 0)
 	if err != nil {
 		return nil, err

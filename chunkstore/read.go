@@ -20,6 +20,13 @@ import (
 	"github.com/rahatback/rahatback/storage"
 )
 
+// Getter is the part of a storage.Storage that reading needs (so a
+// backup can also be read through an agent, see package transfer). Get
+// must return an error wrapping storage.ErrNotFound for a missing key.
+type Getter interface {
+	Get(ctx context.Context, key string, offset int64) (io.ReadCloser, error)
+}
+
 // ErrChecksum is returned (wrapped) when an index's stored bytes differ
 // from what was recorded.
 var ErrChecksum = errors.New("chunkstore: the backup does not match its recorded checksum")
@@ -61,7 +68,7 @@ const (
 // checked against its id, and the whole dump against the index's size and
 // SHA-256, before Read returns nil; nothing is written to disk. A missing
 // or damaged pack gives a *PackError; an error of w is returned as is.
-func (ix *Index) Read(ctx context.Context, st storage.Storage, dir string, w io.Writer) (int64, error) {
+func (ix *Index) Read(ctx context.Context, st Getter, dir string, w io.Writer) (int64, error) {
 	keys, err := ix.keys()
 	if err != nil {
 		return 0, err
@@ -157,7 +164,7 @@ func (ix *Index) segments() []segment {
 }
 
 // fetch reads one segment and returns its chunks' plaintext, checked.
-func (ix *Index) fetch(ctx context.Context, st storage.Storage, dir string, keys *Keys, dec *decoder, s segment) ([][]byte, error) {
+func (ix *Index) fetch(ctx context.Context, st Getter, dir string, keys *Keys, dec *decoder, s segment) ([][]byte, error) {
 	name := ix.Packs[s.pack]
 	writer, _, _ := strings.Cut(name, "/")
 	perr := func(missing bool, err error) error {
@@ -261,7 +268,7 @@ func Dir(indexKey string) string { return dirOf(indexKey) }
 // reader of its dump, streamed from its packs as Read does; the reader's
 // Close stops the stream. The error of a damaged pack comes from Read of
 // the returned reader.
-func Open(ctx context.Context, st storage.Storage, key, checksum string, identities ...age.Identity) (*Index, io.ReadCloser, error) {
+func Open(ctx context.Context, st Getter, key, checksum string, identities ...age.Identity) (*Index, io.ReadCloser, error) {
 	ix, err := ReadIndex(ctx, st, key, checksum, identities...)
 	if err != nil {
 		return nil, nil, err
@@ -270,7 +277,7 @@ func Open(ctx context.Context, st storage.Storage, key, checksum string, identit
 }
 
 // Reader is Read as a reader; its Close stops the stream.
-func (ix *Index) Reader(ctx context.Context, st storage.Storage, dir string) io.ReadCloser {
+func (ix *Index) Reader(ctx context.Context, st Getter, dir string) io.ReadCloser {
 	pr, pw := io.Pipe()
 	ctx, cancel := context.WithCancel(ctx)
 	go func() {

@@ -12,6 +12,60 @@ import (
 	"github.com/google/uuid"
 )
 
+const applyBackupChain = `-- name: ApplyBackupChain :exec
+UPDATE backup_history h
+SET chunked = true, backup_type = $2, parent_id = $3,
+    base_id = coalesce((SELECT coalesce(p.base_id, p.id) FROM backup_history p
+                        WHERE p.id = $3 AND p.backup_job_id = h.backup_job_id), h.id),
+    depends_on = coalesce((SELECT p.depends_on || p.id FROM backup_history p
+                           WHERE p.id = $3 AND p.backup_job_id = h.backup_job_id), '{}'::uuid[])
+WHERE h.id = $1 AND h.status IN ('queued', 'running') AND NOT h.chunked
+`
+
+type ApplyBackupChainParams struct {
+	ID         uuid.UUID
+	BackupType string
+	ParentID   *uuid.UUID
+}
+
+// ApplyBackupChain records, on a queued chunked run, the chain the control
+// plane chose for it: with a parent (of the same job), the parent's base
+// and every backup the parent depends on, and the parent itself.
+func (q *Queries) ApplyBackupChain(ctx context.Context, db DBTX, arg ApplyBackupChainParams) error {
+	_, err := db.Exec(ctx, applyBackupChain, arg.ID, arg.BackupType, arg.ParentID)
+	return err
+}
+
+const applyBackupChainCompleted = `-- name: ApplyBackupChainCompleted :exec
+UPDATE backup_history
+SET new_bytes = $3,
+    backup_type = CASE WHEN $4::boolean THEN 'full' ELSE backup_type END,
+    parent_id = CASE WHEN $4::boolean THEN NULL ELSE parent_id END,
+    base_id = CASE WHEN $4::boolean THEN id ELSE base_id END,
+    depends_on = CASE WHEN $4::boolean THEN '{}'::uuid[] ELSE depends_on END
+WHERE id = $1 AND agent_id = $2 AND chunked AND status = 'success'
+`
+
+type ApplyBackupChainCompletedParams struct {
+	ID       uuid.UUID
+	AgentID  uuid.UUID
+	NewBytes *int64
+	AsFull   bool
+}
+
+// ApplyBackupChainCompleted records what a chunked backup stored. An
+// agent that could not use the parent (gone, or made with another key)
+// stores a full instead: as_full then ends the row's chain.
+func (q *Queries) ApplyBackupChainCompleted(ctx context.Context, db DBTX, arg ApplyBackupChainCompletedParams) error {
+	_, err := db.Exec(ctx, applyBackupChainCompleted,
+		arg.ID,
+		arg.AgentID,
+		arg.NewBytes,
+		arg.AsFull,
+	)
+	return err
+}
+
 const applyBackupCompleted = `-- name: ApplyBackupCompleted :exec
 UPDATE backup_history
 SET status = 'success', completed_at = $3,
@@ -329,8 +383,97 @@ func (q *Queries) ApplyVerifyQueued(ctx context.Context, db DBTX, arg ApplyVerif
 	return err
 }
 
+const backupDependents = `-- name: BackupDependents :many
+SELECT id FROM backup_history
+WHERE depends_on @> ARRAY[$1::uuid] AND status IN ('queued', 'running', 'success') AND deleted_at IS NULL
+ORDER BY queued_at
+`
+
+// BackupDependents is the backups that need backup id's packs: kept
+// (success) or being made (queued, running).
+func (q *Queries) BackupDependents(ctx context.Context, db DBTX, id uuid.UUID) ([]uuid.UUID, error) {
+	rows, err := db.Query(ctx, backupDependents, id)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []uuid.UUID
+	for rows.Next() {
+		var id uuid.UUID
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		items = append(items, id)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const chainParent = `-- name: ChainParent :one
+SELECT h.id, h.backup_type, h.base_id, h.depends_on, h.storage_key, h.file_size, h.checksum_value, h.completed_at,
+       b.completed_at AS base_completed_at
+FROM backup_history h
+LEFT JOIN backup_history b ON b.id = h.base_id
+WHERE h.backup_job_id = $1 AND h.chunked AND h.status = 'success' AND h.deleted_at IS NULL
+  AND h.storage_type = $2 AND h.cloud_storage_id IS NOT DISTINCT FROM $3
+  AND h.compression = $4 AND h.is_encrypted = $5
+  AND (NOT $6::boolean OR h.backup_type = 'full')
+ORDER BY h.completed_at DESC
+LIMIT 1
+`
+
+type ChainParentParams struct {
+	BackupJobID    uuid.UUID
+	StorageType    string
+	CloudStorageID *uuid.UUID
+	Compression    string
+	IsEncrypted    bool
+	FullOnly       bool
+}
+
+type ChainParentRow struct {
+	ID              uuid.UUID
+	BackupType      string
+	BaseID          *uuid.UUID
+	DependsOn       []uuid.UUID
+	StorageKey      *string
+	FileSize        *int64
+	ChecksumValue   *string
+	CompletedAt     *time.Time
+	BaseCompletedAt *time.Time
+}
+
+// ChainParent is the newest successful chunked backup of a job made with
+// the given storage, compression and encryption: the parent of its next
+// incremental. With full_only, the newest full (a differential's parent).
+func (q *Queries) ChainParent(ctx context.Context, db DBTX, arg ChainParentParams) (ChainParentRow, error) {
+	row := db.QueryRow(ctx, chainParent,
+		arg.BackupJobID,
+		arg.StorageType,
+		arg.CloudStorageID,
+		arg.Compression,
+		arg.IsEncrypted,
+		arg.FullOnly,
+	)
+	var i ChainParentRow
+	err := row.Scan(
+		&i.ID,
+		&i.BackupType,
+		&i.BaseID,
+		&i.DependsOn,
+		&i.StorageKey,
+		&i.FileSize,
+		&i.ChecksumValue,
+		&i.CompletedAt,
+		&i.BaseCompletedAt,
+	)
+	return i, err
+}
+
 const getBackupHistory = `-- name: GetBackupHistory :one
-SELECT id, user_id, backup_job_id, database_id, agent_id, status, queued_at, started_at, completed_at, duration_ms, file_name, file_size, raw_size, storage_type, storage_key, checksum_value, checksum_algorithm, compression, is_encrypted, error_message, progress_step, progress_bytes, progress_percent, progress_seq, manifest, verification_status, verification_result, verified_at, last_restore_status, deleted_at, lost, cloud_storage_id, scheduled_for, expired_at, expire_reason, expire_attempts, expire_error, expire_after, purged_at, verifying_since FROM backup_history WHERE id = $1 AND user_id = $2 AND deleted_at IS NULL
+SELECT id, user_id, backup_job_id, database_id, agent_id, status, queued_at, started_at, completed_at, duration_ms, file_name, file_size, raw_size, storage_type, storage_key, checksum_value, checksum_algorithm, compression, is_encrypted, error_message, progress_step, progress_bytes, progress_percent, progress_seq, manifest, verification_status, verification_result, verified_at, last_restore_status, deleted_at, lost, cloud_storage_id, scheduled_for, expired_at, expire_reason, expire_attempts, expire_error, expire_after, purged_at, verifying_since, chunked, backup_type, parent_id, base_id, depends_on, new_bytes FROM backup_history WHERE id = $1 AND user_id = $2 AND deleted_at IS NULL
 `
 
 type GetBackupHistoryParams struct {
@@ -382,6 +525,12 @@ func (q *Queries) GetBackupHistory(ctx context.Context, db DBTX, arg GetBackupHi
 		&i.ExpireAfter,
 		&i.PurgedAt,
 		&i.VerifyingSince,
+		&i.Chunked,
+		&i.BackupType,
+		&i.ParentID,
+		&i.BaseID,
+		&i.DependsOn,
+		&i.NewBytes,
 	)
 	return i, err
 }
@@ -398,7 +547,7 @@ func (q *Queries) HasActiveBackup(ctx context.Context, db DBTX, backupJobID uuid
 }
 
 const listBackupHistory = `-- name: ListBackupHistory :many
-SELECT backup_history.id, backup_history.user_id, backup_history.backup_job_id, backup_history.database_id, backup_history.agent_id, backup_history.status, backup_history.queued_at, backup_history.started_at, backup_history.completed_at, backup_history.duration_ms, backup_history.file_name, backup_history.file_size, backup_history.raw_size, backup_history.storage_type, backup_history.storage_key, backup_history.checksum_value, backup_history.checksum_algorithm, backup_history.compression, backup_history.is_encrypted, backup_history.error_message, backup_history.progress_step, backup_history.progress_bytes, backup_history.progress_percent, backup_history.progress_seq, backup_history.manifest, backup_history.verification_status, backup_history.verification_result, backup_history.verified_at, backup_history.last_restore_status, backup_history.deleted_at, backup_history.lost, backup_history.cloud_storage_id, backup_history.scheduled_for, backup_history.expired_at, backup_history.expire_reason, backup_history.expire_attempts, backup_history.expire_error, backup_history.expire_after, backup_history.purged_at, backup_history.verifying_since, count(*) OVER () AS total
+SELECT backup_history.id, backup_history.user_id, backup_history.backup_job_id, backup_history.database_id, backup_history.agent_id, backup_history.status, backup_history.queued_at, backup_history.started_at, backup_history.completed_at, backup_history.duration_ms, backup_history.file_name, backup_history.file_size, backup_history.raw_size, backup_history.storage_type, backup_history.storage_key, backup_history.checksum_value, backup_history.checksum_algorithm, backup_history.compression, backup_history.is_encrypted, backup_history.error_message, backup_history.progress_step, backup_history.progress_bytes, backup_history.progress_percent, backup_history.progress_seq, backup_history.manifest, backup_history.verification_status, backup_history.verification_result, backup_history.verified_at, backup_history.last_restore_status, backup_history.deleted_at, backup_history.lost, backup_history.cloud_storage_id, backup_history.scheduled_for, backup_history.expired_at, backup_history.expire_reason, backup_history.expire_attempts, backup_history.expire_error, backup_history.expire_after, backup_history.purged_at, backup_history.verifying_since, backup_history.chunked, backup_history.backup_type, backup_history.parent_id, backup_history.base_id, backup_history.depends_on, backup_history.new_bytes, count(*) OVER () AS total
 FROM backup_history
 WHERE user_id = $1 AND deleted_at IS NULL
   AND ($2::text IS NULL OR status = $2)
@@ -485,6 +634,12 @@ func (q *Queries) ListBackupHistory(ctx context.Context, db DBTX, arg ListBackup
 			&i.BackupHistory.ExpireAfter,
 			&i.BackupHistory.PurgedAt,
 			&i.BackupHistory.VerifyingSince,
+			&i.BackupHistory.Chunked,
+			&i.BackupHistory.BackupType,
+			&i.BackupHistory.ParentID,
+			&i.BackupHistory.BaseID,
+			&i.BackupHistory.DependsOn,
+			&i.BackupHistory.NewBytes,
 			&i.Total,
 		); err != nil {
 			return nil, err

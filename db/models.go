@@ -93,6 +93,12 @@ type BackupHistory struct {
 	ExpireAfter        *time.Time
 	PurgedAt           *time.Time
 	VerifyingSince     *time.Time
+	Chunked            bool
+	BackupType         string
+	ParentID           *uuid.UUID
+	BaseID             *uuid.UUID
+	DependsOn          []uuid.UUID
+	NewBytes           *int64
 }
 
 type BackupJob struct {

@@ -151,10 +151,10 @@ func (q *Queries) RetentionJobs(ctx context.Context, db DBTX, arg RetentionJobsP
 }
 
 const successfulBackupsOfJob = `-- name: SuccessfulBackupsOfJob :many
-SELECT id, completed_at, file_name, file_size, storage_type
+SELECT id, completed_at, file_name, file_size, storage_type, backup_type, depends_on, status
 FROM backup_history
-WHERE backup_job_id = $1 AND user_id = $2 AND status = 'success' AND deleted_at IS NULL
-  AND completed_at IS NOT NULL
+WHERE backup_job_id = $1 AND user_id = $2 AND deleted_at IS NULL
+  AND ((status = 'success' AND completed_at IS NOT NULL) OR status IN ('queued', 'running'))
 `
 
 type SuccessfulBackupsOfJobParams struct {
@@ -168,6 +168,9 @@ type SuccessfulBackupsOfJobRow struct {
 	FileName    *string
 	FileSize    *int64
 	StorageType string
+	BackupType  string
+	DependsOn   []uuid.UUID
+	Status      string
 }
 
 // SuccessfulBackupsOfJob is one job's successful backups with what the
@@ -187,6 +190,9 @@ func (q *Queries) SuccessfulBackupsOfJob(ctx context.Context, db DBTX, arg Succe
 			&i.FileName,
 			&i.FileSize,
 			&i.StorageType,
+			&i.BackupType,
+			&i.DependsOn,
+			&i.Status,
 		); err != nil {
 			return nil, err
 		}
@@ -199,18 +205,21 @@ func (q *Queries) SuccessfulBackupsOfJob(ctx context.Context, db DBTX, arg Succe
 }
 
 const successfulBackupsOfJobs = `-- name: SuccessfulBackupsOfJobs :many
-SELECT id, backup_job_id, completed_at
+SELECT id, backup_job_id, completed_at, depends_on
 FROM backup_history
-WHERE backup_job_id = ANY($1::uuid[]) AND status = 'success' AND deleted_at IS NULL
-  AND completed_at IS NOT NULL
+WHERE backup_job_id = ANY($1::uuid[]) AND deleted_at IS NULL
+  AND ((status = 'success' AND completed_at IS NOT NULL) OR status IN ('queued', 'running'))
 `
 
 type SuccessfulBackupsOfJobsRow struct {
 	ID          uuid.UUID
 	BackupJobID uuid.UUID
 	CompletedAt *time.Time
+	DependsOn   []uuid.UUID
 }
 
+// SuccessfulBackupsOfJobs is the jobs' successful backups, and their
+// queued and running ones (completed_at NULL), with the backups each needs.
 func (q *Queries) SuccessfulBackupsOfJobs(ctx context.Context, db DBTX, jobIds []uuid.UUID) ([]SuccessfulBackupsOfJobsRow, error) {
 	rows, err := db.Query(ctx, successfulBackupsOfJobs, jobIds)
 	if err != nil {
@@ -220,7 +229,12 @@ func (q *Queries) SuccessfulBackupsOfJobs(ctx context.Context, db DBTX, jobIds [
 	var items []SuccessfulBackupsOfJobsRow
 	for rows.Next() {
 		var i SuccessfulBackupsOfJobsRow
-		if err := rows.Scan(&i.ID, &i.BackupJobID, &i.CompletedAt); err != nil {
+		if err := rows.Scan(
+			&i.ID,
+			&i.BackupJobID,
+			&i.CompletedAt,
+			&i.DependsOn,
+		); err != nil {
 			return nil, err
 		}
 		items = append(items, i)
@@ -232,7 +246,7 @@ func (q *Queries) SuccessfulBackupsOfJobs(ctx context.Context, db DBTX, jobIds [
 }
 
 const unpurgedBackups = `-- name: UnpurgedBackups :many
-SELECT id, user_id, backup_job_id, database_id, agent_id, status, queued_at, started_at, completed_at, duration_ms, file_name, file_size, raw_size, storage_type, storage_key, checksum_value, checksum_algorithm, compression, is_encrypted, error_message, progress_step, progress_bytes, progress_percent, progress_seq, manifest, verification_status, verification_result, verified_at, last_restore_status, deleted_at, lost, cloud_storage_id, scheduled_for, expired_at, expire_reason, expire_attempts, expire_error, expire_after, purged_at, verifying_since FROM backup_history
+SELECT id, user_id, backup_job_id, database_id, agent_id, status, queued_at, started_at, completed_at, duration_ms, file_name, file_size, raw_size, storage_type, storage_key, checksum_value, checksum_algorithm, compression, is_encrypted, error_message, progress_step, progress_bytes, progress_percent, progress_seq, manifest, verification_status, verification_result, verified_at, last_restore_status, deleted_at, lost, cloud_storage_id, scheduled_for, expired_at, expire_reason, expire_attempts, expire_error, expire_after, purged_at, verifying_since, chunked, backup_type, parent_id, base_id, depends_on, new_bytes FROM backup_history
 WHERE status = 'expired' AND purged_at IS NULL AND deleted_at IS NULL
   AND coalesce(expire_after, '-infinity'::timestamptz) <= now()
 ORDER BY expired_at
@@ -291,6 +305,12 @@ func (q *Queries) UnpurgedBackups(ctx context.Context, db DBTX, lim int32) ([]Ba
 			&i.ExpireAfter,
 			&i.PurgedAt,
 			&i.VerifyingSince,
+			&i.Chunked,
+			&i.BackupType,
+			&i.ParentID,
+			&i.BaseID,
+			&i.DependsOn,
+			&i.NewBytes,
 		); err != nil {
 			return nil, err
 		}

@@ -419,7 +419,7 @@ func (q *Queries) JobsWithAgent(ctx context.Context, db DBTX, ids []uuid.UUID) (
 }
 
 const newestSuccessfulBackup = `-- name: NewestSuccessfulBackup :one
-SELECT id, user_id, backup_job_id, database_id, agent_id, status, queued_at, started_at, completed_at, duration_ms, file_name, file_size, raw_size, storage_type, storage_key, checksum_value, checksum_algorithm, compression, is_encrypted, error_message, progress_step, progress_bytes, progress_percent, progress_seq, manifest, verification_status, verification_result, verified_at, last_restore_status, deleted_at, lost, cloud_storage_id, scheduled_for, expired_at, expire_reason, expire_attempts, expire_error, expire_after, purged_at, verifying_since FROM backup_history
+SELECT id, user_id, backup_job_id, database_id, agent_id, status, queued_at, started_at, completed_at, duration_ms, file_name, file_size, raw_size, storage_type, storage_key, checksum_value, checksum_algorithm, compression, is_encrypted, error_message, progress_step, progress_bytes, progress_percent, progress_seq, manifest, verification_status, verification_result, verified_at, last_restore_status, deleted_at, lost, cloud_storage_id, scheduled_for, expired_at, expire_reason, expire_attempts, expire_error, expire_after, purged_at, verifying_since, chunked, backup_type, parent_id, base_id, depends_on, new_bytes FROM backup_history
 WHERE backup_job_id = $1 AND status = 'success'
 ORDER BY completed_at DESC, id DESC
 LIMIT 1
@@ -470,6 +470,12 @@ func (q *Queries) NewestSuccessfulBackup(ctx context.Context, db DBTX, backupJob
 		&i.ExpireAfter,
 		&i.PurgedAt,
 		&i.VerifyingSince,
+		&i.Chunked,
+		&i.BackupType,
+		&i.ParentID,
+		&i.BaseID,
+		&i.DependsOn,
+		&i.NewBytes,
 	)
 	return i, err
 }

@@ -20,6 +20,9 @@ const (
 	PhaseExpired     = "expired"
 	PhasePurged      = "purged"
 	PhasePurgeFailed = "purge_failed"
+	// PhaseChained records the chain the control plane chose for a queued
+	// chunked run (BackupEvent.Chain), published with its command.
+	PhaseChained = "chained"
 )
 
 // StorageSpec says where a backup object lives. For "local" it is a
@@ -88,6 +91,36 @@ type BackupCommand struct {
 	// VerifyTarget is where a FULL verification restores its scratch
 	// database: the job's verification target, or nil for Conn's server.
 	VerifyTarget *ConnSpec `json:"verifyTarget,omitempty"`
+	// Chain, when set, stores the backup in the job's chunk store (package
+	// chunkstore) instead of as one object; SealedIdentity is then sent
+	// for an encrypted job, whose chunk keys derive from it.
+	Chain *Chain `json:"chain,omitempty"`
+}
+
+// Chain is a chunked backup's place in its job's chain, as the control
+// plane decided it.
+type Chain struct {
+	// Type is "full", "incremental" or "differential".
+	Type string `json:"type"`
+	// Parent is the backup whose chunks an incremental or differential
+	// reuses (nil for a full): its index in the job's storage. An agent
+	// that cannot read it stores a full instead and says so.
+	Parent *ChainParent `json:"parent,omitempty"`
+}
+
+// ChainParent locates a parent backup's chunk index.
+type ChainParent struct {
+	BackupID string `json:"backupId"`
+	Key      string `json:"key"`
+	Checksum string `json:"checksum"`
+}
+
+// ChainInfo is the chain recorded on a queued chunked run: its type and
+// parent. The projector derives its base and the backups it depends on
+// from the parent's row.
+type ChainInfo struct {
+	Type     string `json:"type"`
+	ParentID string `json:"parentId,omitempty"`
 }
 
 // ObjectRef identifies a stored backup and what it must match.
@@ -97,6 +130,9 @@ type ObjectRef struct {
 	Size        int64       `json:"size"`
 	Checksum    string      `json:"checksum"` // sha256 hex of the stored bytes
 	Compression string      `json:"compression"`
+	// RawSize is the dump's size (progress of a chunked backup, which
+	// is read as its dump).
+	RawSize int64 `json:"rawSize,omitempty"`
 	// SealedIdentity, for an encrypted backup, is the job's age identity
 	// sealed to the receiving agent (package sealed).
 	SealedIdentity string `json:"sealedIdentity,omitempty"`
@@ -134,6 +170,9 @@ type DeleteRequest struct {
 	V       int         `json:"v"`
 	Storage StorageSpec `json:"storage"`
 	Key     string      `json:"key"`
+	// Packs, for a chunked backup, also deletes the packs that backup
+	// (its id) wrote beside the index at Key.
+	Packs string `json:"packs,omitempty"`
 }
 
 // DeleteReply answers a DeleteRequest; NotFound is true when nothing was there.
@@ -163,6 +202,8 @@ type BackupEvent struct {
 	IsEncrypted    bool   `json:"isEncrypted,omitempty"`
 	// ScheduledFor is the slot of a scheduled run; nil for "run now".
 	ScheduledFor *time.Time `json:"scheduledFor,omitempty"`
+	// chained: the run's chain.
+	Chain *ChainInfo `json:"chain,omitempty"`
 
 	// progress
 	Seq     int64  `json:"seq,omitempty"`

@@ -131,7 +131,7 @@ var agentPhases = map[string][]string{
 // deleted or expired, an expired backup's object purged or its deletion
 // failed, a verification queued.
 var controlPhases = map[string][]string{
-	KindBackup:  {PhaseQueued, PhaseSkipped, PhaseFailed, PhaseLost, PhaseDeleted, PhaseExpired, PhasePurged, PhasePurgeFailed},
+	KindBackup:  {PhaseQueued, PhaseSkipped, PhaseFailed, PhaseLost, PhaseDeleted, PhaseExpired, PhasePurged, PhasePurgeFailed, PhaseChained},
 	KindRestore: {PhaseQueued, PhaseFailed},
 	KindVerify:  {PhaseQueued},
 }

@@ -61,6 +61,30 @@ type Manifest struct {
 	// functions, procedures, triggers, indexes, sequences, events…), as its
 	// engine names them, in dump order.
 	Objects []SchemaObject `json:"objects,omitempty"`
+	// Chain is set on a chunked backup (an incremental or differential
+	// job's): its object is then its chunk index, and StoredSize, Checksum
+	// and Compression describe that index and the chunks.
+	Chain *Chain `json:"chain,omitempty"`
+}
+
+// Chain is what a chunked backup stored and what it needs.
+type Chain struct {
+	Type      string   `json:"type"` // full, incremental, differential
+	Parent    string   `json:"parent,omitempty"`
+	Base      string   `json:"base"`
+	DependsOn []string `json:"dependsOn"` // backups whose packs it uses
+	Chunks    int      `json:"chunks"`
+	// NewChunks and NewRawBytes are the chunks (and their dump bytes) it
+	// stored; PackBytes what its packs take in storage, IndexSize its index.
+	NewChunks   int    `json:"newChunks"`
+	NewRawBytes int64  `json:"newRawBytes"`
+	Packs       int    `json:"packs"`
+	PackBytes   int64  `json:"packBytes"`
+	IndexSize   int64  `json:"indexSize"`
+	DumpSHA256  string `json:"dumpSha256"` // of the whole dump
+	// Fallback says why a full was stored when the control plane asked
+	// for an incremental or differential.
+	Fallback string `json:"fallback,omitempty"`
 }
 
 // Manifest.Inventory values.

@@ -121,3 +121,49 @@ WHERE id = $1 AND agent_id = $2 AND status = 'success'
 -- no row when it has ended.
 -- name: LockRunIfActive :one
 SELECT id FROM backup_history WHERE id = $1 AND status IN ('queued', 'running') FOR UPDATE;
+
+-- ApplyBackupChain records, on a queued chunked run, the chain the control
+-- plane chose for it: with a parent (of the same job), the parent's base
+-- and every backup the parent depends on, and the parent itself.
+-- name: ApplyBackupChain :exec
+UPDATE backup_history h
+SET chunked = true, backup_type = sqlc.arg(backup_type), parent_id = sqlc.narg(parent_id),
+    base_id = coalesce((SELECT coalesce(p.base_id, p.id) FROM backup_history p
+                        WHERE p.id = sqlc.narg(parent_id) AND p.backup_job_id = h.backup_job_id), h.id),
+    depends_on = coalesce((SELECT p.depends_on || p.id FROM backup_history p
+                           WHERE p.id = sqlc.narg(parent_id) AND p.backup_job_id = h.backup_job_id), '{}'::uuid[])
+WHERE h.id = $1 AND h.status IN ('queued', 'running') AND NOT h.chunked;
+
+-- ApplyBackupChainCompleted records what a chunked backup stored. An
+-- agent that could not use the parent (gone, or made with another key)
+-- stores a full instead: as_full then ends the row's chain.
+-- name: ApplyBackupChainCompleted :exec
+UPDATE backup_history
+SET new_bytes = sqlc.arg(new_bytes),
+    backup_type = CASE WHEN sqlc.arg(as_full)::boolean THEN 'full' ELSE backup_type END,
+    parent_id = CASE WHEN sqlc.arg(as_full)::boolean THEN NULL ELSE parent_id END,
+    base_id = CASE WHEN sqlc.arg(as_full)::boolean THEN id ELSE base_id END,
+    depends_on = CASE WHEN sqlc.arg(as_full)::boolean THEN '{}'::uuid[] ELSE depends_on END
+WHERE id = $1 AND agent_id = $2 AND chunked AND status = 'success';
+
+-- ChainParent is the newest successful chunked backup of a job made with
+-- the given storage, compression and encryption: the parent of its next
+-- incremental. With full_only, the newest full (a differential's parent).
+-- name: ChainParent :one
+SELECT h.id, h.backup_type, h.base_id, h.depends_on, h.storage_key, h.file_size, h.checksum_value, h.completed_at,
+       b.completed_at AS base_completed_at
+FROM backup_history h
+LEFT JOIN backup_history b ON b.id = h.base_id
+WHERE h.backup_job_id = $1 AND h.chunked AND h.status = 'success' AND h.deleted_at IS NULL
+  AND h.storage_type = sqlc.arg(storage_type) AND h.cloud_storage_id IS NOT DISTINCT FROM sqlc.narg(cloud_storage_id)
+  AND h.compression = sqlc.arg(compression) AND h.is_encrypted = sqlc.arg(is_encrypted)
+  AND (NOT sqlc.arg(full_only)::boolean OR h.backup_type = 'full')
+ORDER BY h.completed_at DESC
+LIMIT 1;
+
+-- BackupDependents is the backups that need backup id's packs: kept
+-- (success) or being made (queued, running).
+-- name: BackupDependents :many
+SELECT id FROM backup_history
+WHERE depends_on @> ARRAY[sqlc.arg(id)::uuid] AND status IN ('queued', 'running', 'success') AND deleted_at IS NULL
+ORDER BY queued_at;

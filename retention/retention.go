@@ -11,7 +11,12 @@
 //     retentionDays 0 keeps everything;
 //   - with GFS counts, a backup is kept while it is younger than
 //     retentionDays (when above 0) or a count selects it;
-//   - the newest backup is always kept, whatever the policy.
+//   - the newest backup is always kept, whatever the policy;
+//   - a backup another kept backup needs (an earlier backup of its
+//     incremental or differential chain, Backup.Needs), or one a backup
+//     being made needs (Plan's pinned), is kept too, with the reason
+//     "needed by the chain of <id>": so the newest backup, a good restore
+//     point, always stays restorable.
 package retention
 
 import (
@@ -36,23 +41,67 @@ func (p Policy) GFS() bool {
 	return p.KeepLast > 0 || p.KeepDaily > 0 || p.KeepWeekly > 0 || p.KeepMonthly > 0
 }
 
-// Backup is one successful backup: its id and when it completed.
+// Backup is one successful backup: its id, when it completed, and the
+// earlier backups it needs (its chain's; none for a single-object backup).
 type Backup struct {
-	ID uuid.UUID
-	At time.Time
+	ID    uuid.UUID
+	At    time.Time
+	Needs []uuid.UUID
 }
 
 // Decision is the fate of one backup: kept, with the rules that keep it,
-// or expired, with the reason.
+// or expired, with the reason. NeededBy lists the kept backups (or ones
+// being made) whose chain keeps it.
 type Decision struct {
 	Backup
-	Keep    bool
-	Reasons []string // why it is kept
-	Reason  string   // why it expires
+	Keep     bool
+	Reasons  []string // why it is kept
+	Reason   string   // why it expires
+	NeededBy []uuid.UUID
 }
 
-// Plan decides every backup at now. Decisions come newest first.
-func Plan(p Policy, backups []Backup, now time.Time) []Decision {
+// Plan decides every backup at now; pinned are the needs of backups being
+// made. Decisions come newest first.
+func Plan(p Policy, backups []Backup, now time.Time, pinned ...uuid.UUID) []Decision {
+	out := plan(p, backups, now)
+	at := make(map[uuid.UUID]int, len(out))
+	for i, d := range out {
+		at[d.ID] = i
+	}
+	need := func(id, by uuid.UUID) {
+		i, ok := at[id]
+		if !ok {
+			return
+		}
+		d := &out[i]
+		if !d.Keep {
+			d.Keep, d.Reason = true, ""
+		}
+		if by == uuid.Nil {
+			if !slices.Contains(d.Reasons, "needed by a backup being made") {
+				d.Reasons = append(d.Reasons, "needed by a backup being made")
+			}
+			return
+		}
+		d.NeededBy = append(d.NeededBy, by)
+		d.Reasons = append(d.Reasons, "needed by the chain of "+by.String())
+	}
+	// Needs are transitive (a backup lists its parent's needs too), so
+	// one pass over the backups kept by a rule suffices.
+	for _, d := range slices.Clone(out) {
+		if d.Keep {
+			for _, n := range d.Needs {
+				need(n, d.ID)
+			}
+		}
+	}
+	for _, n := range pinned {
+		need(n, uuid.Nil)
+	}
+	return out
+}
+
+func plan(p Policy, backups []Backup, now time.Time) []Decision {
 	loc := p.Location
 	if loc == nil {
 		loc = time.UTC

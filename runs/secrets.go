@@ -3,8 +3,11 @@ package runs
 import (
 	"context"
 	"errors"
+	"time"
 
+	"filippo.io/age"
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/rahatback/rahatback/db"
 	"github.com/rahatback/rahatback/events"
@@ -175,6 +178,9 @@ func (s *Service) ObjectRef(ctx context.Context, h db.BackupHistory) (events.Obj
 	if h.ChecksumValue != nil {
 		ref.Checksum = *h.ChecksumValue
 	}
+	if h.RawSize != nil {
+		ref.RawSize = *h.RawSize
+	}
 	var err error
 	if h.StorageType != "local" {
 		if ref.Storage, err = s.StorageSpec(ctx, h.StorageType, h.CloudStorageID, h.UserID, h.AgentID); err != nil {
@@ -275,7 +281,12 @@ func (s *Service) BackupCommands(ctx context.Context, dbtx db.DBTX, jobs []db.Ba
 				specs[k] = spec
 			}
 		}
-		cmds[i], errs[i] = s.backupCommand(j, d, pw, pub, spec, runIDs[i])
+		var chain *events.Chain
+		if chain, err = s.chainFor(ctx, dbtx, j); err != nil {
+			errs[i] = err
+			continue
+		}
+		cmds[i], errs[i] = s.backupCommand(j, d, pw, pub, spec, runIDs[i], chain)
 		if t, ok := databases[derefID(j.VerificationDatabaseID)]; ok && errs[i] == nil && cmds[i].Verify == "FULL" && t.UserID == j.UserID {
 			tpw, ok := passwords[t.ID]
 			if !ok {
@@ -299,13 +310,13 @@ func (s *Service) BackupCommands(ctx context.Context, dbtx db.DBTX, jobs []db.Ba
 // backupCommand is job j's command for run runID on database d, for the
 // agent with key pub; password is d's, spec the job's storage sealed to
 // that agent.
-func (s *Service) backupCommand(j db.BackupJob, d db.Database, password []byte, pub string, spec events.StorageSpec, runID uuid.UUID) (events.BackupCommand, error) {
+func (s *Service) backupCommand(j db.BackupJob, d db.Database, password []byte, pub string, spec events.StorageSpec, runID uuid.UUID, chain *events.Chain) (events.BackupCommand, error) {
 	conn, err := SealConn(connOf(d), password, pub)
 	if err != nil {
 		return events.BackupCommand{}, err
 	}
 	cmd := events.BackupCommand{V: events.Version, Deadline: s.deadline(), RunID: runID.String(), JobID: j.ID.String(),
-		DatabaseID: d.ID.String(), Conn: conn, Compression: j.Compression, Storage: spec}
+		DatabaseID: d.ID.String(), Conn: conn, Compression: j.Compression, Storage: spec, Chain: chain}
 	if j.IsEncrypted {
 		if j.AgeRecipient == nil {
 			return cmd, fail(Conflict, "the job is encrypted but has no key; set its encryptionPassword again")
@@ -314,17 +325,96 @@ func (s *Service) backupCommand(j db.BackupJob, d db.Database, password []byte, 
 	}
 	if j.AutoVerifyAfterBackup {
 		cmd.Verify, cmd.VerifyID = j.VerificationLevel, uuid.NewString()
-		if j.IsEncrypted {
-			id, err := s.c.Secrets.JobIdentity(j)
-			if errors.Is(err, secrets.ErrNoKey) {
-				return cmd, fail(Conflict, "the job is encrypted but has no key; set its encryptionPassword again")
-			} else if err != nil {
-				return cmd, err
-			}
-			if cmd.SealedIdentity, err = sealed.Seal(pub, []byte(id.String())); err != nil {
-				return cmd, err
-			}
+	}
+	// The key opens the parent's index, and the backup for verification.
+	if j.IsEncrypted && (cmd.Verify != "" || (chain != nil && chain.Parent != nil)) {
+		id, err := s.c.Secrets.JobIdentity(j)
+		if errors.Is(err, secrets.ErrNoKey) {
+			return cmd, fail(Conflict, "the job is encrypted but has no key; set its encryptionPassword again")
+		} else if err != nil {
+			return cmd, err
+		}
+		if cmd.SealedIdentity, err = sealed.Seal(pub, []byte(id.String())); err != nil {
+			return cmd, err
 		}
 	}
 	return cmd, nil
+}
+
+// Chains: a chain starts again with a full once its full is FullEvery
+// old or it holds MaxChain backups, so that a restore never reads an
+// unbounded chain and retention can let old fulls go.
+const (
+	FullEvery = 7 * 24 * time.Hour
+	MaxChain  = 50
+)
+
+// chainFor is the chain of job j's next run: nil for a job of type full
+// (one object per backup); for an incremental or differential job, a full
+// when it has no usable parent (none yet, one made with other storage,
+// compression or encryption, or a chain too old or long), else its type
+// with the parent: the newest chunked backup (incremental) or the newest
+// chunked full (differential).
+func (s *Service) chainFor(ctx context.Context, dbtx db.DBTX, j db.BackupJob) (*events.Chain, error) {
+	if j.BackupType != "incremental" && j.BackupType != "differential" {
+		return nil, nil
+	}
+	var cloud *uuid.UUID
+	if j.StorageType != "local" {
+		cloud = j.CloudStorageID
+	}
+	row, err := s.q.ChainParent(ctx, dbtx, db.ChainParentParams{BackupJobID: j.ID, StorageType: j.StorageType,
+		CloudStorageID: cloud, Compression: j.Compression, IsEncrypted: j.IsEncrypted, FullOnly: j.BackupType == "differential"})
+	if errors.Is(err, pgx.ErrNoRows) {
+		return &events.Chain{Type: "full"}, nil
+	} else if err != nil {
+		return nil, err
+	}
+	if row.StorageKey == nil || row.ChecksumValue == nil || row.BaseCompletedAt == nil ||
+		time.Since(*row.BaseCompletedAt) > FullEvery || len(row.DependsOn)+1 >= MaxChain {
+		return &events.Chain{Type: "full"}, nil
+	}
+	return &events.Chain{Type: j.BackupType, Parent: &events.ChainParent{BackupID: row.ID.String(), Key: *row.StorageKey,
+		Checksum: *row.ChecksumValue}}, nil
+}
+
+// ChainEvent is the chained event of run, when cmd stores it in its job's
+// chunk store (nil otherwise): published with the command, it records
+// the run's chain on its history row.
+func ChainEvent(cmd events.BackupCommand) *events.BackupEvent {
+	if cmd.Chain == nil {
+		return nil
+	}
+	ev := &events.BackupEvent{V: events.Version, ID: cmd.RunID + ":" + events.PhaseChained, RunID: cmd.RunID, At: time.Now().UTC(),
+		Chain: &events.ChainInfo{Type: cmd.Chain.Type}}
+	if cmd.Chain.Parent != nil {
+		ev.Chain.ParentID = cmd.Chain.Parent.BackupID
+	}
+	return ev
+}
+
+// JobKeys are the keys of encrypted backup h's job, opened in the control
+// plane to stream a chunked backup as one file: its identity, which opens
+// the backup, and every recipient the job encrypts to. Conflict when the
+// job, and so its key, was deleted.
+func (s *Service) JobKeys(ctx context.Context, h db.BackupHistory) (*age.X25519Identity, []age.Recipient, error) {
+	j, err := s.q.GetBackupJob(ctx, s.c.Pool, db.GetBackupJobParams{ID: h.BackupJobID, UserID: h.UserID})
+	if errors.Is(db.MapErr(err), db.ErrNotFound) {
+		return nil, nil, fail(Conflict, "this backup is encrypted and its job was deleted with its key: read it with the key you exported (rahatback-agent restore, see the README)")
+	} else if err != nil {
+		return nil, nil, err
+	}
+	id, err := s.c.Secrets.JobIdentity(j)
+	if err != nil {
+		return nil, nil, err
+	}
+	recipients := []age.Recipient{id.Recipient()}
+	for _, r := range j.AgeRecipients {
+		rc, err := age.ParseX25519Recipient(r)
+		if err != nil {
+			return nil, nil, err
+		}
+		recipients = append(recipients, rc)
+	}
+	return id, recipients, nil
 }

@@ -4,11 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/rahatback/rahatback/chunkstore"
 	"github.com/rahatback/rahatback/db"
 	"github.com/rahatback/rahatback/events"
 	"github.com/rahatback/rahatback/handlers/projector"
@@ -41,6 +43,7 @@ func (s *Service) StartBackup(ctx context.Context, user, jobID uuid.UUID) (run u
 	phase, reason := Decide(agent, haveAgent, nil)
 	ev := Event(j, run, phase, reason, time.Now(), nil)
 	var cmds []outbox.Message
+	var chained *events.BackupEvent
 	if phase == events.PhaseQueued {
 		if err := s.checkQueue(ctx, agent.ID); err != nil {
 			return run, "", err
@@ -54,6 +57,7 @@ func (s *Service) StartBackup(ctx context.Context, user, jobID uuid.UUID) (run u
 			return run, "", err
 		}
 		cmds = append(cmds, m)
+		chained = ChainEvent(built[0])
 	}
 	errRunning := fail(Conflict, "this job already has a backup queued or running")
 	err = db.WithTx(ctx, s.c.Pool, func(tx pgx.Tx) error {
@@ -74,7 +78,13 @@ func (s *Service) StartBackup(ctx context.Context, user, jobID uuid.UUID) (run u
 			return errRunning
 		}
 		// agent.ID is the nil UUID when no agent can take it.
-		return projector.Emit(ctx, tx, agent.ID, events.KindBackup, phase, ev.ID, ev, cmds...)
+		if chained == nil {
+			return projector.Emit(ctx, tx, agent.ID, events.KindBackup, phase, ev.ID, ev, cmds...)
+		}
+		if err := projector.Emit(ctx, tx, agent.ID, events.KindBackup, phase, ev.ID, ev); err != nil {
+			return err
+		}
+		return projector.Emit(ctx, tx, agent.ID, events.KindBackup, events.PhaseChained, chained.ID, chained, cmds...)
 	})
 	switch err = db.MapErr(err); {
 	case errors.Is(err, db.ErrConflict):
@@ -264,6 +274,27 @@ func (s *Service) DeleteBackup(ctx context.Context, h db.BackupHistory) error {
 	return s.emit(ctx, h.AgentID, events.KindBackup, events.PhaseDeleted, ev.ID, ev)
 }
 
+// checkNoDependents is Conflict when other backups need backup h's packs:
+// kept ones of its chain, or one being made on it.
+func (s *Service) checkNoDependents(ctx context.Context, h db.BackupHistory) error {
+	if !h.Chunked {
+		return nil
+	}
+	deps, err := s.q.BackupDependents(ctx, s.c.Pool, h.ID)
+	if err != nil {
+		return err
+	}
+	if len(deps) == 0 {
+		return nil
+	}
+	ids := make([]string, len(deps))
+	for i, d := range deps {
+		ids[i] = d.String()
+	}
+	return fail(Conflict, "%d later backups of its chain need this backup's data (%s); delete them first, newest first",
+		len(ids), strings.Join(ids, ", "))
+}
+
 // DeleteObject deletes the stored object and manifest of backup h, if it
 // has any (a successful backup, or an expired one not purged yet): from
 // its cloud storage directly, or through the agent holding a local one.
@@ -275,10 +306,20 @@ func (s *Service) DeleteObject(ctx context.Context, h db.BackupHistory) error {
 	if !stored || h.StorageKey == nil {
 		return nil
 	}
+	if err := s.checkNoDependents(ctx, h); err != nil {
+		return err
+	}
 	if h.StorageType != "local" {
 		st, err := s.OpenStorage(ctx, h)
 		if err != nil {
 			return err
+		}
+		if h.Chunked {
+			// Its packs first: a failure leaves the index, and the retry
+			// finds the rest.
+			if _, err := chunkstore.DeletePacks(ctx, st, *h.StorageKey, h.ID.String()); err != nil {
+				return fail(Refused, "the storage refused to delete the backup: %v", err)
+			}
 		}
 		for _, key := range []string{*h.StorageKey, *h.StorageKey + pipeline.ManifestSuffix} {
 			if err := st.Delete(ctx, key); err != nil && !errors.Is(err, storage.ErrNotFound) {
@@ -287,9 +328,13 @@ func (s *Service) DeleteObject(ctx context.Context, h db.BackupHistory) error {
 		}
 		return nil
 	}
+	packs := ""
+	if h.Chunked {
+		packs = h.ID.String()
+	}
 	var reply events.DeleteReply
 	err := events.Request(ctx, s.c.NC, events.RPCSubject(h.AgentID.String(), events.RPCDelete),
-		events.DeleteRequest{V: events.Version, Storage: events.StorageSpec{Type: h.StorageType}, Key: *h.StorageKey},
+		events.DeleteRequest{V: events.Version, Storage: events.StorageSpec{Type: h.StorageType}, Key: *h.StorageKey, Packs: packs},
 		&reply, s.c.RPCTimeout)
 	if err != nil {
 		err = s.RPCError(err, "the agent holding this backup")

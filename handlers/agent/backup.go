@@ -131,7 +131,7 @@ func (h *Handlers) Backup(ctx context.Context, cmd events.BackupCommand, publish
 	h.Logger.Info("backup done", "runId", cmd.RunID, "key", res.key, "bytes", res.m.StoredSize, "rawBytes", res.m.RawSize)
 	if cmd.Verify != "" {
 		vc := events.VerifyCommand{V: events.Version, VerifyID: cmd.VerifyID, BackupID: cmd.RunID, Level: cmd.Verify,
-			Object: events.ObjectRef{Storage: cmd.Storage, Key: res.key, Size: res.m.StoredSize, Checksum: res.m.Checksum,
+			Object: events.ObjectRef{Storage: cmd.Storage, Key: res.key, Size: res.m.StoredSize, Checksum: res.m.Checksum, RawSize: res.m.RawSize,
 				Compression: cmd.Compression, SealedIdentity: cmd.SealedIdentity},
 			Engine: cmd.Conn.Type, Target: cmd.VerifyTarget}
 		if vc.Target == nil {
@@ -171,6 +171,9 @@ func (h *Handlers) backup(ctx context.Context, cmd events.BackupCommand, started
 			return nil, fmt.Errorf("bad encryption recipient %q: %w", r, err)
 		}
 		recipients = append(recipients, rc)
+	}
+	if cmd.Chain != nil {
+		return h.backupChunked(ctx, cmd, started, store, eng, conn, estimate, recipients, publish, keepAlive)
 	}
 	key := BackupKey(cmd.JobID, cmd.RunID, started, eng.Spec().Extension, cmd.Compression, len(recipients) > 0)
 

@@ -131,6 +131,14 @@ func (h *Handlers) openChecked(ctx context.Context, ref events.ObjectRef) (io.Re
 	if err != nil {
 		return nil, nil, nil, err
 	}
+	if IsChunked(ref.Key) {
+		_, rc, err := h.openChunked(ctx, store, ref)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		read := &countingReader{r: rc}
+		return read, read, func() { rc.Close() }, nil
+	}
 	f, err := store.Get(ctx, ref.Key, 0)
 	if errors.Is(err, storage.ErrNotFound) {
 		return nil, nil, nil, fmt.Errorf("the backup file %s is no longer in storage", ref.Key)
@@ -192,9 +200,13 @@ func (h *Handlers) restore(ctx context.Context, cmd events.RestoreCommand, publi
 		return err
 	}
 	defer closeAll()
+	total := cmd.Object.Size
+	if IsChunked(cmd.Object.Key) {
+		total = cmd.Object.RawSize // a chunked backup's progress counts dump bytes
+	}
 	stop := h.progress(ctx, ProgressInterval, keepAlive, func(seq int64) {
 		p := events.RestoreEvent{V: events.Version, ID: fmt.Sprintf("%s:progress:%d", cmd.RestoreID, seq), RestoreID: cmd.RestoreID,
-			At: time.Now().UTC(), Seq: seq, Step: "restoring", Bytes: stored.n.Load(), Percent: percent(stored.n.Load(), cmd.Object.Size)}
+			At: time.Now().UTC(), Seq: seq, Step: "restoring", Bytes: stored.n.Load(), Percent: percent(stored.n.Load(), total)}
 		_ = publish(ctx, events.KindRestore, events.PhaseProgress, p.ID, p)
 	})
 	defer stop()

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/rahatback/rahatback/chunkstore"
 	"github.com/rahatback/rahatback/engines"
 	"github.com/rahatback/rahatback/engines/mongodb/archive"
 	"github.com/rahatback/rahatback/events"
@@ -52,7 +53,11 @@ func (h *Handlers) Verify(ctx context.Context, cmd events.VerifyCommand, publish
 	stop := h.progress(ctx, ProgressInterval, keepAlive, func(seq int64) {
 		p := ev(fmt.Sprintf("progress:%d", seq))
 		p.Seq, p.Step, p.Bytes = seq, v.step.Load().(string), v.read.Load()
-		p.Percent = percent(p.Bytes, cmd.Object.Size)
+		total := cmd.Object.Size
+		if IsChunked(cmd.Object.Key) {
+			total = cmd.Object.RawSize
+		}
+		p.Percent = percent(p.Bytes, total)
 		if err := publish(ctx, events.KindVerify, events.PhaseProgress, p.ID, p); err != nil {
 			h.Logger.Debug("progress not published", "err", err)
 		}
@@ -115,10 +120,21 @@ func (v *verification) run(ctx context.Context) error {
 		return err
 	}
 	v.add("exists", true, "found %s", ref.Key)
-	v.add("size", obj.Size == ref.Size, "stored %d bytes, recorded %d", obj.Size, ref.Size)
+	chunked := IsChunked(ref.Key)
+	if !chunked {
+		v.add("size", obj.Size == ref.Size, "stored %d bytes, recorded %d", obj.Size, ref.Size)
+	}
 
 	// The manifest first: DATABASE and FULL compare against it.
 	m, merr := v.manifest(ctx, store)
+	if chunked {
+		switch {
+		case merr != nil || m.Chain == nil:
+			v.add("size", false, "the manifest does not record the chunk index's size")
+		default:
+			v.add("size", obj.Size == m.Chain.IndexSize, "chunk index of %d bytes, recorded %d", obj.Size, m.Chain.IndexSize)
+		}
+	}
 
 	var eng engines.Engine
 	if v.deep() {
@@ -140,24 +156,46 @@ func (v *verification) run(ctx context.Context) error {
 		}
 	}
 
-	f, err := store.Get(ctx, ref.Key, 0)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	stored := pipeline.NewDigestReader(&tallyReader{r: f, n: &v.read})
-	var rawSize int64
-	plain, err := v.h.decrypt(stored, ref)
-	if strings.HasSuffix(ref.Key, ".age") {
-		if err != nil {
-			v.add("decryption", false, "%v", err)
-		} else {
-			v.add("decryption", true, "opened with the job's key (age X25519)")
-		}
-	}
+	var stored *pipeline.DigestReader
 	var dec io.ReadCloser
-	if err == nil {
-		dec, err = pipeline.NewDecompressor(plain, ref.Compression)
+	var rawSize int64
+	var chain *chunkstore.Index
+	if chunked {
+		chain, dec, err = v.h.openChunked(ctx, store, ref)
+		switch {
+		case errors.Is(err, ErrChecksum):
+			v.add("checksum", false, "the chunk index does not match its recorded sha256 %s", ref.Checksum)
+		case errors.Is(err, ErrWrongKey):
+			v.add("decryption", false, "%v", err)
+		case err == nil:
+			v.add("checksum", true, "chunk index sha256 %s as recorded", ref.Checksum)
+			if chain.Encrypted {
+				v.add("decryption", true, "index opened with the job's key (age X25519); chunks are sealed with XChaCha20-Poly1305")
+			}
+			dec = readCloser{&tallyReader{r: dec, n: &v.read}, dec}
+		case errors.Is(err, ErrDamaged):
+		default:
+			return err
+		}
+	} else {
+		f, err := store.Get(ctx, ref.Key, 0)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		stored = pipeline.NewDigestReader(&tallyReader{r: f, n: &v.read})
+		var plain io.Reader
+		plain, err = v.h.decrypt(stored, ref)
+		if strings.HasSuffix(ref.Key, ".age") {
+			if err != nil {
+				v.add("decryption", false, "%v", err)
+			} else {
+				v.add("decryption", true, "opened with the job's key (age X25519)")
+			}
+		}
+		if err == nil {
+			dec, err = pipeline.NewDecompressor(plain, ref.Compression)
+		}
 	}
 	var docs map[string]int64 // BASIC: a mongodump archive's documents per collection
 	var inspector engines.Inspector
@@ -196,16 +234,24 @@ func (v *verification) run(ctx context.Context) error {
 		dec.Close()
 	}
 	decompressed := err == nil
-	if decompressed {
+	switch {
+	case chunked && decompressed:
+		v.add("chunks", true, "%d chunks in %d packs decrypted, decompressed and matched their ids; the %d-byte dump matches its sha256",
+			len(chain.Chunks), len(chain.Packs), rawSize)
+	case chunked:
+		v.add("chunks", false, "%v", err)
+	case decompressed:
 		v.add("decompression", true, "%s stream intact: %d bytes of dump", ref.Compression, rawSize)
-	} else {
+	default:
 		v.add("decompression", false, "%s stream damaged: %v", ref.Compression, err)
 	}
-	if _, err := io.Copy(io.Discard, stored); err != nil {
-		return err
+	if stored != nil {
+		if _, err := io.Copy(io.Discard, stored); err != nil {
+			return err
+		}
+		sum := stored.Sum()
+		v.add("checksum", sum == ref.Checksum, "sha256 %s, recorded %s", sum, ref.Checksum)
 	}
-	sum := stored.Sum()
-	v.add("checksum", sum == ref.Checksum, "sha256 %s, recorded %s", sum, ref.Checksum)
 
 	switch {
 	case merr != nil:
@@ -296,6 +342,12 @@ func totalRows(ts []pipeline.TableCount) int64 {
 	return n
 }
 
+// readCloser joins a reader and another's Close.
+type readCloser struct {
+	io.Reader
+	io.Closer
+}
+
 // tallyReader adds the bytes read to n.
 type tallyReader struct {
 	r io.Reader
@@ -331,6 +383,13 @@ func (h *Handlers) Delete(ctx context.Context, req events.DeleteRequest) events.
 	store, err := h.storageFor(req.Storage)
 	if err != nil {
 		return events.DeleteReply{V: events.Version, Error: err.Error()}
+	}
+	if req.Packs != "" {
+		// A chunked backup: its packs first, so a failure leaves the
+		// index, and a retry finds the rest.
+		if _, err := chunkstore.DeletePacks(ctx, store, req.Key, req.Packs); err != nil {
+			return events.DeleteReply{V: events.Version, Error: err.Error()}
+		}
 	}
 	err = store.Delete(ctx, req.Key)
 	notFound := errors.Is(err, storage.ErrNotFound)

@@ -348,11 +348,8 @@ func (in jobInput) merge(cur db.BackupJob) (db.BackupJob, error) {
 			f.add("scheduleType", err.Error())
 		}
 	}
-	switch {
-	case !slices.Contains(backupTypes, j.BackupType):
+	if !slices.Contains(backupTypes, j.BackupType) {
 		f.add("backupType", "must be one of "+strings.Join(backupTypes, ", "))
-	case j.BackupType != "full":
-		f.add("backupType", "only full backups are supported so far; incremental and differential are not implemented yet")
 	}
 	if !slices.Contains(compressions, j.Compression) {
 		f.add("compression", "must be one of "+strings.Join(compressions, ", ")+", or true (zstd) or false (none)")

@@ -16,8 +16,13 @@ type retentionItemJSON struct {
 	FileName    *string   `json:"fileName"`
 	FileSize    *int64    `json:"fileSize"`
 	StorageType string    `json:"storageType"`
+	BackupType  string    `json:"backupType"`
 	Reasons     []string  `json:"reasons,omitempty"` // why it is kept
 	Reason      string    `json:"reason,omitempty"`  // why it would go
+	// Needs are the earlier backups of its chain it needs; NeededBy the
+	// kept ones whose chain keeps it (then a reason says so too).
+	Needs    []uuid.UUID `json:"needs,omitempty"`
+	NeededBy []uuid.UUID `json:"neededBy,omitempty"`
 }
 
 // retentionPreview answers what the job's retention would do now:
@@ -34,17 +39,23 @@ func (a *API) retentionPreview(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	policy := retention.FromColumns(j.RetentionDays, j.KeepLast, j.KeepDaily, j.KeepWeekly, j.KeepMonthly, j.Timezone)
-	backups := make([]retention.Backup, len(rows))
+	var backups []retention.Backup
+	var pinned []uuid.UUID
 	byID := make(map[uuid.UUID]db.SuccessfulBackupsOfJobRow, len(rows))
-	for i, row := range rows {
-		backups[i] = retention.Backup{ID: row.ID, At: *row.CompletedAt}
+	for _, row := range rows {
+		if row.Status != "success" {
+			pinned = append(pinned, row.DependsOn...)
+			continue
+		}
+		backups = append(backups, retention.Backup{ID: row.ID, At: *row.CompletedAt, Needs: row.DependsOn})
 		byID[row.ID] = row
 	}
 	expire, keep := []retentionItemJSON{}, []retentionItemJSON{}
-	for _, d := range retention.Plan(policy, backups, time.Now()) {
+	for _, d := range retention.Plan(policy, backups, time.Now(), pinned...) {
 		row := byID[d.ID]
 		item := retentionItemJSON{HistoryID: d.ID, CompletedAt: d.At.UTC(), FileName: row.FileName, FileSize: row.FileSize,
-			StorageType: row.StorageType, Reasons: d.Reasons, Reason: d.Reason}
+			StorageType: row.StorageType, BackupType: row.BackupType, Reasons: d.Reasons, Reason: d.Reason,
+			Needs: d.Needs, NeededBy: d.NeededBy}
 		if d.Keep {
 			keep = append(keep, item)
 		} else {

@@ -8,15 +8,20 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"path"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
+	"filippo.io/age"
 	"github.com/google/uuid"
 
+	"github.com/rahatback/rahatback/chunkstore"
 	"github.com/rahatback/rahatback/db"
 	"github.com/rahatback/rahatback/egress"
 	"github.com/rahatback/rahatback/events"
+	"github.com/rahatback/rahatback/pipeline"
 	"github.com/rahatback/rahatback/runs"
 	"github.com/rahatback/rahatback/storage"
 	"github.com/rahatback/rahatback/transfer"
@@ -76,6 +81,19 @@ type historyJSON struct {
 	PurgedAt     *time.Time      `json:"purgedAt,omitempty"`
 	ExpireError  *string         `json:"expireError,omitempty"`
 	Manifest     json.RawMessage `json:"manifest,omitempty"`
+	// Chains: backupType is full, incremental or differential; a chunked
+	// backup (an incremental or differential job's) has its parent (the
+	// backup whose chunks it reused) and base (its chain's full), the
+	// earlier backups it needs (dependsOn), the dump bytes it stored that
+	// were not there before (newBytes) and dedupRatio, rawSize over
+	// newBytes (null when it stored nothing new).
+	BackupType string      `json:"backupType"`
+	Chunked    bool        `json:"chunked"`
+	ParentID   *uuid.UUID  `json:"parentId"`
+	BaseID     *uuid.UUID  `json:"baseId"`
+	DependsOn  []uuid.UUID `json:"dependsOn"`
+	NewBytes   *int64      `json:"newBytes"`
+	DedupRatio *float64    `json:"dedupRatio"`
 }
 
 type progressJSON struct {
@@ -116,6 +134,15 @@ func toHistoryJSON(h db.BackupHistory, withManifest bool) historyJSON {
 		Compression: h.Compression, IsEncrypted: h.IsEncrypted, ErrorMessage: h.ErrorMessage,
 		VerificationStatus: h.VerificationStatus, LastRestoreStatus: h.LastRestoreStatus, ScheduledFor: h.ScheduledFor,
 		ExpiredAt: h.ExpiredAt, ExpireReason: h.ExpireReason, PurgedAt: h.PurgedAt, ExpireError: h.ExpireError}
+	out.BackupType, out.Chunked, out.ParentID, out.BaseID, out.NewBytes = h.BackupType, h.Chunked, h.ParentID, h.BaseID, h.NewBytes
+	out.DependsOn = h.DependsOn
+	if out.DependsOn == nil {
+		out.DependsOn = []uuid.UUID{}
+	}
+	if h.Chunked && h.NewBytes != nil && h.RawSize != nil && *h.NewBytes > 0 {
+		r := math.Round(float64(*h.RawSize)/float64(*h.NewBytes)*100) / 100
+		out.DedupRatio = &r
+	}
 	out.Duration = seconds(h.DurationMs)
 	out.Progress = toProgressJSON(h.ProgressStep, h.ProgressBytes, h.ProgressPercent)
 	if len(h.VerificationResult) > 0 {
@@ -272,6 +299,9 @@ func (a *API) downloadHistory(w http.ResponseWriter, r *http.Request) error {
 	if h.Status != "success" || h.StorageKey == nil {
 		return errorf(http.StatusConflict, "only a successful backup can be downloaded (this one is %s)", h.Status)
 	}
+	if h.Chunked {
+		return a.downloadChunked(w, r, h)
+	}
 	var rd interface {
 		io.ReadCloser
 		Size() int64
@@ -357,4 +387,102 @@ func (a *API) openCloudObject(ctx context.Context, h db.BackupHistory) (sizedRea
 func isRunError(err error) bool {
 	var re *runs.Error
 	return errors.As(err, &re)
+}
+
+// downloadChunked streams a chunked backup as one file, as a job of type
+// full stores it: the dump rebuilt from its chain (every chunk checked),
+// compressed with the job's compression and, for an encrypted job,
+// encrypted to the job's recipients, so `age -d -i key | zstd -d` reads it.
+// Its size is not known ahead: the body is chunked, and a failure midway
+// aborts the response, so the client never takes a short file for a whole
+// one. X-Dump-Sha256 is the SHA-256 of the dump once decrypted and
+// decompressed.
+func (a *API) downloadChunked(w http.ResponseWriter, r *http.Request, h db.BackupHistory) error {
+	ctx := r.Context()
+	var st chunkstore.Getter
+	if h.StorageType != "local" {
+		cloud, err := a.runs.OpenStorage(ctx, h)
+		if err != nil {
+			return err
+		}
+		st = cloud
+	} else {
+		// Two transfers at once leave the agent room for another download.
+		st = transfer.NewGetter(a.opts.NC, h.AgentID.String(), 2)
+	}
+	var ids []age.Identity
+	var recipients []age.Recipient
+	if h.IsEncrypted {
+		id, rs, err := a.runs.JobKeys(ctx, h)
+		if err != nil {
+			return err
+		}
+		ids, recipients = []age.Identity{id}, rs
+	}
+	checksum := ""
+	if h.ChecksumValue != nil {
+		checksum = *h.ChecksumValue
+	}
+	ix, err := chunkstore.ReadIndex(ctx, st, *h.StorageKey, checksum, ids...)
+	switch {
+	case errors.Is(err, storage.ErrNotFound):
+		return errorf(http.StatusNotFound, "the backup file is no longer in storage")
+	case errors.Is(err, transfer.ErrNoAgent):
+		return errorf(http.StatusServiceUnavailable, "the agent holding this backup is offline; start it and try again")
+	case errors.Is(err, transfer.ErrBusy):
+		w.Header().Set("Retry-After", "10")
+		return errorf(http.StatusServiceUnavailable, "the agent is already sending its maximum number of downloads; try again shortly")
+	case errors.Is(err, transfer.ErrTimeout):
+		return errorf(http.StatusGatewayTimeout, "the agent holding this backup did not answer")
+	case errors.Is(err, chunkstore.ErrChecksum), errors.Is(err, chunkstore.ErrDamaged), errors.Is(err, chunkstore.ErrWrongKey):
+		return errorf(http.StatusConflict, "the backup cannot be read: %v", err)
+	case err != nil:
+		if h.StorageType != "local" {
+			a.log.Warn("download from cloud storage failed", "backupId", h.ID, "detail", storage.Detail(err))
+			return errorf(http.StatusBadGateway, "the storage did not hand the backup over: %s", probeMessage(err))
+		}
+		return err
+	}
+	name := strings.TrimSuffix(path.Base(*h.StorageKey), chunkstore.IndexSuffix) + pipeline.Extension(h.Compression)
+	if h.IsEncrypted {
+		name += ".age"
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("Content-Disposition", mimeAttachment(name))
+	w.Header().Set("X-Dump-Sha256", ix.SHA256)
+	w.Header().Set("X-Dump-Size", strconv.FormatInt(ix.RawSize, 10))
+	w.WriteHeader(http.StatusOK)
+	if err := writeChunked(ctx, w, ix, st, chunkstore.Dir(*h.StorageKey), h.Compression, recipients); err != nil {
+		a.log.Warn("download interrupted", "backupId", h.ID, "err", err)
+		panic(http.ErrAbortHandler) // the client must see a broken body, not an end
+	}
+	return nil
+}
+
+// writeChunked writes the dump of ix to w, compressed and, when
+// recipients are given, encrypted to them.
+func writeChunked(ctx context.Context, w io.Writer, ix *chunkstore.Index, st chunkstore.Getter, dir, compression string, recipients []age.Recipient) error {
+	out := w
+	var enc io.WriteCloser
+	if len(recipients) > 0 {
+		var err error
+		if enc, err = age.Encrypt(w, recipients...); err != nil {
+			return err
+		}
+		out = enc
+	}
+	comp, err := pipeline.NewCompressor(out, compression)
+	if err != nil {
+		return err
+	}
+	if _, err := ix.Read(ctx, st, dir, comp); err != nil {
+		return err
+	}
+	if err := comp.Close(); err != nil {
+		return err
+	}
+	if enc != nil {
+		return enc.Close()
+	}
+	return nil
 }

@@ -138,8 +138,13 @@ func Pass(ctx context.Context, o Opts) (Stats, error) {
 			return st, err
 		}
 		byJob := map[uuid.UUID][]retention.Backup{}
+		pinned := map[uuid.UUID][]uuid.UUID{} // needs of backups being made
 		for _, r := range rows {
-			byJob[r.BackupJobID] = append(byJob[r.BackupJobID], retention.Backup{ID: r.ID, At: *r.CompletedAt})
+			if r.CompletedAt == nil {
+				pinned[r.BackupJobID] = append(pinned[r.BackupJobID], r.DependsOn...)
+				continue
+			}
+			byJob[r.BackupJobID] = append(byJob[r.BackupJobID], retention.Backup{ID: r.ID, At: *r.CompletedAt, Needs: r.DependsOn})
 		}
 		for _, j := range jobs {
 			backups := byJob[j.ID]
@@ -147,7 +152,7 @@ func Pass(ctx context.Context, o Opts) (Stats, error) {
 				continue // the newest is always kept
 			}
 			p := retention.FromColumns(j.RetentionDays, j.KeepLast, j.KeepDaily, j.KeepWeekly, j.KeepMonthly, j.Timezone)
-			for _, d := range retention.Plan(p, backups, now) {
+			for _, d := range retention.Plan(p, backups, now, pinned[j.ID]...) {
 				if d.Keep {
 					continue
 				}
@@ -183,6 +188,12 @@ func expire(ctx context.Context, o Opts, q *db.Queries, id uuid.UUID, reason str
 		}
 		if row.Status != "success" || row.Verifying || row.Restoring {
 			return nil
+		}
+		// A later backup of its chain, kept or being made since the plan
+		// was read, needs it: a statement of its own, after the lock, so
+		// that it sees one committed meanwhile.
+		if deps, err := q.BackupDependents(ctx, tx, id); err != nil || len(deps) > 0 {
+			return err
 		}
 		ev := events.BackupEvent{V: events.Version, ID: id.String() + ":expired", RunID: id.String(), At: time.Now().UTC(),
 			Reason: "retention: " + reason}

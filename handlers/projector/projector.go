@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/google/uuid"
@@ -197,11 +198,40 @@ func applyBackup(ctx context.Context, q *db.Queries, dbtx db.DBTX, agent uuid.UU
 	case events.PhaseProgress:
 		return q.ApplyBackupProgress(ctx, dbtx, db.ApplyBackupProgressParams{ID: run, AgentID: agent,
 			Seq: ev.Seq, Step: ptr(ev.Step), Bytes: ptr(ev.Bytes), Percent: ptr(int32(ev.Percent))})
+	case events.PhaseChained:
+		if ev.Chain == nil || !slices.Contains([]string{"full", "incremental", "differential"}, ev.Chain.Type) {
+			return fmt.Errorf("%w: chained without a valid chain", errPoison)
+		}
+		p := db.ApplyBackupChainParams{ID: run, BackupType: ev.Chain.Type}
+		if ev.Chain.ParentID != "" {
+			parent, err := parseID("chain.parentId", ev.Chain.ParentID)
+			if err != nil {
+				return err
+			}
+			p.ParentID = &parent
+		}
+		return q.ApplyBackupChain(ctx, dbtx, p)
 	case events.PhaseCompleted:
-		return q.ApplyBackupCompleted(ctx, dbtx, db.ApplyBackupCompletedParams{ID: run, AgentID: agent, At: &at,
+		err := q.ApplyBackupCompleted(ctx, dbtx, db.ApplyBackupCompletedParams{ID: run, AgentID: agent, At: &at,
 			DurationMs: ptr(ev.DurationMs), FileName: ptr(ev.FileName), FileSize: ptr(ev.FileSize),
 			RawSize: ptr(ev.RawSize), StorageKey: ptr(ev.StorageKey), Checksum: ptr(ev.Checksum),
 			ChecksumAlgorithm: ptr(ev.ChecksumAlgorithm), Manifest: []byte(ev.Manifest)})
+		if err != nil {
+			return err
+		}
+		// A chunked run: what it stored, and whether the agent fell back
+		// to a full (it may only shorten its chain, never name another).
+		var m struct {
+			Chain *struct {
+				Type        string `json:"type"`
+				NewRawBytes int64  `json:"newRawBytes"`
+			} `json:"chain"`
+		}
+		if json.Unmarshal(ev.Manifest, &m) != nil || m.Chain == nil {
+			return nil
+		}
+		return q.ApplyBackupChainCompleted(ctx, dbtx, db.ApplyBackupChainCompletedParams{ID: run, AgentID: agent,
+			NewBytes: &m.Chain.NewRawBytes, AsFull: m.Chain.Type == "full"})
 	case events.PhaseFailed, events.PhaseLost:
 		// Only the control plane's lost phase may be overridden by a
 		// later completion; an agent cannot mark its own failure so.

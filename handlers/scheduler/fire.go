@@ -245,6 +245,13 @@ func (s *Scheduler) insertPlans(ctx context.Context, tx pgx.Tx, plans []planned,
 	}
 	for i := range plans {
 		if p := &plans[i]; p.phase == events.PhaseQueued && p.cmd != nil {
+			m, err := chainedMessage(ctx, tx, p)
+			if err != nil {
+				return err
+			}
+			if m != nil {
+				msgs = append(msgs, *m)
+			}
 			msgs = append(msgs, outbox.Message{Subject: events.CommandSubject(p.agent.String(), events.CommandBackup),
 				MsgID: MsgID(p.job.ID, p.slot), Data: p.cmd})
 		}
@@ -423,4 +430,29 @@ func (s *Scheduler) buildCommands(ctx context.Context, tx pgx.Tx, plans []planne
 		}
 	}
 	return failed, nil
+}
+
+// chainedMessage applies, in tx, the chained event of queued run p when its
+// command stores it in a chunk store, and returns that event's message
+// (nil for a single-object backup).
+func chainedMessage(ctx context.Context, tx pgx.Tx, p *planned) (*outbox.Message, error) {
+	if !bytes.Contains(p.cmd, []byte(`"chain":`)) {
+		return nil, nil
+	}
+	var cmd events.BackupCommand
+	if err := json.Unmarshal(p.cmd, &cmd); err != nil {
+		return nil, err
+	}
+	ev := runs.ChainEvent(cmd)
+	if ev == nil {
+		return nil, nil
+	}
+	m, err := outbox.JSON(events.ControlSubject(p.agent.String(), events.KindBackup, events.PhaseChained), events.ControlMsgID(ev.ID), ev)
+	if err != nil {
+		return nil, err
+	}
+	if err := projector.Apply(ctx, tx, m.Subject, ev.At, m.Data); err != nil {
+		return nil, err
+	}
+	return &m, nil
 }

@@ -1,0 +1,270 @@
+package agent
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"filippo.io/age"
+
+	"github.com/rahatback/rahatback/chunkstore"
+	"github.com/rahatback/rahatback/engines"
+	"github.com/rahatback/rahatback/events"
+	"github.com/rahatback/rahatback/pipeline"
+	"github.com/rahatback/rahatback/sealed"
+	"github.com/rahatback/rahatback/securefile"
+	"github.com/rahatback/rahatback/storage"
+)
+
+// ChunkedKey is where a chunked backup's index is stored:
+// <job>/<UTC time>-<run><engine ext>.chunks; its packs go under
+// <job>/packs/<run>/.
+func ChunkedKey(jobID, runID string, at time.Time, engineExt string) string {
+	return path.Join(jobID, at.UTC().Format("20060102T150405Z")+"-"+runID+engineExt+chunkstore.IndexSuffix)
+}
+
+// IsChunked reports whether key is a chunked backup's index.
+func IsChunked(key string) bool { return strings.HasSuffix(key, chunkstore.IndexSuffix) }
+
+// identities opens the job identity sealed to this agent (none when
+// sealedID is "").
+func (h *Handlers) identities(sealedID string) ([]age.Identity, error) {
+	if sealedID == "" {
+		return nil, nil
+	}
+	raw, err := sealed.Open(h.Identity, sealedID)
+	if err != nil {
+		return nil, errors.New("this agent cannot open the job key sent to it; revoke and re-enroll the agent")
+	}
+	id, err := age.ParseX25519Identity(string(raw))
+	if err != nil {
+		return nil, fmt.Errorf("bad job key: %w", err)
+	}
+	return []age.Identity{id}, nil
+}
+
+// chunkErr maps the chunk store's errors onto the agent's, so that a
+// restore says the target was left alone and a verification fails its
+// checks rather than erroring.
+func chunkErr(err error) error {
+	switch {
+	case err == nil || errors.Is(err, ErrChecksum) || errors.Is(err, ErrDamaged) || errors.Is(err, ErrWrongKey):
+		return err
+	case errors.Is(err, chunkstore.ErrChecksum):
+		return ErrChecksum
+	case errors.Is(err, chunkstore.ErrWrongKey):
+		return ErrWrongKey
+	case errors.Is(err, chunkstore.ErrDamaged):
+		return fmt.Errorf("%w: %v", ErrDamaged, err)
+	}
+	return err
+}
+
+// chunkReader maps the errors of a chunked backup's stream.
+type chunkReader struct{ r io.Reader }
+
+func (c chunkReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	if err != nil && err != io.EOF {
+		err = chunkErr(err)
+	}
+	return n, err
+}
+
+// openChunked opens a chunked backup's dump: its index checked against
+// ref's checksum, its chunks against their ids as they stream.
+func (h *Handlers) openChunked(ctx context.Context, store storage.Storage, ref events.ObjectRef) (*chunkstore.Index, io.ReadCloser, error) {
+	ids, err := h.identities(ref.SealedIdentity)
+	if err != nil {
+		return nil, nil, err
+	}
+	ix, err := chunkstore.ReadIndex(ctx, store, ref.Key, ref.Checksum, ids...)
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil, nil, fmt.Errorf("the backup file %s is no longer in storage", ref.Key)
+	} else if err != nil {
+		return nil, nil, chunkErr(err)
+	}
+	rc := ix.Reader(ctx, store, chunkstore.Dir(ref.Key))
+	return ix, struct {
+		io.Reader
+		io.Closer
+	}{chunkReader{rc}, rc}, nil
+}
+
+// chunkedJournal is a journal entry of a chunked backup in progress: a
+// killed agent deletes what it stored at its next start (the command is
+// then redelivered and runs again).
+type chunkedJournal struct {
+	Storage events.StorageSpec `json:"storage"` // secrets stay sealed to this agent
+	Key     string             `json:"key"`
+	RunID   string             `json:"runId"`
+}
+
+const chunkedSuffix = ".chunked"
+
+func (h *Handlers) chunkedStart(runID string, spec events.StorageSpec, key string) func() {
+	if h.JournalDir == "" {
+		return func() {}
+	}
+	p := filepath.Join(h.JournalDir, runID+chunkedSuffix)
+	data, _ := json.Marshal(chunkedJournal{Storage: spec, Key: key, RunID: runID})
+	if err := securefile.Write(p, data); err != nil {
+		h.Logger.Warn("backup journal not written", "err", err)
+		return func() {}
+	}
+	return func() { os.Remove(p) }
+}
+
+// RecoverChunked deletes what chunked backups interrupted by a crash
+// stored (their packs, index and manifest), and returns how many it
+// cleaned.
+func (h *Handlers) RecoverChunked(ctx context.Context) (int, error) {
+	return h.replayJournal(chunkedSuffix, "could not clean an interrupted chunked backup; will retry at next start", func(data []byte) error {
+		var j chunkedJournal
+		if err := json.Unmarshal(data, &j); err != nil {
+			return err
+		}
+		store, err := h.storageFor(j.Storage)
+		if err != nil {
+			return err
+		}
+		return deleteChunked(ctx, store, j.Key, j.RunID)
+	})
+}
+
+// deleteChunked deletes a chunked backup: index, manifest and the packs it
+// wrote. What is already gone counts as deleted.
+func deleteChunked(ctx context.Context, store storage.Storage, key, runID string) error {
+	for _, k := range []string{key, key + pipeline.ManifestSuffix} {
+		if err := store.Delete(ctx, k); err != nil && !errors.Is(err, storage.ErrNotFound) {
+			return err
+		}
+	}
+	_, err := chunkstore.DeletePacks(ctx, store, key, runID)
+	return err
+}
+
+// backupChunked is backup for a chunked job: the dump goes through the
+// chunk store, reusing the parent's chunks when the command names one.
+func (h *Handlers) backupChunked(ctx context.Context, cmd events.BackupCommand, started time.Time, store storage.Storage,
+	eng engines.Engine, conn engines.Conn, estimate int64, recipients []age.Recipient, publish Publisher, keepAlive func()) (*backupResult, error) {
+	key := ChunkedKey(cmd.JobID, cmd.RunID, started, eng.Spec().Extension)
+	typ, fallback := cmd.Chain.Type, ""
+	var parent *chunkstore.Index
+	if p := cmd.Chain.Parent; p != nil && typ != chunkstore.Full {
+		ids, err := h.identities(cmd.SealedIdentity)
+		if err != nil {
+			return nil, err
+		}
+		parent, err = chunkstore.ReadIndex(ctx, store, p.Key, p.Checksum, ids...)
+		switch {
+		case err != nil:
+			fallback = fmt.Sprintf("the previous backup %s could not be read (%v); a full backup was made instead", p.BackupID, err)
+		case parent.BackupID != p.BackupID || parent.JobID != cmd.JobID:
+			fallback = fmt.Sprintf("the previous backup's index at %s is not backup %s of this job; a full backup was made instead", p.Key, p.BackupID)
+		case parent.Encrypted != (len(recipients) > 0) || parent.Compression != cmd.Compression:
+			fallback = "the job's compression or encryption changed since the previous backup; a full backup was made instead"
+		}
+		if fallback != "" {
+			h.Logger.Warn("chain parent unusable", "runId", cmd.RunID, "why", fallback)
+			parent, typ = nil, chunkstore.Full
+		}
+	} else {
+		typ = chunkstore.Full
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := h.chunkedStart(cmd.RunID, cmd.Storage, key)
+	defer done()
+	pr, pw := io.Pipe()
+	type written struct {
+		ix   *chunkstore.Index
+		data []byte
+		err  error
+	}
+	wrote := make(chan written, 1)
+	go func() {
+		w := chunkstore.Write{Store: store, Key: key, BackupID: cmd.RunID, JobID: cmd.JobID, Compression: cmd.Compression,
+			Recipients: recipients, Parent: parent, Type: typ}
+		ix, data, err := w.Run(ctx, pr)
+		pr.CloseWithError(err) // unblocks the dump if storage fails first
+		wrote <- written{ix, data, err}
+	}()
+	raw := &counter{}
+	stop := h.progress(ctx, ProgressInterval, keepAlive, func(seq int64) {
+		p := events.BackupEvent{V: events.Version, ID: fmt.Sprintf("%s:progress:%d", cmd.RunID, seq), RunID: cmd.RunID,
+			At: time.Now().UTC(), Seq: seq, Step: "dumping", Bytes: raw.n.Load(), Percent: percent(raw.n.Load(), estimate)}
+		if err := publish(ctx, events.KindBackup, events.PhaseProgress, p.ID, p); err != nil {
+			h.Logger.Debug("progress not published", "err", err)
+		}
+	})
+	info, dumpErr := eng.Dump(ctx, conn, io.MultiWriter(raw, pw))
+	stop()
+	if dumpErr != nil {
+		pw.CloseWithError(dumpErr)
+		<-wrote
+		return nil, dumpErr
+	}
+	pw.Close()
+	res := <-wrote
+	if res.err != nil {
+		return nil, fmt.Errorf("storing the backup: %w", res.err)
+	}
+	ix := res.ix
+	fail := func(err error) (*backupResult, error) {
+		_ = deleteChunked(context.WithoutCancel(ctx), store, key, cmd.RunID)
+		return nil, err
+	}
+	// The parent's packs must still be there: a deletion that raced this
+	// backup would leave it unreadable.
+	for _, p := range ix.Packs {
+		if strings.HasPrefix(p, cmd.RunID+"/") {
+			continue
+		}
+		if _, err := store.Stat(ctx, chunkstore.PackKey(chunkstore.Dir(key), p)); err != nil {
+			return fail(fmt.Errorf("pack %s of an earlier backup, which this one reuses, cannot be found (%v); the next backup will be a full", p, err))
+		}
+	}
+	sum := sha256.Sum256(res.data)
+	encryption := pipeline.EncryptionNone
+	if len(recipients) > 0 {
+		encryption = pipeline.EncryptionAge
+	}
+	deps := ix.DependsOn()
+	if deps == nil {
+		deps = []string{}
+	}
+	m := &pipeline.Manifest{Version: pipeline.ManifestVersion, BackupID: cmd.RunID, JobID: cmd.JobID,
+		Engine: cmd.Conn.Type, ServerVersion: info.ServerVersion, ToolVersion: info.ToolVersion,
+		Database: cmd.Conn.Database, Format: info.Format, RawSize: raw.n.Load(), StoredSize: int64(len(res.data)) + ix.StoredBytes,
+		Checksum: hex.EncodeToString(sum[:]), ChecksumAlgorithm: "sha256", Compression: cmd.Compression, Encryption: encryption,
+		StartedAt: started, CompletedAt: time.Now().UTC(), Tables: info.Tables, Consistency: info.Consistency,
+		Inventory: pipeline.InventoryObjects, Objects: info.Objects,
+		Chain: &pipeline.Chain{Type: ix.Type, Parent: ix.Parent, Base: ix.Base, DependsOn: deps, Chunks: len(ix.Chunks),
+			NewChunks: ix.NewChunks, NewRawBytes: ix.NewRawBytes, Packs: ix.PacksWritten, PackBytes: ix.StoredBytes,
+			IndexSize: int64(len(res.data)), DumpSHA256: ix.SHA256, Fallback: fallback}}
+	if m.Tables == nil {
+		m.Tables = []pipeline.TableCount{}
+	}
+	if m.RawSize != ix.RawSize {
+		return fail(fmt.Errorf("the chunk store took %d bytes of a %d-byte dump", ix.RawSize, m.RawSize))
+	}
+	data, err := m.Marshal()
+	if err == nil {
+		_, err = store.Put(context.WithoutCancel(ctx), key+pipeline.ManifestSuffix, strings.NewReader(string(data)))
+	}
+	if err != nil {
+		return fail(fmt.Errorf("storing the manifest: %w", err))
+	}
+	return &backupResult{key: key, m: m, manifest: data}, nil
+}
