@@ -18,6 +18,9 @@ const usage = `usage: rahatback-agent <command> [flags]
 commands:
   enroll   --server URL --token TOKEN   join an account (token from Agents → Connect)
   run                                   connect and serve the control plane
+  restore  --from DIR|s3://… --backup ID [--key FILE]
+                                        rebuild a backup without the control plane
+                                        and write its dump to stdout (restore -h)
   version                               print the version
 
 Flags common to enroll and run: --state-dir (env RAHATBACK_AGENT_STATE_DIR),
@@ -57,6 +60,8 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
+	case "restore":
+		return offlineRestore(ctx, args[1:], getenv, stdout, stderr)
 	case "enroll":
 		server := fs.String("server", getenv("RAHATBACK_SERVER"), "control plane URL, e.g. http://127.0.0.1:8080")
 		token := fs.String("token", "", "enrollment token (or env RAHATBACK_ENROLL_TOKEN)")

@@ -121,7 +121,23 @@ type historyView struct {
 			Name   string
 			Rows   int64
 		}
+		Chain *struct {
+			Type, Parent, Base string
+			DependsOn          []string
+			Chunks, NewChunks  int
+			NewRawBytes        int64
+			DumpSha256         string
+			Fallback           string
+		}
 	}
+	BackupType string
+	Chunked    bool
+	ParentID   string
+	BaseID     string
+	DependsOn  []string
+	RawSize    int64
+	NewBytes   *int64
+	DedupRatio *float64
 }
 
 func (c client) history(token, id string) historyView {

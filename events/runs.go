@@ -274,6 +274,10 @@ type VerificationResult struct {
 	OverallStatus      string  `json:"overallStatus"` // PASSED | FAILED
 	VerificationMethod string  `json:"verificationMethod"`
 	Checks             []Check `json:"checks"`
+	// DamagedBackups, for a chunked backup, are the backups whose packs
+	// were found missing or damaged (every backup that depends on one is
+	// damaged too).
+	DamagedBackups []string `json:"damagedBackups,omitempty"`
 }
 
 // VerifyEvent is the payload of rahat.evt.<agent>.verify.<phase>.

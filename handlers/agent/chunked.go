@@ -64,7 +64,7 @@ func chunkErr(err error) error {
 	case errors.Is(err, chunkstore.ErrWrongKey):
 		return ErrWrongKey
 	case errors.Is(err, chunkstore.ErrDamaged):
-		return fmt.Errorf("%w: %v", ErrDamaged, err)
+		return fmt.Errorf("%w: %w", ErrDamaged, err)
 	}
 	return err
 }
@@ -173,6 +173,16 @@ func (h *Handlers) backupChunked(ctx context.Context, cmd events.BackupCommand, 
 			fallback = fmt.Sprintf("the previous backup's index at %s is not backup %s of this job; a full backup was made instead", p.Key, p.BackupID)
 		case parent.Encrypted != (len(recipients) > 0) || parent.Compression != cmd.Compression:
 			fallback = "the job's compression or encryption changed since the previous backup; a full backup was made instead"
+		}
+		if fallback == "" {
+			// A chain with a lost pack cannot be built on.
+			for _, pk := range parent.Packs {
+				if _, err := store.Stat(ctx, chunkstore.PackKey(chunkstore.Dir(p.Key), pk)); err != nil {
+					writer, _, _ := strings.Cut(pk, "/")
+					fallback = fmt.Sprintf("pack %s of backup %s, which the previous backup uses, cannot be read (%v); a full backup was made instead", pk, writer, err)
+					break
+				}
+			}
 		}
 		if fallback != "" {
 			h.Logger.Warn("chain parent unusable", "runId", cmd.RunID, "why", fallback)

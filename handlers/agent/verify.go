@@ -178,9 +178,9 @@ func (v *verification) run(ctx context.Context) error {
 			return err
 		}
 	} else {
-		f, err := store.Get(ctx, ref.Key, 0)
-		if err != nil {
-			return err
+		f, gerr := store.Get(ctx, ref.Key, 0)
+		if gerr != nil {
+			return gerr
 		}
 		defer f.Close()
 		stored = pipeline.NewDigestReader(&tallyReader{r: f, n: &v.read})
@@ -240,6 +240,10 @@ func (v *verification) run(ctx context.Context) error {
 			len(chain.Chunks), len(chain.Packs), rawSize)
 	case chunked:
 		v.add("chunks", false, "%v", err)
+		var pe *chunkstore.PackError
+		if errors.As(err, &pe) {
+			v.res.DamagedBackups = append(v.res.DamagedBackups, pe.Backup)
+		}
 	case decompressed:
 		v.add("decompression", true, "%s stream intact: %d bytes of dump", ref.Compression, rawSize)
 	default:

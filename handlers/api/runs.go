@@ -94,6 +94,10 @@ type historyJSON struct {
 	DependsOn  []uuid.UUID `json:"dependsOn"`
 	NewBytes   *int64      `json:"newBytes"`
 	DedupRatio *float64    `json:"dedupRatio"`
+	// AffectedBackups (detail only) are the backups a failed verification
+	// showed unreadable: those whose packs are missing or damaged, and
+	// every backup that depends on them.
+	AffectedBackups []uuid.UUID `json:"affectedBackups,omitempty"`
 }
 
 type progressJSON struct {
@@ -268,8 +272,43 @@ func (a *API) getHistory(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, toHistoryJSON(h, true))
+	out := toHistoryJSON(h, true)
+	if out.AffectedBackups, err = a.affectedBackups(r.Context(), h); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, out)
 	return nil
+}
+
+// affectedBackups is, when backup h's last verification found packs of
+// its chain missing or damaged, the backups that wrote them and every
+// backup that depends on one of those: all that cannot be read now. Only
+// backups of h's own chain count, whatever the agent reported.
+func (a *API) affectedBackups(ctx context.Context, h db.BackupHistory) ([]uuid.UUID, error) {
+	var res struct {
+		DamagedBackups []string `json:"damagedBackups"`
+	}
+	if !h.Chunked || len(h.VerificationResult) == 0 || json.Unmarshal(h.VerificationResult, &res) != nil {
+		return nil, nil
+	}
+	chain := append([]uuid.UUID{h.ID}, h.DependsOn...)
+	var out []uuid.UUID
+	for _, s := range res.DamagedBackups {
+		d, err := uuid.Parse(s)
+		if err != nil || !slices.Contains(chain, d) {
+			continue
+		}
+		deps, err := a.q.BackupDependents(ctx, a.pool, d)
+		if err != nil {
+			return nil, err
+		}
+		for _, id := range append([]uuid.UUID{d}, deps...) {
+			if !slices.Contains(out, id) {
+				out = append(out, id)
+			}
+		}
+	}
+	return out, nil
 }
 
 // deleteHistory deletes the stored backup (through the agent that holds

@@ -105,12 +105,29 @@ var funcs = template.FuncMap{
 		return template.HTML(fmt.Sprintf(`<time datetime="%s" data-seconds>%s</time>`,
 			t.UTC().Format(time.RFC3339), t.UTC().Format("2006-01-02 15:04:05 UTC")))
 	},
-	"bytes": func(n *int64) string {
-		if n == nil {
+	// bytes is a size (an int64, or an *int64 that may be nil).
+	"bytes": func(n any) string {
+		switch v := n.(type) {
+		case *int64:
+			if v != nil {
+				return formatBytes(*v)
+			}
+		case int64:
+			return formatBytes(v)
+		case int:
+			return formatBytes(int64(v))
+		}
+		return "—"
+	},
+	"backupType": backupTypeLabel,
+	// ratio is a dedup ratio as "×81.3".
+	"ratio": func(r *float64) string {
+		if r == nil {
 			return "—"
 		}
-		return formatBytes(*n)
+		return fmt.Sprintf("×%.1f", *r)
 	},
+	"shortID": shortID,
 	"secs": func(d *float64) string {
 		if d == nil {
 			return "—"
@@ -166,6 +183,41 @@ var funcs = template.FuncMap{
 		c.Set("page", strconv.Itoa(page))
 		return "?" + c.Encode()
 	},
+}
+
+// backupTypeLabel names a backup's type (the API's backupType: full,
+// incremental or differential); a single-object backup is a Full.
+func backupTypeLabel(t string) string {
+	switch t {
+	case "incremental":
+		return "Incremental"
+	case "differential":
+		return "Differential"
+	}
+	return "Full"
+}
+
+// shortID is the first 8 characters of an id, enough to tell backups of
+// a job apart.
+func shortID(id string) string {
+	if len(id) > 8 {
+		return id[:8]
+	}
+	return id
+}
+
+// chainReason is how retention says a backup is kept for another's chain
+// (retention.Plan).
+const chainReason = "needed by the chain of "
+
+// chainOf is the id of the backup whose chain a retention reason keeps a
+// backup for, or "" for another reason.
+func chainOf(reason string) string {
+	id, ok := strings.CutPrefix(reason, chainReason)
+	if !ok {
+		return ""
+	}
+	return strings.TrimSpace(id)
 }
 
 // formatBytes is n in B, KB, MB, GB or TB (powers of 1024).
@@ -286,8 +338,20 @@ type (
 		ScheduledFor  *time.Time `json:"scheduledFor"`
 		ExpireReason  *string    `json:"expireReason"`
 		ExpireError   *string    `json:"expireError"`
+		RawSize       *int64     `json:"rawSize"` // the dump's logical size
+		// Chains: backupType is full, incremental or differential; a
+		// chunked backup (an incremental or differential job's) has its
+		// parent, its chain's full (base), the earlier backups it needs,
+		// the dump bytes it stored that were not there before (newBytes)
+		// and rawSize over newBytes (dedupRatio, null when nothing new).
+		BackupType string   `json:"backupType"`
+		Chunked    bool     `json:"chunked"`
+		ParentID   *string  `json:"parentId"`
+		BaseID     *string  `json:"baseId"`
+		DependsOn  []string `json:"dependsOn"`
+		NewBytes   *int64   `json:"newBytes"`
+		DedupRatio *float64 `json:"dedupRatio"`
 		// Only GET /v1/backups/history/{id} is read for these.
-		RawSize           *int64          `json:"rawSize"`
 		ChecksumAlgorithm *string         `json:"checksumAlgorithm"`
 		Compression       string          `json:"compression"`
 		ExpiredAt         *time.Time      `json:"expiredAt"`
@@ -371,6 +435,24 @@ type (
 			Name   string `json:"name"`
 			Rows   int64  `json:"rows"`
 		} `json:"tables"`
+		Chain *chainJSON `json:"chain"`
+	}
+	// chainJSON is a chunked backup's manifest chain: what it stored and
+	// what it needs; fallback says why a full was stored when an
+	// incremental or differential was asked for.
+	chainJSON struct {
+		Type        string   `json:"type"`
+		Parent      string   `json:"parent"`
+		Base        string   `json:"base"`
+		DependsOn   []string `json:"dependsOn"`
+		Chunks      int      `json:"chunks"`
+		NewChunks   int      `json:"newChunks"`
+		NewRawBytes int64    `json:"newRawBytes"`
+		Packs       int      `json:"packs"`
+		PackBytes   int64    `json:"packBytes"`
+		IndexSize   int64    `json:"indexSize"`
+		DumpSHA256  string   `json:"dumpSha256"`
+		Fallback    string   `json:"fallback"`
 	}
 	list[T any] struct {
 		Results      []T   `json:"results"`
@@ -658,6 +740,7 @@ type jobStats struct {
 	NextRuns     []time.Time
 	DatabaseName string
 	Retention    retentionJSON
+	ChainKept    int // kept backups that a chain keeps
 }
 
 func (wb *Web) jobPage(w http.ResponseWriter, r *http.Request, s *session) error {
@@ -685,6 +768,11 @@ func (wb *Web) jobPage(w http.ResponseWriter, r *http.Request, s *session) error
 		return err
 	}
 	st := jobStats{Runs: runs.Results, NextRuns: next.Runs, DatabaseName: names[j.DatabaseID], Retention: retention}
+	for _, k := range retention.Keep {
+		if k.ForChain() {
+			st.ChainKept++
+		}
+	}
 	for i, run := range runs.Results {
 		switch run.Status {
 		case "success":
@@ -718,13 +806,52 @@ type retentionJSON struct {
 	Keep   []retentionItem `json:"keep"`
 }
 
+// An item's needs are the earlier backups of its chain it needs, neededBy
+// the kept ones whose chain keeps it (a reason then says so too).
 type retentionItem struct {
 	HistoryID   string    `json:"historyId"`
 	CompletedAt time.Time `json:"completedAt"`
 	FileName    *string   `json:"fileName"`
 	FileSize    *int64    `json:"fileSize"`
+	BackupType  string    `json:"backupType"`
 	Reasons     []string  `json:"reasons"`
 	Reason      string    `json:"reason"`
+	Needs       []string  `json:"needs"`
+	NeededBy    []string  `json:"neededBy"`
+}
+
+// ForChain reports whether the item is kept for a chain: another kept
+// backup, or one being made, needs it.
+func (it retentionItem) ForChain() bool {
+	for _, r := range it.Reasons {
+		if strings.HasPrefix(r, "needed by ") {
+			return true
+		}
+	}
+	return len(it.NeededBy) > 0
+}
+
+// ChainBy are the backups whose chain keeps the item, as its reasons name
+// them (newest first).
+func (it retentionItem) ChainBy() []string {
+	var ids []string
+	for _, r := range it.Reasons {
+		if id := chainOf(r); id != "" {
+			ids = append(ids, id)
+		}
+	}
+	return ids
+}
+
+// OtherReasons are the item's reasons but those ChainBy names.
+func (it retentionItem) OtherReasons() []string {
+	var out []string
+	for _, r := range it.Reasons {
+		if chainOf(r) == "" {
+			out = append(out, r)
+		}
+	}
+	return out
 }
 
 func formatAge(d time.Duration) string {

@@ -457,6 +457,10 @@ func TestWebPagesRender(t *testing.T) {
 	run := runJSON{ID: "r1", BackupJobID: "j1", DatabaseID: "d1", Status: "success", QueuedAt: done, CompletedAt: &done,
 		Duration: &dur, FileSize: &size, FileName: &name, VerificationStatus: "PASSED"}
 	running := runJSON{ID: "r2", Status: "running", QueuedAt: done}
+	ratio := 12.5
+	chained := runJSON{ID: "r3", Status: "success", QueuedAt: done, BackupType: "differential", Chunked: true,
+		ParentID: &run.ID, BaseID: &run.ID, DependsOn: []string{"r1"}, NewBytes: &size, RawSize: &size, DedupRatio: &ratio}
+	queuedChain := runJSON{ID: "r4", Status: "queued", QueuedAt: done, BackupType: "incremental", Chunked: true}
 	six := 6
 	agentID := "a1"
 	pages := map[string]any{
@@ -468,8 +472,11 @@ func TestWebPagesRender(t *testing.T) {
 		"jobs":          []jobRow{{Job: jobJSON{ID: "j1", ScheduleType: "daily", NextRunAt: &done}, LastRun: &running}, {Job: jobJSON{ID: "j2"}}},
 		"job_form": map[string]any{"Job": jobJSON{ID: "j1", IsEncrypted: true, EncryptionRecipients: []string{"age1x"}, NotificationRules: &rulesJSON{RPOHours: &six}},
 			"Databases": []databaseJSON{{ID: "d1"}}, "Storages": []storageJSON{{ID: "s1"}}, "Advanced": "", "Defaults": &rulesJSON{BackupFailed: true}, "Rules": rulesJSON{RPOHours: &six}},
-		"job": map[string]any{"Job": jobJSON{ID: "j1"}, "Stats": jobStats{Runs: []runJSON{run, running}, Chart: chart([]runJSON{run, run}), NextRuns: []time.Time{done}}},
-		"history": map[string]any{"Runs": []runJSON{run, running}, "Page": 2, "TotalPages": 3, "Databases": []databaseJSON{{ID: "d1"}},
+		"job": map[string]any{"Job": jobJSON{ID: "j1"}, "Stats": jobStats{Runs: []runJSON{run, running}, Chart: chart([]runJSON{run, run}), NextRuns: []time.Time{done},
+			Retention: retentionJSON{Expire: []retentionItem{{HistoryID: "r0", Reason: "old"}}, Keep: []retentionItem{{HistoryID: "r1", BackupType: "full",
+				Reasons: []string{"needed by the chain of r3", "needed by the chain of r4", "needed by the chain of r5", "needed by the chain of r6", "needed by a backup being made"}}}},
+			ChainKept: 1}},
+		"history": map[string]any{"Runs": []runJSON{run, running, chained, queuedChain}, "Page": 2, "TotalPages": 3, "Databases": []databaseJSON{{ID: "d1"}},
 			"DBNames": map[string]string{}, "JobNames": map[string]string{"j1": "nightly"}, "Filter": url.Values{"status": {"success"}},
 			"Status": "", "DatabaseID": "", "FromDate": "", "ToDate": "", "Statuses": []string{"success"}},
 		"restores": map[string]any{"Restores": []restoreJSON{{ID: "x", Status: "running", BackupHistoryID: "r1"}}, "DBNames": map[string]string{},

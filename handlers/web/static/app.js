@@ -58,6 +58,9 @@ function toast(text, kind = 'error') {
   }
   box.className = kind;
   box.textContent = text;
+  // A button far down a list (Delete in the history) shows its error, such
+  // as the API's 409 for a backup later backups of its chain need, here.
+  box.scrollIntoView?.({ block: 'nearest' });
 }
 
 // confirmDialog shows the page's <dialog id="confirm-dialog"> and resolves
