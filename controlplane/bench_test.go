@@ -43,58 +43,8 @@ func BenchmarkBackupRestore(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	admin("DROP DATABASE IF EXISTS bench_src")
-	admin("CREATE DATABASE bench_src")
-	cfg, _ := pgx.ParseConfig(testsupport.Cluster().URL("postgres"))
-	cfg.Database = srcName
-	src, err := pgx.ConnectConfig(ctx, cfg)
-	if err != nil {
-		b.Fatal(err)
-	}
+	src, cfg := benchDatabase(b, srcName, sizeMB)
 	defer src.Close(ctx)
-	genStart := time.Now()
-	if _, err := src.Exec(ctx, `
-		CREATE TABLE events (
-			id         bigserial PRIMARY KEY,
-			user_id    integer NOT NULL,
-			kind       text NOT NULL,
-			amount     numeric(12,2),
-			created_at timestamptz NOT NULL,
-			note       text,
-			payload    jsonb
-		);
-		CREATE TABLE users (id integer PRIMARY KEY, email text, name text, signed_up date);
-		INSERT INTO users SELECT g, 'user' || g || '@' || md5(g::text) || '.example', initcap(substr(md5(random()::text), 1, 12)),
-			date '2015-01-01' + (random() * 3650)::int FROM generate_series(1, 200000) g;`); err != nil {
-		b.Fatal(err)
-	}
-	insert := `INSERT INTO events (user_id, kind, amount, created_at, note, payload)
-		SELECT (random() * 200000)::int + 1,
-		       (ARRAY['click', 'view', 'purchase', 'refund', 'signup', 'logout'])[1 + floor(random() * 6)::int],
-		       CASE WHEN random() < 0.1 THEN NULL ELSE round((random() * 10000)::numeric, 2) END,
-		       timestamptz '2024-01-01' + random() * interval '700 days',
-		       CASE WHEN random() < 0.2 THEN NULL ELSE substr(encode(decode(md5(random()::text) || md5(random()::text) || md5(random()::text) || md5(random()::text), 'hex'), 'base64'), 1, 16 + (random() * 70)::int) END,
-		       jsonb_build_object('ip', (random() * 255)::int || '.' || (random() * 255)::int || '.' || (random() * 255)::int || '.' || (random() * 255)::int,
-		                          'session', md5(random()::text), 'score', round(random()::numeric, 4), 'tags', jsonb_build_array(substr(md5(random()::text), 1, 6), (random() * 100)::int))
-		FROM generate_series(1, 500000)`
-	for {
-		if _, err := src.Exec(ctx, insert); err != nil {
-			b.Fatal(err)
-		}
-		var dbBytes int64
-		if err := src.QueryRow(ctx, "SELECT pg_database_size(current_database())").Scan(&dbBytes); err != nil {
-			b.Fatal(err)
-		}
-		// A plain dump of this data is about 0.75 of the database's size.
-		if float64(dbBytes)*0.75 >= float64(sizeMB<<20) {
-			break
-		}
-	}
-	if _, err := src.Exec(ctx, "VACUUM ANALYZE"); err != nil {
-		b.Fatal(err)
-	}
-	b.Logf("generated the dataset in %s", time.Since(genStart).Round(time.Second))
-
 	env := append(os.Environ(), "PGHOST=127.0.0.1", fmt.Sprintf("PGPORT=%d", cfg.Port), "PGUSER="+cfg.User, "PGPASSWORD="+cfg.Password)
 	timeCmd := func(db, script string, args ...string) time.Duration {
 		cmd := exec.Command("sh", append([]string{"-c", script, "sh"}, args...)...)
@@ -277,3 +227,66 @@ func peakRSSMiB(b *testing.B, pid int) float64 {
 	b.Fatal("no VmHWM")
 	return 0
 }
+
+// benchDatabase (re)creates database name with about sizeMB of plain dump
+// of realistic mixed columns: events (bigserial id, numbers, text, jsonb)
+// and users. The caller closes the connection.
+func benchDatabase(b *testing.B, name string, sizeMB int) (*pgx.Conn, *pgx.ConnConfig) {
+	ctx := context.Background()
+	for _, sql := range []string{"DROP DATABASE IF EXISTS " + name + " WITH (FORCE)", "CREATE DATABASE " + name} {
+		if err := testsupport.AdminExec(ctx, sql); err != nil {
+			b.Fatal(err)
+		}
+	}
+	cfg, _ := pgx.ParseConfig(testsupport.Cluster().URL("postgres"))
+	cfg.Database = name
+	src, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	genStart := time.Now()
+	if _, err := src.Exec(ctx, `
+		CREATE TABLE events (
+			id         bigserial PRIMARY KEY,
+			user_id    integer NOT NULL,
+			kind       text NOT NULL,
+			amount     numeric(12,2),
+			created_at timestamptz NOT NULL,
+			note       text,
+			payload    jsonb
+		);
+		CREATE TABLE users (id integer PRIMARY KEY, email text, name text, signed_up date);
+		INSERT INTO users SELECT g, 'user' || g || '@' || md5(g::text) || '.example', initcap(substr(md5(random()::text), 1, 12)),
+			date '2015-01-01' + (random() * 3650)::int FROM generate_series(1, 200000) g;`); err != nil {
+		b.Fatal(err)
+	}
+	for {
+		if _, err := src.Exec(ctx, fmt.Sprintf(benchEventsInsert, 500000)); err != nil {
+			b.Fatal(err)
+		}
+		var dbBytes int64
+		if err := src.QueryRow(ctx, "SELECT pg_database_size(current_database())").Scan(&dbBytes); err != nil {
+			b.Fatal(err)
+		}
+		// A plain dump of this data is about 0.75 of the database's size.
+		if float64(dbBytes)*0.75 >= float64(sizeMB<<20) {
+			break
+		}
+	}
+	if _, err := src.Exec(ctx, "VACUUM ANALYZE"); err != nil {
+		b.Fatal(err)
+	}
+	b.Logf("generated the dataset in %s", time.Since(genStart).Round(time.Second))
+	return src, cfg
+}
+
+// benchEventsInsert inserts %d generated events.
+const benchEventsInsert = `INSERT INTO events (user_id, kind, amount, created_at, note, payload)
+		SELECT (random() * 200000)::int + 1,
+		       (ARRAY['click', 'view', 'purchase', 'refund', 'signup', 'logout'])[1 + floor(random() * 6)::int],
+		       CASE WHEN random() < 0.1 THEN NULL ELSE round((random() * 10000)::numeric, 2) END,
+		       timestamptz '2024-01-01' + random() * interval '700 days',
+		       CASE WHEN random() < 0.2 THEN NULL ELSE substr(encode(decode(md5(random()::text) || md5(random()::text) || md5(random()::text) || md5(random()::text), 'hex'), 'base64'), 1, 16 + (random() * 70)::int) END,
+		       jsonb_build_object('ip', (random() * 255)::int || '.' || (random() * 255)::int || '.' || (random() * 255)::int || '.' || (random() * 255)::int,
+		                          'session', md5(random()::text), 'score', round(random()::numeric, 4), 'tags', jsonb_build_array(substr(md5(random()::text), 1, 6), (random() * 100)::int))
+		FROM generate_series(1, %d)`

@@ -255,6 +255,7 @@ func sortedOf(ids ...string) []string {
 // every differential builds on the full, restores the database exactly,
 // and deleting one deletes its packs and nothing the others need.
 func TestDifferentialChainS3(t *testing.T) {
+	t.Parallel() // no FULL verification: see TestAgentKilledMidVerifyAndRestore
 	maria := testsupport.MariaDB(t)
 	gw := testsupport.StartVersityGW(t)
 	suffix := testsupport.RandomString(3)
