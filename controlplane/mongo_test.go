@@ -206,4 +206,29 @@ func TestMongoDBSampleDatabases(t *testing.T) {
 	t.Run("Local", func(t *testing.T) {
 		roundTrip(t, map[string]any{"name": "samples local"}, "restored_local_"+suffix)
 	})
+	// An incremental job: the archive stream chunks like any dump, the
+	// second backup reuses the first's chunks, and restores through them.
+	t.Run("Incremental", func(t *testing.T) {
+		c := client{t, base}
+		var job struct{ ID string }
+		c.want(c.call("POST", "/v1/backups/jobs", token, map[string]any{"databaseId": srcID, "name": "samples inc",
+			"backupType": "incremental"}), 201).decode(t, &job)
+		h1 := c.waitBackup(token, c.runJob(token, job.ID), false)
+		h2 := c.waitBackup(token, c.runJob(token, job.ID), false)
+		if h1.Status != "success" || h2.Status != "success" || h1.BackupType != "full" || h2.BackupType != "incremental" ||
+			h2.ParentID != h1.ID || !strings.HasSuffix(h2.FileName, ".archive.chunks") {
+			t.Fatalf("incremental mongodb backups: %+v\n%+v", h1, h2)
+		}
+		if h2.NewBytes == nil || *h2.NewBytes*2 > h2.RawSize {
+			t.Fatalf("the unchanged database's incremental stored %v of %d bytes", h2.NewBytes, h2.RawSize)
+		}
+		dst := "restored_inc_" + suffix
+		dstID := createDB(c, dst, dst)
+		var out struct{ RestoreHistoryID string }
+		c.want(c.call("POST", "/v1/backups/history/"+h2.ID+"/restore", token, map[string]any{"targetDatabaseId": dstID}), 202).decode(t, &out)
+		if r := c.waitRestore(token, out.RestoreHistoryID, 120*time.Second); r["status"] != "success" {
+			t.Fatalf("restore of the incremental: %v", r)
+		}
+		trip.compare(t, dst)
+	})
 }
