@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"path"
+	"path/filepath"
 	"strings"
 
 	"filippo.io/age"
@@ -21,21 +22,28 @@ import (
 	"github.com/rahatback/rahatback/storage"
 )
 
-const restoreUsage = `usage: rahatback-agent restore --from <dir | s3://bucket[/prefix]> --backup <id | key> [--key FILE] > dump
+const restoreUsage = `usage: rahatback-agent restore --from <dir | s3://bucket[/prefix]> --backup <id | key> [--key FILE] [--out FILE]
 
 Rebuilds one backup without the control plane and writes its dump, decrypted
-and decompressed, to stdout: a chunked (incremental or differential) backup
-from its chain, or a single-object backup. Every byte is checked; a non-zero
-exit status means the output must not be trusted.
+and decompressed, to --out (or stdout): a chunked (incremental or
+differential) backup from its chain, or a single-object backup. Every chunk
+is checked against its id and the dump against the SHA-256 its index and
+manifest record, in the same storage: this detects damage, not someone with
+write access to the storage replacing the backup. A non-zero exit status
+means the output must not be used; with --out, the file appears only when
+everything matched (prefer it to a pipe into psql, which would load a
+truncated stream).
 
   --from     the storage: a local directory (the agent's backups directory), or
              s3://bucket[/prefix] with credentials in AWS_ACCESS_KEY_ID and
              AWS_SECRET_ACCESS_KEY, and --s3-endpoint, --s3-region,
-             --s3-path-style for an S3-compatible store
+             --s3-path-style for an S3-compatible store. Google Drive: copy the
+             job's folder to a directory first (e.g. with rclone)
   --backup   the backup's id (its history id) or its storage key
   --key      for an encrypted backup, the job's key opened from its export
              (age -d -o job.key job.key.age), or any extra recipient's identity
              file
+  --out      write the dump to this file (created only on success)
 `
 
 // offlineRestore is the restore command.
@@ -46,6 +54,7 @@ func offlineRestore(ctx context.Context, args []string, getenv func(string) stri
 	from := fs.String("from", "", "local directory or s3://bucket[/prefix]")
 	backup := fs.String("backup", "", "backup id or storage key")
 	keyFile := fs.String("key", "", "age identity file for an encrypted backup")
+	outFile := fs.String("out", "", "file for the dump, created only when every byte matched (default stdout)")
 	endpoint := fs.String("s3-endpoint", "", "S3-compatible endpoint URL (default AWS)")
 	region := fs.String("s3-region", "", "S3 region (default us-east-1 with an endpoint)")
 	pathStyle := fs.Bool("s3-path-style", false, "address the bucket as <endpoint>/<bucket>")
@@ -90,7 +99,21 @@ func offlineRestore(ctx context.Context, args []string, getenv func(string) stri
 	} else {
 		fmt.Fprintf(stderr, "warning: %s has no readable manifest; its bytes are checked against themselves only\n", key)
 	}
-	out := bufio.NewWriterSize(stdout, 1<<20)
+	dst := stdout
+	var tmp *os.File
+	if *outFile != "" {
+		if tmp, err = os.CreateTemp(filepath.Dir(*outFile), "."+filepath.Base(*outFile)+".partial-*"); err != nil {
+			return err
+		}
+		defer func() {
+			if tmp != nil {
+				tmp.Close()
+				os.Remove(tmp.Name())
+			}
+		}()
+		dst = tmp
+	}
+	out := bufio.NewWriterSize(dst, 1<<20)
 	var n int64
 	if agenthandlers.IsChunked(key) {
 		ix, err := chunkstore.ReadIndex(ctx, st, key, checksum, ids...)
@@ -113,6 +136,19 @@ func offlineRestore(ctx context.Context, args []string, getenv func(string) stri
 	if m != nil && m.RawSize != n {
 		return fmt.Errorf("wrote %d bytes, but the manifest records a %d-byte dump", n, m.RawSize)
 	}
+	if tmp == nil {
+		return nil
+	}
+	if err := tmp.Sync(); err != nil {
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp.Name(), *outFile); err != nil {
+		return err
+	}
+	tmp = nil
 	return nil
 }
 

@@ -243,3 +243,37 @@ func BenchmarkWrite(b *testing.B) {
 		}
 	}
 }
+
+// TestTamperedIndex: an index whose entries point outside any pack, or
+// claim more chunks than bytes, is refused when it is decoded: a reader
+// (the control plane, for a download) never allocates what it says.
+func TestTamperedIndex(t *testing.T) {
+	ctx := context.Background()
+	st := newLocal(t)
+	w := Write{Store: st, Key: "job/a.sql" + IndexSuffix, BackupID: "a", JobID: "job", Compression: pipeline.Zstd}
+	_, data, err := w.Run(ctx, bytes.NewReader(dump(50_000, 5, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, tamper := range map[string]func(ix *Index){
+		"huge length":    func(ix *Index) { ix.Chunks[0].Len = 1 << 62 },
+		"past the pack":  func(ix *Index) { ix.Chunks[0].Off = PackSize * 4 },
+		"negative":       func(ix *Index) { ix.Chunks[0].Off = -1 },
+		"raw too large":  func(ix *Index) { ix.Chunks[0].Raw = MaxSize + 1 },
+		"sizes disagree": func(ix *Index) { ix.RawSize++ },
+		"no such pack":   func(ix *Index) { ix.Chunks[0].Pack = len(ix.Packs) },
+	} {
+		ix, err := DecodeIndex(data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tamper(ix)
+		bad, err := ix.encode(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := DecodeIndex(bad); err == nil {
+			t.Errorf("%s: a tampered index was accepted", name)
+		}
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"path"
+	"slices"
 	"strings"
 
 	"filippo.io/age"
@@ -42,9 +43,20 @@ const (
 	headerAge   = "rahatback-chunk-index 1 age\n"
 )
 
-// maxIndexSize bounds an index object read back (an index of a 1 TB dump
-// at the average chunk size is about 100 MB of JSON before compression).
-const maxIndexSize = 512 << 20
+// MaxIndexSize bounds a stored index, read or written. An index costs
+// about 50 bytes per chunk stored (95 as JSON, held in memory while a
+// backup is written or read), so this limits a chunked backup to some
+// 10 million chunks: a dump of about 400 GB at the average chunk size.
+// A backup whose index would be larger fails instead of being stored
+// unreadable; such databases need a job of type full.
+const MaxIndexSize = 512 << 20
+
+// maxBlob bounds one stored chunk: MaxSize compressed (zstd and gzip add
+// at most a few bytes per 128 KiB to incompressible data) and sealed.
+const maxBlob = MaxSize + MaxSize/64 + 1024
+
+// maxPack bounds a pack: it is closed once it reaches PackSize.
+const maxPack = PackSize + maxBlob
 
 // Index is one chunked backup: every chunk of its dump, in order.
 type Index struct {
@@ -64,6 +76,10 @@ type Index struct {
 	IDKey      []byte      `json:"idKey"`
 	Polynomial chunker.Pol `json:"polynomial"`
 	SealKey    []byte      `json:"sealKey,omitempty"`
+	// Recipients identifies the recipients an encrypted chain's indexes
+	// are encrypted to (RecipientsID): a chain whose recipients changed
+	// is not continued, so a removed recipient reads nothing newer.
+	Recipients string `json:"recipients,omitempty"`
 	// RawSize and SHA256 describe the whole dump.
 	RawSize int64  `json:"rawSize"`
 	SHA256  string `json:"sha256"`
@@ -156,6 +172,10 @@ func (ix *Index) DependsOn() []string {
 // directory is dir.
 func PackKey(dir, p string) string { return path.Join(dir, "packs", p+".pack") }
 
+// PacksPrefix is the storage prefix of every pack of the job whose
+// directory is dir.
+func PacksPrefix(dir string) string { return path.Join(dir, "packs") + "/" }
+
 // PackPrefix is the storage prefix of the packs backup wrote, in the job
 // whose directory is dir: deleting a backup deletes what is under it.
 func PackPrefix(dir, backup string) string { return path.Join(dir, "packs", backup) + "/" }
@@ -176,9 +196,13 @@ func (ix *Index) validate() error {
 		return fmt.Errorf("chunkstore: index has unknown compression %q", ix.Compression)
 	}
 	var raw int64
+	if int64(len(ix.Chunks)) > ix.RawSize {
+		return fmt.Errorf("%w: the index lists more chunks than its dump has bytes", ErrDamaged)
+	}
 	for i, c := range ix.Chunks {
-		if c.Pack < 0 || c.Pack >= len(ix.Packs) || c.Off < 0 || c.Len <= 0 || c.Raw <= 0 || c.Raw > MaxSize {
-			return fmt.Errorf("chunkstore: index entry %d is invalid", i)
+		if c.Pack < 0 || c.Pack >= len(ix.Packs) || c.Off < 0 || c.Len <= 0 || c.Len > maxBlob || c.Off+c.Len > maxPack ||
+			c.Raw <= 0 || c.Raw > MaxSize {
+			return fmt.Errorf("%w: index entry %d is invalid", ErrDamaged, i)
 		}
 		raw += c.Raw
 	}
@@ -243,12 +267,12 @@ func ReadIndex(ctx context.Context, st Getter, key, checksum string, identities 
 		return nil, err
 	}
 	defer rc.Close()
-	data, err := io.ReadAll(io.LimitReader(rc, maxIndexSize+1))
+	data, err := io.ReadAll(io.LimitReader(rc, MaxIndexSize+1))
 	if err != nil {
 		return nil, fmt.Errorf("chunkstore: reading the index %s: %w", key, err)
 	}
-	if len(data) > maxIndexSize {
-		return nil, fmt.Errorf("%w: the index %s is larger than %d bytes", ErrDamaged, key, maxIndexSize)
+	if len(data) > MaxIndexSize {
+		return nil, fmt.Errorf("%w: the index %s is larger than %d bytes", ErrDamaged, key, MaxIndexSize)
 	}
 	if checksum != "" {
 		sum := sha256.Sum256(data)
@@ -282,7 +306,10 @@ func DecodeIndex(data []byte, identities ...age.Identity) (*Index, error) {
 	default:
 		return nil, fmt.Errorf("%w: not a RahatBack chunk index", ErrDamaged)
 	}
-	dec, err := zstd.NewReader(nil, zstd.WithDecoderMaxMemory(maxIndexSize*4), zstd.WithDecoderConcurrency(1))
+	// JSON of hex ids compresses about 2:1; a body that claims far more
+	// is refused rather than inflated.
+	limit := min(uint64(len(body))*16+1<<20, 4*MaxIndexSize)
+	dec, err := zstd.NewReader(nil, zstd.WithDecoderMaxMemory(limit), zstd.WithDecoderConcurrency(1))
 	if err != nil {
 		return nil, err
 	}
@@ -299,4 +326,19 @@ func DecodeIndex(data []byte, identities ...age.Identity) (*Index, error) {
 		return nil, err
 	}
 	return &ix, nil
+}
+
+// RecipientsID identifies a set of age recipients, whatever their order:
+// the SHA-256 of their sorted string forms ("" for none).
+func RecipientsID(rs []age.Recipient) string {
+	if len(rs) == 0 {
+		return ""
+	}
+	names := make([]string, len(rs))
+	for i, r := range rs {
+		names[i] = fmt.Sprint(r)
+	}
+	slices.Sort(names)
+	sum := sha256.Sum256([]byte(strings.Join(names, "\n")))
+	return hex.EncodeToString(sum[:])
 }

@@ -55,11 +55,13 @@ func (e *PackError) Error() string {
 func (e *PackError) Unwrap() []error { return []error{ErrDamaged, e.Err} }
 
 // Reading: chunks that follow each other in one pack are fetched as one
-// segment of at most segmentSize stored bytes; prefetch segments are
-// fetched, opened and checked ahead of the writer, so memory stays below
-// about prefetch × (segmentSize + its plaintext).
+// segment of at most segmentSize stored and segmentRaw plaintext bytes;
+// prefetch segments are fetched, opened and checked ahead of the writer,
+// so memory stays below about (prefetch+1) × (segmentSize + segmentRaw)
+// = 60 MiB, whatever the dump's size.
 const (
-	segmentSize = 8 << 20
+	segmentSize = 4 << 20
+	segmentRaw  = 8 << 20
 	prefetch    = 4
 )
 
@@ -144,7 +146,8 @@ func (ix *Index) Read(ctx context.Context, st Getter, dir string, w io.Writer) (
 type segment struct {
 	pack     int
 	off, end int64
-	first, n int // chunks[first : first+n]
+	raw      int64 // plaintext bytes
+	first, n int   // chunks[first : first+n]
 }
 
 func (ix *Index) segments() []segment {
@@ -152,13 +155,14 @@ func (ix *Index) segments() []segment {
 	for i, c := range ix.Chunks {
 		if k := len(out) - 1; k >= 0 {
 			s := &out[k]
-			if s.pack == c.Pack && s.end == c.Off && c.Off+c.Len-s.off <= segmentSize {
+			if s.pack == c.Pack && s.end == c.Off && c.Off+c.Len-s.off <= segmentSize && s.raw+c.Raw <= segmentRaw {
 				s.end += c.Len
+				s.raw += c.Raw
 				s.n++
 				continue
 			}
 		}
-		out = append(out, segment{pack: c.Pack, off: c.Off, end: c.Off + c.Len, first: i, n: 1})
+		out = append(out, segment{pack: c.Pack, off: c.Off, end: c.Off + c.Len, raw: c.Raw, first: i, n: 1})
 	}
 	return out
 }

@@ -69,26 +69,39 @@ type Write struct {
 // Run reads the dump from r to its end and stores it: the new chunks in
 // packs under PackPrefix, then the index under Key. It returns the index
 // and its stored bytes. On any error (of r, of the storage, or ctx), the
-// packs it wrote are deleted and no index is stored.
+// packs it wrote and any index are deleted; an error that left some
+// behind (the storage refusing the deletion too) is an *Unclean.
 func (w Write) Run(ctx context.Context, r io.Reader) (*Index, []byte, error) {
 	ix, data, err := w.run(ctx, r)
 	if err != nil {
-		w.cleanup(context.WithoutCancel(ctx))
+		if cerr := Delete(context.WithoutCancel(ctx), w.Store, w.Key, w.BackupID); cerr != nil {
+			return nil, nil, &Unclean{Err: err, Cleanup: cerr}
+		}
 		return nil, nil, err
 	}
 	return ix, data, nil
 }
 
-// cleanup deletes what a failed backup wrote.
-func (w Write) cleanup(ctx context.Context) {
-	dir := dirOf(w.Key)
-	objs, err := w.Store.List(ctx, PackPrefix(dir, w.BackupID))
-	if err != nil {
-		return
+// Unclean is a failed backup whose objects could not all be deleted.
+type Unclean struct{ Err, Cleanup error }
+
+func (u *Unclean) Error() string {
+	return fmt.Sprintf("%v (and deleting what it stored failed: %v)", u.Err, u.Cleanup)
+}
+
+func (u *Unclean) Unwrap() error { return u.Err }
+
+// Delete deletes backup's packs, then its index at key (so a failure
+// leaves the index, and a retry finds the rest). What is already gone
+// counts as deleted.
+func Delete(ctx context.Context, st storage.Storage, key, backup string) error {
+	if _, err := DeletePacks(ctx, st, key, backup); err != nil {
+		return err
 	}
-	for _, o := range objs {
-		_ = w.Store.Delete(ctx, o.Key)
+	if err := st.Delete(ctx, key); err != nil && !errors.Is(err, storage.ErrNotFound) {
+		return err
 	}
+	return nil
 }
 
 // DeletePacks deletes the packs backup wrote in the job whose index key
@@ -113,7 +126,8 @@ func (w Write) run(ctx context.Context, r io.Reader) (*Index, []byte, error) {
 		return nil, nil, fmt.Errorf("chunkstore: unknown compression %q", w.Compression)
 	}
 	ix := &Index{Version: indexVersion, BackupID: w.BackupID, JobID: w.JobID, Type: Full, Base: w.BackupID,
-		Compression: w.Compression, Encrypted: len(w.Recipients) > 0, Packs: []string{}, Chunks: []Ref{}}
+		Compression: w.Compression, Encrypted: len(w.Recipients) > 0, Recipients: RecipientsID(w.Recipients),
+		Packs: []string{}, Chunks: []Ref{}}
 	var keys *Keys
 	var err error
 	if w.Parent != nil {
@@ -135,8 +149,8 @@ func (w Write) run(ctx context.Context, r io.Reader) (*Index, []byte, error) {
 		if w.Type != Incremental && w.Type != Differential {
 			return nil, nil, fmt.Errorf("chunkstore: a backup with a parent must be incremental or differential, not %q", w.Type)
 		}
-		if p.Encrypted != ix.Encrypted || p.Compression != w.Compression || p.JobID != w.JobID {
-			return nil, nil, errors.New("chunkstore: the parent backup was made with another encryption, compression or job; a full backup is needed")
+		if p.Encrypted != ix.Encrypted || p.Compression != w.Compression || p.JobID != w.JobID || p.Recipients != RecipientsID(w.Recipients) {
+			return nil, nil, errors.New("chunkstore: the parent backup was made with another encryption, recipients, compression or job; a full backup is needed")
 		}
 		ix.Type, ix.Parent, ix.Base = w.Type, p.BackupID, p.Base
 		for _, c := range p.Chunks {
@@ -197,7 +211,7 @@ func (w Write) run(ctx context.Context, r io.Reader) (*Index, []byte, error) {
 	packerDone := make(chan struct{})
 	go func() {
 		defer close(packerDone)
-		up := newUploader(ctx, w.Store, uploads)
+		up := newUploader(ctx, w.Store, uploads, cancel)
 		var buf bytes.Buffer
 		flush := func() {
 			if buf.Len() == 0 {
@@ -321,24 +335,29 @@ func (w Write) run(ctx context.Context, r io.Reader) (*Index, []byte, error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	if len(data) > MaxIndexSize {
+		return nil, nil, fmt.Errorf("chunkstore: the dump has %d chunks, more than a chunk index holds (%d MB); back this database up with a job of type full", len(ix.Chunks), MaxIndexSize>>20)
+	}
 	if _, err := w.Store.Put(ctx, w.Key, bytes.NewReader(data)); err != nil {
 		return nil, nil, fmt.Errorf("storing the chunk index: %w", err)
 	}
 	return ix, data, nil
 }
 
-// uploader puts packs with at most n uploads at once.
+// uploader puts packs with at most n uploads at once; the first failure
+// cancels the backup (fail), so the dump stops at once.
 type uploader struct {
-	ctx context.Context
-	st  storage.Storage
-	sem chan struct{}
-	wg  sync.WaitGroup
-	mu  sync.Mutex
-	err error
+	ctx  context.Context
+	st   storage.Storage
+	sem  chan struct{}
+	fail context.CancelCauseFunc
+	wg   sync.WaitGroup
+	mu   sync.Mutex
+	err  error
 }
 
-func newUploader(ctx context.Context, st storage.Storage, n int) *uploader {
-	return &uploader{ctx: ctx, st: st, sem: make(chan struct{}, n)}
+func newUploader(ctx context.Context, st storage.Storage, n int, fail context.CancelCauseFunc) *uploader {
+	return &uploader{ctx: ctx, st: st, sem: make(chan struct{}, n), fail: fail}
 }
 
 func (u *uploader) put(key string, data []byte) {
@@ -354,6 +373,7 @@ func (u *uploader) put(key string, data []byte) {
 			u.mu.Lock()
 			if u.err == nil {
 				u.err = fmt.Errorf("storing pack %s: %w", key, err)
+				u.fail(u.err)
 			}
 			u.mu.Unlock()
 		}

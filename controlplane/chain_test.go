@@ -173,6 +173,15 @@ func TestIncrementalChain(t *testing.T) {
 		if hex.EncodeToString(sum[:]) != h3.Manifest.Chain.DumpSha256 || !bytes.Contains(stdout.Bytes(), []byte("COPY public.rental")) {
 			t.Fatalf("offline restore wrote %d bytes that are not the dump\n%s", stdout.Len(), stderr.String())
 		}
+		// --out: the same dump in a file, which psql loads into the
+		// source's state.
+		outFile := filepath.Join(dir, "dump.sql")
+		if err := agent.Main(ctx, []string{"restore", "--from", root, "--backup", run2, "--key", keyTxt, "--out", outFile}, os.Getenv, io.Discard, &stderr); err != nil {
+			t.Fatalf("offline restore --out: %v\n%s", err, stderr.String())
+		}
+		if b, err := os.ReadFile(outFile); err != nil || !bytes.Contains(b, []byte("COPY public.rental")) {
+			t.Fatalf("--out file: %v", err)
+		}
 		// Without the key it says what is missing.
 		stderr.Reset()
 		err = agent.Main(ctx, []string{"restore", "--from", root, "--backup", run3}, os.Getenv, io.Discard, &stderr)

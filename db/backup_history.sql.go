@@ -385,12 +385,14 @@ func (q *Queries) ApplyVerifyQueued(ctx context.Context, db DBTX, arg ApplyVerif
 
 const backupDependents = `-- name: BackupDependents :many
 SELECT id FROM backup_history
-WHERE depends_on @> ARRAY[$1::uuid] AND status IN ('queued', 'running', 'success') AND deleted_at IS NULL
+WHERE depends_on @> ARRAY[$1::uuid] AND deleted_at IS NULL
+  AND (status IN ('queued', 'running', 'success') OR (status = 'failed' AND lost))
 ORDER BY queued_at
 `
 
 // BackupDependents is the backups that need backup id's packs: kept
-// (success) or being made (queued, running).
+// (success) or being made (queued, running, or lost: an agent that went
+// silent may still complete it).
 func (q *Queries) BackupDependents(ctx context.Context, db DBTX, id uuid.UUID) ([]uuid.UUID, error) {
 	rows, err := db.Query(ctx, backupDependents, id)
 	if err != nil {
@@ -420,6 +422,10 @@ WHERE h.backup_job_id = $1 AND h.chunked AND h.status = 'success' AND h.deleted_
   AND h.storage_type = $2 AND h.cloud_storage_id IS NOT DISTINCT FROM $3
   AND h.compression = $4 AND h.is_encrypted = $5
   AND (NOT $6::boolean OR h.backup_type = 'full')
+  -- Local storage is one agent's disk; a chain whose newest backup
+  -- failed verification is not built on.
+  AND (h.storage_type <> 'local' OR h.agent_id = $7)
+  AND h.verification_status <> 'FAILED'
 ORDER BY h.completed_at DESC
 LIMIT 1
 `
@@ -431,6 +437,7 @@ type ChainParentParams struct {
 	Compression    string
 	IsEncrypted    bool
 	FullOnly       bool
+	AgentID        uuid.UUID
 }
 
 type ChainParentRow struct {
@@ -456,6 +463,7 @@ func (q *Queries) ChainParent(ctx context.Context, db DBTX, arg ChainParentParam
 		arg.Compression,
 		arg.IsEncrypted,
 		arg.FullOnly,
+		arg.AgentID,
 	)
 	var i ChainParentRow
 	err := row.Scan(

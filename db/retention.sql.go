@@ -154,7 +154,7 @@ const successfulBackupsOfJob = `-- name: SuccessfulBackupsOfJob :many
 SELECT id, completed_at, file_name, file_size, storage_type, backup_type, depends_on, status
 FROM backup_history
 WHERE backup_job_id = $1 AND user_id = $2 AND deleted_at IS NULL
-  AND ((status = 'success' AND completed_at IS NOT NULL) OR status IN ('queued', 'running'))
+  AND ((status = 'success' AND completed_at IS NOT NULL) OR status IN ('queued', 'running') OR (status = 'failed' AND lost))
 `
 
 type SuccessfulBackupsOfJobParams struct {
@@ -205,10 +205,10 @@ func (q *Queries) SuccessfulBackupsOfJob(ctx context.Context, db DBTX, arg Succe
 }
 
 const successfulBackupsOfJobs = `-- name: SuccessfulBackupsOfJobs :many
-SELECT id, backup_job_id, completed_at, depends_on
+SELECT id, backup_job_id, completed_at, depends_on, status
 FROM backup_history
 WHERE backup_job_id = ANY($1::uuid[]) AND deleted_at IS NULL
-  AND ((status = 'success' AND completed_at IS NOT NULL) OR status IN ('queued', 'running'))
+  AND ((status = 'success' AND completed_at IS NOT NULL) OR status IN ('queued', 'running') OR (status = 'failed' AND lost))
 `
 
 type SuccessfulBackupsOfJobsRow struct {
@@ -216,10 +216,11 @@ type SuccessfulBackupsOfJobsRow struct {
 	BackupJobID uuid.UUID
 	CompletedAt *time.Time
 	DependsOn   []uuid.UUID
+	Status      string
 }
 
-// SuccessfulBackupsOfJobs is the jobs' successful backups, and their
-// queued and running ones (completed_at NULL), with the backups each needs.
+// SuccessfulBackupsOfJobs is the jobs' successful backups, and those
+// being made (queued, running, lost), with the backups each needs.
 func (q *Queries) SuccessfulBackupsOfJobs(ctx context.Context, db DBTX, jobIds []uuid.UUID) ([]SuccessfulBackupsOfJobsRow, error) {
 	rows, err := db.Query(ctx, successfulBackupsOfJobs, jobIds)
 	if err != nil {
@@ -234,6 +235,7 @@ func (q *Queries) SuccessfulBackupsOfJobs(ctx context.Context, db DBTX, jobIds [
 			&i.BackupJobID,
 			&i.CompletedAt,
 			&i.DependsOn,
+			&i.Status,
 		); err != nil {
 			return nil, err
 		}

@@ -158,12 +158,18 @@ WHERE h.backup_job_id = $1 AND h.chunked AND h.status = 'success' AND h.deleted_
   AND h.storage_type = sqlc.arg(storage_type) AND h.cloud_storage_id IS NOT DISTINCT FROM sqlc.narg(cloud_storage_id)
   AND h.compression = sqlc.arg(compression) AND h.is_encrypted = sqlc.arg(is_encrypted)
   AND (NOT sqlc.arg(full_only)::boolean OR h.backup_type = 'full')
+  -- Local storage is one agent's disk; a chain whose newest backup
+  -- failed verification is not built on.
+  AND (h.storage_type <> 'local' OR h.agent_id = sqlc.arg(agent_id))
+  AND h.verification_status <> 'FAILED'
 ORDER BY h.completed_at DESC
 LIMIT 1;
 
 -- BackupDependents is the backups that need backup id's packs: kept
--- (success) or being made (queued, running).
+-- (success) or being made (queued, running, or lost: an agent that went
+-- silent may still complete it).
 -- name: BackupDependents :many
 SELECT id FROM backup_history
-WHERE depends_on @> ARRAY[sqlc.arg(id)::uuid] AND status IN ('queued', 'running', 'success') AND deleted_at IS NULL
+WHERE depends_on @> ARRAY[sqlc.arg(id)::uuid] AND deleted_at IS NULL
+  AND (status IN ('queued', 'running', 'success') OR (status = 'failed' AND lost))
 ORDER BY queued_at;

@@ -9,13 +9,13 @@ WHERE id > sqlc.arg(after_id)
 ORDER BY id
 LIMIT sqlc.arg(lim);
 
--- SuccessfulBackupsOfJobs is the jobs' successful backups, and their
--- queued and running ones (completed_at NULL), with the backups each needs.
+-- SuccessfulBackupsOfJobs is the jobs' successful backups, and those
+-- being made (queued, running, lost), with the backups each needs.
 -- name: SuccessfulBackupsOfJobs :many
-SELECT id, backup_job_id, completed_at, depends_on
+SELECT id, backup_job_id, completed_at, depends_on, status
 FROM backup_history
 WHERE backup_job_id = ANY(sqlc.arg(job_ids)::uuid[]) AND deleted_at IS NULL
-  AND ((status = 'success' AND completed_at IS NOT NULL) OR status IN ('queued', 'running'));
+  AND ((status = 'success' AND completed_at IS NOT NULL) OR status IN ('queued', 'running') OR (status = 'failed' AND lost));
 
 -- SuccessfulBackupsOfJob is one job's successful backups with what the
 -- retention preview shows.
@@ -23,7 +23,7 @@ WHERE backup_job_id = ANY(sqlc.arg(job_ids)::uuid[]) AND deleted_at IS NULL
 SELECT id, completed_at, file_name, file_size, storage_type, backup_type, depends_on, status
 FROM backup_history
 WHERE backup_job_id = $1 AND user_id = $2 AND deleted_at IS NULL
-  AND ((status = 'success' AND completed_at IS NOT NULL) OR status IN ('queued', 'running'));
+  AND ((status = 'success' AND completed_at IS NOT NULL) OR status IN ('queued', 'running') OR (status = 'failed' AND lost));
 
 -- LockBackupForExpiry locks a successful backup and says whether a
 -- restore or verification is reading it (ones older than stale_secs are

@@ -282,7 +282,7 @@ func (s *Service) BackupCommands(ctx context.Context, dbtx db.DBTX, jobs []db.Ba
 			}
 		}
 		var chain *events.Chain
-		if chain, err = s.chainFor(ctx, dbtx, j); err != nil {
+		if chain, err = s.chainFor(ctx, dbtx, j, agents[i]); err != nil {
 			errs[i] = err
 			continue
 		}
@@ -349,13 +349,14 @@ const (
 	MaxChain  = 50
 )
 
-// chainFor is the chain of job j's next run: nil for a job of type full
-// (one object per backup); for an incremental or differential job, a full
-// when it has no usable parent (none yet, one made with other storage,
-// compression or encryption, or a chain too old or long), else its type
+// chainFor is the chain of job j's next run on agent: nil for a job of
+// type full (one object per backup); for an incremental or differential
+// job, a full when it has no usable parent (none yet, one made with other
+// storage, compression or encryption, on another agent's local disk, one
+// whose verification failed, or a chain too old or long), else its type
 // with the parent: the newest chunked backup (incremental) or the newest
 // chunked full (differential).
-func (s *Service) chainFor(ctx context.Context, dbtx db.DBTX, j db.BackupJob) (*events.Chain, error) {
+func (s *Service) chainFor(ctx context.Context, dbtx db.DBTX, j db.BackupJob, agent uuid.UUID) (*events.Chain, error) {
 	if j.BackupType != "incremental" && j.BackupType != "differential" {
 		return nil, nil
 	}
@@ -364,7 +365,8 @@ func (s *Service) chainFor(ctx context.Context, dbtx db.DBTX, j db.BackupJob) (*
 		cloud = j.CloudStorageID
 	}
 	row, err := s.q.ChainParent(ctx, dbtx, db.ChainParentParams{BackupJobID: j.ID, StorageType: j.StorageType,
-		CloudStorageID: cloud, Compression: j.Compression, IsEncrypted: j.IsEncrypted, FullOnly: j.BackupType == "differential"})
+		CloudStorageID: cloud, Compression: j.Compression, IsEncrypted: j.IsEncrypted, FullOnly: j.BackupType == "differential",
+		AgentID: agent})
 	if errors.Is(err, pgx.ErrNoRows) {
 		return &events.Chain{Type: "full"}, nil
 	} else if err != nil {

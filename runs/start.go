@@ -316,8 +316,8 @@ func (s *Service) DeleteObject(ctx context.Context, h db.BackupHistory) error {
 		}
 		if h.Chunked {
 			// Its packs first: a failure leaves the index, and the retry
-			// finds the rest.
-			if _, err := chunkstore.DeletePacks(ctx, st, *h.StorageKey, h.ID.String()); err != nil {
+			// finds the rest. Not cut short by a client that goes away.
+			if _, err := chunkstore.DeletePacks(context.WithoutCancel(ctx), st, *h.StorageKey, h.ID.String()); err != nil {
 				return fail(Refused, "the storage refused to delete the backup: %v", err)
 			}
 		}

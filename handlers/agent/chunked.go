@@ -100,9 +100,10 @@ func (h *Handlers) openChunked(ctx context.Context, store storage.Storage, ref e
 	}{chunkReader{rc}, rc}, nil
 }
 
-// chunkedJournal is a journal entry of a chunked backup in progress: a
-// killed agent deletes what it stored at its next start (the command is
-// then redelivered and runs again).
+// chunkedJournal is a journal entry of a chunked backup in progress, or
+// of a failed one whose objects could not be deleted: the agent deletes
+// what it stored at its next start (a redelivered command is reported
+// failed, never run again, so nothing else will).
 type chunkedJournal struct {
 	Storage events.StorageSpec `json:"storage"` // secrets stay sealed to this agent
 	Key     string             `json:"key"`
@@ -144,13 +145,13 @@ func (h *Handlers) RecoverChunked(ctx context.Context) (int, error) {
 // deleteChunked deletes a chunked backup: index, manifest and the packs it
 // wrote. What is already gone counts as deleted.
 func deleteChunked(ctx context.Context, store storage.Storage, key, runID string) error {
-	for _, k := range []string{key, key + pipeline.ManifestSuffix} {
-		if err := store.Delete(ctx, k); err != nil && !errors.Is(err, storage.ErrNotFound) {
-			return err
-		}
+	if err := chunkstore.Delete(ctx, store, key, runID); err != nil {
+		return err
 	}
-	_, err := chunkstore.DeletePacks(ctx, store, key, runID)
-	return err
+	if err := store.Delete(ctx, key+pipeline.ManifestSuffix); err != nil && !errors.Is(err, storage.ErrNotFound) {
+		return err
+	}
+	return nil
 }
 
 // backupChunked is backup for a chunked job: the dump goes through the
@@ -173,15 +174,16 @@ func (h *Handlers) backupChunked(ctx context.Context, cmd events.BackupCommand, 
 			fallback = fmt.Sprintf("the previous backup's index at %s is not backup %s of this job; a full backup was made instead", p.Key, p.BackupID)
 		case parent.Encrypted != (len(recipients) > 0) || parent.Compression != cmd.Compression:
 			fallback = "the job's compression or encryption changed since the previous backup; a full backup was made instead"
+		case parent.Recipients != chunkstore.RecipientsID(recipients):
+			fallback = "the job's encryption recipients changed since the previous backup; a full backup starts a chain with new keys"
 		}
 		if fallback == "" {
 			// A chain with a lost pack cannot be built on.
-			for _, pk := range parent.Packs {
-				if _, err := store.Stat(ctx, chunkstore.PackKey(chunkstore.Dir(p.Key), pk)); err != nil {
-					writer, _, _ := strings.Cut(pk, "/")
-					fallback = fmt.Sprintf("pack %s of backup %s, which the previous backup uses, cannot be read (%v); a full backup was made instead", pk, writer, err)
-					break
-				}
+			if pk, err := missingPack(ctx, store, p.Key, parent.Packs, ""); err != nil {
+				return nil, err
+			} else if pk != "" {
+				writer, _, _ := strings.Cut(pk, "/")
+				fallback = fmt.Sprintf("pack %s of backup %s, which the previous backup uses, is missing; a full backup was made instead", pk, writer)
 			}
 		}
 		if fallback != "" {
@@ -194,8 +196,9 @@ func (h *Handlers) backupChunked(ctx context.Context, cmd events.BackupCommand, 
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	// The journal entry goes once the backup is stored, or once what a
+	// failure stored is deleted; otherwise the next start deletes it.
 	done := h.chunkedStart(cmd.RunID, cmd.Storage, key)
-	defer done()
 	pr, pw := io.Pipe()
 	type written struct {
 		ix   *chunkstore.Index
@@ -222,28 +225,32 @@ func (h *Handlers) backupChunked(ctx context.Context, cmd events.BackupCommand, 
 	stop()
 	if dumpErr != nil {
 		pw.CloseWithError(dumpErr)
-		<-wrote
+		if res := <-wrote; !isUnclean(res.err) {
+			done()
+		}
 		return nil, dumpErr
 	}
 	pw.Close()
 	res := <-wrote
 	if res.err != nil {
+		if !isUnclean(res.err) {
+			done()
+		}
 		return nil, fmt.Errorf("storing the backup: %w", res.err)
 	}
 	ix := res.ix
 	fail := func(err error) (*backupResult, error) {
-		_ = deleteChunked(context.WithoutCancel(ctx), store, key, cmd.RunID)
+		if deleteChunked(context.WithoutCancel(ctx), store, key, cmd.RunID) == nil {
+			done()
+		}
 		return nil, err
 	}
 	// The parent's packs must still be there: a deletion that raced this
 	// backup would leave it unreadable.
-	for _, p := range ix.Packs {
-		if strings.HasPrefix(p, cmd.RunID+"/") {
-			continue
-		}
-		if _, err := store.Stat(ctx, chunkstore.PackKey(chunkstore.Dir(key), p)); err != nil {
-			return fail(fmt.Errorf("pack %s of an earlier backup, which this one reuses, cannot be found (%v); the next backup will be a full", p, err))
-		}
+	if pk, err := missingPack(ctx, store, key, ix.Packs, cmd.RunID); err != nil {
+		return fail(err)
+	} else if pk != "" {
+		return fail(fmt.Errorf("pack %s of an earlier backup, which this one reuses, was deleted during the backup; the next backup will be a full", pk))
 	}
 	sum := sha256.Sum256(res.data)
 	encryption := pipeline.EncryptionNone
@@ -276,5 +283,34 @@ func (h *Handlers) backupChunked(ctx context.Context, cmd events.BackupCommand, 
 	if err != nil {
 		return fail(fmt.Errorf("storing the manifest: %w", err))
 	}
+	done()
 	return &backupResult{key: key, m: m, manifest: data}, nil
+}
+
+func isUnclean(err error) bool {
+	var u *chunkstore.Unclean
+	return errors.As(err, &u)
+}
+
+// missingPack is the first of packs (named "<backup>/<n>", in the job of
+// index key) not in storage, or "" when all are; packs of backup skip are
+// not checked. One listing of the job's packs, not a request per pack.
+func missingPack(ctx context.Context, store storage.Storage, key string, packs []string, skip string) (string, error) {
+	objs, err := store.List(ctx, chunkstore.PacksPrefix(chunkstore.Dir(key)))
+	if err != nil {
+		return "", fmt.Errorf("listing the job's packs: %w", err)
+	}
+	have := make(map[string]bool, len(objs))
+	for _, o := range objs {
+		have[o.Key] = true
+	}
+	for _, p := range packs {
+		if skip != "" && strings.HasPrefix(p, skip+"/") {
+			continue
+		}
+		if !have[chunkstore.PackKey(chunkstore.Dir(key), p)] {
+			return p, nil
+		}
+	}
+	return "", nil
 }

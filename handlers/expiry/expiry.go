@@ -140,7 +140,7 @@ func Pass(ctx context.Context, o Opts) (Stats, error) {
 		byJob := map[uuid.UUID][]retention.Backup{}
 		pinned := map[uuid.UUID][]uuid.UUID{} // needs of backups being made
 		for _, r := range rows {
-			if r.CompletedAt == nil {
+			if r.Status != "success" {
 				pinned[r.BackupJobID] = append(pinned[r.BackupJobID], r.DependsOn...)
 				continue
 			}
