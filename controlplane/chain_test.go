@@ -244,6 +244,26 @@ func TestIncrementalChain(t *testing.T) {
 		if !reflect.DeepEqual(affected.AffectedBackups, sortedOf(run1, run2, run3)) {
 			t.Fatalf("affected backups %v, want the full and both incrementals", affected.AffectedBackups)
 		}
+		// Packs no backup owns (a lost journal): a day old, the next backup
+		// collects them; fresh ones (a command built moments ago may
+		// still own them) stay.
+		jobDir := filepath.Dir(filepath.Dir(filepath.Dir(packs[0])))
+		orphan := func(age time.Duration) string {
+			p := filepath.Join(jobDir, "packs", testsupport.RandomString(8), "0.pack")
+			if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(p, []byte("orphan"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			at := time.Now().Add(-age)
+			if err := os.Chtimes(p, at, at); err != nil {
+				t.Fatal(err)
+			}
+			return p
+		}
+		old, fresh := orphan(48*time.Hour), orphan(time.Minute)
+
 		// The next backup cannot build on a broken chain: it is a full.
 		run4 := c.runJob(token, job.ID)
 		h4 := c.waitBackup(token, run4, true)
@@ -251,6 +271,21 @@ func TestIncrementalChain(t *testing.T) {
 			t.Fatalf("backup after a lost pack: %+v", h4)
 		}
 		t.Logf("fallback: %s", h4.Manifest.Chain.Fallback)
+		if _, err := os.Stat(old); !os.IsNotExist(err) {
+			t.Errorf("an orphan pack two days old was not collected: %v", err)
+		}
+		if _, err := os.Stat(fresh); err != nil {
+			t.Errorf("a fresh unowned pack was collected: %v", err)
+		}
+		kept := 0
+		for _, f := range findFiles(t, dataDir, ".pack") {
+			if strings.Contains(f, filepath.Join("packs", run2)+string(filepath.Separator)) {
+				kept++
+			}
+		}
+		if kept == 0 {
+			t.Error("the packs of a kept backup were collected")
+		}
 	})
 }
 

@@ -413,6 +413,35 @@ func (q *Queries) BackupDependents(ctx context.Context, db DBTX, id uuid.UUID) (
 	return items, nil
 }
 
+const chainLiveBackups = `-- name: ChainLiveBackups :many
+SELECT id FROM backup_history
+WHERE backup_job_id = $1 AND chunked AND deleted_at IS NULL
+  AND (status IN ('queued', 'running', 'success') OR (status = 'failed' AND lost)
+       OR (status = 'expired' AND purged_at IS NULL))
+`
+
+// ChainLiveBackups is every backup of a job whose packs must stay: kept,
+// being made (queued, running, lost), or expired and not yet purged.
+func (q *Queries) ChainLiveBackups(ctx context.Context, db DBTX, backupJobID uuid.UUID) ([]uuid.UUID, error) {
+	rows, err := db.Query(ctx, chainLiveBackups, backupJobID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []uuid.UUID
+	for rows.Next() {
+		var id uuid.UUID
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		items = append(items, id)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const chainParent = `-- name: ChainParent :one
 SELECT h.id, h.backup_type, h.base_id, h.depends_on, h.storage_key, h.file_size, h.checksum_value, h.completed_at,
        b.completed_at AS base_completed_at

@@ -106,6 +106,11 @@ type Chain struct {
 	// reuses (nil for a full): its index in the job's storage. An agent
 	// that cannot read it stores a full instead and says so.
 	Parent *ChainParent `json:"parent,omitempty"`
+	// Keep are the job's backups whose packs must stay (kept, being made,
+	// or expired and not yet purged). After the backup, the agent deletes
+	// the packs of any other backup of the job older than a day: what a
+	// lost journal or a failed cleanup left behind.
+	Keep []string `json:"keep,omitempty"`
 }
 
 // ChainParent locates a parent backup's chunk index.

@@ -173,3 +173,11 @@ SELECT id FROM backup_history
 WHERE depends_on @> ARRAY[sqlc.arg(id)::uuid] AND deleted_at IS NULL
   AND (status IN ('queued', 'running', 'success') OR (status = 'failed' AND lost))
 ORDER BY queued_at;
+
+-- ChainLiveBackups is every backup of a job whose packs must stay: kept,
+-- being made (queued, running, lost), or expired and not yet purged.
+-- name: ChainLiveBackups :many
+SELECT id FROM backup_history
+WHERE backup_job_id = $1 AND chunked AND deleted_at IS NULL
+  AND (status IN ('queued', 'running', 'success') OR (status = 'failed' AND lost)
+       OR (status = 'expired' AND purged_at IS NULL));

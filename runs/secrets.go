@@ -364,19 +364,27 @@ func (s *Service) chainFor(ctx context.Context, dbtx db.DBTX, j db.BackupJob, ag
 	if j.StorageType != "local" {
 		cloud = j.CloudStorageID
 	}
+	live, err := s.q.ChainLiveBackups(ctx, dbtx, j.ID)
+	if err != nil {
+		return nil, err
+	}
+	keep := make([]string, len(live))
+	for i, id := range live {
+		keep[i] = id.String()
+	}
 	row, err := s.q.ChainParent(ctx, dbtx, db.ChainParentParams{BackupJobID: j.ID, StorageType: j.StorageType,
 		CloudStorageID: cloud, Compression: j.Compression, IsEncrypted: j.IsEncrypted, FullOnly: j.BackupType == "differential",
 		AgentID: agent})
 	if errors.Is(err, pgx.ErrNoRows) {
-		return &events.Chain{Type: "full"}, nil
+		return &events.Chain{Type: "full", Keep: keep}, nil
 	} else if err != nil {
 		return nil, err
 	}
 	if row.StorageKey == nil || row.ChecksumValue == nil || row.BaseCompletedAt == nil ||
 		time.Since(*row.BaseCompletedAt) > FullEvery || len(row.DependsOn)+1 >= MaxChain {
-		return &events.Chain{Type: "full"}, nil
+		return &events.Chain{Type: "full", Keep: keep}, nil
 	}
-	return &events.Chain{Type: j.BackupType, Parent: &events.ChainParent{BackupID: row.ID.String(), Key: *row.StorageKey,
+	return &events.Chain{Type: j.BackupType, Keep: keep, Parent: &events.ChainParent{BackupID: row.ID.String(), Key: *row.StorageKey,
 		Checksum: *row.ChecksumValue}}, nil
 }
 

@@ -291,8 +291,8 @@ func (s *Service) checkNoDependents(ctx context.Context, h db.BackupHistory) err
 	for i, d := range deps {
 		ids[i] = d.String()
 	}
-	return fail(Conflict, "%d later backups of its chain need this backup's data (%s); delete them first, newest first",
-		len(ids), strings.Join(ids, ", "))
+	return fail(Conflict, "later backups of its chain need this backup's data: %s; delete them first, newest first",
+		strings.Join(ids, ", "))
 }
 
 // DeleteObject deletes the stored object and manifest of backup h, if it

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -284,7 +285,48 @@ func (h *Handlers) backupChunked(ctx context.Context, cmd events.BackupCommand, 
 		return fail(fmt.Errorf("storing the manifest: %w", err))
 	}
 	done()
+	if n, err := collectPacks(context.WithoutCancel(ctx), store, key, append(cmd.Chain.Keep, cmd.RunID), time.Now().Add(-OrphanAge)); err != nil {
+		h.Logger.Warn("collecting unreferenced packs", "jobId", cmd.JobID, "err", err)
+	} else if n > 0 {
+		h.Logger.Info("deleted unreferenced packs", "jobId", cmd.JobID, "packs", n)
+	}
 	return &backupResult{key: key, m: m, manifest: data}, nil
+}
+
+// OrphanAge is how old the newest pack of a backup the control plane no
+// longer keeps must be before collectPacks deletes its packs: far beyond
+// the time between a command being built and run.
+const OrphanAge = 24 * time.Hour
+
+// collectPacks deletes, in the job of index key, the packs of every
+// backup not in keep whose packs are all older than before, and returns
+// how many it deleted.
+func collectPacks(ctx context.Context, store storage.Storage, key string, keep []string, before time.Time) (int, error) {
+	objs, err := store.List(ctx, chunkstore.PacksPrefix(chunkstore.Dir(key)))
+	if err != nil {
+		return 0, err
+	}
+	prefix := chunkstore.PacksPrefix(chunkstore.Dir(key))
+	byRun := map[string][]storage.Object{}
+	for _, o := range objs {
+		run, _, ok := strings.Cut(strings.TrimPrefix(o.Key, prefix), "/")
+		if ok && !slices.Contains(keep, run) {
+			byRun[run] = append(byRun[run], o)
+		}
+	}
+	n := 0
+	for _, packs := range byRun {
+		if slices.ContainsFunc(packs, func(o storage.Object) bool { return !o.ModTime.Before(before) }) {
+			continue
+		}
+		for _, o := range packs {
+			if err := store.Delete(ctx, o.Key); err != nil && !errors.Is(err, storage.ErrNotFound) {
+				return n, err
+			}
+			n++
+		}
+	}
+	return n, nil
 }
 
 func isUnclean(err error) bool {
