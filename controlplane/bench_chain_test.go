@@ -3,8 +3,6 @@ package controlplane_test
 import (
 	"context"
 	"fmt"
-	"os"
-	"strconv"
 	"testing"
 
 	"github.com/rahatback/rahatback/testsupport"
@@ -29,14 +27,7 @@ import (
 // go test -run '^$' -bench Incremental -benchtime 1x -timeout 90m ./controlplane/
 func BenchmarkIncremental(b *testing.B) {
 	ctx := context.Background()
-	sizeMB := 1024
-	if v := os.Getenv("RAHATBACK_BENCH_MB"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil {
-			b.Fatal(err)
-		}
-		sizeMB = n
-	}
+	sizeMB := benchSizeMB(b)
 	admin := func(sql string) {
 		if err := testsupport.AdminExec(ctx, sql); err != nil {
 			b.Fatal(err)

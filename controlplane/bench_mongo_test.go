@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"io"
 	"math/big"
-	"os"
-	"strconv"
 	"testing"
 	"time"
 
@@ -28,14 +26,7 @@ import (
 // go test -run '^$' -bench MongoDBBackupRestore -benchtime 1x ./controlplane/
 func BenchmarkMongoDBBackupRestore(b *testing.B) {
 	ctx := context.Background()
-	sizeMB := 1024
-	if v := os.Getenv("RAHATBACK_BENCH_MB"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil {
-			b.Fatal(err)
-		}
-		sizeMB = n
-	}
+	sizeMB := benchSizeMB(b)
 	ferret, err := ferretserver.Start(b.TempDir(), nil)
 	if err != nil {
 		b.Fatal(err)

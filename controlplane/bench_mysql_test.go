@@ -4,7 +4,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"testing"
 	"time"
 
@@ -23,14 +22,7 @@ import (
 // peak RSS ≤ 100 MiB. Run it with `task bench` or
 // go test -run '^$' -bench MySQLBackupRestore -benchtime 1x ./controlplane/
 func BenchmarkMySQLBackupRestore(b *testing.B) {
-	sizeMB := 1024
-	if v := os.Getenv("RAHATBACK_BENCH_MB"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil {
-			b.Fatal(err)
-		}
-		sizeMB = n
-	}
+	sizeMB := benchSizeMB(b)
 	maria := testsupport.MariaDB(b)
 	admin, err := maria.Open("")
 	if err != nil {

@@ -29,14 +29,7 @@ import (
 // go test -run '^$' -bench BackupRestore -benchtime 1x ./controlplane/
 func BenchmarkBackupRestore(b *testing.B) {
 	ctx := context.Background()
-	sizeMB := 1024
-	if v := os.Getenv("RAHATBACK_BENCH_MB"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil {
-			b.Fatal(err)
-		}
-		sizeMB = n
-	}
+	sizeMB := benchSizeMB(b)
 	srcName := "bench_src"
 	admin := func(sql string) {
 		if err := testsupport.AdminExec(ctx, sql); err != nil {
@@ -290,3 +283,17 @@ const benchEventsInsert = `INSERT INTO events (user_id, kind, amount, created_at
 		       jsonb_build_object('ip', (random() * 255)::int || '.' || (random() * 255)::int || '.' || (random() * 255)::int || '.' || (random() * 255)::int,
 		                          'session', md5(random()::text), 'score', round(random()::numeric, 4), 'tags', jsonb_build_array(substr(md5(random()::text), 1, 6), (random() * 100)::int))
 		FROM generate_series(1, %d)`
+
+// benchSizeMB is the benchmarks' data size: RAHATBACK_BENCH_MB, default
+// 1024.
+func benchSizeMB(b *testing.B) int {
+	v := os.Getenv("RAHATBACK_BENCH_MB")
+	if v == "" {
+		return 1024
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n <= 0 {
+		b.Fatalf("RAHATBACK_BENCH_MB=%q is not a positive number of megabytes", v)
+	}
+	return n
+}

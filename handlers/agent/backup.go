@@ -212,14 +212,7 @@ func (h *Handlers) backup(ctx context.Context, cmd events.BackupCommand, started
 		<-putDone
 		return nil, err
 	}
-	raw := &counter{}
-	stop := h.progress(ctx, ProgressInterval, keepAlive, func(seq int64) {
-		p := events.BackupEvent{V: events.Version, ID: fmt.Sprintf("%s:progress:%d", cmd.RunID, seq), RunID: cmd.RunID,
-			At: time.Now().UTC(), Seq: seq, Step: "dumping", Bytes: raw.n.Load(), Percent: percent(raw.n.Load(), estimate)}
-		if err := publish(ctx, events.KindBackup, events.PhaseProgress, p.ID, p); err != nil {
-			h.Logger.Debug("progress not published", "err", err)
-		}
-	})
+	raw, stop := h.dumpProgress(ctx, cmd.RunID, estimate, publish, keepAlive)
 	info, dumpErr := eng.Dump(ctx, conn, io.MultiWriter(raw, comp))
 	stop()
 	if dumpErr == nil {
@@ -257,6 +250,20 @@ func (h *Handlers) backup(ctx context.Context, cmd events.BackupCommand, started
 		return nil, fmt.Errorf("storing the manifest: %w", err)
 	}
 	return &backupResult{key: key, m: m, manifest: data}, nil
+}
+
+// dumpProgress counts the dump's bytes (write them to raw) and reports
+// them as run's progress, against the engine's estimate, until stop.
+func (h *Handlers) dumpProgress(ctx context.Context, run string, estimate int64, publish Publisher, keepAlive func()) (raw *counter, stop func()) {
+	raw = &counter{}
+	stop = h.progress(ctx, ProgressInterval, keepAlive, func(seq int64) {
+		p := events.BackupEvent{V: events.Version, ID: fmt.Sprintf("%s:progress:%d", run, seq), RunID: run,
+			At: time.Now().UTC(), Seq: seq, Step: "dumping", Bytes: raw.n.Load(), Percent: percent(raw.n.Load(), estimate)}
+		if err := publish(ctx, events.KindBackup, events.PhaseProgress, p.ID, p); err != nil {
+			h.Logger.Debug("progress not published", "err", err)
+		}
+	})
+	return raw, stop
 }
 
 // connOf is the engine's connection for spec c with its opened password.

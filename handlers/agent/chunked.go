@@ -214,14 +214,7 @@ func (h *Handlers) backupChunked(ctx context.Context, cmd events.BackupCommand, 
 		pr.CloseWithError(err) // unblocks the dump if storage fails first
 		wrote <- written{ix, data, err}
 	}()
-	raw := &counter{}
-	stop := h.progress(ctx, ProgressInterval, keepAlive, func(seq int64) {
-		p := events.BackupEvent{V: events.Version, ID: fmt.Sprintf("%s:progress:%d", cmd.RunID, seq), RunID: cmd.RunID,
-			At: time.Now().UTC(), Seq: seq, Step: "dumping", Bytes: raw.n.Load(), Percent: percent(raw.n.Load(), estimate)}
-		if err := publish(ctx, events.KindBackup, events.PhaseProgress, p.ID, p); err != nil {
-			h.Logger.Debug("progress not published", "err", err)
-		}
-	})
+	raw, stop := h.dumpProgress(ctx, cmd.RunID, estimate, publish, keepAlive)
 	info, dumpErr := eng.Dump(ctx, conn, io.MultiWriter(raw, pw))
 	stop()
 	if dumpErr != nil {
