@@ -113,6 +113,21 @@ func TestWebChainPages(t *testing.T) {
 		}
 	})
 
+	t.Run("RunPageAffected", func(t *testing.T) {
+		b, api := signedIn(t)
+		run := chainIncremental()
+		run["verificationStatus"] = "FAILED"
+		run["verificationResult"] = map[string]any{"overallStatus": "FAILED", "verificationMethod": "BASIC",
+			"checks": []map[string]any{{"check": "chunks", "passed": false, "message": "pack x/0 written by backup x is missing"}}}
+		run["affectedBackups"] = []string{chainFullID, chainIncrID}
+		api.answer("/v1/backups/history/"+chainIncrID, 200, run)
+		_, html := b.do("GET", "/history/"+chainIncrID, "", "", nil)
+		want := `id="affected-backups">Unreadable because of the missing or damaged data: <a href="/history/` + chainFullID + `">`
+		if !strings.Contains(html, want) || !strings.Contains(html, `<a href="/history/`+chainIncrID+`">`) {
+			t.Errorf("the run page does not list the backups a lost pack makes unreadable:\n%s", html)
+		}
+	})
+
 	t.Run("RunPageSingleFull", func(t *testing.T) {
 		b, api := signedIn(t)
 		api.answer("/v1/backups/history/"+singleID, 200, singleFull())

@@ -352,6 +352,8 @@ type (
 		NewBytes   *int64   `json:"newBytes"`
 		DedupRatio *float64 `json:"dedupRatio"`
 		// Only GET /v1/backups/history/{id} is read for these.
+		// AffectedBackups: what a failed verification showed unreadable.
+		AffectedBackups   []string        `json:"affectedBackups"`
 		ChecksumAlgorithm *string         `json:"checksumAlgorithm"`
 		Compression       string          `json:"compression"`
 		ExpiredAt         *time.Time      `json:"expiredAt"`
