@@ -100,6 +100,11 @@ type Conn struct {
 	AuthSource string
 	TLS        bool
 	ReplicaSet string
+	// SQL Server only: the named instance (empty: the default one, at
+	// Port) and the encryption (strict, mandatory or optional; empty:
+	// mandatory).
+	Instance string
+	Encrypt  string
 }
 
 // DumpInfo describes a finished dump.

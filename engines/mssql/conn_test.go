@@ -1,0 +1,72 @@
+package mssql
+
+import (
+	"context"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/microsoft/go-mssqldb/msdsn"
+
+	"github.com/rahatback/rahatback/engines"
+)
+
+// TestConfig: the connection fields reach the driver as meant, and odd
+// characters in a password or database stay themselves.
+func TestConfig(t *testing.T) {
+	for _, c := range []struct {
+		conn engines.Conn
+		enc  msdsn.Encryption
+	}{
+		{engines.Conn{Host: "db.example", Port: 1433, Username: "sa", Password: "p@ss:/?#&=w'rd", Database: "Sales & Co"}, msdsn.EncryptionRequired},
+		{engines.Conn{Host: "db.example", Instance: "SQLEXPRESS", Username: "u", Database: "d", Encrypt: EncryptStrict}, msdsn.EncryptionStrict},
+		{engines.Conn{Host: "10.0.0.5", Port: 14330, Username: "u", Database: "d", Encrypt: EncryptOptional}, msdsn.EncryptionOff},
+	} {
+		cfg, err := config(c.conn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.Host != c.conn.Host || int(cfg.Port) != c.conn.Port && c.conn.Port != 0 || cfg.Instance != c.conn.Instance ||
+			cfg.Database != c.conn.Database || cfg.User != c.conn.Username || cfg.Password != c.conn.Password || cfg.Encryption != c.enc {
+			t.Errorf("config(%+v) = host %q port %d instance %q database %q user %q encryption %v", c.conn, cfg.Host, cfg.Port,
+				cfg.Instance, cfg.Database, cfg.User, cfg.Encryption)
+		}
+		if cfg.TLSConfig != nil && cfg.TLSConfig.InsecureSkipVerify {
+			t.Errorf("%+v: the server's certificate is not checked", c.conn)
+		}
+	}
+	if _, err := config(engines.Conn{Host: "h", Encrypt: "sometimes"}); err == nil {
+		t.Error("an unknown encryption setting was accepted")
+	}
+}
+
+// TestTestRefusesNonServer: Test against a port that speaks no TDS fails
+// with an error and without the password in it.
+func TestTestRefusesNonServer(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Write([]byte("HTTP/1.1 400 Bad Request\r\n\r\n"))
+			c.Close()
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	const secret = "s3cr3t-Passw0rd"
+	_, err = Test(ctx, engines.Conn{Host: "127.0.0.1", Port: ln.Addr().(*net.TCPAddr).Port, Username: "sa", Password: secret, Database: "d"})
+	if err == nil {
+		t.Fatal("Test succeeded against a server that is not SQL Server")
+	}
+	if strings.Contains(err.Error(), secret) {
+		t.Fatalf("the error holds the password: %v", err)
+	}
+}

@@ -1,0 +1,283 @@
+// Package mssql is the SQL Server engine: native backups (BACKUP DATABASE
+// … WITH COPY_ONLY, CHECKSUM) streamed from the server through an
+// Azure-Blob-compatible endpoint the agent serves (package blobendpoint),
+// or written TO DISK beside the agent.
+//
+// This file builds every T-SQL statement the engine sends. Names and
+// strings are always quoted here (QuoteName, QuoteString), never by the
+// callers, and the statements are checked against recorded expectations
+// in tsql_test.go: SQL Server itself cannot run on RahatBack's build
+// machines, so what is sent is pinned down exactly.
+package mssql
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"unicode/utf8"
+)
+
+// maxName is SQL Server's limit on an identifier (sysname, nvarchar(128)).
+const maxName = 128
+
+// ErrBadName is returned (wrapped) for a name SQL Server cannot hold.
+var ErrBadName = errors.New("mssql: invalid name")
+
+// QuoteName quotes an identifier as SQL Server's QUOTENAME does with
+// brackets: [name], a "]" doubled. It returns an error for an empty name,
+// one longer than 128 characters, one that is not valid UTF-8 or one
+// holding a NUL, which no database can be called.
+func QuoteName(name string) (string, error) {
+	switch {
+	case name == "":
+		return "", fmt.Errorf("%w: empty", ErrBadName)
+	case !utf8.ValidString(name):
+		return "", fmt.Errorf("%w: not valid UTF-8", ErrBadName)
+	case strings.ContainsRune(name, 0):
+		return "", fmt.Errorf("%w: contains NUL", ErrBadName)
+	case utf8.RuneCountInString(name) > maxName:
+		return "", fmt.Errorf("%w: longer than %d characters", ErrBadName, maxName)
+	}
+	return "[" + strings.ReplaceAll(name, "]", "]]") + "]", nil
+}
+
+// QuoteString is s as a Unicode string literal: N'…', a "'" doubled. A
+// NUL cannot be part of a literal: it is refused.
+func QuoteString(s string) (string, error) {
+	if strings.ContainsRune(s, 0) || !utf8.ValidString(s) {
+		return "", fmt.Errorf("mssql: a string literal cannot hold NUL or invalid UTF-8")
+	}
+	return "N'" + strings.ReplaceAll(s, "'", "''") + "'", nil
+}
+
+// Backup kinds: a copy-only full (never disturbs the customer's own
+// differential base), a differential against the database's last full,
+// and a log backup.
+const (
+	KindFull         = "full"
+	KindDifferential = "differential"
+	KindLog          = "log"
+)
+
+// BackupOptions are a BACKUP statement's options.
+type BackupOptions struct {
+	// Kind is KindFull (default), KindDifferential or KindLog.
+	Kind string
+	// Compression asks the server to compress (not on Express, whose
+	// EngineEdition is 4: see CompressionAllowed).
+	Compression bool
+	// MaxTransferSize and BlockSize, when above 0, set the server's
+	// transfer and block sizes; a backup TO URL to block blobs needs
+	// MAXTRANSFERSIZE = 4194304 and BLOCKSIZE = 65536 to stay within a
+	// blob's 50 000 blocks up to about 200 GB.
+	MaxTransferSize, BlockSize int
+}
+
+// URLTransferSize and URLBlockSize are the sizes a backup TO URL uses.
+const (
+	URLTransferSize = 4 << 20
+	URLBlockSize    = 64 << 10
+)
+
+// BackupToURL is BACKUP of database to the block blob at url (whose
+// container a SAS credential must cover, see CreateCredential):
+// COPY_ONLY for a full, CHECKSUM always, FORMAT so nothing earlier in the
+// blob is appended to, and the URL transfer sizes.
+func BackupToURL(database, url string, o BackupOptions) (string, error) {
+	o.MaxTransferSize, o.BlockSize = URLTransferSize, URLBlockSize
+	return backup(database, "URL", url, o)
+}
+
+// BackupToDisk is BACKUP of database to a file path on the server's host
+// (the agent beside it reads the file).
+func BackupToDisk(database, path string, o BackupOptions) (string, error) {
+	return backup(database, "DISK", path, o)
+}
+
+func backup(database, device, target string, o BackupOptions) (string, error) {
+	db, err := QuoteName(database)
+	if err != nil {
+		return "", err
+	}
+	to, err := QuoteString(target)
+	if err != nil {
+		return "", err
+	}
+	what := "DATABASE"
+	var with []string
+	switch o.Kind {
+	case "", KindFull:
+		with = append(with, "COPY_ONLY")
+	case KindDifferential:
+		with = append(with, "DIFFERENTIAL")
+	case KindLog:
+		what = "LOG"
+	default:
+		return "", fmt.Errorf("mssql: unknown backup kind %q", o.Kind)
+	}
+	with = append(with, "CHECKSUM", "FORMAT", "INIT")
+	if o.Compression {
+		with = append(with, "COMPRESSION")
+	} else {
+		with = append(with, "NO_COMPRESSION")
+	}
+	if o.MaxTransferSize > 0 {
+		with = append(with, fmt.Sprintf("MAXTRANSFERSIZE = %d", o.MaxTransferSize))
+	}
+	if o.BlockSize > 0 {
+		with = append(with, fmt.Sprintf("BLOCKSIZE = %d", o.BlockSize))
+	}
+	with = append(with, "STATS = 5")
+	return fmt.Sprintf("BACKUP %s %s TO %s = %s WITH %s;", what, db, device, to, strings.Join(with, ", ")), nil
+}
+
+// Move relocates one file of a backup at restore: its logical name (from
+// RESTORE FILELISTONLY) and the physical path it gets.
+type Move struct {
+	Logical, Physical string
+}
+
+// RestoreOptions are a RESTORE's options.
+type RestoreOptions struct {
+	// Moves place the backup's files (needed whenever the database is
+	// restored under another name, or the original paths are taken).
+	Moves []Move
+	// Replace overwrites an existing database of that name (the user
+	// confirmed it).
+	Replace bool
+	// NoRecovery leaves the database restoring, for a differential or
+	// log backup to follow.
+	NoRecovery bool
+}
+
+// RestoreFromURL is RESTORE DATABASE database from the blob at url, with
+// CHECKSUM (a backup whose page checksums fail is refused).
+func RestoreFromURL(database, url string, o RestoreOptions) (string, error) {
+	db, err := QuoteName(database)
+	if err != nil {
+		return "", err
+	}
+	from, err := QuoteString(url)
+	if err != nil {
+		return "", err
+	}
+	with := []string{"CHECKSUM"}
+	for _, m := range o.Moves {
+		l, err := QuoteString(m.Logical)
+		if err != nil {
+			return "", err
+		}
+		p, err := QuoteString(m.Physical)
+		if err != nil {
+			return "", err
+		}
+		with = append(with, "MOVE "+l+" TO "+p)
+	}
+	if o.Replace {
+		with = append(with, "REPLACE")
+	}
+	if o.NoRecovery {
+		with = append(with, "NORECOVERY")
+	} else {
+		with = append(with, "RECOVERY")
+	}
+	with = append(with, "STATS = 5")
+	return fmt.Sprintf("RESTORE DATABASE %s FROM URL = %s WITH %s;", db, from, strings.Join(with, ", ")), nil
+}
+
+// RestoreCheck is RESTORE VERIFYONLY, HEADERONLY or FILELISTONLY of the
+// blob at url (what reads a backup without restoring it).
+func RestoreCheck(what, url string) (string, error) {
+	switch what {
+	case "VERIFYONLY", "HEADERONLY", "FILELISTONLY":
+	default:
+		return "", fmt.Errorf("mssql: unknown RESTORE check %q", what)
+	}
+	from, err := QuoteString(url)
+	if err != nil {
+		return "", err
+	}
+	if what == "VERIFYONLY" {
+		return fmt.Sprintf("RESTORE VERIFYONLY FROM URL = %s WITH CHECKSUM;", from), nil
+	}
+	return fmt.Sprintf("RESTORE %s FROM URL = %s;", what, from), nil
+}
+
+// CreateCredential is the credential a backup TO URL authenticates with:
+// named after the container's URL, a Shared Access Signature (the query
+// string, without "?") as its secret. The statement holds the secret:
+// never log it.
+func CreateCredential(containerURL, sas string) (string, error) {
+	name, err := QuoteName(containerURL)
+	if err != nil {
+		return "", err
+	}
+	secret, err := QuoteString(strings.TrimPrefix(sas, "?"))
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("CREATE CREDENTIAL %s WITH IDENTITY = N'SHARED ACCESS SIGNATURE', SECRET = %s;", name, secret), nil
+}
+
+// DropCredential drops the credential CreateCredential made, if it
+// exists.
+func DropCredential(containerURL string) (string, error) {
+	name, err := QuoteName(containerURL)
+	if err != nil {
+		return "", err
+	}
+	lit, err := QuoteString(containerURL)
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("IF EXISTS (SELECT 1 FROM sys.credentials WHERE name = %s) DROP CREDENTIAL %s;", lit, name), nil
+}
+
+// CheckDB is DBCC CHECKDB of database, every error reported, no
+// informational messages (FULL verification).
+func CheckDB(database string) (string, error) {
+	db, err := QuoteName(database)
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("DBCC CHECKDB (%s) WITH NO_INFOMSGS, ALL_ERRORMSGS;", db), nil
+}
+
+// DropDatabase drops database after closing its connections (a scratch
+// database of a FULL verification).
+func DropDatabase(database string) (string, error) {
+	db, err := QuoteName(database)
+	if err != nil {
+		return "", err
+	}
+	lit, err := QuoteString(database)
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("IF DB_ID(%s) IS NOT NULL BEGIN ALTER DATABASE %s SET SINGLE_USER WITH ROLLBACK IMMEDIATE; DROP DATABASE %s; END;", lit, db, db), nil
+}
+
+// RowCounts lists every user table of database with its rows, from
+// sys.partitions (heap or clustered index), as a FULL verification and the
+// manifest compare them.
+func RowCounts(database string) (string, error) {
+	db, err := QuoteName(database)
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf(`SELECT s.name AS schema_name, t.name AS table_name, SUM(p.rows) AS row_count
+FROM %[1]s.sys.tables AS t
+JOIN %[1]s.sys.schemas AS s ON s.schema_id = t.schema_id
+JOIN %[1]s.sys.partitions AS p ON p.object_id = t.object_id AND p.index_id IN (0, 1)
+WHERE t.is_ms_shipped = 0
+GROUP BY s.name, t.name
+ORDER BY s.name, t.name;`, db), nil
+}
+
+// ServerInfo is the statement Test runs: the version banner, the edition
+// and the engine edition (4 is Express, which cannot compress backups).
+const ServerInfo = `SELECT @@VERSION, CAST(SERVERPROPERTY('Edition') AS nvarchar(128)), CAST(SERVERPROPERTY('EngineEdition') AS int);`
+
+// CompressionAllowed reports whether an engine edition can compress
+// backups: every edition but Express (4).
+func CompressionAllowed(engineEdition int) bool { return engineEdition != 4 }
