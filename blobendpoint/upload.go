@@ -359,18 +359,11 @@ func (s *Server) putBlockList(w http.ResponseWriter, r *http.Request, name strin
 		return &azError{http.StatusBadRequest, "BlockListTooLong",
 			fmt.Sprintf("The block list may not contain more than %d blocks.", maxBlocks)}
 	}
-	if err := s.checkWriteConditions(r, name); err != nil {
+	up, err := s.writableUpload(r, name, false)
+	if err != nil {
 		return err
 	}
 	b := s.blob(name, true)
-	b.mu.Lock()
-	b.lease.settle(s.now())
-	if err := b.lease.checkWrite(r.Header.Get("x-ms-lease-id")); err != nil {
-		b.mu.Unlock()
-		return err
-	}
-	up := b.up
-	b.mu.Unlock()
 
 	var info Info
 	if up == nil {
@@ -529,4 +522,35 @@ func xmlBlocks(bs []blockInfo) []xmlBlock {
 		out[i] = xmlBlock{b.id, b.size}
 	}
 	return out
+}
+
+// writableUpload checks that request r may write blob name (its
+// conditions and lease) and returns the blob's upload in progress (nil
+// for none), taking it off the blob when take is set.
+func (s *Server) writableUpload(r *http.Request, name string, take bool) (*upload, error) {
+	if err := s.checkWriteConditions(r, name); err != nil {
+		return nil, err
+	}
+	b := s.blob(name, true)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.lease.settle(s.now())
+	if err := b.lease.checkWrite(r.Header.Get("x-ms-lease-id")); err != nil {
+		return nil, err
+	}
+	up := b.up
+	if take {
+		b.up = nil
+	}
+	return up, nil
+}
+
+// cancelUpload is writableUpload taking the upload, which it aborts
+// (ErrCanceled): a Put Blob or Delete Blob ends a block upload.
+func (s *Server) cancelUpload(r *http.Request, name string) error {
+	old, err := s.writableUpload(r, name, true)
+	if old != nil {
+		old.abort(ErrCanceled)
+	}
+	return err
 }

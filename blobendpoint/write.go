@@ -24,22 +24,10 @@ func (s *Server) putBlob(w http.ResponseWriter, r *http.Request, name string) er
 		return &azError{http.StatusLengthRequired, "MissingContentLengthHeader",
 			"The Content-Length header was not specified."}
 	}
-	if err := s.checkWriteConditions(r, name); err != nil {
+	if err := s.cancelUpload(r, name); err != nil {
 		return err
 	}
 	b := s.blob(name, true)
-	b.mu.Lock()
-	b.lease.settle(s.now())
-	if err := b.lease.checkWrite(r.Header.Get("x-ms-lease-id")); err != nil {
-		b.mu.Unlock()
-		return err
-	}
-	old := b.up
-	b.up = nil
-	b.mu.Unlock()
-	if old != nil {
-		old.abort(ErrCanceled)
-	}
 
 	sink, err := s.store.Create(s.ctx, name)
 	if err != nil {
@@ -115,22 +103,10 @@ func checkMD5(r *http.Request, sum func() [md5.Size]byte) error {
 // progress (ErrCanceled); a blob that has no committed version is not
 // found, as in Azure.
 func (s *Server) deleteBlob(w http.ResponseWriter, r *http.Request, name string) error {
-	if err := s.checkWriteConditions(r, name); err != nil {
+	if err := s.cancelUpload(r, name); err != nil {
 		return err
 	}
 	b := s.blob(name, true)
-	b.mu.Lock()
-	b.lease.settle(s.now())
-	if err := b.lease.checkWrite(r.Header.Get("x-ms-lease-id")); err != nil {
-		b.mu.Unlock()
-		return err
-	}
-	old := b.up
-	b.up = nil
-	b.mu.Unlock()
-	if old != nil {
-		old.abort(ErrCanceled)
-	}
 	if err := s.store.Delete(r.Context(), name); err != nil {
 		return notFound(err)
 	}
