@@ -98,7 +98,12 @@ func (p *projector) apply(ctx context.Context, msg jetstream.Msg) error {
 	if err != nil {
 		return fmt.Errorf("%w: %v", errPoison, err)
 	}
-	return Apply(ctx, p.pool, msg.Subject(), meta.Timestamp, msg.Data())
+	// One transaction per event: an event that updates several rows (a
+	// completed chunked backup records its chain in a second statement)
+	// is seen whole or not at all.
+	return pgx.BeginFunc(ctx, p.pool, func(tx pgx.Tx) error {
+		return Apply(ctx, tx, msg.Subject(), meta.Timestamp, msg.Data())
+	})
 }
 
 // Apply applies one event, received on subject and stored by the stream at
