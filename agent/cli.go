@@ -18,6 +18,10 @@ const usage = `usage: rahatback-agent <command> [flags]
 commands:
   enroll   --server URL --token TOKEN   join an account (token from Agents → Connect)
   run                                   connect and serve the control plane
+           [--mssql-endpoint https://HOST:PORT --mssql-listen :PORT
+            --mssql-cert FILE --mssql-key FILE | --mssql-disk-dir DIR]
+                                        how SQL Server's backups reach the agent
+                                        (run -h, and the README's SQL Server section)
   restore  --from DIR|s3://… --backup ID [--key FILE]
                                         rebuild a backup without the control plane
                                         and write its dump to stdout (restore -h)
@@ -81,6 +85,12 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 	case "run":
 		localDir := fs.String("local-storage-dir", "", "directory for backups of jobs with local storage (default <state-dir>/backups)")
 		heartbeat := fs.Duration("heartbeat", DefaultHeartbeat, "how often to report being alive (keep well under the control plane's --agent-offline-after)")
+		var ms MSSQLOpts
+		fs.StringVar(&ms.Endpoint, "mssql-endpoint", getenv("RAHATBACK_MSSQL_ENDPOINT"), "https URL at which SQL Server reaches this agent's blob endpoint, e.g. https://agent.example.com:8443 (backups TO URL)")
+		fs.StringVar(&ms.Listen, "mssql-listen", getenv("RAHATBACK_MSSQL_LISTEN"), "address the SQL Server blob endpoint listens on, e.g. :8443")
+		fs.StringVar(&ms.CertFile, "mssql-cert", getenv("RAHATBACK_MSSQL_CERT"), "PEM certificate chain of the blob endpoint, trusted by SQL Server's host")
+		fs.StringVar(&ms.KeyFile, "mssql-key", getenv("RAHATBACK_MSSQL_KEY"), "PEM private key of the blob endpoint")
+		fs.StringVar(&ms.DiskDir, "mssql-disk-dir", getenv("RAHATBACK_MSSQL_DISK_DIR"), "directory SQL Server and this agent both read and write (backups TO DISK, when no endpoint is set)")
 		if err := fs.Parse(args[1:]); err != nil {
 			return err
 		}
@@ -91,7 +101,7 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 		if err != nil {
 			return err
 		}
-		return Run(ctx, RunOpts{State: st, Logger: log, LocalStorageDir: *localDir, Heartbeat: *heartbeat, StateDir: *stateDir})
+		return Run(ctx, RunOpts{State: st, Logger: log, LocalStorageDir: *localDir, Heartbeat: *heartbeat, StateDir: *stateDir, MSSQL: ms})
 	default:
 		fmt.Fprint(stderr, usage)
 		return fmt.Errorf("unknown command %q", args[0])

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -17,8 +18,10 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/rahatback/rahatback/blobendpoint"
 	"github.com/rahatback/rahatback/engines"
 	"github.com/rahatback/rahatback/engines/mongodb"
+	"github.com/rahatback/rahatback/engines/mssql"
 	"github.com/rahatback/rahatback/engines/mysql"
 	"github.com/rahatback/rahatback/engines/postgresql"
 	"github.com/rahatback/rahatback/events"
@@ -55,13 +58,55 @@ type RunOpts struct {
 	// Commands is how many commands (backup, restore, verify) run at once;
 	// default 2.
 	Commands int
+	// MSSQL says how SQL Server's native backups reach the agent (see
+	// MSSQLOpts); zero: SQL Server databases can only be tested.
+	MSSQL MSSQLOpts
+}
+
+// MSSQLOpts configure the SQL Server engine: a blob endpoint served by the
+// agent (Endpoint, Listen, CertFile, KeyFile: backups TO URL) or a
+// directory shared with the server (DiskDir: TO DISK).
+type MSSQLOpts struct {
+	// Endpoint is the https URL SQL Server reaches the agent's endpoint
+	// at, e.g. https://backup-agent.example.com:8443 (its host name must be
+	// in the certificate).
+	Endpoint string
+	// Listen is where the endpoint listens, e.g. :8443.
+	Listen string
+	// CertFile and KeyFile are its PEM certificate (a chain SQL Server's
+	// host trusts) and key; they are reloaded when they change.
+	CertFile, KeyFile string
+	// DiskDir is the shared directory of TO DISK mode.
+	DiskDir string
+}
+
+// endpoint reports whether a blob endpoint is configured.
+func (o MSSQLOpts) endpoint() bool { return o.Endpoint != "" || o.Listen != "" }
+
+// validate checks that a blob endpoint has all it needs.
+func (o MSSQLOpts) validate() error {
+	if !o.endpoint() {
+		return nil
+	}
+	u, err := url.Parse(o.Endpoint)
+	switch {
+	case o.Endpoint == "" || o.Listen == "" || o.CertFile == "" || o.KeyFile == "":
+		return errors.New("agent: a SQL Server blob endpoint needs --mssql-endpoint, --mssql-listen, --mssql-cert and --mssql-key")
+	case err != nil || u.Scheme != "https" || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "":
+		return fmt.Errorf("agent: --mssql-endpoint %q is not an https://host[:port] URL (SQL Server only writes to https)", o.Endpoint)
+	}
+	return nil
 }
 
 // DefaultEngines are the engines this build of the agent supports; their
-// short-lived secret files go to runtimeDir.
-func DefaultEngines(runtimeDir string) engines.Registry {
+// short-lived secret files go to runtimeDir. sqlServer is the SQL Server
+// engine as configured (nil: one that can only test connections).
+func DefaultEngines(runtimeDir string, sqlServer *mssql.Engine) engines.Registry {
+	if sqlServer == nil {
+		sqlServer = mssql.New(mssql.Options{})
+	}
 	return engines.NewRegistry(postgresql.Engine{PassDir: runtimeDir}, mysql.Engine{OptionDir: runtimeDir},
-		mongodb.Engine{ToolVersion: "rahatback " + version.String()})
+		mongodb.Engine{ToolVersion: "rahatback " + version.String()}, sqlServer)
 }
 
 func journalDir(stateDir string) string {
@@ -102,7 +147,21 @@ func Run(ctx context.Context, o RunOpts) error {
 	}
 	defer os.RemoveAll(o.RuntimeDir)
 	if o.Engines == nil {
-		o.Engines = DefaultEngines(o.RuntimeDir)
+		if err := o.MSSQL.validate(); err != nil {
+			return err
+		}
+		mo := mssql.Options{Endpoint: o.MSSQL.Endpoint, DiskDir: o.MSSQL.DiskDir, Logger: o.Logger.With("engine", "mssql")}
+		if o.MSSQL.endpoint() {
+			hub, err := blobendpoint.NewHub(blobendpoint.HubOptions{Listen: o.MSSQL.Listen, CertFile: o.MSSQL.CertFile,
+				KeyFile: o.MSSQL.KeyFile, Logger: o.Logger.With("component", "mssql-endpoint")})
+			if err != nil {
+				return fmt.Errorf("agent: SQL Server blob endpoint: %w", err)
+			}
+			defer hub.Close()
+			mo.Hub = hub
+			o.Logger.Info("SQL Server blob endpoint listening", "addr", hub.Addr().String(), "url", o.MSSQL.Endpoint)
+		}
+		o.Engines = DefaultEngines(o.RuntimeDir, mssql.New(mo))
 	}
 	if o.Commands == 0 {
 		o.Commands = 2

@@ -13,9 +13,9 @@ import (
 
 const createDatabase = `-- name: CreateDatabase :one
 INSERT INTO databases (id, user_id, agent_id, name, type, host, port, username, password_enc, database_name,
-    auth_source, tls, replica_set)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
-RETURNING id, user_id, agent_id, name, type, host, port, username, password_enc, database_name, created_at, updated_at, auth_source, tls, replica_set
+    auth_source, tls, replica_set, instance, encrypt)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+RETURNING id, user_id, agent_id, name, type, host, port, username, password_enc, database_name, created_at, updated_at, auth_source, tls, replica_set, instance, encrypt
 `
 
 type CreateDatabaseParams struct {
@@ -32,6 +32,8 @@ type CreateDatabaseParams struct {
 	AuthSource   *string
 	TLS          bool
 	ReplicaSet   *string
+	Instance     string
+	Encrypt      string
 }
 
 func (q *Queries) CreateDatabase(ctx context.Context, db DBTX, arg CreateDatabaseParams) (Database, error) {
@@ -49,6 +51,8 @@ func (q *Queries) CreateDatabase(ctx context.Context, db DBTX, arg CreateDatabas
 		arg.AuthSource,
 		arg.TLS,
 		arg.ReplicaSet,
+		arg.Instance,
+		arg.Encrypt,
 	)
 	var i Database
 	err := row.Scan(
@@ -67,6 +71,8 @@ func (q *Queries) CreateDatabase(ctx context.Context, db DBTX, arg CreateDatabas
 		&i.AuthSource,
 		&i.TLS,
 		&i.ReplicaSet,
+		&i.Instance,
+		&i.Encrypt,
 	)
 	return i, err
 }
@@ -88,7 +94,7 @@ func (q *Queries) DeleteDatabase(ctx context.Context, db DBTX, arg DeleteDatabas
 }
 
 const getDatabase = `-- name: GetDatabase :one
-SELECT id, user_id, agent_id, name, type, host, port, username, password_enc, database_name, created_at, updated_at, auth_source, tls, replica_set FROM databases WHERE id = $1 AND user_id = $2
+SELECT id, user_id, agent_id, name, type, host, port, username, password_enc, database_name, created_at, updated_at, auth_source, tls, replica_set, instance, encrypt FROM databases WHERE id = $1 AND user_id = $2
 `
 
 type GetDatabaseParams struct {
@@ -115,12 +121,14 @@ func (q *Queries) GetDatabase(ctx context.Context, db DBTX, arg GetDatabaseParam
 		&i.AuthSource,
 		&i.TLS,
 		&i.ReplicaSet,
+		&i.Instance,
+		&i.Encrypt,
 	)
 	return i, err
 }
 
 const getDatabasesByIDs = `-- name: GetDatabasesByIDs :many
-SELECT id, user_id, agent_id, name, type, host, port, username, password_enc, database_name, created_at, updated_at, auth_source, tls, replica_set FROM databases WHERE id = ANY($1::uuid[])
+SELECT id, user_id, agent_id, name, type, host, port, username, password_enc, database_name, created_at, updated_at, auth_source, tls, replica_set, instance, encrypt FROM databases WHERE id = ANY($1::uuid[])
 `
 
 func (q *Queries) GetDatabasesByIDs(ctx context.Context, db DBTX, ids []uuid.UUID) ([]Database, error) {
@@ -148,6 +156,8 @@ func (q *Queries) GetDatabasesByIDs(ctx context.Context, db DBTX, ids []uuid.UUI
 			&i.AuthSource,
 			&i.TLS,
 			&i.ReplicaSet,
+			&i.Instance,
+			&i.Encrypt,
 		); err != nil {
 			return nil, err
 		}
@@ -160,7 +170,7 @@ func (q *Queries) GetDatabasesByIDs(ctx context.Context, db DBTX, ids []uuid.UUI
 }
 
 const listDatabases = `-- name: ListDatabases :many
-SELECT id, user_id, agent_id, name, type, host, port, username, password_enc, database_name, created_at, updated_at, auth_source, tls, replica_set FROM databases WHERE user_id = $1 ORDER BY created_at, id
+SELECT id, user_id, agent_id, name, type, host, port, username, password_enc, database_name, created_at, updated_at, auth_source, tls, replica_set, instance, encrypt FROM databases WHERE user_id = $1 ORDER BY created_at, id
 `
 
 func (q *Queries) ListDatabases(ctx context.Context, db DBTX, userID uuid.UUID) ([]Database, error) {
@@ -188,6 +198,8 @@ func (q *Queries) ListDatabases(ctx context.Context, db DBTX, userID uuid.UUID) 
 			&i.AuthSource,
 			&i.TLS,
 			&i.ReplicaSet,
+			&i.Instance,
+			&i.Encrypt,
 		); err != nil {
 			return nil, err
 		}
@@ -202,9 +214,10 @@ func (q *Queries) ListDatabases(ctx context.Context, db DBTX, userID uuid.UUID) 
 const updateDatabase = `-- name: UpdateDatabase :one
 UPDATE databases
 SET agent_id = $3, name = $4, type = $5, host = $6, port = $7, username = $8,
-    password_enc = $9, database_name = $10, auth_source = $11, tls = $12, replica_set = $13, updated_at = now()
+    password_enc = $9, database_name = $10, auth_source = $11, tls = $12, replica_set = $13,
+    instance = $14, encrypt = $15, updated_at = now()
 WHERE id = $1 AND user_id = $2
-RETURNING id, user_id, agent_id, name, type, host, port, username, password_enc, database_name, created_at, updated_at, auth_source, tls, replica_set
+RETURNING id, user_id, agent_id, name, type, host, port, username, password_enc, database_name, created_at, updated_at, auth_source, tls, replica_set, instance, encrypt
 `
 
 type UpdateDatabaseParams struct {
@@ -221,6 +234,8 @@ type UpdateDatabaseParams struct {
 	AuthSource   *string
 	TLS          bool
 	ReplicaSet   *string
+	Instance     string
+	Encrypt      string
 }
 
 func (q *Queries) UpdateDatabase(ctx context.Context, db DBTX, arg UpdateDatabaseParams) (Database, error) {
@@ -238,6 +253,8 @@ func (q *Queries) UpdateDatabase(ctx context.Context, db DBTX, arg UpdateDatabas
 		arg.AuthSource,
 		arg.TLS,
 		arg.ReplicaSet,
+		arg.Instance,
+		arg.Encrypt,
 	)
 	var i Database
 	err := row.Scan(
@@ -256,6 +273,8 @@ func (q *Queries) UpdateDatabase(ctx context.Context, db DBTX, arg UpdateDatabas
 		&i.AuthSource,
 		&i.TLS,
 		&i.ReplicaSet,
+		&i.Instance,
+		&i.Encrypt,
 	)
 	return i, err
 }

@@ -171,6 +171,8 @@ type Database struct {
 	AuthSource   *string
 	TLS          bool
 	ReplicaSet   *string
+	Instance     string
+	Encrypt      string
 }
 
 type EnrollmentToken struct {

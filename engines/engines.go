@@ -105,6 +105,46 @@ type Conn struct {
 	// mandatory).
 	Instance string
 	Encrypt  string
+	// ForChunks says the dump goes to a chunk store (an incremental or
+	// differential job): an engine whose server can compress its native
+	// format leaves it uncompressed, since compressed bytes never repeat
+	// from one backup to the next.
+	ForChunks bool
+}
+
+// Sized is a dump reader that knows the dump's length in bytes (the
+// manifest's raw size). An engine whose server reads a backup by range
+// (SQL Server's RESTORE … FROM URL) needs it; WithSize makes one.
+type Sized interface {
+	io.Reader
+	Size() int64
+}
+
+// WithSize is r with its length n, as a Sized.
+func WithSize(r io.Reader, n int64) io.Reader { return sized{r, n} }
+
+type sized struct {
+	io.Reader
+	n int64
+}
+
+func (s sized) Size() int64 { return s.n }
+
+// Check is one verification check an engine's server ran.
+type Check struct {
+	Name   string
+	OK     bool
+	Detail string
+}
+
+// ServerVerifier is an engine whose backups only its own server can read
+// (SQL Server's native format). At DATABASE level a verification has the
+// server check the backup read from r (a Sized reader) instead of parsing
+// it, and compares what the server reports with the manifest's engine,
+// database and server version. An error means the server could not be
+// asked at all.
+type ServerVerifier interface {
+	VerifyBackup(ctx context.Context, c Conn, r io.Reader) ([]Check, error)
 }
 
 // DumpInfo describes a finished dump.

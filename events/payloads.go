@@ -39,6 +39,11 @@ type ConnSpec struct {
 	AuthSource string `json:"authSource,omitempty"`
 	TLS        bool   `json:"tls,omitempty"`
 	ReplicaSet string `json:"replicaSet,omitempty"`
+	// SQL Server only (empty otherwise): the named instance (empty: the
+	// default one) and the encryption (strict, mandatory or optional;
+	// empty: mandatory).
+	Instance string `json:"instance,omitempty"`
+	Encrypt  string `json:"encrypt,omitempty"`
 }
 
 // DBTestRequest is the request on rahat.rpc.<agent>.dbtest.

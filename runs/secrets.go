@@ -30,7 +30,7 @@ func SealConn(d events.ConnSpec, password []byte, pub string) (events.ConnSpec, 
 // connOf is d's connection, its password not yet sealed.
 func connOf(d db.Database) events.ConnSpec {
 	return events.ConnSpec{Type: d.Type, Host: d.Host, Port: int(d.Port), Username: d.Username, Database: d.DatabaseName,
-		AuthSource: deref(d.AuthSource), TLS: d.TLS, ReplicaSet: deref(d.ReplicaSet)}
+		AuthSource: deref(d.AuthSource), TLS: d.TLS, ReplicaSet: deref(d.ReplicaSet), Instance: d.Instance, Encrypt: d.Encrypt}
 }
 
 // ConnSpec is how agent reaches database d, its password sealed to the agent.

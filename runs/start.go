@@ -12,6 +12,7 @@ import (
 
 	"github.com/rahatback/rahatback/chunkstore"
 	"github.com/rahatback/rahatback/db"
+	"github.com/rahatback/rahatback/engines"
 	"github.com/rahatback/rahatback/events"
 	"github.com/rahatback/rahatback/handlers/projector"
 	"github.com/rahatback/rahatback/outbox"
@@ -228,8 +229,9 @@ func (s *Service) StartVerify(ctx context.Context, h db.BackupHistory, level str
 	return id, nil
 }
 
-// verifyTarget is the engine type of backup h's database and, for FULL,
-// the server its scratch database goes to, sealed to h's agent: the job's
+// verifyTarget is the engine type of backup h's database and, for FULL
+// (and a SQL Server backup's DATABASE level), the server its scratch
+// database goes to or that checks it, sealed to h's agent: the job's
 // verification target, else the backup's own database. Conflict when FULL
 // has neither (both deleted).
 func (s *Service) verifyTarget(ctx context.Context, h db.BackupHistory, level string) (string, *events.ConnSpec, error) {
@@ -238,7 +240,8 @@ func (s *Service) verifyTarget(ctx context.Context, h db.BackupHistory, level st
 		return "", nil, srcErr
 	}
 	typ := src.Type
-	if level != "FULL" {
+	// SQL Server's backups are checked by a server at DATABASE level too.
+	if level != "FULL" && !(level == "DATABASE" && typ == engines.MSSQL) {
 		return typ, nil, nil
 	}
 	target, found := src, srcErr == nil
@@ -248,7 +251,7 @@ func (s *Service) verifyTarget(ctx context.Context, h db.BackupHistory, level st
 		}
 	}
 	if !found {
-		return "", nil, fail(Conflict, "the backup's database is gone, so FULL verification has no server to restore into; name a verification target on the job")
+		return "", nil, fail(Conflict, "the backup's database is gone, so the verification has no server to restore into or check on; name a verification target on the job")
 	}
 	if typ == "" {
 		typ = target.Type

@@ -36,6 +36,17 @@ func TestConfig(t *testing.T) {
 			t.Errorf("%+v: the server's certificate is not checked", c.conn)
 		}
 	}
+	// A named instance with the default port is looked up through the
+	// Browser; with another port, that port is dialled.
+	for _, c := range []struct {
+		port int
+		want uint64
+	}{{1433, 0}, {0, 0}, {14330, 14330}} {
+		cfg, err := config(engines.Conn{Host: "h", Port: c.port, Instance: "SQLEXPRESS"})
+		if err != nil || cfg.Port != c.want || cfg.Instance != "SQLEXPRESS" {
+			t.Errorf("instance with port %d: dialled port %d (want %d), instance %q, %v", c.port, cfg.Port, c.want, cfg.Instance, err)
+		}
+	}
 	if _, err := config(engines.Conn{Host: "h", Encrypt: "sometimes"}); err == nil {
 		t.Error("an unknown encryption setting was accepted")
 	}
@@ -62,7 +73,7 @@ func TestTestRefusesNonServer(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	const secret = "s3cr3t-Passw0rd"
-	_, err = Test(ctx, engines.Conn{Host: "127.0.0.1", Port: ln.Addr().(*net.TCPAddr).Port, Username: "sa", Password: secret, Database: "d"})
+	_, err = (&Engine{}).Test(ctx, engines.Conn{Host: "127.0.0.1", Port: ln.Addr().(*net.TCPAddr).Port, Username: "sa", Password: secret, Database: "d"})
 	if err == nil {
 		t.Fatal("Test succeeded against a server that is not SQL Server")
 	}

@@ -150,14 +150,29 @@ type RestoreOptions struct {
 	NoRecovery bool
 }
 
+// Devices a backup is read from or written to.
+const (
+	DeviceURL  = "URL"
+	DeviceDisk = "DISK"
+)
+
 // RestoreFromURL is RESTORE DATABASE database from the blob at url, with
 // CHECKSUM (a backup whose page checksums fail is refused).
 func RestoreFromURL(database, url string, o RestoreOptions) (string, error) {
+	return RestoreFrom(database, DeviceURL, url, o)
+}
+
+// RestoreFrom is RestoreFromURL from device (DeviceURL or DeviceDisk)
+// target.
+func RestoreFrom(database, device, target string, o RestoreOptions) (string, error) {
 	db, err := QuoteName(database)
 	if err != nil {
 		return "", err
 	}
-	from, err := QuoteString(url)
+	if device != DeviceURL && device != DeviceDisk {
+		return "", fmt.Errorf("mssql: unknown device %q", device)
+	}
+	from, err := QuoteString(target)
 	if err != nil {
 		return "", err
 	}
@@ -182,25 +197,32 @@ func RestoreFromURL(database, url string, o RestoreOptions) (string, error) {
 		with = append(with, "RECOVERY")
 	}
 	with = append(with, "STATS = 5")
-	return fmt.Sprintf("RESTORE DATABASE %s FROM URL = %s WITH %s;", db, from, strings.Join(with, ", ")), nil
+	return fmt.Sprintf("RESTORE DATABASE %s FROM %s = %s WITH %s;", db, device, from, strings.Join(with, ", ")), nil
 }
 
 // RestoreCheck is RESTORE VERIFYONLY, HEADERONLY or FILELISTONLY of the
 // blob at url (what reads a backup without restoring it).
-func RestoreCheck(what, url string) (string, error) {
+func RestoreCheck(what, url string) (string, error) { return RestoreCheckFrom(what, DeviceURL, url) }
+
+// RestoreCheckFrom is RestoreCheck from device (DeviceURL or DeviceDisk)
+// target.
+func RestoreCheckFrom(what, device, target string) (string, error) {
 	switch what {
 	case "VERIFYONLY", "HEADERONLY", "FILELISTONLY":
 	default:
 		return "", fmt.Errorf("mssql: unknown RESTORE check %q", what)
 	}
-	from, err := QuoteString(url)
+	if device != DeviceURL && device != DeviceDisk {
+		return "", fmt.Errorf("mssql: unknown device %q", device)
+	}
+	from, err := QuoteString(target)
 	if err != nil {
 		return "", err
 	}
 	if what == "VERIFYONLY" {
-		return fmt.Sprintf("RESTORE VERIFYONLY FROM URL = %s WITH CHECKSUM;", from), nil
+		return fmt.Sprintf("RESTORE VERIFYONLY FROM %s = %s WITH CHECKSUM;", device, from), nil
 	}
-	return fmt.Sprintf("RESTORE %s FROM URL = %s;", what, from), nil
+	return fmt.Sprintf("RESTORE %s FROM %s = %s;", what, device, from), nil
 }
 
 // CreateCredential is the credential a backup TO URL authenticates with:
@@ -273,6 +295,43 @@ WHERE t.is_ms_shipped = 0
 GROUP BY s.name, t.name
 ORDER BY s.name, t.name;`, db), nil
 }
+
+// RenameDatabase renames database to name, after closing its connections
+// (the swap at the end of a restore); it leaves the database open to all
+// again.
+func RenameDatabase(database, name string) (string, error) {
+	db, err := QuoteName(database)
+	if err != nil {
+		return "", err
+	}
+	to, err := QuoteName(name)
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("ALTER DATABASE %s SET SINGLE_USER WITH ROLLBACK IMMEDIATE; ALTER DATABASE %s MODIFY NAME = %s; ALTER DATABASE %s SET MULTI_USER;", db, db, to, to), nil
+}
+
+// DatabaseSize is the bytes of database's used pages (a backup's size,
+// for progress).
+func DatabaseSize(database string) (string, error) {
+	db, err := QuoteName(database)
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("SELECT CAST(COALESCE(SUM(a.used_pages), 0) AS bigint) * 8192 FROM %s.sys.allocation_units AS a;", db), nil
+}
+
+// DatabaseExists is a query of one row: 1 when a database called @p1
+// exists, else 0.
+const DatabaseExists = `SELECT CASE WHEN DB_ID(@p1) IS NULL THEN 0 ELSE 1 END;`
+
+// CanCreateDatabase is a query of one row: 1 when the login may create
+// (so restore) databases, else 0.
+const CanCreateDatabase = `SELECT COALESCE(HAS_PERMS_BY_NAME(NULL, NULL, 'CREATE ANY DATABASE'), 0);`
+
+// DataPaths is a query of one row: where the server puts new data and log
+// files (each ending with its path separator).
+const DataPaths = `SELECT CAST(SERVERPROPERTY('InstanceDefaultDataPath') AS nvarchar(4000)), CAST(SERVERPROPERTY('InstanceDefaultLogPath') AS nvarchar(4000));`
 
 // ServerInfo is the statement Test runs: the version banner, the edition
 // and the engine edition (4 is Express, which cannot compress backups).

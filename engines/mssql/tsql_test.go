@@ -45,6 +45,14 @@ func TestStatements(t *testing.T) {
 			`DBCC CHECKDB ([rahatback_verify_0123]) WITH NO_INFOMSGS, ALL_ERRORMSGS;`},
 		{must(DropDatabase("rahatback_verify_0123")),
 			`IF DB_ID(N'rahatback_verify_0123') IS NOT NULL BEGIN ALTER DATABASE [rahatback_verify_0123] SET SINGLE_USER WITH ROLLBACK IMMEDIATE; DROP DATABASE [rahatback_verify_0123]; END;`},
+		{must(RestoreFrom("Sales_new", DeviceDisk, `/var/opt/mssql/rahatback/x.bak`, RestoreOptions{Moves: []Move{{"Sales", `/var/opt/mssql/data/Sales_new_Sales.mdf`}}})),
+			`RESTORE DATABASE [Sales_new] FROM DISK = N'/var/opt/mssql/rahatback/x.bak' WITH CHECKSUM, MOVE N'Sales' TO N'/var/opt/mssql/data/Sales_new_Sales.mdf', RECOVERY, STATS = 5;`},
+		{must(RestoreCheckFrom("VERIFYONLY", DeviceDisk, `/var/opt/mssql/rahatback/x.bak`)),
+			`RESTORE VERIFYONLY FROM DISK = N'/var/opt/mssql/rahatback/x.bak' WITH CHECKSUM;`},
+		{must(RenameDatabase("Sales", "Sales_old")),
+			`ALTER DATABASE [Sales] SET SINGLE_USER WITH ROLLBACK IMMEDIATE; ALTER DATABASE [Sales] MODIFY NAME = [Sales_old]; ALTER DATABASE [Sales_old] SET MULTI_USER;`},
+		{must(DatabaseSize("Sales")),
+			`SELECT CAST(COALESCE(SUM(a.used_pages), 0) AS bigint) * 8192 FROM [Sales].sys.allocation_units AS a;`},
 		{must(RowCounts("Sales")), "SELECT s.name AS schema_name, t.name AS table_name, SUM(p.rows) AS row_count\n" +
 			"FROM [Sales].sys.tables AS t\n" +
 			"JOIN [Sales].sys.schemas AS s ON s.schema_id = t.schema_id\n" +

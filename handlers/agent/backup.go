@@ -269,5 +269,5 @@ func (h *Handlers) dumpProgress(ctx context.Context, run string, estimate int64,
 // connOf is the engine's connection for spec c with its opened password.
 func connOf(c events.ConnSpec, password []byte) engines.Conn {
 	return engines.Conn{Host: c.Host, Port: c.Port, Username: c.Username, Password: string(password), Database: c.Database,
-		AuthSource: c.AuthSource, TLS: c.TLS, ReplicaSet: c.ReplicaSet}
+		AuthSource: c.AuthSource, TLS: c.TLS, ReplicaSet: c.ReplicaSet, Instance: c.Instance, Encrypt: c.Encrypt}
 }

@@ -215,6 +215,7 @@ func (h *Handlers) backupChunked(ctx context.Context, cmd events.BackupCommand, 
 		wrote <- written{ix, data, err}
 	}()
 	raw, stop := h.dumpProgress(ctx, cmd.RunID, estimate, publish, keepAlive)
+	conn.ForChunks = true // a server's own compression would defeat the dedup
 	info, dumpErr := eng.Dump(ctx, conn, io.MultiWriter(raw, pw))
 	stop()
 	if dumpErr != nil {

@@ -12,6 +12,7 @@ import (
 
 	"filippo.io/age"
 
+	"github.com/rahatback/rahatback/engines"
 	"github.com/rahatback/rahatback/events"
 	"github.com/rahatback/rahatback/pipeline"
 	"github.com/rahatback/rahatback/sealed"
@@ -210,5 +211,5 @@ func (h *Handlers) restore(ctx context.Context, cmd events.RestoreCommand, publi
 		_ = publish(ctx, events.KindRestore, events.PhaseProgress, p.ID, p)
 	})
 	defer stop()
-	return eng.Restore(ctx, conn, r)
+	return eng.Restore(ctx, conn, engines.WithSize(r, cmd.Object.RawSize))
 }

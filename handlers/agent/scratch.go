@@ -103,13 +103,15 @@ type scratchLoad struct {
 var errLoadEnded = errors.New("the test restore ended")
 
 // startLoad starts restoring what is written to the returned load's pw.
-func (v *verification) startLoad(ctx context.Context, eng engines.Engine, sc *scratchDB) *scratchLoad {
+// size is the dump's length, which an engine whose server reads by range
+// needs (engines.Sized).
+func (v *verification) startLoad(ctx context.Context, eng engines.Engine, sc *scratchDB, size int64) *scratchLoad {
 	pr, pw := io.Pipe()
 	l := &scratchLoad{pw: pw, done: make(chan struct{}), started: time.Now()}
 	v.step.Store("reading the backup and restoring it into " + sc.name)
 	go func() {
 		defer close(l.done)
-		l.err = eng.LoadScratch(ctx, sc.conn, sc.name, pr)
+		l.err = eng.LoadScratch(ctx, sc.conn, sc.name, engines.WithSize(pr, size))
 		l.took = time.Since(l.started)
 		pr.CloseWithError(errLoadEnded)
 	}()

@@ -200,6 +200,7 @@ func (v *verification) run(ctx context.Context) error {
 	var docs map[string]int64 // BASIC: a mongodump archive's documents per collection
 	var inspector engines.Inspector
 	var load *scratchLoad
+	var server *serverCheck
 	if err == nil {
 		counted := &countingReader{r: dec}
 		switch {
@@ -207,13 +208,22 @@ func (v *verification) run(ctx context.Context) error {
 			inspector = eng.Inspector()
 			sinks := &fanout{}
 			sinks.add(inspector)
+			size := rawSizeOf(ref, m)
 			if scratch != nil {
-				load = v.startLoad(ctx, eng, scratch)
+				load = v.startLoad(ctx, eng, scratch, size)
 				sinks.add(load.pw)
+			} else if sv, ok := eng.(engines.ServerVerifier); ok && !v.full() {
+				server = v.startServerCheck(ctx, sv, size, m)
+				if server != nil {
+					sinks.add(server.pw)
+				}
 			}
 			_, err = io.Copy(sinks, counted)
 			if load != nil {
 				load.end(err)
+			}
+			if server != nil {
+				server.end(err)
 			}
 		case isArchive(ref.Key):
 			var aerr error
@@ -269,7 +279,9 @@ func (v *verification) run(ctx context.Context) error {
 	default:
 		v.add("manifest", true, "manifest agrees: %s %s, %d tables", m.Engine, m.ServerVersion, len(m.Tables))
 	}
-	if inspector != nil {
+	if _, native := eng.(engines.ServerVerifier); native && inspector != nil {
+		v.native(inspector, decompressed, server)
+	} else if inspector != nil {
 		v.database(inspector, decompressed, m)
 	}
 	if load != nil {
@@ -452,4 +464,83 @@ func sameCounts(tables []pipeline.TableCount, docs map[string]int64) bool {
 		}
 	}
 	return true
+}
+
+// rawSizeOf is the dump's length: the history's, else the manifest's.
+func rawSizeOf(ref events.ObjectRef, m *pipeline.Manifest) int64 {
+	if ref.RawSize > 0 || m == nil {
+		return ref.RawSize
+	}
+	return m.RawSize
+}
+
+// serverCheck is a backup being checked by its engine's server
+// (engines.ServerVerifier) as it is read.
+type serverCheck struct {
+	pw     *io.PipeWriter
+	done   chan struct{}
+	checks []engines.Check
+	err    error
+}
+
+// startServerCheck has the server of the verification's target check
+// what is written to the returned check's pw; nil, with a failed check,
+// when the command names no server.
+func (v *verification) startServerCheck(ctx context.Context, sv engines.ServerVerifier, size int64, m *pipeline.Manifest) *serverCheck {
+	if v.cmd.Target == nil {
+		v.add("server verification", false, "the command names no server to verify the backup on")
+		return nil
+	}
+	_, conn, err := v.h.openConn(*v.cmd.Target)
+	if err != nil {
+		v.add("server verification", false, "%v", err)
+		return nil
+	}
+	if m != nil && m.Database != "" {
+		conn.Database = m.Database // the backup set's database, as its header names it
+	}
+	pr, pw := io.Pipe()
+	c := &serverCheck{pw: pw, done: make(chan struct{})}
+	v.step.Store("having the server verify the backup")
+	go func() {
+		defer close(c.done)
+		c.checks, c.err = sv.VerifyBackup(ctx, conn, engines.WithSize(pr, size))
+		pr.CloseWithError(errLoadEnded)
+	}()
+	return c
+}
+
+// end closes the check's input, failing it when the backup could not be
+// read whole (readErr), and waits for it.
+func (c *serverCheck) end(readErr error) {
+	if readErr != nil {
+		c.pw.CloseWithError(readErr)
+	} else {
+		c.pw.Close()
+	}
+	<-c.done
+}
+
+// native adds DATABASE's checks for a backup only its server can read:
+// its media header, then what the server reported (nil at FULL, whose
+// test restore and integrity check go further).
+func (v *verification) native(in engines.Inspector, whole bool, c *serverCheck) {
+	if _, err := in.Inspection(); err != nil {
+		v.add("media header", false, "%v", err)
+	} else {
+		v.add("media header", true, "starts with a Microsoft Tape Format media header")
+	}
+	if c == nil {
+		return
+	}
+	if c.err != nil {
+		v.add("server verification", false, "%v", c.err)
+		return
+	}
+	for _, ch := range c.checks {
+		v.add(ch.Name, ch.OK, "%s", ch.Detail)
+	}
+	if !whole && len(c.checks) > 0 {
+		v.add("server verification", false, "the backup could not be read to its end")
+	}
 }

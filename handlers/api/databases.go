@@ -12,6 +12,7 @@ import (
 
 	"github.com/rahatback/rahatback/db"
 	"github.com/rahatback/rahatback/engines"
+	"github.com/rahatback/rahatback/engines/mssql"
 	"github.com/rahatback/rahatback/events"
 	"github.com/rahatback/rahatback/runs"
 )
@@ -27,18 +28,21 @@ type databaseJSON struct {
 	AgentID     *uuid.UUID `json:"agentId"`
 	HasPassword bool       `json:"hasPassword"`
 	// MongoDB only.
-	AuthSource *string   `json:"authSource,omitempty"`
-	TLS        bool      `json:"tls,omitempty"`
-	ReplicaSet *string   `json:"replicaSet,omitempty"`
-	CreatedAt  time.Time `json:"createdAt"`
-	UpdatedAt  time.Time `json:"updatedAt"`
+	AuthSource *string `json:"authSource,omitempty"`
+	TLS        bool    `json:"tls,omitempty"`
+	ReplicaSet *string `json:"replicaSet,omitempty"`
+	// SQL Server only.
+	Instance  string    `json:"instance,omitempty"`
+	Encrypt   string    `json:"encrypt,omitempty"`
+	CreatedAt time.Time `json:"createdAt"`
+	UpdatedAt time.Time `json:"updatedAt"`
 }
 
 func toDatabaseJSON(d db.Database) databaseJSON {
 	return databaseJSON{ID: d.ID, Name: d.Name, Type: d.Type, Host: d.Host, Port: int(d.Port),
 		Username: d.Username, Database: d.DatabaseName, AgentID: d.AgentID,
 		HasPassword: d.PasswordEnc != nil, CreatedAt: d.CreatedAt, UpdatedAt: d.UpdatedAt,
-		AuthSource: d.AuthSource, TLS: d.TLS, ReplicaSet: d.ReplicaSet}
+		AuthSource: d.AuthSource, TLS: d.TLS, ReplicaSet: d.ReplicaSet, Instance: d.Instance, Encrypt: d.Encrypt}
 }
 
 // databaseInput is the body of create, update and test-connection. Pointers
@@ -59,6 +63,11 @@ type databaseInput struct {
 	AuthSource *string `json:"authSource"`
 	TLS        *bool   `json:"tls"`
 	ReplicaSet *string `json:"replicaSet"`
+	// SQL Server only: the named instance (empty: the default one, at
+	// port) and the encryption, strict, mandatory or optional (empty:
+	// mandatory).
+	Instance *string `json:"instance"`
+	Encrypt  *string `json:"encrypt"`
 }
 
 // dbFields is a database's settings once merged and validated.
@@ -69,6 +78,7 @@ type dbFields struct {
 	AgentID                              *uuid.UUID
 	AuthSource, ReplicaSet               *string // nil: none
 	TLS                                  bool
+	Instance, Encrypt                    string // "": the default instance; mandatory
 }
 
 // merge applies in over cur (the stored values, or zero for a new database)
@@ -101,6 +111,8 @@ func (in databaseInput) merge(cur dbFields, requireName bool) (dbFields, error) 
 	if in.TLS != nil {
 		out.TLS = *in.TLS
 	}
+	set(&out.Instance, in.Instance)
+	set(&out.Encrypt, in.Encrypt)
 
 	f := fieldErrors{}
 	switch {
@@ -164,6 +176,27 @@ func (in databaseInput) merge(cur dbFields, requireName bool) (dbFields, error) 
 			f.add(field, "must be a name of at most 128 characters without spaces, dots, slashes, quotes or $")
 		}
 	}
+	if out.Type != engines.MSSQL {
+		// As for MongoDB's settings above.
+		for field, given := range map[string]bool{"instance": in.Instance != nil && *in.Instance != "",
+			"encrypt": in.Encrypt != nil && *in.Encrypt != ""} {
+			if given {
+				f.add(field, "applies to SQL Server databases only")
+			}
+		}
+		out.Instance, out.Encrypt = "", ""
+	}
+	switch {
+	case len(out.Instance) > 128:
+		f.add("instance", "must be at most 128 characters")
+	case strings.ContainsFunc(out.Instance, func(r rune) bool { return unicode.IsControl(r) || r == '/' || r == '\\' }):
+		// The name becomes the path of the driver's URL
+		// (sqlserver://host/instance), where a slash would be misread.
+		f.add("instance", "must be an instance name without slashes, backslashes or control characters")
+	}
+	if !mssql.ValidEncrypt(out.Encrypt) {
+		f.add("encrypt", "must be one of "+strings.Join([]string{mssql.EncryptStrict, mssql.EncryptMandatory, mssql.EncryptOptional}, ", "))
+	}
 	if out.Password != nil && len(*out.Password) > 1024 {
 		f.add("password", "must be at most 1024 characters")
 	}
@@ -172,7 +205,8 @@ func (in databaseInput) merge(cur dbFields, requireName bool) (dbFields, error) 
 
 func fieldsOf(d db.Database) dbFields {
 	return dbFields{Name: d.Name, Type: d.Type, Host: d.Host, Port: int(d.Port), Username: d.Username,
-		Database: d.DatabaseName, AgentID: d.AgentID, AuthSource: d.AuthSource, TLS: d.TLS, ReplicaSet: d.ReplicaSet}
+		Database: d.DatabaseName, AgentID: d.AgentID, AuthSource: d.AuthSource, TLS: d.TLS, ReplicaSet: d.ReplicaSet,
+		Instance: d.Instance, Encrypt: d.Encrypt}
 }
 
 // sealPassword returns the stored form of a password: nil for none.
@@ -239,7 +273,7 @@ func (a *API) createDatabase(w http.ResponseWriter, r *http.Request) error {
 	d, err := a.q.CreateDatabase(r.Context(), a.pool, db.CreateDatabaseParams{
 		ID: id, UserID: user, AgentID: f.AgentID, Name: f.Name, Type: f.Type, Host: f.Host,
 		Port: int32(f.Port), Username: f.Username, PasswordEnc: pw, DatabaseName: f.Database,
-		AuthSource: f.AuthSource, TLS: f.TLS, ReplicaSet: f.ReplicaSet,
+		AuthSource: f.AuthSource, TLS: f.TLS, ReplicaSet: f.ReplicaSet, Instance: f.Instance, Encrypt: f.Encrypt,
 	})
 	if err != nil {
 		return err
@@ -300,7 +334,7 @@ func (a *API) updateDatabase(w http.ResponseWriter, r *http.Request) error {
 	d, err = a.q.UpdateDatabase(r.Context(), a.pool, db.UpdateDatabaseParams{
 		ID: d.ID, UserID: user, AgentID: f.AgentID, Name: f.Name, Type: f.Type, Host: f.Host,
 		Port: int32(f.Port), Username: f.Username, PasswordEnc: pw, DatabaseName: f.Database,
-		AuthSource: f.AuthSource, TLS: f.TLS, ReplicaSet: f.ReplicaSet,
+		AuthSource: f.AuthSource, TLS: f.TLS, ReplicaSet: f.ReplicaSet, Instance: f.Instance, Encrypt: f.Encrypt,
 	})
 	if err != nil {
 		return owned(err, "database", "")
@@ -397,7 +431,8 @@ func (a *API) testConnection(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	conn, err := runs.SealConn(events.ConnSpec{Type: f.Type, Host: f.Host, Port: f.Port, Username: f.Username,
-		Database: f.Database, AuthSource: deref(f.AuthSource), TLS: f.TLS, ReplicaSet: deref(f.ReplicaSet)}, []byte(password), pubKey)
+		Database: f.Database, AuthSource: deref(f.AuthSource), TLS: f.TLS, ReplicaSet: deref(f.ReplicaSet),
+		Instance: f.Instance, Encrypt: f.Encrypt}, []byte(password), pubKey)
 	if err != nil {
 		return err
 	}

@@ -270,3 +270,98 @@ func TestMongoDBConnectionFields(t *testing.T) {
 		t.Fatalf("bad replica set: %s", r.Body)
 	}
 }
+
+// TestMSSQLConnectionFields: SQL Server databases keep instance and encrypt,
+// and default to port 1433; other types refuse those fields, and bad values
+// are refused on their field.
+func TestMSSQLConnectionFields(t *testing.T) {
+	t.Parallel()
+	s := newServer(t)
+	tok := s.register(t, "mssql-fields@example.com").Tokens.Access.Token
+	r := s.do(t, "POST", "/v1/databases", tok, map[string]any{"name": "erp", "type": "mssql", "host": "sql.internal",
+		"username": "backup", "password": "p4ss-word", "database": "erp", "instance": "SQLEXPRESS", "encrypt": "strict"})
+	wantCode(t, r, http.StatusCreated)
+	type mssqlDB struct {
+		ID, Instance, Encrypt string
+		Port                  int
+	}
+	var d mssqlDB
+	r.JSON(t, &d)
+	if d.Port != 1433 || d.Instance != "SQLEXPRESS" || d.Encrypt != "strict" {
+		t.Fatalf("created %+v", d)
+	}
+	t.Run("ReadBack", func(t *testing.T) {
+		var got mssqlDB
+		r := s.do(t, "GET", "/v1/databases/"+d.ID, tok, nil)
+		wantCode(t, r, http.StatusOK)
+		r.JSON(t, &got)
+		if got != d {
+			t.Errorf("get %+v, want %+v", got, d)
+		}
+		var list struct{ Results []mssqlDB }
+		r = s.do(t, "GET", "/v1/databases", tok, nil)
+		wantCode(t, r, http.StatusOK)
+		r.JSON(t, &list)
+		if len(list.Results) != 1 || list.Results[0] != d {
+			t.Errorf("list %+v, want [%+v]", list.Results, d)
+		}
+	})
+	t.Run("Update", func(t *testing.T) {
+		r := s.do(t, "PATCH", "/v1/databases/"+d.ID, tok, map[string]any{"encrypt": "optional"})
+		wantCode(t, r, http.StatusOK)
+		var got mssqlDB
+		r.JSON(t, &got)
+		if got.Instance != "SQLEXPRESS" || got.Encrypt != "optional" {
+			t.Fatalf("after changing encrypt %+v", got)
+		}
+		// Clearing them: the default instance, mandatory encryption.
+		r = s.do(t, "PATCH", "/v1/databases/"+d.ID, tok, map[string]any{"instance": "", "encrypt": ""})
+		wantCode(t, r, http.StatusOK)
+		if strings.Contains(string(r.Body), `"instance"`) || strings.Contains(string(r.Body), `"encrypt"`) {
+			t.Fatalf("after clearing %s", r.Body)
+		}
+	})
+	mongo := map[string]any{"name": "events", "type": "mongodb", "host": "mongo.internal", "database": "events"}
+	sqlServer := map[string]any{"name": "erp", "type": "mssql", "host": "sql.internal", "username": "backup", "database": "erp"}
+	for _, c := range []struct {
+		name  string
+		base  map[string]any
+		field string
+		value string
+	}{
+		{"BogusEncrypt", sqlServer, "encrypt", "bogus"},
+		{"InstanceOnPostgres", validDB(), "instance", "SQLEXPRESS"},
+		{"EncryptOnPostgres", validDB(), "encrypt", "mandatory"},
+		{"EncryptOnMongoDB", mongo, "encrypt", "strict"},
+		{"InstanceWithBackslash", sqlServer, "instance", `sql\SQLEXPRESS`},
+		{"InstanceWithSlash", sqlServer, "instance", "a/b"},
+		{"InstanceWithControl", sqlServer, "instance", "SQL\x00EXPRESS"},
+		{"InstanceTooLong", sqlServer, "instance", strings.Repeat("i", 129)},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			b := map[string]any{c.field: c.value}
+			for k, v := range c.base {
+				b[k] = v
+			}
+			r := s.do(t, "POST", "/v1/databases", tok, b)
+			wantCode(t, r, http.StatusBadRequest)
+			if f := r.Fields(t); f[c.field] == "" || len(f) != 1 {
+				t.Fatalf("error does not name only %q: %s", c.field, r.Body)
+			}
+		})
+	}
+	t.Run("TypeChangeDropsThem", func(t *testing.T) {
+		r := s.do(t, "POST", "/v1/databases", tok, map[string]any{"name": "erp2", "type": "mssql", "host": "sql.internal",
+			"username": "backup", "database": "erp", "instance": "SQLEXPRESS", "encrypt": "strict"})
+		wantCode(t, r, http.StatusCreated)
+		var got mssqlDB
+		r.JSON(t, &got)
+		r = s.do(t, "PATCH", "/v1/databases/"+got.ID, tok, map[string]any{"type": "postgresql", "port": 5432})
+		wantCode(t, r, http.StatusOK)
+		got = mssqlDB{}
+		r.JSON(t, &got)
+		if got.Instance != "" || got.Encrypt != "" {
+			t.Fatalf("after changing the type %+v", got)
+		}
+	})
+}

@@ -272,6 +272,8 @@ type (
 		AuthSource  *string `json:"authSource"`
 		ReplicaSet  *string `json:"replicaSet"`
 		TLS         bool    `json:"tls"`
+		Instance    string  `json:"instance"`
+		Encrypt     string  `json:"encrypt"`
 	}
 	storageJSON struct {
 		ID               string  `json:"id"`

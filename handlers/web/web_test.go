@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/rahatback/rahatback/engines"
 )
 
 // fakeAPI answers the few REST API routes the dashboard's own logic
@@ -521,5 +523,24 @@ func TestWebPagesRender(t *testing.T) {
 	}
 	if len(wb.pages) != len(pages) {
 		t.Errorf("%d templates, %d rendered here", len(wb.pages), len(pages))
+	}
+	// A SQL Server database shows its instance, its encryption and the
+	// notice that no live server has been tried; the one default
+	// encryption is mandatory.
+	for enc, want := range map[string]string{"optional": `<option value="optional" selected>`, "": `<option value="mandatory" selected>`} {
+		rec = httptest.NewRecorder()
+		wb.render(rec, nil, 200, "database_form", &session{CSRF: "c"}, view{Data: map[string]any{
+			"DB": databaseJSON{ID: "d1", Type: "mssql", Instance: "SQLEXPRESS", Encrypt: enc}, "Engines": engines.Specs()}})
+		body := rec.Body.String()
+		for _, want := range []string{want, `<option value="mssql" data-port="1433" selected>`,
+			`name="instance" value="SQLEXPRESS"`, `<select id="db-encrypt" name="encrypt">`, `data-error-for="instance"`, `data-error-for="encrypt"`,
+			`data-engine-only="mssql" data-mssql-notice`, "SQL Server support has not been exercised against a live SQL Server"} {
+			if !strings.Contains(body, want) {
+				t.Errorf("database form of an mssql database (encrypt %q) lacks %s", enc, want)
+			}
+		}
+		if strings.Count(body, " selected>") != 2 {
+			t.Errorf("database form (encrypt %q) selects %d options, want the type and the encryption", enc, strings.Count(body, " selected>"))
+		}
 	}
 }

@@ -253,12 +253,15 @@ function initDatabases() {
     const port = form.elements.port;
     // Each type's default port comes with its option (the engines' Spec).
     const defaultPorts = [...type.options].map((o) => Number(o.dataset.port));
-    // Fields of one engine (MongoDB's authSource, replicaSet, tls) show
-    // for that engine only, and are cleared for the others.
+    // Fields of one engine (MongoDB's authSource, replicaSet, tls; SQL
+    // Server's instance, encrypt and notice) show for that engine only,
+    // and are cleared for the others. A select has no empty choice, so it
+    // is disabled instead, which leaves it out of the body.
     const engineFields = () => {
       for (const f of form.querySelectorAll('[data-engine-only]')) {
         const on = f.dataset.engineOnly === type.value;
         f.hidden = !on;
+        for (const el of f.querySelectorAll('select')) el.disabled = !on;
         if (!on) for (const el of f.querySelectorAll('input')) { if (el.type === 'checkbox') el.checked = false; else el.value = ''; }
       }
     };
