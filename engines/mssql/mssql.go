@@ -41,14 +41,16 @@ type Options struct {
 	DiskDir string
 	// Logger receives what cannot be cleaned up; nil discards.
 	Logger *slog.Logger
+	// Connector opens a database/sql connector for c; nil is
+	// go-mssqldb's, configured as config says (tests use a simulated
+	// server, package mssqlsim).
+	Connector func(c engines.Conn) (driver.Connector, error)
 }
 
 // Engine is the SQL Server engine. Its zero value only tests connections;
 // New gives it a way to receive backups.
 type Engine struct {
 	o Options
-	// connector opens c's server; nil is go-mssqldb's (tests replace it).
-	connector func(engines.Conn) (driver.Connector, error)
 }
 
 // New is the engine with o.
@@ -72,8 +74,8 @@ func (e *Engine) Spec() engines.Spec {
 
 // open is a handle on c's server (the caller closes it).
 func (e *Engine) open(c engines.Conn) (*sql.DB, error) {
-	if e.connector != nil {
-		conn, err := e.connector(c)
+	if e.o.Connector != nil {
+		conn, err := e.o.Connector(c)
 		if err != nil {
 			return nil, err
 		}

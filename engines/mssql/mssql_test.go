@@ -1,71 +1,33 @@
-package mssql
+package mssql_test
 
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/sha256"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"math/big"
-	"net"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/rahatback/rahatback/blobendpoint"
 	"github.com/rahatback/rahatback/engines"
+	"github.com/rahatback/rahatback/engines/mssql"
+	"github.com/rahatback/rahatback/engines/mssql/mssqlsim"
 	"github.com/rahatback/rahatback/pipeline"
 )
-
-// testCert writes a self-signed certificate for 127.0.0.1 into dir and
-// returns its PEM and the files' paths.
-func testCert(t *testing.T, dir string) (certPEM []byte, certFile, keyFile string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "rahatback-agent"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, DNSNames: []string{"localhost"},
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		IsCA: true, BasicConstraintsValid: true}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
-	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	if err := os.WriteFile(certFile, certPEM, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return certPEM, certFile, keyFile
-}
 
 // rig is an engine with a blob endpoint (or a shared directory) and the
 // simulated server it drives.
 type rig struct {
-	eng  *Engine
-	sim  *simServer
+	eng  *mssql.Engine
+	o    mssql.Options
+	sim  *mssqlsim.Server
 	hub  *blobendpoint.Hub
 	logs *bytes.Buffer
 	conn engines.Conn
@@ -74,11 +36,14 @@ type rig struct {
 func newRig(t *testing.T, disk bool) *rig {
 	t.Helper()
 	dir := t.TempDir()
-	certPEM, certFile, keyFile := testCert(t, dir)
+	certPEM, certFile, keyFile, err := mssqlsim.Cert(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
 	logs := &bytes.Buffer{}
-	o := Options{Logger: slog.New(slog.NewTextHandler(&lockedWriter{w: logs}, &slog.HandlerOptions{Level: slog.LevelDebug})),
+	o := mssql.Options{Logger: slog.New(slog.NewTextHandler(&lockedWriter{w: logs}, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Window: blobendpoint.WindowOptions{Head: 1 << 20, Behind: 8 << 20, Ahead: 8 << 20}}
-	r := &rig{sim: newSimServer(certPEM), logs: logs}
+	r := &rig{sim: mssqlsim.New(certPEM), logs: logs}
 	if disk {
 		o.DiskDir = filepath.Join(dir, "shared")
 		if err := os.Mkdir(o.DiskDir, 0o755); err != nil {
@@ -93,12 +58,12 @@ func newRig(t *testing.T, disk bool) *rig {
 		o.Hub, r.hub = hub, hub
 		o.Endpoint = "https://" + hub.Addr().String()
 	}
-	r.eng = New(o)
-	r.eng.connector = r.sim.connector
+	o.Connector = r.sim.Connector
+	r.eng, r.o = mssql.New(o), o
 	// A hostile name: quoting must hold all the way through.
-	r.conn = engines.Conn{Host: "sql.example", Port: 1433, Username: "backup", Password: r.sim.password, Database: "Sales ]'; DROP"}
-	r.sim.dbs[r.conn.Database] = &simDB{Tables: []pipeline.TableCount{{Schema: "dbo", Name: "Customers", Rows: 1200}, {Schema: "sales", Name: "Orders", Rows: 56000}},
-		Payload: 11<<20 + 12345, Seed: 7}
+	r.conn = engines.Conn{Host: "sql.example", Port: 1433, Username: "backup", Password: r.sim.Password, Database: "Sales ]'; DROP"}
+	r.sim.Put(r.conn.Database, &mssqlsim.DB{Tables: []pipeline.TableCount{{Schema: "dbo", Name: "Customers", Rows: 1200}, {Schema: "sales", Name: "Orders", Rows: 56000}},
+		Payload: 11<<20 + 12345, Seed: 7})
 	return r
 }
 
@@ -117,15 +82,13 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 // password, shows in its logs.
 func (r *rig) noSecrets(t *testing.T) {
 	t.Helper()
-	for _, q := range r.sim.statements {
-		if m := reCredential.FindStringSubmatch(q); m != nil {
-			sig := unquote(m[2])
-			if strings.Contains(r.logs.String(), sig) {
-				t.Fatal("the engine logged a credential's secret")
-			}
+	secrets, _ := r.sim.Secrets()
+	for _, sig := range secrets {
+		if strings.Contains(r.logs.String(), sig) {
+			t.Fatal("the engine logged a credential's secret")
 		}
 	}
-	if strings.Contains(r.logs.String(), r.sim.password) {
+	if strings.Contains(r.logs.String(), r.sim.Password) {
 		t.Fatal("the engine logged the password")
 	}
 }
@@ -143,35 +106,35 @@ func (r *rig) dump(t *testing.T, c engines.Conn) ([]byte, engines.DumpInfo) {
 func TestDumpToURL(t *testing.T) {
 	r := newRig(t, false)
 	got, info := r.dump(t, r.conn)
-	want := backupOf(r.conn.Database, r.sim.dbs[r.conn.Database], true)
+	want := mssqlsim.BackupOf(r.conn.Database, r.sim.Get(r.conn.Database), true)
 	if !bytes.Equal(got, want) {
 		t.Fatalf("the dump has %d bytes (sha256 %x), the server's backup %d (sha256 %x)", len(got), sha256.Sum256(got), len(want), sha256.Sum256(want))
 	}
-	if !slices.Equal(info.Tables, r.sim.dbs[r.conn.Database].Tables) || info.Format != "native" ||
+	if !slices.Equal(info.Tables, r.sim.Get(r.conn.Database).Tables) || info.Format != "native" ||
 		!strings.Contains(info.ServerVersion, "16.0.4150.1") || !strings.Contains(info.ToolVersion, "COMPRESSION") {
 		t.Fatalf("DumpInfo = %+v", info)
 	}
 	var backupStmt, credential string
-	for _, q := range r.sim.statements {
+	for _, q := range r.sim.Statements {
 		if strings.HasPrefix(q, "BACKUP") {
 			backupStmt = q
 		}
-		if m := reCredential.FindStringSubmatch(q); m != nil {
-			credential = unbracket(m[1])
+		if rest, ok := strings.CutPrefix(q, "CREATE CREDENTIAL ["); ok {
+			credential, _, _ = strings.Cut(rest, "]")
 		}
 	}
 	wantStmt := fmt.Sprintf("BACKUP DATABASE [Sales ]]'; DROP] TO URL = N'%s/backup.bak' WITH COPY_ONLY, CHECKSUM, FORMAT, INIT, COMPRESSION, MAXTRANSFERSIZE = 4194304, BLOCKSIZE = 65536, STATS = 5;", credential)
 	if backupStmt != wantStmt {
 		t.Fatalf("sent %q\nwant %q", backupStmt, wantStmt)
 	}
-	if !strings.HasPrefix(credential, r.eng.o.Endpoint+"/rahatback-") {
+	if !strings.HasPrefix(credential, r.o.Endpoint+"/rahatback-") {
 		t.Fatalf("credential %q is not a container of the endpoint", credential)
 	}
-	if len(r.sim.credentials) != 0 {
-		t.Fatalf("credentials left on the server: %v", r.sim.credentials)
+	if _, left := r.sim.Secrets(); left != 0 {
+		t.Fatalf("%d credentials left on the server", left)
 	}
 	// The container is gone with its operation.
-	resp, err := r.sim.client.Get(credential + "/backup.bak?restype=container")
+	resp, err := r.sim.Client.Get(credential + "/backup.bak?restype=container")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -185,13 +148,13 @@ func TestDumpToURL(t *testing.T) {
 		c := r.conn
 		c.ForChunks = true
 		got, info := r.dump(t, c)
-		if !bytes.Equal(got, backupOf(c.Database, r.sim.dbs[c.Database], false)) || strings.Contains(info.ToolVersion, "COMPRESSION") {
+		if !bytes.Equal(got, mssqlsim.BackupOf(c.Database, r.sim.Get(c.Database), false)) || strings.Contains(info.ToolVersion, "COMPRESSION") {
 			t.Fatalf("a chunked job's backup was compressed by the server: %s", info.ToolVersion)
 		}
 	})
 	t.Run("Express", func(t *testing.T) {
-		r.sim.edition = 4
-		defer func() { r.sim.edition = 3 }()
+		r.sim.Edition = 4
+		defer func() { r.sim.Edition = 3 }()
 		if _, info := r.dump(t, r.conn); strings.Contains(info.ToolVersion, "COMPRESSION") {
 			t.Fatalf("Express was asked to compress: %s", info.ToolVersion)
 		}
@@ -217,8 +180,8 @@ func TestDumpFailures(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "BACKUP DATABASE failed") || !strings.Contains(err.Error(), errStorage.Error()) {
 			t.Fatalf("Dump into a failing storage: %v", err)
 		}
-		if len(r.sim.credentials) != 0 {
-			t.Fatalf("credentials left: %v", r.sim.credentials)
+		if _, left := r.sim.Secrets(); left != 0 {
+			t.Fatalf("%d credentials left", left)
 		}
 	})
 	t.Run("NoDatabase", func(t *testing.T) {
@@ -236,9 +199,8 @@ func TestDumpFailures(t *testing.T) {
 		}
 	})
 	t.Run("NoDevice", func(t *testing.T) {
-		e := New(Options{})
-		e.connector = r.sim.connector
-		if _, err := e.Dump(context.Background(), r.conn, io.Discard); !errors.Is(err, errNoDevice) {
+		e := mssql.New(mssql.Options{Connector: r.sim.Connector})
+		if _, err := e.Dump(context.Background(), r.conn, io.Discard); err == nil || !strings.Contains(err.Error(), "no way to receive a SQL Server backup") {
 			t.Fatalf("Dump with neither mode: %v", err)
 		}
 		v, err := e.Test(context.Background(), r.conn)
@@ -269,7 +231,7 @@ func TestRestore(t *testing.T) {
 			r := newRig(t, disk)
 			backup, _ := r.dump(t, r.conn)
 			// The database then changes; the restore brings the backup back.
-			src := r.sim.dbs[r.conn.Database]
+			src := r.sim.Get(r.conn.Database)
 			before := *src
 			src.Tables = []pipeline.TableCount{{Schema: "dbo", Name: "Other", Rows: 3}}
 
@@ -278,7 +240,7 @@ func TestRestore(t *testing.T) {
 			if !errors.Is(err, errChecksum) {
 				t.Fatalf("a restore of a damaged backup: %v", err)
 			}
-			if names := r.sim.names(); !slices.Equal(names, []string{r.conn.Database}) || r.sim.dbs[r.conn.Database] != src {
+			if names := r.sim.Names(); !slices.Equal(names, []string{r.conn.Database}) || r.sim.Get(r.conn.Database) != src {
 				t.Fatalf("after a failed restore the server holds %q", names)
 			}
 			if err := r.eng.Restore(context.Background(), r.conn, io.MultiReader(bytes.NewReader(backup))); err == nil || !strings.Contains(err.Error(), "size is unknown") {
@@ -288,8 +250,8 @@ func TestRestore(t *testing.T) {
 			if err := r.eng.Restore(context.Background(), r.conn, engines.WithSize(bytes.NewReader(backup), int64(len(backup)))); err != nil {
 				t.Fatalf("Restore: %v", err)
 			}
-			got := r.sim.dbs[r.conn.Database]
-			if names := r.sim.names(); !slices.Equal(names, []string{r.conn.Database}) {
+			got := r.sim.Get(r.conn.Database)
+			if names := r.sim.Names(); !slices.Equal(names, []string{r.conn.Database}) {
 				t.Fatalf("after the restore the server holds %q", names)
 			}
 			if !slices.Equal(got.Tables, before.Tables) {
@@ -304,11 +266,11 @@ func TestRestore(t *testing.T) {
 					t.Fatalf("file %s placed at %s", m.Logical, m.Physical)
 				}
 			}
-			if len(r.sim.credentials) != 0 {
-				t.Fatalf("credentials left: %v", r.sim.credentials)
+			if _, left := r.sim.Secrets(); left != 0 {
+				t.Fatalf("%d credentials left", left)
 			}
 			if disk {
-				if left, _ := os.ReadDir(r.eng.o.DiskDir); len(left) != 0 {
+				if left, _ := os.ReadDir(r.o.DiskDir); len(left) != 0 {
 					t.Fatalf("files left in the shared directory: %v", left)
 				}
 			}
@@ -320,7 +282,7 @@ func TestRestore(t *testing.T) {
 			if err := r.eng.Restore(context.Background(), c, engines.WithSize(bytes.NewReader(backup), int64(len(backup)))); err != nil {
 				t.Fatalf("Restore into a new database: %v", err)
 			}
-			if names := r.sim.names(); !slices.Equal(names, []string{"Sales ]'; DROP", "Sales copy"}) {
+			if names := r.sim.Names(); !slices.Equal(names, []string{"Sales ]'; DROP", "Sales copy"}) {
 				t.Fatalf("the server holds %q", names)
 			}
 		})
@@ -399,21 +361,21 @@ func TestVerifyAndScratch(t *testing.T) {
 	if err := r.eng.DropScratch(context.Background(), r.conn, scratch); err != nil {
 		t.Fatalf("dropping a missing scratch database: %v", err)
 	}
-	if slices.Contains(r.sim.names(), scratch) {
+	if slices.Contains(r.sim.Names(), scratch) {
 		t.Fatal("the scratch database is still there")
 	}
 
-	r.sim.failCheckDB = true
+	r.sim.FailCheckDB = true
 	if err := r.eng.LoadScratch(context.Background(), r.conn, scratch, sized()); err == nil || !strings.Contains(err.Error(), "DBCC CHECKDB") {
 		t.Fatalf("LoadScratch with CHECKDB errors: %v", err)
 	}
-	r.sim.failCheckDB = false
-	r.sim.canCreate = false
+	r.sim.FailCheckDB = false
+	r.sim.CanCreate = false
 	if err := r.eng.CreateScratch(context.Background(), r.conn, scratch+"x"); !errors.Is(err, engines.ErrPrivilege) {
 		t.Fatalf("CreateScratch without the privilege: %v", err)
 	}
-	if len(r.sim.credentials) != 0 {
-		t.Fatalf("credentials left: %v", r.sim.credentials)
+	if _, left := r.sim.Secrets(); left != 0 {
+		t.Fatalf("%d credentials left", left)
 	}
 	r.noSecrets(t)
 }
@@ -421,10 +383,10 @@ func TestVerifyAndScratch(t *testing.T) {
 func TestDumpToDisk(t *testing.T) {
 	r := newRig(t, true)
 	got, info := r.dump(t, r.conn)
-	if !bytes.Equal(got, backupOf(r.conn.Database, r.sim.dbs[r.conn.Database], true)) || !strings.Contains(info.ToolVersion, "TO DISK") {
+	if !bytes.Equal(got, mssqlsim.BackupOf(r.conn.Database, r.sim.Get(r.conn.Database), true)) || !strings.Contains(info.ToolVersion, "TO DISK") {
 		t.Fatalf("TO DISK dump differs, %s", info.ToolVersion)
 	}
-	if left, _ := os.ReadDir(r.eng.o.DiskDir); len(left) != 0 {
+	if left, _ := os.ReadDir(r.o.DiskDir); len(left) != 0 {
 		t.Fatalf("files left in the shared directory: %v", left)
 	}
 }

@@ -1,31 +1,39 @@
-package mssql
-
-// A simulated SQL Server for the engine's tests. No SQL Server runs on
+// Package mssqlsim is a simulated SQL Server for the SQL Server engine's
+// tests. No SQL Server runs on
 // RahatBack's build machines, so the engine is driven against this: a
-// database/sql driver that interprets exactly the statements tsql.go
+// database/sql driver that interprets exactly the Statements tsql.go
 // builds, and does what SQL Server documents for them, over the real
 // protocols it would use. BACKUP … TO URL uploads blocks with Microsoft's
-// azblob client, authenticated by the SAS of the credential the engine
+// azblob Client, authenticated by the SAS of the credential the engine
 // created, through the agent's HTTPS endpoint; RESTORE … FROM URL reads
 // ranges with it; TO DISK and FROM DISK use files. What it cannot show is
 // how a real server behaves: see the README.
+package mssqlsim
 
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	crand "crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"database/sql/driver"
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
+	"math/big"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"regexp"
 	"sort"
 	"strings"
@@ -38,57 +46,69 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/blockblob"
 
 	"github.com/rahatback/rahatback/engines"
+	"github.com/rahatback/rahatback/engines/mssql"
 	"github.com/rahatback/rahatback/pipeline"
 )
 
-// simDB is one database of the simulated server.
-type simDB struct {
+// DB is one database of the simulated server.
+type DB struct {
 	Tables  []pipeline.TableCount `json:"tables"`
 	Payload int                   `json:"payload"` // bytes of page data a backup holds
 	Seed    uint64                `json:"seed"`
-	Moves   []Move                `json:"-"`
+	Moves   []mssql.Move          `json:"-"`
 }
 
 // simHeader heads a simulated backup, after the MTF magic.
 type simHeader struct {
 	Database   string  `json:"database"`
-	DB         simDB   `json:"db"`
+	DB         DB      `json:"db"`
 	Compressed bool    `json:"compressed"`
 	CopyOnly   bool    `json:"copyOnly"`
 	Files      [][]any `json:"files"`
 }
 
-// simServer is the simulated server's state.
-type simServer struct {
-	client   *http.Client // trusts the agent's endpoint
-	password string
+// Server is the simulated server's state. Its fields may be read and set
+// while no statement runs; Put, Get, Names and Secrets may be called any
+// time.
+type Server struct {
+	// Client is what the server reaches the agent's endpoint with.
+	Client *http.Client
+	// Password is the only one a login succeeds with.
+	Password string
 
-	mu          sync.Mutex
-	edition     int // SERVERPROPERTY('EngineEdition')
-	canCreate   bool
-	dbs         map[string]*simDB
-	credentials map[string]string
-	statements  []string
-	// failCheckDB makes DBCC CHECKDB report corruption.
-	failCheckDB bool
-	// parallelReads is how many ranges a restore reads at once.
-	parallelReads int
+	mu sync.Mutex
+	// Edition is SERVERPROPERTY('EngineEdition'): 3 Enterprise, 4 Express.
+	Edition int
+	// CanCreate is whether the login may create databases.
+	CanCreate bool
+	// DBs are the databases, by name.
+	DBs map[string]*DB
+	// Credentials are the server's credentials: name → secret (a SAS).
+	Credentials map[string]string
+	// Statements are every statement run, in order.
+	Statements []string
+	// FailCheckDB makes DBCC CHECKDB report corruption.
+	FailCheckDB bool
+	// ParallelReads is how many ranges a restore reads at once.
+	ParallelReads int
 }
 
-func newSimServer(caPEM []byte) *simServer {
+// New is a server (Enterprise, a login that may create databases) that
+// trusts the endpoint certificates caPEM holds.
+func New(caPEM []byte) *Server {
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(caPEM)
-	return &simServer{
-		client:   &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}},
-		password: "Str0ng!Passw0rd", edition: 3, canCreate: true,
-		dbs: map[string]*simDB{}, credentials: map[string]string{}, parallelReads: 3,
+	return &Server{
+		Client:   &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}},
+		Password: "Str0ng!Passw0rd", Edition: 3, CanCreate: true,
+		DBs: map[string]*DB{}, Credentials: map[string]string{}, ParallelReads: 3,
 	}
 }
 
-// backupOf is the bytes a backup of name holds: the MTF magic, a
+// BackupOf is the bytes a backup of name holds: the MTF magic, a
 // length-prefixed JSON header, the page data and a SHA-256 of all before
 // it (what RESTORE … WITH CHECKSUM checks, here).
-func backupOf(name string, d *simDB, compressed bool) []byte {
+func BackupOf(name string, d *DB, compressed bool) []byte {
 	h, _ := json.Marshal(simHeader{Database: name, DB: *d, Compressed: compressed, CopyOnly: true,
 		Files: [][]any{{name, `C:\data\` + name + ".mdf", "D", 1}, {name + "_log", `C:\data\` + name + "_log.ldf", "L", 2}}})
 	var b bytes.Buffer
@@ -135,18 +155,18 @@ var (
 func unbracket(q string) string { return strings.ReplaceAll(q[1:len(q)-1], "]]", "]") }
 func unquote(s string) string   { return strings.ReplaceAll(s, "''", "'") }
 
-// Connector is the engine's connector for c on this server.
-func (s *simServer) connector(c engines.Conn) (driver.Connector, error) {
+// Connector is a connector for c to this server (mssql.Options.Connector).
+func (s *Server) Connector(c engines.Conn) (driver.Connector, error) {
 	return simConnector{s, c}, nil
 }
 
 type simConnector struct {
-	s *simServer
+	s *Server
 	c engines.Conn
 }
 
 func (k simConnector) Connect(context.Context) (driver.Conn, error) {
-	if k.c.Password != k.s.password {
+	if k.c.Password != k.s.Password {
 		return nil, fmt.Errorf("mssql: login error: Login failed for user '%s'.", k.c.Username)
 	}
 	return &simConn{k.s, k.c}, nil
@@ -158,7 +178,7 @@ type simDriver struct{}
 func (simDriver) Open(string) (driver.Conn, error) { return nil, errors.New("use the connector") }
 
 type simConn struct {
-	s *simServer
+	s *Server
 	c engines.Conn
 }
 
@@ -196,37 +216,37 @@ func one(cols []string, vals ...driver.Value) *simRows {
 }
 
 // run interprets one statement.
-func (s *simServer) run(ctx context.Context, q string, args []driver.NamedValue) (driver.Rows, error) {
+func (s *Server) run(ctx context.Context, q string, args []driver.NamedValue) (driver.Rows, error) {
 	s.mu.Lock()
-	s.statements = append(s.statements, q)
+	s.Statements = append(s.Statements, q)
 	s.mu.Unlock()
 	switch {
-	case q == ServerInfo:
+	case q == mssql.ServerInfo:
 		s.mu.Lock()
 		defer s.mu.Unlock()
-		return one([]string{"", "", ""}, "Microsoft SQL Server 2022 (RTM-CU15) - 16.0.4150.1 (X64)\n\tSep 2024", "Simulated Edition (64-bit)", int64(s.edition)), nil
-	case q == DatabaseExists:
+		return one([]string{"", "", ""}, "Microsoft SQL Server 2022 (RTM-CU15) - 16.0.4150.1 (X64)\n\tSep 2024", "Simulated Edition (64-bit)", int64(s.Edition)), nil
+	case q == mssql.DatabaseExists:
 		s.mu.Lock()
 		defer s.mu.Unlock()
-		_, ok := s.dbs[args[0].Value.(string)]
+		_, ok := s.DBs[args[0].Value.(string)]
 		return one([]string{""}, map[bool]int64{true: 1, false: 0}[ok]), nil
-	case q == CanCreateDatabase:
+	case q == mssql.CanCreateDatabase:
 		s.mu.Lock()
 		defer s.mu.Unlock()
-		return one([]string{""}, map[bool]int64{true: 1, false: 0}[s.canCreate]), nil
-	case q == DataPaths:
+		return one([]string{""}, map[bool]int64{true: 1, false: 0}[s.CanCreate]), nil
+	case q == mssql.DataPaths:
 		return one([]string{"", ""}, "/var/opt/mssql/data/", "/var/opt/mssql/log/"), nil
 	}
 	if m := reCredential.FindStringSubmatch(q); m != nil {
 		s.mu.Lock()
 		defer s.mu.Unlock()
-		s.credentials[unbracket(m[1])] = unquote(m[2])
+		s.Credentials[unbracket(m[1])] = unquote(m[2])
 		return &simRows{}, nil
 	}
 	if m := reDropCred.FindStringSubmatch(q); m != nil {
 		s.mu.Lock()
 		defer s.mu.Unlock()
-		delete(s.credentials, unbracket(m[2]))
+		delete(s.Credentials, unbracket(m[2]))
 		return &simRows{}, nil
 	}
 	if m := reBackup.FindStringSubmatch(q); m != nil {
@@ -241,10 +261,10 @@ func (s *simServer) run(ctx context.Context, q string, args []driver.NamedValue)
 	if m := reCheckDB.FindStringSubmatch(q); m != nil {
 		s.mu.Lock()
 		defer s.mu.Unlock()
-		if _, ok := s.dbs[unbracket(m[1])]; !ok {
+		if _, ok := s.DBs[unbracket(m[1])]; !ok {
 			return nil, fmt.Errorf("Database '%s' does not exist.", unbracket(m[1]))
 		}
-		if s.failCheckDB {
+		if s.FailCheckDB {
 			return nil, errors.New("mssql: Table error: Object ID 581577110, index ID 1: page (1:153) failed its checksum")
 		}
 		return &simRows{}, nil
@@ -252,27 +272,27 @@ func (s *simServer) run(ctx context.Context, q string, args []driver.NamedValue)
 	if m := reDrop.FindStringSubmatch(q); m != nil {
 		s.mu.Lock()
 		defer s.mu.Unlock()
-		delete(s.dbs, unquote(m[1]))
+		delete(s.DBs, unquote(m[1]))
 		return &simRows{}, nil
 	}
 	if m := reRename.FindStringSubmatch(q); m != nil {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		from, to := unbracket(m[1]), unbracket(m[3])
-		if s.dbs[from] == nil {
+		if s.DBs[from] == nil {
 			return nil, fmt.Errorf("Database '%s' does not exist.", from)
 		}
-		if s.dbs[to] != nil {
+		if s.DBs[to] != nil {
 			return nil, fmt.Errorf("The database '%s' already exists.", to)
 		}
-		s.dbs[to] = s.dbs[from]
-		delete(s.dbs, from)
+		s.DBs[to] = s.DBs[from]
+		delete(s.DBs, from)
 		return &simRows{}, nil
 	}
 	if m := reRowCounts.FindStringSubmatch(q); m != nil {
 		s.mu.Lock()
 		defer s.mu.Unlock()
-		d := s.dbs[unbracket(m[1])]
+		d := s.DBs[unbracket(m[1])]
 		if d == nil {
 			return nil, fmt.Errorf("Database '%s' does not exist.", unbracket(m[1]))
 		}
@@ -285,7 +305,7 @@ func (s *simServer) run(ctx context.Context, q string, args []driver.NamedValue)
 	if m := reSize.FindStringSubmatch(q); m != nil {
 		s.mu.Lock()
 		defer s.mu.Unlock()
-		d := s.dbs[unbracket(m[1])]
+		d := s.DBs[unbracket(m[1])]
 		if d == nil {
 			return nil, fmt.Errorf("Database '%s' does not exist.", unbracket(m[1]))
 		}
@@ -294,23 +314,23 @@ func (s *simServer) run(ctx context.Context, q string, args []driver.NamedValue)
 	return nil, fmt.Errorf("simulated server: unexpected statement %q", q)
 }
 
-// blobClient is the azblob client SQL Server would use for url: the SAS
+// blobClient is the azblob Client SQL Server would use for url: the SAS
 // of the credential whose name is the longest prefix of url.
-func (s *simServer) blobClient(url string) (*blockblob.Client, error) {
+func (s *Server) blobClient(url string) (*blockblob.Client, error) {
 	s.mu.Lock()
 	best := ""
-	for name := range s.credentials {
+	for name := range s.Credentials {
 		if strings.HasPrefix(url, name+"/") && len(name) > len(best) {
 			best = name
 		}
 	}
-	secret := s.credentials[best]
+	secret := s.Credentials[best]
 	s.mu.Unlock()
 	if best == "" {
-		return nil, fmt.Errorf("Cannot open backup device '%s'. Operating system error 86(The specified network password is not correct.).", url)
+		return nil, fmt.Errorf("Cannot open backup device '%s'. Operating system error 86(The specified network Password is not correct.).", url)
 	}
 	return blockblob.NewClientWithNoCredential(url+"?"+secret, &blockblob.ClientOptions{ClientOptions: azcore.ClientOptions{
-		Transport: s.client, Retry: policy.RetryOptions{MaxRetries: -1}}})
+		Transport: s.Client, Retry: policy.RetryOptions{MaxRetries: -1}}})
 }
 
 type nopSeekCloser struct{ *bytes.Reader }
@@ -319,9 +339,9 @@ func (nopSeekCloser) Close() error { return nil }
 
 // backup writes a backup of name as SQL Server does TO URL: 4 MiB blocks
 // (MAXTRANSFERSIZE) staged one after the other, then the block list.
-func (s *simServer) backup(ctx context.Context, name, device, target, with string) error {
+func (s *Server) backup(ctx context.Context, name, device, target, with string) error {
 	s.mu.Lock()
-	d := s.dbs[name]
+	d := s.DBs[name]
 	s.mu.Unlock()
 	if d == nil {
 		return fmt.Errorf("Database '%s' does not exist. Make sure that the name is entered correctly.", name)
@@ -329,8 +349,8 @@ func (s *simServer) backup(ctx context.Context, name, device, target, with strin
 	if !strings.Contains(with, "COPY_ONLY") || !strings.Contains(with, "CHECKSUM") {
 		return fmt.Errorf("simulated server: the test expects COPY_ONLY, CHECKSUM: %s", with)
 	}
-	b := backupOf(name, d, strings.Contains(with, " COMPRESSION"))
-	if device == DeviceDisk {
+	b := BackupOf(name, d, strings.Contains(with, " COMPRESSION"))
+	if device == mssql.DeviceDisk {
 		return os.WriteFile(target, b, 0o640)
 	}
 	c, err := s.blobClient(target)
@@ -339,7 +359,7 @@ func (s *simServer) backup(ctx context.Context, name, device, target, with strin
 	}
 	var ids []string
 	for i := 0; len(b) > 0; i++ {
-		n := min(len(b), URLTransferSize)
+		n := min(len(b), mssql.URLTransferSize)
 		id := base64.StdEncoding.EncodeToString(fmt.Appendf(nil, "%08d-sqlserver-block", i))
 		if _, err := c.StageBlock(ctx, id, nopSeekCloser{bytes.NewReader(b[:n])}, nil); err != nil {
 			return fmt.Errorf("Write on \"%s\" failed: %v. BACKUP DATABASE is terminating abnormally.", target, err)
@@ -355,8 +375,8 @@ func (s *simServer) backup(ctx context.Context, name, device, target, with strin
 
 // read reads a backup's first n bytes (all when n < 0), as SQL Server
 // reads one FROM URL: ranges of 4 MiB, several in flight.
-func (s *simServer) read(ctx context.Context, device, target string, n int64) ([]byte, error) {
-	if device == DeviceDisk {
+func (s *Server) read(ctx context.Context, device, target string, n int64) ([]byte, error) {
+	if device == mssql.DeviceDisk {
 		b, err := os.ReadFile(target)
 		if err == nil && n >= 0 && int64(len(b)) > n {
 			b = b[:n]
@@ -381,9 +401,9 @@ func (s *simServer) read(ctx context.Context, device, target string, n int64) ([
 		mu    sync.Mutex
 		first error
 	)
-	sem := make(chan struct{}, s.parallelReads)
-	for off := int64(0); off < size; off += URLTransferSize {
-		cnt := min(URLTransferSize, size-off)
+	sem := make(chan struct{}, s.ParallelReads)
+	for off := int64(0); off < size; off += mssql.URLTransferSize {
+		cnt := min(mssql.URLTransferSize, size-off)
 		sem <- struct{}{}
 		wg.Add(1)
 		go func(off, cnt int64) {
@@ -408,7 +428,7 @@ func (s *simServer) read(ctx context.Context, device, target string, n int64) ([
 }
 
 // whole reads a whole backup and checks its checksum.
-func (s *simServer) whole(ctx context.Context, device, target string) (simHeader, error) {
+func (s *Server) whole(ctx context.Context, device, target string) (simHeader, error) {
 	b, err := s.read(ctx, device, target, -1)
 	if err != nil {
 		return simHeader{}, err
@@ -423,7 +443,7 @@ func (s *simServer) whole(ctx context.Context, device, target string) (simHeader
 	return parseBackup(b)
 }
 
-func (s *simServer) check(ctx context.Context, what, device, target string) (driver.Rows, error) {
+func (s *Server) check(ctx context.Context, what, device, target string) (driver.Rows, error) {
 	if what == "VERIFYONLY" {
 		_, err := s.whole(ctx, device, target)
 		return &simRows{}, err
@@ -447,9 +467,9 @@ func (s *simServer) check(ctx context.Context, what, device, target string) (dri
 	return out, nil
 }
 
-func (s *simServer) restore(ctx context.Context, name, device, target, with string) error {
+func (s *Server) restore(ctx context.Context, name, device, target, with string) error {
 	s.mu.Lock()
-	exists := s.dbs[name] != nil
+	exists := s.DBs[name] != nil
 	s.mu.Unlock()
 	if exists && !strings.Contains(with, "REPLACE") {
 		return fmt.Errorf("The database '%s' already exists. Use WITH REPLACE.", name)
@@ -463,7 +483,7 @@ func (s *simServer) restore(ctx context.Context, name, device, target, with stri
 		moves[unquote(m[1])] = unquote(m[2])
 	}
 	seen := map[string]bool{}
-	var placed []Move
+	var placed []mssql.Move
 	for _, f := range h.Files {
 		p, ok := moves[f[0].(string)]
 		if !ok {
@@ -473,25 +493,84 @@ func (s *simServer) restore(ctx context.Context, name, device, target, with stri
 			return fmt.Errorf("The file '%s' cannot be overwritten. It is being used by another file.", p)
 		}
 		seen[p] = true
-		placed = append(placed, Move{f[0].(string), p})
+		placed = append(placed, mssql.Move{Logical: f[0].(string), Physical: p})
 	}
 	sort.Slice(placed, func(i, j int) bool { return placed[i].Logical < placed[j].Logical })
 	d := h.DB
 	d.Moves = placed
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.dbs[name] = &d
+	s.DBs[name] = &d
 	return nil
 }
 
-// names lists the server's databases, sorted.
-func (s *simServer) names() []string {
+// Put creates or replaces the database name.
+func (s *Server) Put(name string, d *DB) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.DBs[name] = d
+}
+
+// Get is the database name, or nil.
+func (s *Server) Get(name string) *DB {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.DBs[name]
+}
+
+// Secrets are the secrets of every credential ever created, and how many
+// credentials are left.
+func (s *Server) Secrets() (secrets []string, left int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, q := range s.Statements {
+		if m := reCredential.FindStringSubmatch(q); m != nil {
+			secrets = append(secrets, unquote(m[2]))
+		}
+	}
+	return secrets, len(s.Credentials)
+}
+
+// Names lists the server's databases, sorted.
+func (s *Server) Names() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var out []string
-	for n := range s.dbs {
+	for n := range s.DBs {
 		out = append(out, n)
 	}
 	sort.Strings(out)
 	return out
+}
+
+// Cert writes a self-signed certificate for 127.0.0.1 and localhost, valid
+// for a day, into dir (cert.pem, key.pem) and returns its PEM and the
+// files' paths: an endpoint certificate the Server is told to trust.
+func Cert(dir string) (certPEM []byte, certFile, keyFile string, err error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), crand.Reader)
+	if err != nil {
+		return nil, "", "", err
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "rahatback-agent"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, DNSNames: []string{"localhost"},
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IsCA: true, BasicConstraintsValid: true}
+	der, err := x509.CreateCertificate(crand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return nil, "", "", err
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return nil, "", "", err
+	}
+	certPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if err := os.WriteFile(certFile, certPEM, 0o600); err != nil {
+		return nil, "", "", err
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
+		return nil, "", "", err
+	}
+	return certPEM, certFile, keyFile, nil
 }
