@@ -85,12 +85,12 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 	case "run":
 		localDir := fs.String("local-storage-dir", "", "directory for backups of jobs with local storage (default <state-dir>/backups)")
 		heartbeat := fs.Duration("heartbeat", DefaultHeartbeat, "how often to report being alive (keep well under the control plane's --agent-offline-after)")
-		var ms MSSQLOpts
-		fs.StringVar(&ms.Endpoint, "mssql-endpoint", getenv("RAHATBACK_MSSQL_ENDPOINT"), "https URL at which SQL Server reaches this agent's blob endpoint, e.g. https://agent.example.com:8443 (backups TO URL)")
-		fs.StringVar(&ms.Listen, "mssql-listen", getenv("RAHATBACK_MSSQL_LISTEN"), "address the SQL Server blob endpoint listens on, e.g. :8443")
-		fs.StringVar(&ms.CertFile, "mssql-cert", getenv("RAHATBACK_MSSQL_CERT"), "PEM certificate chain of the blob endpoint, trusted by SQL Server's host")
-		fs.StringVar(&ms.KeyFile, "mssql-key", getenv("RAHATBACK_MSSQL_KEY"), "PEM private key of the blob endpoint")
-		fs.StringVar(&ms.DiskDir, "mssql-disk-dir", getenv("RAHATBACK_MSSQL_DISK_DIR"), "directory SQL Server and this agent both read and write (backups TO DISK, when no endpoint is set)")
+		ms := MSSQLOptsFromEnv(getenv)
+		fs.StringVar(&ms.Endpoint, "mssql-endpoint", ms.Endpoint, "https URL at which SQL Server reaches this agent's blob endpoint, e.g. https://agent.example.com:8443 (backups TO URL; env RAHATBACK_MSSQL_ENDPOINT)")
+		fs.StringVar(&ms.Listen, "mssql-listen", ms.Listen, "address the SQL Server blob endpoint listens on, e.g. :8443 (env RAHATBACK_MSSQL_LISTEN)")
+		fs.StringVar(&ms.CertFile, "mssql-cert", ms.CertFile, "PEM certificate chain of the blob endpoint, trusted by SQL Server's host (env RAHATBACK_MSSQL_CERT)")
+		fs.StringVar(&ms.KeyFile, "mssql-key", ms.KeyFile, "PEM private key of the blob endpoint (env RAHATBACK_MSSQL_KEY)")
+		fs.StringVar(&ms.DiskDir, "mssql-disk-dir", ms.DiskDir, "directory SQL Server and this agent both read and write: backups TO DISK, when no endpoint is set (env RAHATBACK_MSSQL_DISK_DIR)")
 		if err := fs.Parse(args[1:]); err != nil {
 			return err
 		}

@@ -80,6 +80,14 @@ type MSSQLOpts struct {
 	DiskDir string
 }
 
+// MSSQLOptsFromEnv reads MSSQLOpts from RAHATBACK_MSSQL_ENDPOINT,
+// RAHATBACK_MSSQL_LISTEN, RAHATBACK_MSSQL_CERT, RAHATBACK_MSSQL_KEY and
+// RAHATBACK_MSSQL_DISK_DIR (unset: empty).
+func MSSQLOptsFromEnv(getenv func(string) string) MSSQLOpts {
+	return MSSQLOpts{Endpoint: getenv("RAHATBACK_MSSQL_ENDPOINT"), Listen: getenv("RAHATBACK_MSSQL_LISTEN"),
+		CertFile: getenv("RAHATBACK_MSSQL_CERT"), KeyFile: getenv("RAHATBACK_MSSQL_KEY"), DiskDir: getenv("RAHATBACK_MSSQL_DISK_DIR")}
+}
+
 // endpoint reports whether a blob endpoint is configured.
 func (o MSSQLOpts) endpoint() bool { return o.Endpoint != "" || o.Listen != "" }
 

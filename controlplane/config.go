@@ -66,6 +66,9 @@ type Config struct {
 	// behind that bearer token. Neither: /metrics is not served.
 	MetricsListen string
 	MetricsToken  string
+	// MSSQL is how SQL Server's backups reach up's local agent
+	// (RAHATBACK_MSSQL_* only, as for rahatback-agent run).
+	MSSQL agent.MSSQLOpts
 }
 
 // listFlag is a repeatable flag whose values may also be comma-separated.
@@ -172,6 +175,7 @@ func parse(cmd string, args []string, getenv func(string) string, stderr io.Writ
 	// A secret never goes in a flag: flags show in the process list.
 	c.Google.ClientSecret = getenv("RAHATBACK_GOOGLE_CLIENT_SECRET")
 	c.MetricsToken = getenv("RAHATBACK_METRICS_TOKEN")
+	c.MSSQL = agent.MSSQLOptsFromEnv(getenv)
 	if set["smtp-url"] {
 		if u, err := url.Parse(c.SMTPURL); err == nil && u.User != nil {
 			if _, has := u.User.Password(); has {

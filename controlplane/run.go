@@ -555,7 +555,8 @@ func (s *system) runLocalAgent(ctx context.Context, a *api.API) error {
 	if err != nil || st == nil {
 		return err
 	}
-	err = agent.Run(ctx, agent.RunOpts{State: st, Logger: log, LocalStorageDir: filepath.Join(dir, "backups"), Heartbeat: s.cfg.Heartbeat, StateDir: dir})
+	err = agent.Run(ctx, agent.RunOpts{State: st, Logger: log, LocalStorageDir: filepath.Join(dir, "backups"), Heartbeat: s.cfg.Heartbeat, StateDir: dir,
+		MSSQL: s.cfg.MSSQL})
 	if err != nil {
 		// The control plane keeps serving; the local agent is one agent among others.
 		log.Error("local agent stopped", "err", err)

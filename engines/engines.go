@@ -59,7 +59,8 @@ var specs = []Spec{
 		Format: "mongodump-archive", Extension: ".archive",
 		Restore: "loaded into new collections beside the old ones, then renamed into place: a restore that fails leaves the database as it was"},
 	{Type: MSSQL, Name: "SQL Server", DefaultPort: 1433, Required: []string{FieldHost, FieldUsername, FieldDatabase},
-		Format: "native", Extension: ".bak"},
+		Format: "native", Extension: ".bak",
+		Restore: "restored under a new name on the same server, then swapped in by renaming: a restore that fails leaves the database as it was"},
 }
 
 // Specs is every engine type, in display order.
