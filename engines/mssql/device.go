@@ -116,15 +116,9 @@ func (e *Engine) backupDevice(ctx context.Context, db *sql.DB, w io.Writer) (*de
 		}
 		return &device{kind: DeviceURL, target: url, stop: stop}, store.result, nil
 	case e.o.DiskDir != "":
-		name, err := randomName("rahatback-")
+		path, remove, err := e.diskFile()
 		if err != nil {
 			return nil, nil, err
-		}
-		path := filepath.Join(e.o.DiskDir, name+".bak")
-		remove := func() {
-			if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-				e.log().Warn("could not remove a SQL Server backup file from the shared directory", "path", path, "err", err)
-			}
 		}
 		copyOut := func() error {
 			f, err := os.Open(path)
@@ -154,15 +148,9 @@ func (e *Engine) restoreDevice(ctx context.Context, db *sql.DB, r io.Reader, siz
 		}
 		return &device{kind: DeviceURL, target: url, finish: src.Drain, stop: stop}, nil
 	case e.o.DiskDir != "":
-		name, err := randomName("rahatback-")
+		path, remove, err := e.diskFile()
 		if err != nil {
 			return nil, err
-		}
-		path := filepath.Join(e.o.DiskDir, name+".bak")
-		remove := func() {
-			if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-				e.log().Warn("could not remove a SQL Server backup file from the shared directory", "path", path, "err", err)
-			}
 		}
 		// 0644: the server's service account reads the file.
 		f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
@@ -184,6 +172,21 @@ func (e *Engine) restoreDevice(ctx context.Context, db *sql.DB, r io.Reader, siz
 	default:
 		return nil, errNoDevice
 	}
+}
+
+// diskFile is a new file name in the shared directory, and what removes
+// the file (logging when it cannot).
+func (e *Engine) diskFile() (string, func(), error) {
+	name, err := randomName("rahatback-")
+	if err != nil {
+		return "", nil, err
+	}
+	path := filepath.Join(e.o.DiskDir, name+".bak")
+	return path, func() {
+		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			e.log().Warn("could not remove a SQL Server backup file from the shared directory", "path", path, "err", err)
+		}
+	}, nil
 }
 
 // backupStore is the Store of a backup TO URL: its one blob's bytes go to

@@ -42,7 +42,10 @@ func newRig(t *testing.T, disk bool) *rig {
 	}
 	logs := &bytes.Buffer{}
 	o := mssql.Options{Logger: slog.New(slog.NewTextHandler(&lockedWriter{w: logs}, &slog.HandlerOptions{Level: slog.LevelDebug})),
-		Window: blobendpoint.WindowOptions{Head: 1 << 20, Behind: 8 << 20, Ahead: 8 << 20}}
+		// The simulated server reads 3 ranges of 4 MiB at once, which may
+		// arrive in any order: the window keeps 16 MiB behind (SQL Server's
+		// buffers in flight, as the default 64 MiB assumes).
+		Window: blobendpoint.WindowOptions{Head: 1 << 20, Behind: 16 << 20, Ahead: 4 << 20}}
 	r := &rig{sim: mssqlsim.New(certPEM), logs: logs}
 	if disk {
 		o.DiskDir = filepath.Join(dir, "shared")
@@ -60,6 +63,11 @@ func newRig(t *testing.T, disk bool) *rig {
 	}
 	o.Connector = r.sim.Connector
 	r.eng, r.o = mssql.New(o), o
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("engine log:\n%s", logs.String())
+		}
+	})
 	// A hostile name: quoting must hold all the way through.
 	r.conn = engines.Conn{Host: "sql.example", Port: 1433, Username: "backup", Password: r.sim.Password, Database: "Sales ]'; DROP"}
 	r.sim.Put(r.conn.Database, &mssqlsim.DB{Tables: []pipeline.TableCount{{Schema: "dbo", Name: "Customers", Rows: 1200}, {Schema: "sales", Name: "Orders", Rows: 56000}},
