@@ -18,7 +18,7 @@ const usage = `usage: rahatback-agent <command> [flags]
 commands:
   enroll   --server URL --token TOKEN   join an account (token from Agents → Connect)
   run                                   connect and serve the control plane
-           [--mssql-endpoint https://HOST:PORT --mssql-listen :PORT
+           [--mssql-endpoint https://HOST --mssql-listen :443
             --mssql-cert FILE --mssql-key FILE | --mssql-disk-dir DIR]
                                         how SQL Server's backups reach the agent
                                         (run -h, and the README's SQL Server section)
@@ -86,8 +86,8 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 		localDir := fs.String("local-storage-dir", "", "directory for backups of jobs with local storage (default <state-dir>/backups)")
 		heartbeat := fs.Duration("heartbeat", DefaultHeartbeat, "how often to report being alive (keep well under the control plane's --agent-offline-after)")
 		ms := MSSQLOptsFromEnv(getenv)
-		fs.StringVar(&ms.Endpoint, "mssql-endpoint", ms.Endpoint, "https URL at which SQL Server reaches this agent's blob endpoint, e.g. https://agent.example.com:8443 (backups TO URL; env RAHATBACK_MSSQL_ENDPOINT)")
-		fs.StringVar(&ms.Listen, "mssql-listen", ms.Listen, "address the SQL Server blob endpoint listens on, e.g. :8443 (env RAHATBACK_MSSQL_LISTEN)")
+		fs.StringVar(&ms.Endpoint, "mssql-endpoint", ms.Endpoint, "https URL at which SQL Server reaches this agent's blob endpoint, e.g. https://rahatback-agent.corp.example (a host name, port 443; backups TO URL; env RAHATBACK_MSSQL_ENDPOINT)")
+		fs.StringVar(&ms.Listen, "mssql-listen", ms.Listen, "address the SQL Server blob endpoint listens on, e.g. :443 (env RAHATBACK_MSSQL_LISTEN)")
 		fs.StringVar(&ms.CertFile, "mssql-cert", ms.CertFile, "PEM certificate chain of the blob endpoint, trusted by SQL Server's host (env RAHATBACK_MSSQL_CERT)")
 		fs.StringVar(&ms.KeyFile, "mssql-key", ms.KeyFile, "PEM private key of the blob endpoint (env RAHATBACK_MSSQL_KEY)")
 		fs.StringVar(&ms.DiskDir, "mssql-disk-dir", ms.DiskDir, "directory SQL Server and this agent both read and write: backups TO DISK, when no endpoint is set (env RAHATBACK_MSSQL_DISK_DIR)")

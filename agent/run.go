@@ -7,11 +7,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -68,10 +70,11 @@ type RunOpts struct {
 // directory shared with the server (DiskDir: TO DISK).
 type MSSQLOpts struct {
 	// Endpoint is the https URL SQL Server reaches the agent's endpoint
-	// at, e.g. https://backup-agent.example.com:8443 (its host name must be
+	// at, e.g. https://backup-agent.example.com (a host name, not an IP; 443 is
+	// the port SQL Server is reported to accept; its host name must be
 	// in the certificate).
 	Endpoint string
-	// Listen is where the endpoint listens, e.g. :8443.
+	// Listen is where the endpoint listens, e.g. :443.
 	Listen string
 	// CertFile and KeyFile are its PEM certificate (a chain SQL Server's
 	// host trusts) and key; they are reloaded when they change.
@@ -102,6 +105,17 @@ func (o MSSQLOpts) validate() error {
 		return errors.New("agent: a SQL Server blob endpoint needs --mssql-endpoint, --mssql-listen, --mssql-cert and --mssql-key")
 	case err != nil || u.Scheme != "https" || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "":
 		return fmt.Errorf("agent: --mssql-endpoint %q is not an https://host[:port] URL (SQL Server only writes to https)", o.Endpoint)
+	case net.ParseIP(strings.Trim(u.Hostname(), "[]")) != nil:
+		return fmt.Errorf("agent: --mssql-endpoint %q names an IP address: SQL Server takes a backup URL with a host name only (give the agent a name its host resolves, e.g. in its hosts file, and a certificate for it)", o.Endpoint)
+	}
+	return nil
+}
+
+// warnings are settings SQL Server is reported to refuse, which the agent
+// accepts (none has been tried against a real server here).
+func (o MSSQLOpts) warnings() []string {
+	if u, err := url.Parse(o.Endpoint); err == nil && u.Port() != "" && u.Port() != "443" {
+		return []string{"--mssql-endpoint uses port " + u.Port() + ": SQL Server is reported to reach backup URLs on 443 only; if BACKUP … TO URL fails with error 3078, serve the endpoint on 443"}
 	}
 	return nil
 }
@@ -168,6 +182,9 @@ func Run(ctx context.Context, o RunOpts) error {
 			defer hub.Close()
 			mo.Hub = hub
 			o.Logger.Info("SQL Server blob endpoint listening", "addr", hub.Addr().String(), "url", o.MSSQL.Endpoint)
+			for _, w := range o.MSSQL.warnings() {
+				o.Logger.Warn(w)
+			}
 		}
 		o.Engines = DefaultEngines(o.RuntimeDir, mssql.New(mo))
 	}
@@ -511,6 +528,11 @@ func (a *runner) command(ctx context.Context, msg jetstream.Msg) {
 		if redelivered || cmd.Expired(time.Now()) {
 			ev := events.RestoreEvent{V: events.Version, ID: cmd.RestoreID + ":interrupted", RestoreID: cmd.RestoreID, At: time.Now().UTC(),
 				Error: "the agent stopped during this restore. A restore commits only once the whole backup has been read and matched its checksum, so the target is either as it was or holds the whole backup. Run it again"}
+			if cmd.Target.Type == engines.MSSQL {
+				ev.Error = fmt.Sprintf("the agent stopped during this restore. The target is as it was or holds the whole backup, unless the agent stopped during the swap: "+
+					"on the server, a database named %[1]s_rahatback_new_… is a copy the restore did not finish (drop it), and %[1]s_rahatback_old_… is the previous database "+
+					"(rename it back if %[1]s is missing). Run it again", cmd.Target.Database)
+			}
 			if !redelivered {
 				ev.ID, ev.Error = cmd.RestoreID+":stale", "not run: the agent received this restore after its deadline (it was offline or busy); the target was not touched. Run it again"
 			}

@@ -2,6 +2,7 @@ package mssql
 
 import (
 	"fmt"
+	"net"
 	"net/url"
 	"strconv"
 
@@ -48,7 +49,7 @@ func config(c engines.Conn) (msdsn.Config, error) {
 	// The DSN carries no credentials; they are set on the parsed config.
 	u := url.URL{Scheme: "sqlserver", Host: c.Host, Path: c.Instance}
 	if c.Port > 0 && !(c.Instance != "" && c.Port == defaultPort) {
-		u.Host = c.Host + ":" + strconv.Itoa(c.Port)
+		u.Host = net.JoinHostPort(c.Host, strconv.Itoa(c.Port))
 	}
 	q := url.Values{"encrypt": {enc}, "app name": {"RahatBack"}}
 	if c.Database != "" {

@@ -10,6 +10,7 @@ import (
 	"github.com/microsoft/go-mssqldb/msdsn"
 
 	"github.com/rahatback/rahatback/engines"
+	"github.com/rahatback/rahatback/pipeline"
 )
 
 // TestConfig: the connection fields reach the driver as meant, and odd
@@ -47,6 +48,9 @@ func TestConfig(t *testing.T) {
 			t.Errorf("instance with port %d: dialled port %d (want %d), instance %q, %v", c.port, cfg.Port, c.want, cfg.Instance, err)
 		}
 	}
+	if cfg, err := config(engines.Conn{Host: "::1", Port: 1433}); err != nil || cfg.Host != "::1" || cfg.Port != 1433 {
+		t.Errorf("an IPv6 host: host %q port %d, %v", cfg.Host, cfg.Port, err)
+	}
 	if _, err := config(engines.Conn{Host: "h", Encrypt: "sometimes"}); err == nil {
 		t.Error("an unknown encryption setting was accepted")
 	}
@@ -79,5 +83,16 @@ func TestTestRefusesNonServer(t *testing.T) {
 	}
 	if strings.Contains(err.Error(), secret) {
 		t.Fatalf("the error holds the password: %v", err)
+	}
+}
+
+// TestSteady: a table whose rows changed during the backup is left out of
+// the manifest, by name.
+func TestSteady(t *testing.T) {
+	before := []pipeline.TableCount{{Schema: "dbo", Name: "a", Rows: 1}, {Schema: "dbo", Name: "b", Rows: 2}, {Schema: "dbo", Name: "c", Rows: 3}}
+	after := []pipeline.TableCount{{Schema: "dbo", Name: "a", Rows: 1}, {Schema: "dbo", Name: "b", Rows: 5}, {Schema: "dbo", Name: "d", Rows: 0}}
+	keep, changed := steady(before, after)
+	if len(keep) != 1 || keep[0].Name != "a" || strings.Join(changed, ",") != "dbo.b,dbo.d" {
+		t.Fatalf("steady = %v, %v", keep, changed)
 	}
 }

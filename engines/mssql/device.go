@@ -37,6 +37,9 @@ type device struct {
 	// it reads what the server left unread, so the stream's checksum is
 	// checked, and returns the stream's error.
 	finish func() error
+	// err is the stream's error so far, without waiting (nil: none
+	// known); nil for a backup or a file.
+	err func() error
 	// stop releases the device (credential, endpoint container, file); it
 	// logs what it cannot release.
 	stop func()
@@ -142,11 +145,13 @@ func (e *Engine) restoreDevice(ctx context.Context, db *sql.DB, r io.Reader, siz
 	switch {
 	case e.o.Hub != nil:
 		src := blobendpoint.NewWindowSource(r, size, e.o.Window)
-		url, stop, err := e.serve(ctx, db, &restoreStore{src: src}, "rl")
+		// "w" too: SQL Server takes a lease on the blob it restores from;
+		// the store refuses writes and deletes whatever the SAS allows.
+		url, stop, err := e.serve(ctx, db, &restoreStore{src: src}, "rwdl")
 		if err != nil {
 			return nil, err
 		}
-		return &device{kind: DeviceURL, target: url, finish: src.Drain, stop: stop}, nil
+		return &device{kind: DeviceURL, target: url, finish: src.Drain, err: src.Err, stop: stop}, nil
 	case e.o.DiskDir != "":
 		path, remove, err := e.diskFile()
 		if err != nil {
@@ -190,14 +195,21 @@ func (e *Engine) diskFile() (string, func(), error) {
 }
 
 // backupStore is the Store of a backup TO URL: its one blob's bytes go to
-// w as they arrive. Nothing is kept to be read back.
+// w as they arrive. SQL Server is documented to create the blob empty
+// first (a Put Blob of 0 bytes), take an infinite lease on it, then upload
+// blocks and commit them: an empty version may be committed and written
+// again, but once bytes went to w the stream cannot start over. Nothing is
+// kept to be read back; the blob's properties (for HEAD and leases) are
+// those of the last version committed.
 type backupStore struct {
 	w io.Writer
 
 	mu        sync.Mutex
 	gen       int   // the Sink allowed to write: the last created
 	written   int64 // bytes gone to w
-	committed bool
+	committed bool  // some version was committed
+	size      int64 // the last committed version's size
+	modTime   time.Time
 	err       error // why the blob failed, when it did
 }
 
@@ -207,32 +219,39 @@ func (s *backupStore) Create(_ context.Context, name string) (blobendpoint.Sink,
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	// The stream cannot be rewound: a blob started again after bytes went
-	// to storage fails the backup.
-	if s.written > 0 || s.committed {
+	if s.written > 0 {
 		return nil, fmt.Errorf("mssql: SQL Server started the blob again after %d bytes had gone to storage", s.written)
 	}
 	s.gen++
 	return &backupSink{s: s, gen: s.gen}, nil
 }
 
-func (s *backupStore) Open(context.Context, string) (blobendpoint.Source, error) {
-	return nil, blobendpoint.ErrNotFound
+func (s *backupStore) Open(_ context.Context, name string) (blobendpoint.Source, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if name != blobName || !s.committed {
+		return nil, blobendpoint.ErrNotFound
+	}
+	return propsOnly{blobendpoint.Info{Size: s.size, ModTime: s.modTime}}, nil
 }
 
-func (s *backupStore) Delete(context.Context, string) error { return blobendpoint.ErrNotFound }
+func (s *backupStore) Delete(context.Context, string) error {
+	return errors.New("mssql: a backup's blob is not deleted through the endpoint")
+}
 
-// result says whether the blob was committed whole.
+// result says whether a blob with bytes was committed whole.
 func (s *backupStore) result() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	switch {
-	case s.committed:
-		return nil
 	case s.err != nil:
 		return s.err
-	default:
+	case !s.committed || s.size == 0:
 		return errors.New("mssql: SQL Server never committed the backup's block list")
+	case s.size != s.written:
+		return fmt.Errorf("mssql: SQL Server committed %d bytes of the %d it wrote", s.size, s.written)
+	default:
+		return nil
 	}
 }
 
@@ -256,14 +275,14 @@ func (k *backupSink) Write(p []byte) (int, error) {
 	return n, err
 }
 
-func (k *backupSink) Commit(blobendpoint.Info) error {
+func (k *backupSink) Commit(info blobendpoint.Info) error {
 	s := k.s
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if k.gen != s.gen {
 		return errors.New("mssql: the blob was started again")
 	}
-	s.committed = true
+	s.committed, s.size, s.modTime = true, s.written, time.Now()
 	return nil
 }
 
@@ -271,9 +290,21 @@ func (k *backupSink) Abort(err error) {
 	s := k.s
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if k.gen == s.gen && s.err == nil {
+	// An empty version aborted (a restarted upload) costs nothing; once
+	// bytes went downstream the backup is lost.
+	if k.gen == s.gen && s.err == nil && s.written > 0 {
 		s.err = err
 	}
+}
+
+// propsOnly is a committed backup blob as HEAD and leases see it: its
+// bytes are in storage, not kept here.
+type propsOnly struct{ info blobendpoint.Info }
+
+func (p propsOnly) Info() blobendpoint.Info { return p.info }
+
+func (p propsOnly) ReadRange(context.Context, int64, int64) (io.ReadCloser, error) {
+	return nil, errors.New("mssql: a backup's blob cannot be read back through the endpoint while it is being taken")
 }
 
 // restoreStore is the Store of a restore FROM URL: its one blob, read-only.

@@ -145,12 +145,19 @@ func (e *Engine) Dump(ctx context.Context, c engines.Conn, w io.Writer) (engines
 	if err != nil {
 		return engines.DumpInfo{}, err
 	}
+	// Row counts before and after: a table written to in between is left
+	// out of the manifest rather than recorded with a count the backup may
+	// not hold.
+	before, err := e.rowCounts(ctx, db, c.Database)
+	if err != nil {
+		return engines.DumpInfo{}, err
+	}
 	dev, result, err := e.backupDevice(ctx, db, w)
 	if err != nil {
 		return engines.DumpInfo{}, err
 	}
 	defer dev.stop()
-	o := BackupOptions{Compression: CompressionAllowed(f.EngineEdition) && !c.ForChunks}
+	o := BackupOptions{Compression: CompressionAllowed(f.EngineEdition, f.Edition) && !c.ForChunks}
 	var stmt string
 	if dev.kind == DeviceURL {
 		stmt, err = BackupToURL(c.Database, dev.target, o)
@@ -169,15 +176,40 @@ func (e *Engine) Dump(ctx context.Context, c engines.Conn, w io.Writer) (engines
 	if err := result(); err != nil {
 		return engines.DumpInfo{}, err
 	}
-	tables, err := e.rowCounts(ctx, db, c.Database)
+	after, err := e.rowCounts(ctx, db, c.Database)
 	if err != nil {
 		return engines.DumpInfo{}, err
 	}
+	tables, changed := steady(before, after)
 	tool := "BACKUP DATABASE WITH COPY_ONLY, CHECKSUM TO " + dev.kind
 	if o.Compression {
 		tool += ", COMPRESSION"
 	}
-	return engines.DumpInfo{ServerVersion: f.Version, ToolVersion: tool, Format: e.Spec().Format, Tables: tables}, nil
+	info := engines.DumpInfo{ServerVersion: f.Version, ToolVersion: tool, Format: e.Spec().Format, Tables: tables}
+	if len(changed) > 0 {
+		info.Consistency = fmt.Sprintf("row counts from sys.partitions; %d tables changed during the backup and are not recorded: %s",
+			len(changed), strings.Join(changed[:min(len(changed), 10)], ", "))
+	}
+	return info, nil
+}
+
+// steady is the tables whose rows were the same before and after the
+// backup, and the names of the others.
+func steady(before, after []pipeline.TableCount) ([]pipeline.TableCount, []string) {
+	was := map[[2]string]int64{}
+	for _, t := range before {
+		was[[2]string{t.Schema, t.Name}] = t.Rows
+	}
+	var keep []pipeline.TableCount
+	var changed []string
+	for _, t := range after {
+		if n, ok := was[[2]string{t.Schema, t.Name}]; ok && n == t.Rows {
+			keep = append(keep, t)
+		} else {
+			changed = append(changed, t.Schema+"."+t.Name)
+		}
+	}
+	return keep, changed
 }
 
 func (e *Engine) rowCounts(ctx context.Context, db *sql.DB, database string) ([]pipeline.TableCount, error) {
@@ -230,17 +262,28 @@ func (e *Engine) Restore(ctx context.Context, c engines.Conn, r io.Reader) error
 	if err != nil {
 		return err
 	}
-	if err := e.restoreInto(ctx, db, tmp, r, size); err != nil {
+	// The new copy's files go beside the target's, when it exists.
+	var place placement
+	if err := e.targetDirs(ctx, db, target, &place); err != nil {
+		return err
+	}
+	if err := e.restoreInto(ctx, db, tmp, r, size, place); err != nil {
 		e.drop(ctx, db, tmp)
 		return err
 	}
+	// From here on the swap runs to its end, or back, whatever ctx does.
+	ctx = context.WithoutCancel(ctx)
 	var exists int
 	if err := db.QueryRowContext(ctx, DatabaseExists, target).Scan(&exists); err != nil {
 		e.drop(ctx, db, tmp)
 		return err
 	}
 	if exists == 0 {
-		return e.rename(ctx, db, tmp, target)
+		if err := e.rename(ctx, db, tmp, target); err != nil {
+			e.drop(ctx, db, tmp)
+			return err
+		}
+		return nil
 	}
 	old, err := sideName(target, "_rahatback_old_")
 	if err != nil {
@@ -262,6 +305,40 @@ func (e *Engine) Restore(ctx context.Context, c engines.Conn, r io.Reader) error
 		e.log().Warn("restored, but the previous database could not be dropped", "database", old, "err", err)
 	}
 	return nil
+}
+
+// placement is where a restore puts files: empty fields mean the server's
+// default data and log paths.
+type placement struct{ data, log string }
+
+// targetDirs sets p to the directories of database's first data and log
+// files, when it exists.
+func (e *Engine) targetDirs(ctx context.Context, db *sql.DB, database string, p *placement) error {
+	rows, err := db.QueryContext(ctx, TargetFiles, database)
+	if err != nil {
+		return fmt.Errorf("mssql: the target's files: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var typ int
+		var path string
+		if err := rows.Scan(&typ, &path); err != nil {
+			return err
+		}
+		switch {
+		case typ == 0 && p.data == "":
+			p.data = dirOf(path)
+		case typ == 1 && p.log == "":
+			p.log = dirOf(path)
+		}
+	}
+	return rows.Err()
+}
+
+// dirOf is the directory of a server path, with its separator ("\" on
+// Windows, "/" on Linux).
+func dirOf(path string) string {
+	return path[:strings.LastIndexAny(path, `\/`)+1]
 }
 
 // sideName is name with mark and a random suffix, within SQL Server's 128
@@ -304,7 +381,7 @@ func (e *Engine) drop(ctx context.Context, db *sql.DB, name string) error {
 // restoreInto restores the backup read from r as the new database name,
 // its files moved beside the server's default paths, then reads what the
 // server left of r so that r's checksum is checked.
-func (e *Engine) restoreInto(ctx context.Context, db *sql.DB, name string, r io.Reader, size int64) error {
+func (e *Engine) restoreInto(ctx context.Context, db *sql.DB, name string, r io.Reader, size int64, place placement) error {
 	dev, err := e.restoreDevice(ctx, db, r, size)
 	if err != nil {
 		return err
@@ -318,6 +395,12 @@ func (e *Engine) restoreInto(ctx context.Context, db *sql.DB, name string, r io.
 	if err := db.QueryRowContext(ctx, DataPaths).Scan(&dataPath, &logPath); err != nil {
 		return err
 	}
+	if place.data != "" {
+		dataPath = place.data
+	}
+	if place.log != "" {
+		logPath = place.log
+	}
 	q, err := RestoreFrom(name, dev.kind, dev.target, RestoreOptions{Moves: moves(name, files, dataPath, logPath)})
 	if err != nil {
 		return err
@@ -328,11 +411,11 @@ func (e *Engine) restoreInto(ctx context.Context, db *sql.DB, name string, r io.
 	return dev.finish()
 }
 
-// streamErr prefers the stream's own error (a checksum mismatch, storage
-// gone) to the server's report of it.
+// streamErr prefers the stream's own error, when it has one already (a
+// checksum mismatch, storage gone), to the server's report of it.
 func (e *Engine) streamErr(dev *device, err error) error {
-	if dev.kind == DeviceURL {
-		if serr := dev.finish(); serr != nil {
+	if dev.err != nil {
+		if serr := dev.err(); serr != nil {
 			return fmt.Errorf("%w (SQL Server: %v)", serr, err)
 		}
 	}
@@ -512,7 +595,7 @@ func (e *Engine) LoadScratch(ctx context.Context, c engines.Conn, name string, r
 		return err
 	}
 	defer db.Close()
-	if err := e.restoreInto(ctx, db, name, r, size); err != nil {
+	if err := e.restoreInto(ctx, db, name, r, size, placement{}); err != nil {
 		return err
 	}
 	q, err := CheckDB(name)

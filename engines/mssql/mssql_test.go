@@ -265,15 +265,8 @@ func TestRestore(t *testing.T) {
 			if !slices.Equal(got.Tables, before.Tables) {
 				t.Fatalf("restored tables %v, want %v", got.Tables, before.Tables)
 			}
-			for _, m := range got.Moves {
-				dir := "/var/opt/mssql/data/"
-				if strings.HasSuffix(m.Logical, "_log") {
-					dir = "/var/opt/mssql/log/"
-				}
-				if !strings.HasPrefix(m.Physical, dir+"Sales ]'; DROP_rahatback_new_") || strings.ContainsAny(m.Physical[len(dir):], `/\`) {
-					t.Fatalf("file %s placed at %s", m.Logical, m.Physical)
-				}
-			}
+			// Over an existing database: the files go beside its own.
+			placed(t, got, "/srv/sqldata/", "/srv/sqllog/", "Sales ]'; DROP_rahatback_new_")
 			if _, left := r.sim.Secrets(); left != 0 {
 				t.Fatalf("%d credentials left", left)
 			}
@@ -293,7 +286,40 @@ func TestRestore(t *testing.T) {
 			if names := r.sim.Names(); !slices.Equal(names, []string{"Sales ]'; DROP", "Sales copy"}) {
 				t.Fatalf("the server holds %q", names)
 			}
+			placed(t, r.sim.Get("Sales copy"), "/var/opt/mssql/data/", "/var/opt/mssql/log/", "Sales copy_rahatback_new_")
+
+			// The swap fails (another session holds the database): the
+			// target stays as it was, the restored copy goes.
+			c.Database = r.conn.Database
+			keep := r.sim.Get(c.Database)
+			r.sim.FailRename = c.Database
+			err = r.eng.Restore(context.Background(), c, engines.WithSize(bytes.NewReader(backup), int64(len(backup))))
+			r.sim.FailRename = ""
+			if err == nil || !strings.Contains(err.Error(), "left as it was") || !strings.Contains(err.Error(), "5030") {
+				t.Fatalf("a restore whose swap fails: %v", err)
+			}
+			if names := r.sim.Names(); !slices.Equal(names, []string{"Sales ]'; DROP", "Sales copy"}) || r.sim.Get(c.Database) != keep {
+				t.Fatalf("after a failed swap the server holds %q", names)
+			}
 		})
+	}
+}
+
+// placed fails t unless every file of d was restored as <prefix>… in dir,
+// its log in logDir.
+func placed(t *testing.T, d *mssqlsim.DB, dir, logDir, prefix string) {
+	t.Helper()
+	if d == nil || len(d.Moves) != 2 {
+		t.Fatalf("restored database %+v", d)
+	}
+	for _, m := range d.Moves {
+		want := dir
+		if strings.HasSuffix(m.Logical, "_log") {
+			want = logDir
+		}
+		if !strings.HasPrefix(m.Physical, want+prefix) || strings.ContainsAny(m.Physical[len(want):], `/\`) {
+			t.Fatalf("file %s placed at %s, want %s%s…", m.Logical, m.Physical, want, prefix)
+		}
 	}
 }
 

@@ -265,8 +265,9 @@ func CheckDB(database string) (string, error) {
 	return fmt.Sprintf("DBCC CHECKDB (%s) WITH NO_INFOMSGS, ALL_ERRORMSGS;", db), nil
 }
 
-// DropDatabase drops database after closing its connections (a scratch
-// database of a FULL verification).
+// DropDatabase drops database, after closing its connections when it is
+// online (a database left RESTORING by an interrupted restore cannot be
+// set to single user, and has no connections to close).
 func DropDatabase(database string) (string, error) {
 	db, err := QuoteName(database)
 	if err != nil {
@@ -276,7 +277,7 @@ func DropDatabase(database string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return fmt.Sprintf("IF DB_ID(%s) IS NOT NULL BEGIN ALTER DATABASE %s SET SINGLE_USER WITH ROLLBACK IMMEDIATE; DROP DATABASE %s; END;", lit, db, db), nil
+	return fmt.Sprintf("IF DB_ID(%s) IS NOT NULL BEGIN IF DATABASEPROPERTYEX(%s, 'Status') = 'ONLINE' ALTER DATABASE %s SET SINGLE_USER WITH ROLLBACK IMMEDIATE; DROP DATABASE %s; END;", lit, lit, db, db), nil
 }
 
 // RowCounts lists every user table of database with its rows, from
@@ -296,9 +297,10 @@ GROUP BY s.name, t.name
 ORDER BY s.name, t.name;`, db), nil
 }
 
-// RenameDatabase renames database to name, after closing its connections
-// (the swap at the end of a restore); it leaves the database open to all
-// again.
+// RenameDatabase renames database to name after closing its connections,
+// and opens it to all again. When the rename fails (another session took
+// the single-user slot, the name is taken) the database is opened to all
+// again under its old name and the error is raised again.
 func RenameDatabase(database, name string) (string, error) {
 	db, err := QuoteName(database)
 	if err != nil {
@@ -308,8 +310,18 @@ func RenameDatabase(database, name string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return fmt.Sprintf("ALTER DATABASE %s SET SINGLE_USER WITH ROLLBACK IMMEDIATE; ALTER DATABASE %s MODIFY NAME = %s; ALTER DATABASE %s SET MULTI_USER;", db, db, to, to), nil
+	lit, err := QuoteString(database)
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("BEGIN TRY ALTER DATABASE %s SET SINGLE_USER WITH ROLLBACK IMMEDIATE; ALTER DATABASE %s MODIFY NAME = %s; ALTER DATABASE %s SET MULTI_USER; END TRY "+
+		"BEGIN CATCH IF DB_ID(%s) IS NOT NULL ALTER DATABASE %s SET MULTI_USER; THROW; END CATCH;", db, db, to, to, lit, db), nil
 }
+
+// TargetFiles lists the data (type 0) and log (type 1) files of the
+// database named @p1 with their paths: a restore over it puts the new
+// copy's files beside the old ones.
+const TargetFiles = `SELECT type, physical_name FROM sys.master_files WHERE database_id = DB_ID(@p1) AND type IN (0, 1) ORDER BY type, file_id;`
 
 // DatabaseSize is the bytes of database's used pages (a backup's size,
 // for progress).
@@ -337,6 +349,9 @@ const DataPaths = `SELECT CAST(SERVERPROPERTY('InstanceDefaultDataPath') AS nvar
 // and the engine edition (4 is Express, which cannot compress backups).
 const ServerInfo = `SELECT @@VERSION, CAST(SERVERPROPERTY('Edition') AS nvarchar(128)), CAST(SERVERPROPERTY('EngineEdition') AS int);`
 
-// CompressionAllowed reports whether an engine edition can compress
-// backups: every edition but Express (4).
-func CompressionAllowed(engineEdition int) bool { return engineEdition != 4 }
+// CompressionAllowed reports whether a server can compress backups:
+// every edition but Express (EngineEdition 4) and Web (EngineEdition 2,
+// like Standard, told apart by its Edition name).
+func CompressionAllowed(engineEdition int, edition string) bool {
+	return engineEdition != 4 && !strings.HasPrefix(edition, "Web")
+}

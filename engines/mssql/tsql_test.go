@@ -44,13 +44,14 @@ func TestStatements(t *testing.T) {
 		{must(CheckDB("rahatback_verify_0123")),
 			`DBCC CHECKDB ([rahatback_verify_0123]) WITH NO_INFOMSGS, ALL_ERRORMSGS;`},
 		{must(DropDatabase("rahatback_verify_0123")),
-			`IF DB_ID(N'rahatback_verify_0123') IS NOT NULL BEGIN ALTER DATABASE [rahatback_verify_0123] SET SINGLE_USER WITH ROLLBACK IMMEDIATE; DROP DATABASE [rahatback_verify_0123]; END;`},
+			`IF DB_ID(N'rahatback_verify_0123') IS NOT NULL BEGIN IF DATABASEPROPERTYEX(N'rahatback_verify_0123', 'Status') = 'ONLINE' ALTER DATABASE [rahatback_verify_0123] SET SINGLE_USER WITH ROLLBACK IMMEDIATE; DROP DATABASE [rahatback_verify_0123]; END;`},
 		{must(RestoreFrom("Sales_new", DeviceDisk, `/var/opt/mssql/rahatback/x.bak`, RestoreOptions{Moves: []Move{{"Sales", `/var/opt/mssql/data/Sales_new_Sales.mdf`}}})),
 			`RESTORE DATABASE [Sales_new] FROM DISK = N'/var/opt/mssql/rahatback/x.bak' WITH CHECKSUM, MOVE N'Sales' TO N'/var/opt/mssql/data/Sales_new_Sales.mdf', RECOVERY, STATS = 5;`},
 		{must(RestoreCheckFrom("VERIFYONLY", DeviceDisk, `/var/opt/mssql/rahatback/x.bak`)),
 			`RESTORE VERIFYONLY FROM DISK = N'/var/opt/mssql/rahatback/x.bak' WITH CHECKSUM;`},
 		{must(RenameDatabase("Sales", "Sales_old")),
-			`ALTER DATABASE [Sales] SET SINGLE_USER WITH ROLLBACK IMMEDIATE; ALTER DATABASE [Sales] MODIFY NAME = [Sales_old]; ALTER DATABASE [Sales_old] SET MULTI_USER;`},
+			`BEGIN TRY ALTER DATABASE [Sales] SET SINGLE_USER WITH ROLLBACK IMMEDIATE; ALTER DATABASE [Sales] MODIFY NAME = [Sales_old]; ALTER DATABASE [Sales_old] SET MULTI_USER; END TRY ` +
+				`BEGIN CATCH IF DB_ID(N'Sales') IS NOT NULL ALTER DATABASE [Sales] SET MULTI_USER; THROW; END CATCH;`},
 		{must(DatabaseSize("Sales")),
 			`SELECT CAST(COALESCE(SUM(a.used_pages), 0) AS bigint) * 8192 FROM [Sales].sys.allocation_units AS a;`},
 		{must(RowCounts("Sales")), "SELECT s.name AS schema_name, t.name AS table_name, SUM(p.rows) AS row_count\n" +
@@ -123,7 +124,8 @@ func TestHostileNames(t *testing.T) {
 	if _, err := RestoreCheck("DATABASE", "u"); err == nil {
 		t.Error("an unknown RESTORE check was accepted")
 	}
-	if !CompressionAllowed(3) || CompressionAllowed(4) {
-		t.Error("compression: Express (4) cannot, Enterprise (3) can")
+	if !CompressionAllowed(3, "Enterprise Edition (64-bit)") || !CompressionAllowed(2, "Standard Edition (64-bit)") ||
+		CompressionAllowed(4, "Express Edition (64-bit)") || CompressionAllowed(2, "Web Edition (64-bit)") {
+		t.Error("compression: Express (4) and Web (2, Web Edition) cannot, Enterprise (3) and Standard (2) can")
 	}
 }

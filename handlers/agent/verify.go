@@ -491,9 +491,13 @@ func (v *verification) startServerCheck(ctx context.Context, sv engines.ServerVe
 		v.add("server verification", false, "the command names no server to verify the backup on")
 		return nil
 	}
-	_, conn, err := v.h.openConn(*v.cmd.Target)
+	teng, conn, err := v.h.openConn(*v.cmd.Target)
 	if err != nil {
 		v.add("server verification", false, "%v", err)
+		return nil
+	}
+	if eng, ok := sv.(engines.Engine); ok && teng.Spec().Type != eng.Spec().Type {
+		v.add("server verification", false, "the verification target is a %s database; the backup is %s", teng.Spec().Name, eng.Spec().Name)
 		return nil
 	}
 	if m != nil && m.Database != "" {

@@ -44,6 +44,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/blob"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/blockblob"
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/lease"
 
 	"github.com/rahatback/rahatback/engines"
 	"github.com/rahatback/rahatback/engines/mssql"
@@ -89,6 +90,9 @@ type Server struct {
 	Statements []string
 	// FailCheckDB makes DBCC CHECKDB report corruption.
 	FailCheckDB bool
+	// FailRename makes renaming the database of that name fail, as when
+	// another session takes the single-user slot first (error 5030).
+	FailRename string
 	// ParallelReads is how many ranges a restore reads at once.
 	ParallelReads int
 }
@@ -146,8 +150,8 @@ var (
 	reCredential = regexp.MustCompile(`^CREATE CREDENTIAL (\[(?:[^\]]|\]\])*\]) WITH IDENTITY = N'SHARED ACCESS SIGNATURE', SECRET = N'((?:[^']|'')*)';$`)
 	reDropCred   = regexp.MustCompile(`^IF EXISTS \(SELECT 1 FROM sys.credentials WHERE name = N'((?:[^']|'')*)'\) DROP CREDENTIAL (\[(?:[^\]]|\]\])*\]);$`)
 	reCheckDB    = regexp.MustCompile(`^DBCC CHECKDB \((\[(?:[^\]]|\]\])*\])\) WITH NO_INFOMSGS, ALL_ERRORMSGS;$`)
-	reDrop       = regexp.MustCompile(`^IF DB_ID\(N'((?:[^']|'')*)'\) IS NOT NULL BEGIN ALTER DATABASE (\[(?:[^\]]|\]\])*\]) SET SINGLE_USER WITH ROLLBACK IMMEDIATE; DROP DATABASE (\[(?:[^\]]|\]\])*\]); END;$`)
-	reRename     = regexp.MustCompile(`^ALTER DATABASE (\[(?:[^\]]|\]\])*\]) SET SINGLE_USER WITH ROLLBACK IMMEDIATE; ALTER DATABASE (\[(?:[^\]]|\]\])*\]) MODIFY NAME = (\[(?:[^\]]|\]\])*\]); ALTER DATABASE (\[(?:[^\]]|\]\])*\]) SET MULTI_USER;$`)
+	reDrop       = regexp.MustCompile(`^IF DB_ID\(N'((?:[^']|'')*)'\) IS NOT NULL BEGIN IF DATABASEPROPERTYEX\(N'(?:[^']|'')*', 'Status'\) = 'ONLINE' ALTER DATABASE (\[(?:[^\]]|\]\])*\]) SET SINGLE_USER WITH ROLLBACK IMMEDIATE; DROP DATABASE (\[(?:[^\]]|\]\])*\]); END;$`)
+	reRename     = regexp.MustCompile(`^BEGIN TRY ALTER DATABASE (\[(?:[^\]]|\]\])*\]) SET SINGLE_USER WITH ROLLBACK IMMEDIATE; ALTER DATABASE (\[(?:[^\]]|\]\])*\]) MODIFY NAME = (\[(?:[^\]]|\]\])*\]); ALTER DATABASE (\[(?:[^\]]|\]\])*\]) SET MULTI_USER; END TRY BEGIN CATCH IF DB_ID\(N'(?:[^']|'')*'\) IS NOT NULL ALTER DATABASE (\[(?:[^\]]|\]\])*\]) SET MULTI_USER; THROW; END CATCH;$`)
 	reRowCounts  = regexp.MustCompile(`(?s)^SELECT s.name AS schema_name, t.name AS table_name, SUM\(p.rows\) AS row_count\nFROM (\[(?:[^\]]|\]\])*\]).sys.tables`)
 	reSize       = regexp.MustCompile(`^SELECT CAST\(COALESCE\(SUM\(a.used_pages\), 0\) AS bigint\) \* 8192 FROM (\[(?:[^\]]|\]\])*\]).sys.allocation_units AS a;$`)
 )
@@ -234,6 +238,25 @@ func (s *Server) run(ctx context.Context, q string, args []driver.NamedValue) (d
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		return one([]string{""}, map[bool]int64{true: 1, false: 0}[s.CanCreate]), nil
+	case q == mssql.TargetFiles:
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		name := args[0].Value.(string)
+		d := s.DBs[name]
+		out := &simRows{cols: []string{"type", "physical_name"}}
+		if d == nil {
+			return out, nil
+		}
+		data, log := "/srv/sqldata/"+name+".mdf", "/srv/sqllog/"+name+"_log.ldf"
+		for _, m := range d.Moves {
+			if strings.HasSuffix(m.Physical, ".ldf") {
+				log = m.Physical
+			} else if strings.HasSuffix(m.Physical, ".mdf") {
+				data = m.Physical
+			}
+		}
+		out.rows = [][]driver.Value{{int64(0), data}, {int64(1), log}}
+		return out, nil
 	case q == mssql.DataPaths:
 		return one([]string{"", ""}, "/var/opt/mssql/data/", "/var/opt/mssql/log/"), nil
 	}
@@ -279,6 +302,9 @@ func (s *Server) run(ctx context.Context, q string, args []driver.NamedValue) (d
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		from, to := unbracket(m[1]), unbracket(m[3])
+		if from == s.FailRename {
+			return nil, fmt.Errorf("The database could not be exclusively locked to perform the operation. (5030)")
+		}
 		if s.DBs[from] == nil {
 			return nil, fmt.Errorf("Database '%s' does not exist.", from)
 		}
@@ -337,8 +363,37 @@ type nopSeekCloser struct{ *bytes.Reader }
 
 func (nopSeekCloser) Close() error { return nil }
 
-// backup writes a backup of name as SQL Server does TO URL: 4 MiB blocks
-// (MAXTRANSFERSIZE) staged one after the other, then the block list.
+// leaseID is the lease SQL Server is documented to take on a backup blob.
+const leaseID = "bac2bac2-bac2-bac2-bac2-bac2bac2bac2"
+
+// takeLease is what SQL Server does first with a backup blob: its
+// properties, and an infinite lease (a blob that does not exist yet is
+// created empty first when writing). It returns what releases the lease.
+func (s *Server) takeLease(ctx context.Context, c *blockblob.Client, target string, writing bool) (func(), error) {
+	if _, err := c.GetProperties(ctx, nil); err != nil {
+		var re *azcore.ResponseError
+		if !writing || !errors.As(err, &re) || re.StatusCode != http.StatusNotFound {
+			return nil, fmt.Errorf("Cannot open backup device '%s': %v", target, err)
+		}
+		if _, err := c.Upload(ctx, nopSeekCloser{bytes.NewReader(nil)}, nil); err != nil {
+			return nil, fmt.Errorf("Cannot open backup device '%s': %v", target, err)
+		}
+	}
+	l, err := lease.NewBlobClient(c, &lease.BlobClientOptions{LeaseID: to(leaseID)})
+	if err != nil {
+		return nil, err
+	}
+	if _, err := l.AcquireLease(ctx, -1, nil); err != nil {
+		return nil, fmt.Errorf("Cannot open backup device '%s': lease: %v", target, err)
+	}
+	return func() { _, _ = l.ReleaseLease(context.WithoutCancel(ctx), nil) }, nil
+}
+
+func to[T any](v T) *T { return &v }
+
+// backup writes a backup of name as SQL Server does TO URL: the empty
+// blob and its lease, then 4 MiB blocks (MAXTRANSFERSIZE) staged one after
+// the other under the lease, then the block list.
 func (s *Server) backup(ctx context.Context, name, device, target, with string) error {
 	s.mu.Lock()
 	d := s.DBs[name]
@@ -357,17 +412,24 @@ func (s *Server) backup(ctx context.Context, name, device, target, with string) 
 	if err != nil {
 		return err
 	}
+	release, err := s.takeLease(ctx, c, target, true)
+	if err != nil {
+		return err
+	}
+	defer release()
+	leased := &blob.LeaseAccessConditions{LeaseID: to(leaseID)}
 	var ids []string
 	for i := 0; len(b) > 0; i++ {
 		n := min(len(b), mssql.URLTransferSize)
 		id := base64.StdEncoding.EncodeToString(fmt.Appendf(nil, "%08d-sqlserver-block", i))
-		if _, err := c.StageBlock(ctx, id, nopSeekCloser{bytes.NewReader(b[:n])}, nil); err != nil {
+		if _, err := c.StageBlock(ctx, id, nopSeekCloser{bytes.NewReader(b[:n])}, &blockblob.StageBlockOptions{LeaseAccessConditions: leased}); err != nil {
 			return fmt.Errorf("Write on \"%s\" failed: %v. BACKUP DATABASE is terminating abnormally.", target, err)
 		}
 		ids = append(ids, id)
 		b = b[n:]
 	}
-	if _, err := c.CommitBlockList(ctx, ids, nil); err != nil {
+	if _, err := c.CommitBlockList(ctx, ids, &blockblob.CommitBlockListOptions{
+		AccessConditions: &blob.AccessConditions{LeaseAccessConditions: leased}}); err != nil {
 		return fmt.Errorf("Write on \"%s\" failed: %v. BACKUP DATABASE is terminating abnormally.", target, err)
 	}
 	return nil
@@ -387,6 +449,11 @@ func (s *Server) read(ctx context.Context, device, target string, n int64) ([]by
 	if err != nil {
 		return nil, err
 	}
+	release, err := s.takeLease(ctx, c, target, false)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	props, err := c.GetProperties(ctx, nil)
 	if err != nil {
 		return nil, fmt.Errorf("Cannot open backup device '%s': %v", target, err)
