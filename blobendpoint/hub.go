@@ -158,6 +158,14 @@ func (h *Hub) Add(s *Server) (remove func(), err error) {
 	}, nil
 }
 
+// Serves reports whether a Server is routed to for container.
+func (h *Hub) Serves(container string) bool {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	_, ok := h.servers[container]
+	return ok
+}
+
 // Container is the name of the one container s serves.
 func (s *Server) Container() string { return s.container }
 

@@ -61,7 +61,7 @@ var errNoDevice = errors.New("mssql: this agent has no way to receive a SQL Serv
 // creates the SAS credential SQL Server authenticates with (permissions as
 // blobendpoint.NewSAS takes them). It returns the blob's URL.
 func (e *Engine) serve(ctx context.Context, db *sql.DB, store blobendpoint.Store, permissions string) (string, func(), error) {
-	container, err := randomName("rahatback-")
+	container, err := randomName(containerPrefix)
 	if err != nil {
 		return "", nil, err
 	}
@@ -78,6 +78,7 @@ func (e *Engine) serve(ctx context.Context, db *sql.DB, store blobendpoint.Store
 		srv.Close()
 		return "", nil, err
 	}
+	e.dropStaleCredentials(ctx, db)
 	base := strings.TrimRight(e.o.Endpoint, "/") + "/" + container
 	release := func() {
 		remove()
@@ -104,6 +105,39 @@ func (e *Engine) serve(ctx context.Context, db *sql.DB, store blobendpoint.Store
 		release()
 	}
 	return base + "/" + blobName, stop, nil
+}
+
+// containerPrefix starts the name of every container the engine serves.
+const containerPrefix = "rahatback-"
+
+// dropStaleCredentials drops the credentials of this endpoint's containers
+// that no operation serves any more: what an agent killed mid-operation
+// left on the server (their SAS opens nothing after the restart, but they
+// would pile up). It only logs what it cannot drop.
+func (e *Engine) dropStaleCredentials(ctx context.Context, db *sql.DB) {
+	prefix := strings.TrimRight(e.o.Endpoint, "/") + "/" + containerPrefix
+	rows, err := db.QueryContext(ctx, Credentials, prefix)
+	if err != nil {
+		e.log().Warn("could not list the server's credentials to drop stale ones", "err", err)
+		return
+	}
+	var stale []string
+	for rows.Next() {
+		var name string
+		if rows.Scan(&name) == nil && !e.o.Hub.Serves(strings.TrimPrefix(name, prefix[:len(prefix)-len(containerPrefix)])) {
+			stale = append(stale, name)
+		}
+	}
+	rows.Close()
+	for _, name := range stale {
+		drop, err := DropCredential(name)
+		if err == nil {
+			_, err = db.ExecContext(ctx, drop)
+		}
+		if err != nil {
+			e.log().Warn("could not drop a stale credential", "credential", name, "err", err)
+		}
+	}
 }
 
 // backupDevice is where a BACKUP writes: a blob on the endpoint whose

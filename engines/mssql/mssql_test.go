@@ -160,6 +160,20 @@ func TestDumpToURL(t *testing.T) {
 			t.Fatalf("a chunked job's backup was compressed by the server: %s", info.ToolVersion)
 		}
 	})
+	t.Run("StaleCredentials", func(t *testing.T) {
+		// What a killed agent left: a credential of this endpoint's, and
+		// one that is not RahatBack's.
+		stale, other := r.o.Endpoint+"/rahatback-00112233deadbeef", "https://backups.example.com/nightly"
+		r.sim.Credentials[stale], r.sim.Credentials[other] = "sig=old", "sig=theirs"
+		r.dump(t, r.conn)
+		if _, ok := r.sim.Credentials[stale]; ok {
+			t.Fatal("a stale credential of this endpoint was kept")
+		}
+		if _, ok := r.sim.Credentials[other]; !ok {
+			t.Fatal("another credential was dropped")
+		}
+		delete(r.sim.Credentials, other)
+	})
 	t.Run("Express", func(t *testing.T) {
 		r.sim.Edition = 4
 		defer func() { r.sim.Edition = 3 }()

@@ -255,6 +255,11 @@ func DropCredential(containerURL string) (string, error) {
 	return fmt.Sprintf("IF EXISTS (SELECT 1 FROM sys.credentials WHERE name = %s) DROP CREDENTIAL %s;", lit, name), nil
 }
 
+// Credentials lists the server's credentials whose name starts with @p1
+// (the endpoint's URL and "/rahatback-": those of operations an agent
+// did not end, killed before it dropped them).
+const Credentials = `SELECT name FROM sys.credentials WHERE LEFT(name, LEN(@p1)) = @p1;`
+
 // CheckDB is DBCC CHECKDB of database, every error reported, no
 // informational messages (FULL verification).
 func CheckDB(database string) (string, error) {

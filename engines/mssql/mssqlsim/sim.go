@@ -257,6 +257,17 @@ func (s *Server) run(ctx context.Context, q string, args []driver.NamedValue) (d
 		}
 		out.rows = [][]driver.Value{{int64(0), data}, {int64(1), log}}
 		return out, nil
+	case q == mssql.Credentials:
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		prefix := args[0].Value.(string)
+		out := &simRows{cols: []string{"name"}}
+		for name := range s.Credentials {
+			if strings.HasPrefix(name, prefix) {
+				out.rows = append(out.rows, []driver.Value{name})
+			}
+		}
+		return out, nil
 	case q == mssql.DataPaths:
 		return one([]string{"", ""}, "/var/opt/mssql/data/", "/var/opt/mssql/log/"), nil
 	}
