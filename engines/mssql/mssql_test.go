@@ -33,7 +33,7 @@ type rig struct {
 	conn engines.Conn
 }
 
-func newRig(t *testing.T, disk bool) *rig {
+func newRig(t testing.TB, disk bool) *rig {
 	t.Helper()
 	dir := t.TempDir()
 	certPEM, certFile, keyFile, err := mssqlsim.Cert(dir)

@@ -27,6 +27,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"math/big"
 	"math/rand/v2"
@@ -113,21 +114,63 @@ func New(caPEM []byte) *Server {
 // length-prefixed JSON header, the page data and a SHA-256 of all before
 // it (what RESTORE … WITH CHECKSUM checks, here).
 func BackupOf(name string, d *DB, compressed bool) []byte {
+	b, _ := io.ReadAll(backupStream(name, d, compressed))
+	return b
+}
+
+// BackupStream is BackupOf as a stream, made as it is read (the page data
+// is generated from d.Seed), so that large backups take no memory.
+func BackupStream(name string, d *DB, compressed bool) io.Reader {
+	return backupStream(name, d, compressed)
+}
+
+func backupStream(name string, d *DB, compressed bool) io.Reader {
 	h, _ := json.Marshal(simHeader{Database: name, DB: *d, Compressed: compressed, CopyOnly: true,
 		Files: [][]any{{name, `C:\data\` + name + ".mdf", "D", 1}, {name + "_log", `C:\data\` + name + "_log.ldf", "L", 2}}})
-	var b bytes.Buffer
-	b.WriteString("TAPE")
-	binary.Write(&b, binary.BigEndian, uint32(len(h)))
-	b.Write(h)
-	page := make([]byte, d.Payload)
-	r := rand.New(rand.NewPCG(d.Seed, 1))
-	for i := range page {
-		page[i] = byte(r.Uint32())
+	var head bytes.Buffer
+	head.WriteString("TAPE")
+	binary.Write(&head, binary.BigEndian, uint32(len(h)))
+	head.Write(h)
+	sum := sha256.New()
+	body := io.TeeReader(io.MultiReader(&head, &pages{r: rand.New(rand.NewPCG(d.Seed, 1)), left: d.Payload}), sum)
+	return io.MultiReader(body, &trailer{sum: sum})
+}
+
+// pages generates left bytes of page data.
+type pages struct {
+	r    *rand.Rand
+	left int
+}
+
+func (p *pages) Read(b []byte) (int, error) {
+	if p.left == 0 {
+		return 0, io.EOF
 	}
-	b.Write(page)
-	sum := sha256.Sum256(b.Bytes())
-	b.Write(sum[:])
-	return b.Bytes()
+	n := min(len(b), p.left)
+	for i := range n {
+		b[i] = byte(p.r.Uint32()) // byte by byte: the same bytes whatever the reads' sizes
+	}
+	p.left -= n
+	return n, nil
+}
+
+// trailer is the SHA-256 of what came before it, read once that is done.
+type trailer struct {
+	sum  hash.Hash
+	rest []byte
+	done bool
+}
+
+func (t *trailer) Read(b []byte) (int, error) {
+	if !t.done {
+		t.rest, t.done = t.sum.Sum(nil), true
+	}
+	if len(t.rest) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(b, t.rest)
+	t.rest = t.rest[n:]
+	return n, nil
 }
 
 func parseBackup(b []byte) (simHeader, error) {
@@ -415,9 +458,17 @@ func (s *Server) backup(ctx context.Context, name, device, target, with string) 
 	if !strings.Contains(with, "COPY_ONLY") || !strings.Contains(with, "CHECKSUM") {
 		return fmt.Errorf("simulated server: the test expects COPY_ONLY, CHECKSUM: %s", with)
 	}
-	b := BackupOf(name, d, strings.Contains(with, " COMPRESSION"))
+	b := backupStream(name, d, strings.Contains(with, " COMPRESSION"))
 	if device == mssql.DeviceDisk {
-		return os.WriteFile(target, b, 0o640)
+		f, err := os.OpenFile(target, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o640)
+		if err != nil {
+			return fmt.Errorf("Cannot open backup device '%s'. Operating system error: %v", target, err)
+		}
+		_, err = io.Copy(f, b)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		return err
 	}
 	c, err := s.blobClient(target)
 	if err != nil {
@@ -430,14 +481,20 @@ func (s *Server) backup(ctx context.Context, name, device, target, with string) 
 	defer release()
 	leased := &blob.LeaseAccessConditions{LeaseID: to(leaseID)}
 	var ids []string
-	for i := 0; len(b) > 0; i++ {
-		n := min(len(b), mssql.URLTransferSize)
+	buf := make([]byte, mssql.URLTransferSize)
+	for i := 0; ; i++ {
+		n, err := io.ReadFull(b, buf)
+		if n == 0 {
+			break
+		}
 		id := base64.StdEncoding.EncodeToString(fmt.Appendf(nil, "%08d-sqlserver-block", i))
-		if _, err := c.StageBlock(ctx, id, nopSeekCloser{bytes.NewReader(b[:n])}, &blockblob.StageBlockOptions{LeaseAccessConditions: leased}); err != nil {
+		if _, err := c.StageBlock(ctx, id, nopSeekCloser{bytes.NewReader(buf[:n])}, &blockblob.StageBlockOptions{LeaseAccessConditions: leased}); err != nil {
 			return fmt.Errorf("Write on \"%s\" failed: %v. BACKUP DATABASE is terminating abnormally.", target, err)
 		}
 		ids = append(ids, id)
-		b = b[n:]
+		if err != nil {
+			break // the last, short block
+		}
 	}
 	if _, err := c.CommitBlockList(ctx, ids, &blockblob.CommitBlockListOptions{
 		AccessConditions: &blob.AccessConditions{LeaseAccessConditions: leased}}); err != nil {
@@ -446,79 +503,134 @@ func (s *Server) backup(ctx context.Context, name, device, target, with string) 
 	return nil
 }
 
-// read reads a backup's first n bytes (all when n < 0), as SQL Server
-// reads one FROM URL: ranges of 4 MiB, several in flight.
-func (s *Server) read(ctx context.Context, device, target string, n int64) ([]byte, error) {
+// each hands a backup's first n bytes (all when n < 0) to fn in order, in
+// pieces, as SQL Server reads one FROM URL: ranges of 4 MiB, several in
+// flight, so that at most ParallelReads+1 ranges are held at once.
+func (s *Server) each(ctx context.Context, device, target string, n int64, fn func(p []byte) error) error {
 	if device == mssql.DeviceDisk {
-		b, err := os.ReadFile(target)
-		if err == nil && n >= 0 && int64(len(b)) > n {
-			b = b[:n]
+		f, err := os.Open(target)
+		if err != nil {
+			return fmt.Errorf("Cannot open backup device '%s'. Operating system error: %v", target, err)
 		}
-		return b, err
+		defer f.Close()
+		var r io.Reader = f
+		if n >= 0 {
+			r = io.LimitReader(f, n)
+		}
+		buf := make([]byte, mssql.URLTransferSize)
+		for {
+			k, err := io.ReadFull(r, buf)
+			if k > 0 {
+				if ferr := fn(buf[:k]); ferr != nil {
+					return ferr
+				}
+			}
+			if err == io.EOF || err == io.ErrUnexpectedEOF {
+				return nil
+			} else if err != nil {
+				return err
+			}
+		}
 	}
 	c, err := s.blobClient(target)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	release, err := s.takeLease(ctx, c, target, false)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer release()
 	props, err := c.GetProperties(ctx, nil)
 	if err != nil {
-		return nil, fmt.Errorf("Cannot open backup device '%s': %v", target, err)
+		return fmt.Errorf("Cannot open backup device '%s': %v", target, err)
 	}
 	size := *props.ContentLength
 	if n >= 0 && n < size {
 		size = n
 	}
-	out := make([]byte, size)
-	var (
-		wg    sync.WaitGroup
-		mu    sync.Mutex
-		first error
-	)
-	sem := make(chan struct{}, s.ParallelReads)
-	for off := int64(0); off < size; off += mssql.URLTransferSize {
-		cnt := min(mssql.URLTransferSize, size-off)
-		sem <- struct{}{}
-		wg.Add(1)
-		go func(off, cnt int64) {
-			defer wg.Done()
-			defer func() { <-sem }()
-			resp, err := c.DownloadStream(ctx, &blob.DownloadStreamOptions{Range: blob.HTTPRange{Offset: off, Count: cnt}})
-			if err == nil {
-				_, err = io.ReadFull(resp.Body, out[off:off+cnt])
-				resp.Body.Close()
-			}
-			if err != nil {
-				mu.Lock()
-				if first == nil {
-					first = fmt.Errorf("Read on \"%s\" failed: %v", target, err)
-				}
-				mu.Unlock()
-			}
-		}(off, cnt)
+	type piece struct {
+		b   []byte
+		err error
 	}
-	wg.Wait()
-	return out, first
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	count := int((size + mssql.URLTransferSize - 1) / mssql.URLTransferSize)
+	results := make([]chan piece, count)
+	for i := range results {
+		results[i] = make(chan piece, 1)
+	}
+	sem := make(chan struct{}, s.ParallelReads)
+	go func() {
+		for i := range count {
+			select {
+			case sem <- struct{}{}:
+			case <-ctx.Done():
+				return
+			}
+			off := int64(i) * mssql.URLTransferSize
+			cnt := min(mssql.URLTransferSize, size-off)
+			go func() {
+				resp, err := c.DownloadStream(ctx, &blob.DownloadStreamOptions{Range: blob.HTTPRange{Offset: off, Count: cnt}})
+				b := make([]byte, cnt)
+				if err == nil {
+					_, err = io.ReadFull(resp.Body, b)
+					resp.Body.Close()
+				}
+				results[i] <- piece{b, err}
+			}()
+		}
+	}()
+	for i := range count {
+		var p piece
+		select {
+		case p = <-results[i]:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		<-sem
+		if p.err != nil {
+			return fmt.Errorf("Read on \"%s\" failed: %v", target, p.err)
+		}
+		if err := fn(p.b); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// head is a backup's first n bytes.
+func (s *Server) head(ctx context.Context, device, target string, n int64) ([]byte, error) {
+	var out []byte
+	err := s.each(ctx, device, target, n, func(p []byte) error {
+		out = append(out, p...)
+		return nil
+	})
+	return out, err
 }
 
 // whole reads a whole backup and checks its checksum.
 func (s *Server) whole(ctx context.Context, device, target string) (simHeader, error) {
-	b, err := s.read(ctx, device, target, -1)
+	var head, tail []byte
+	sum := sha256.New()
+	err := s.each(ctx, device, target, -1, func(p []byte) error {
+		if len(head) < 64<<10 {
+			head = append(head, p[:min(len(p), 64<<10-len(head))]...)
+		}
+		// Everything but the last 32 bytes is hashed.
+		data := append(tail, p...)
+		cut := max(0, len(data)-sha256.Size)
+		sum.Write(data[:cut])
+		tail = append([]byte(nil), data[cut:]...)
+		return nil
+	})
 	if err != nil {
 		return simHeader{}, err
 	}
-	if len(b) < sha256.Size {
-		return simHeader{}, errors.New("The media family on device is incorrectly formed.")
-	}
-	body, sum := b[:len(b)-sha256.Size], b[len(b)-sha256.Size:]
-	if got := sha256.Sum256(body); !bytes.Equal(got[:], sum) {
+	if len(tail) < sha256.Size || !bytes.Equal(sum.Sum(nil), tail) {
 		return simHeader{}, errors.New("The backup set holds a backup of a database with a damaged page (checksum). RESTORE is terminating abnormally.")
 	}
-	return parseBackup(b)
+	return parseBackup(head)
 }
 
 func (s *Server) check(ctx context.Context, what, device, target string) (driver.Rows, error) {
@@ -526,7 +638,7 @@ func (s *Server) check(ctx context.Context, what, device, target string) (driver
 		_, err := s.whole(ctx, device, target)
 		return &simRows{}, err
 	}
-	head, err := s.read(ctx, device, target, 64<<10)
+	head, err := s.head(ctx, device, target, 64<<10)
 	if err != nil {
 		return nil, err
 	}
