@@ -35,7 +35,8 @@ type memStore struct {
 	mu         sync.Mutex
 	blobs      map[string]*memBlob
 	sinks      []*memSink
-	failWrites error // returned by every Sink.Write when set
+	failWrites error         // returned by every Sink.Write when set
+	writeDelay time.Duration // how long every Sink.Write blocks
 }
 
 func newMemStore() *memStore { return &memStore{blobs: make(map[string]*memBlob)} }
@@ -43,7 +44,7 @@ func newMemStore() *memStore { return &memStore{blobs: make(map[string]*memBlob)
 func (m *memStore) Create(_ context.Context, name string) (Sink, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	s := &memSink{store: m, name: name, fail: m.failWrites, done: make(chan struct{})}
+	s := &memSink{store: m, name: name, fail: m.failWrites, delay: m.writeDelay, done: make(chan struct{})}
 	m.sinks = append(m.sinks, s)
 	return s, nil
 }
@@ -113,6 +114,7 @@ type memSink struct {
 	store *memStore
 	name  string
 	fail  error
+	delay time.Duration
 
 	mu        sync.Mutex
 	buf       bytes.Buffer
@@ -124,6 +126,7 @@ type memSink struct {
 }
 
 func (s *memSink) Write(p []byte) (int, error) {
+	time.Sleep(s.delay)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.ends != 0 {
@@ -1063,6 +1066,38 @@ func TestIdleTimeoutAndClose(t *testing.T) {
 	}
 	_, err = c.GetProperties(ctx, nil)
 	wantCode(t, err, http.StatusServiceUnavailable, "ServerBusy")
+}
+
+// A Sink whose Write blocks longer than IdleTimeout (storage stalling
+// upstream) keeps a healthy upload alive: idle counts from the end of the
+// last Write, and expiry never fires while one runs.
+func TestIdleTimeoutSlowSink(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, func(o *Options) { o.IdleTimeout = 200 * time.Millisecond }, nil)
+	e.store.writeDelay = 600 * time.Millisecond
+	c := e.client(t, "stall.bak", 0)
+	parts := [][]byte{randomBytes(1000, 21), randomBytes(2000, 22)}
+	var ids []string
+	for i, p := range parts {
+		ids = append(ids, textID(i))
+		if _, err := c.StageBlock(ctx, ids[i], body(p), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sink := e.store.lastSink(t, "stall.bak")
+	if e.store.sinkCount() != 1 || !sink.open() {
+		t.Fatalf("%d sinks, the last one open: %v; want the one upload still open", e.store.sinkCount(), sink.open())
+	}
+	if _, err := c.CommitBlockList(ctx, ids, nil); err != nil {
+		t.Fatal(err)
+	}
+	got, err := sink.wait(t)
+	if err != nil {
+		t.Fatalf("sink ended with %v, want a commit", err)
+	}
+	if want := bytes.Join(parts, nil); !bytes.Equal(got, want) {
+		t.Fatalf("sink got %d bytes, want %d", len(got), len(want))
+	}
 }
 
 func TestSinkFailure(t *testing.T) {

@@ -173,7 +173,12 @@ func (s *Server) newUpload(b *blobState, name string, sink Sink) *upload {
 }
 
 // expire aborts the upload when it has been idle for the whole timeout;
-// a request that came in the meantime pushes the deadline on.
+// a request that came in the meantime pushes the deadline on. Idle is
+// counted from the end of the last block's Sink.Write, not from its
+// arrival: up.mu is held across every Write, so expire cannot run while
+// one is in flight (it waits for it), and write sets lastUsed once the
+// Write returns; a Sink slower than the timeout (storage stalling
+// upstream) does not make a healthy upload look idle.
 func (up *upload) expire() {
 	up.mu.Lock()
 	defer up.mu.Unlock()
@@ -255,9 +260,12 @@ func (up *upload) again(prev, blk blockInfo) error {
 	return errInvalidBlockList("A block was sent again with other content after it had been streamed; the upload is aborted.")
 }
 
-// write passes a block on to the Sink.
+// write passes a block on to the Sink (up.mu held, which keeps expire
+// out while the Write runs) and restarts the idle clock once it returns.
 func (up *upload) write(blk heldBlock) error {
-	if _, err := up.sink.Write(blk.data); err != nil {
+	_, err := up.sink.Write(blk.data)
+	up.lastUsed = time.Now()
+	if err != nil {
 		err = fmt.Errorf("blobendpoint: writing blob %q: %w", up.name, err)
 		up.fail(err)
 		return err

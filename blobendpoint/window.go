@@ -1,6 +1,7 @@
 package blobendpoint
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -21,10 +22,25 @@ const (
 // frees.
 const windowChunk = 1 << 20
 
+// windowAloneWait is how long a range too far ahead waits with no other
+// open range that can move the window towards it: time for a client
+// reading ranges in parallel to ask for the ones before it, which may
+// arrive after it, or for its next ones.
+const windowAloneWait = 5 * time.Second
+
 // ErrBehindWindow is what a WindowSource's ReadRange returns (wrapped, with
 // the range and the bytes still kept) for a range whose bytes have already
 // gone past: a forward-only stream cannot be read again.
 var ErrBehindWindow = errors.New("blobendpoint: range no longer kept from the forward-only stream")
+
+// ErrTooFarAhead is what a WindowSource's ReadRange returns (wrapped, with
+// the offset asked, the bytes read and delivered, and how far the window
+// reaches) for a range so far ahead that reading up to it would drop
+// bytes the window must keep, when for a few seconds no other open range
+// could move the window towards it (see WindowSource). Nothing of the
+// stream is read or dropped for it: the same range asked again once the
+// window has moved on can be served.
+var ErrTooFarAhead = errors.New("blobendpoint: range too far ahead of the forward-only stream")
 
 // WindowOptions bound what a WindowSource keeps of its stream. Each size
 // is rounded up to whole chunks of 1 MiB.
@@ -34,18 +50,22 @@ type WindowOptions struct {
 	// restore's own start that all read the backup's first megabytes; 0
 	// or less means DefaultWindowHead (32 MiB).
 	Head int64
-	// Behind is the number of bytes kept behind the furthest offset
-	// served, for ranges that arrive late or are retried; 0 or less means
-	// DefaultWindowBehind (64 MiB).
+	// Behind is the number of bytes kept behind the furthest byte
+	// delivered, for ranges that arrive late or are retried; 0 or less
+	// means DefaultWindowBehind (64 MiB).
 	Behind int64
-	// Ahead is how far past the furthest offset served the stream is read
+	// Ahead is how far past the furthest byte delivered the stream is read
 	// before anyone asks; 0 or less means DefaultWindowAhead (16 MiB).
+	// Behind + Ahead is also how far past the window's start a range may
+	// begin and still be read at once (see WindowSource).
 	Ahead int64
 	// ModTime is the blob's Last-Modified.
 	ModTime time.Time
 
 	// chunk replaces windowChunk when above 0 (tests).
 	chunk int64
+	// alone replaces windowAloneWait when above 0 (tests).
+	alone time.Duration
 }
 
 // WindowSource is a Source for RESTORE … FROM URL whose blob is one
@@ -57,19 +77,44 @@ type WindowOptions struct {
 // source keeps:
 //
 //   - the first Head bytes, until it is dropped;
-//   - a window that slides forward: the chunks from Behind bytes before
-//     the furthest offset served (the furthest start of a range, or byte
-//     delivered) up to what has been read, which runs at most Ahead past
-//     that offset.
+//   - a window that slides forward, from Behind bytes before the furthest
+//     byte delivered (read by a range's reader: asking for a range
+//     delivers nothing, so it moves nothing) up to what has been read.
+//     Without a range asking, reading runs Ahead past that byte.
 //
-// A chunk leaves the window once it lies wholly before both that mark and
-// the next byte of every range still open (returned by ReadRange and not
-// yet closed): an open range never loses a byte it has yet to deliver.
-// When open ranges hold chunks so far back that reading on would pass the
-// bound, reading waits for them to move on (and ranges further ahead
-// wait with it), so the bytes buffered never exceed Head + Behind + Ahead
-// + one chunk, whatever the stream's size. Ranges ahead wait; a range
-// behind what is kept fails at once with ErrBehindWindow.
+// A chunk may leave the window once it lies wholly before both that mark
+// and the next byte of every range still open (asked for and not yet
+// closed): an open range never loses a byte it has yet to deliver. A
+// chunk a range delivered bytes of leaves at once; one that none did
+// (skipped to reach a range further on) stays until a range needs the
+// room for the stream's next chunk, so that reading ahead never drops
+// bytes a later pass may come back for. The window holds at most Behind +
+// Ahead bytes before it reads its next chunk, so the bytes buffered never
+// exceed Head + Behind + Ahead + one chunk, whatever the stream's size;
+// when open ranges hold chunks so far back that reading on would pass
+// that bound, reading waits for them to move on. A range behind what is
+// kept fails at once with ErrBehindWindow.
+//
+// A range ahead is read for as soon as it is asked when its first byte is
+// within Behind + Ahead (rounded to whole chunks) of the first byte the
+// window must keep, as above: within reach, its chunk fits beside every
+// byte that must stay, and the bytes skipped to reach it stay too, as
+// long as the bound allows. That is always so within Ahead past the
+// furthest byte delivered, unless open ranges hold the window back. A
+// range further ahead is not read for, since reading up to it would drop
+// bytes that must stay: it waits, bounded by its context, while other
+// open ranges within reach deliver bytes and move the window up to it.
+// When none can (none is open, or each is too far ahead itself), waiting
+// could last forever: once the range has been so for 5 seconds in a row,
+// from when it is asked or from when the last other range closed, it
+// fails with ErrTooFarAhead. The seconds let a client reading ranges in
+// parallel ask for the ones before it (which may arrive after it) or its
+// next ones. Nothing of the stream is read or dropped for a range while
+// it waits so, nor when it fails. A backup's end asked for before its
+// middle is thus served at once when all of it up to there fits within
+// Head + Behind + Ahead, served once a concurrent pass from the start
+// comes near, and otherwise refused, with every earlier byte still there
+// for the pass.
 //
 // Reading happens in a goroutine started when a range needs bytes and
 // ended when none is wanted; it blocks in r's Read for as long as r does,
@@ -83,27 +128,36 @@ type WindowSource struct {
 	headEnd int64 // Head, in whole chunks
 	behind  int64
 	ahead   int64
+	alone   time.Duration // how long a range too far ahead waits alone
 
 	consumed atomic.Int64 // bytes taken from r, Drain's included
 
 	mu       sync.Mutex
-	changed  chan struct{} // closed (and replaced) when stored, err, filling or drained change
+	changed  chan struct{} // closed (and replaced) when stored, err, filling, drained, the window's reach or its ranges change
 	head     [][]byte      // chunks 0, 1, … below headEnd; never freed
-	win      [][]byte      // the window: chunks winBase, winBase+1, …
+	win      []winChunk    // the window: chunks winBase, winBase+1, …
 	winBase  int64
 	winBytes int64    // capacity of win's chunks
 	spare    [][]byte // freed chunks, for reuse
 	stored   int64    // bytes read from r into chunks (kept or freed since)
-	furthest int64    // the furthest offset served
+	furthest int64    // the end of the furthest byte delivered
 	readers  map[*windowReader]struct{}
-	filling  bool // a goroutine (fill, or Drain) reads r
-	draining bool
-	drained  bool
-	err      error // r's error, or io.ErrUnexpectedEOF for a short r
+	// farWaiting counts the ranges waiting in reach.
+	farWaiting int
+	filling    bool // a goroutine (fill, or Drain) reads r
+	draining   bool
+	drained    bool
+	err        error // r's error, or io.ErrUnexpectedEOF for a short r
 
 	// buffered is the bytes of the chunks held (head, window, and the
 	// chunk being read); peak is its maximum. Tests read them.
 	buffered, peak int64
+}
+
+// winChunk is a chunk of the window.
+type winChunk struct {
+	b         []byte
+	delivered bool // a range delivered some of its bytes
 }
 
 // NewWindowSource returns a Source of size bytes read once from r, which
@@ -129,6 +183,7 @@ func NewWindowSource(r io.Reader, size int64, o WindowOptions) *WindowSource {
 		headEnd: whole(o.Head, DefaultWindowHead),
 		behind:  whole(o.Behind, DefaultWindowBehind),
 		ahead:   whole(o.Ahead, DefaultWindowAhead),
+		alone:   cmp.Or(o.alone, windowAloneWait),
 		changed: make(chan struct{}),
 		readers: make(map[*windowReader]struct{}),
 	}
@@ -152,11 +207,13 @@ func (w *WindowSource) Read() int64 { return w.consumed.Load() }
 // byte has been read from the stream (so that a range the stream cannot
 // give fails before the server answers). It returns an error wrapping
 // ErrBehindWindow when some of the bytes are neither in the head nor
-// still in the window, one wrapping r's error when the stream failed
-// before the range's end, ctx's error when ctx ends while it waits, and an
-// error for a range outside the blob. The reader's Read waits for the
-// stream in the same way, and fails with r's error where the stream
-// failed; it must be closed, which lets the window slide past its bytes.
+// still in the window, one wrapping ErrTooFarAhead when offset stays too
+// far ahead with no other open range to move the window to it, one wrapping
+// r's error when the stream failed before the range's end, ctx's error
+// when ctx ends while it waits, and an error for a range outside the
+// blob. The reader's Read waits for the stream in the same way, and fails
+// with r's error where the stream failed; it must be closed, which lets
+// the window slide past its bytes.
 func (w *WindowSource) ReadRange(ctx context.Context, offset, length int64) (io.ReadCloser, error) {
 	if offset < 0 || length <= 0 || offset > w.size-length {
 		return nil, fmt.Errorf("blobendpoint: range of %d bytes at offset %d outside the stream's %d bytes", length, offset, w.size)
@@ -168,8 +225,12 @@ func (w *WindowSource) ReadRange(ctx context.Context, offset, length int64) (io.
 		return nil, err
 	}
 	w.readers[rd] = struct{}{}
-	w.advance(offset)
-	if err := w.wait(rd); err != nil {
+	w.kick()
+	err := w.reach(rd)
+	if err == nil {
+		err = w.wait(rd)
+	}
+	if err != nil {
 		rd.closeLocked()
 		return nil, err
 	}
@@ -213,41 +274,123 @@ func (w *WindowSource) behindError(start, end int64) error {
 		ErrBehindWindow, start, end, w.stored, kept)
 }
 
+// reachEnd is the first byte past the head that the window cannot read
+// without dropping a chunk it must keep (at or after freeBound): it holds
+// at most Behind + Ahead bytes before it reads its next chunk.
+func (w *WindowSource) reachEnd() int64 {
+	first := max(w.windowStart(), w.freeBound()) / w.chunk
+	return (first + (w.behind+w.ahead)/w.chunk + 1) * w.chunk
+}
+
+// reachable reports whether byte off is read or can be read without
+// dropping a chunk the window must keep.
+func (w *WindowSource) reachable(off int64) bool {
+	return off < w.headEnd || off < w.stored || off < w.reachEnd()
+}
+
+// othersMove reports whether an open range other than rd can move the
+// window: one admitted, not too far ahead itself.
+func (w *WindowSource) othersMove(rd *windowReader) bool {
+	for o := range w.readers {
+		if o != rd && o.admitted {
+			return true
+		}
+	}
+	return false
+}
+
+func (w *WindowSource) tooFarError(off int64) error {
+	return fmt.Errorf("%w: byte %d asked with %d bytes of the stream read and %d delivered; "+
+		"the window reaches byte %d before it would drop bytes it must keep (it holds Head + Behind + Ahead = %d bytes), "+
+		"and no other open range moved it on for %v",
+		ErrTooFarAhead, off, w.stored, w.furthest, w.reachEnd(), w.headEnd+w.behind+w.ahead, w.alone)
+}
+
 func (w *WindowSource) streamError() error {
 	return fmt.Errorf("blobendpoint: the stream failed after %d of its %d bytes: %w", w.stored, w.size, w.err)
 }
 
-// advance moves the furthest offset served to off when off is beyond it,
-// frees what that lets go and starts reading if more is wanted.
+// advance moves the furthest byte delivered to off (the end of the bytes
+// a reader just delivered) when off is beyond it, frees what that lets go
+// and starts reading if more is wanted.
 func (w *WindowSource) advance(off int64) {
 	if off > w.furthest {
 		w.furthest = off
 	}
-	w.free()
+	w.free(false)
 	w.kick()
+	if w.farWaiting > 0 {
+		w.broadcast() // the window may reach further
+	}
 }
 
-// free drops the window's chunks that lie wholly before both Behind bytes
-// before the furthest offset served and the next byte of every open range
-// that still needs bytes past the head.
-func (w *WindowSource) free() {
+// freeBound is the byte before which the window's chunks may go: Behind
+// bytes before the furthest byte delivered, or the next byte of an open
+// range that still needs bytes past the head when that is lower.
+func (w *WindowSource) freeBound() int64 {
 	bound := w.furthest - w.behind
 	for rd := range w.readers {
 		if rd.end > w.headEnd {
 			bound = min(bound, max(rd.cur, w.headEnd))
 		}
 	}
+	return bound
+}
+
+// free drops the window's first chunks that lie wholly before freeBound
+// and that a range delivered bytes of; with room set, also the ones none
+// did (skipped to reach a range further on) for as long as the window
+// holds more than Behind + Ahead. Dropping wakes the ranges waiting for
+// the window to reach them.
+func (w *WindowSource) free(room bool) {
+	bound := w.freeBound()
+	dropped := false
 	for len(w.win) > 0 {
 		c := w.win[0]
-		if w.winBase*w.chunk+int64(len(c)) > bound {
+		if w.winBase*w.chunk+int64(len(c.b)) > bound ||
+			!c.delivered && !(room && w.winBytes > w.behind+w.ahead) {
 			break
 		}
-		w.win[0] = nil
+		w.win[0] = winChunk{}
 		w.win = w.win[1:]
 		w.winBase++
-		w.winBytes -= int64(cap(c))
-		w.release(c)
+		w.winBytes -= int64(cap(c.b))
+		w.release(c.b)
+		dropped = true
 	}
+	if dropped {
+		w.broadcast()
+	}
+}
+
+// full reports whether the window holds too much to read its next chunk
+// now: more than Behind + Ahead once free(false) has run, and, unless an
+// admitted range needs bytes not read yet, whatever free(true) would drop.
+func (w *WindowSource) full() bool {
+	over := w.winBytes - (w.behind + w.ahead)
+	if w.stored < w.headEnd || over <= 0 {
+		return false
+	}
+	needed := false
+	for rd := range w.readers {
+		if rd.admitted && rd.end > w.stored {
+			needed = true
+			break
+		}
+	}
+	if !needed {
+		return true
+	}
+	bound := w.freeBound()
+	for i, c := range w.win {
+		if (w.winBase+int64(i))*w.chunk+int64(len(c.b)) > bound {
+			return true
+		}
+		if over -= int64(cap(c.b)); over <= 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // release puts a chunk no longer held aside for reuse.
@@ -256,19 +399,25 @@ func (w *WindowSource) release(c []byte) {
 	w.spare = append(w.spare, c[:0])
 }
 
-// wantRead reports whether the stream should be read further: not past
-// Ahead beyond the furthest offset served, and with the window at most
-// Behind + Ahead before the next chunk.
+// wantRead reports whether the stream should be read further: with the
+// window at most Behind + Ahead before the next chunk (see full), up to
+// Ahead past the furthest byte delivered, or further for an admitted
+// range's bytes (not for a range too far ahead).
 func (w *WindowSource) wantRead() bool {
 	switch {
 	case w.draining || w.err != nil || w.stored >= w.size:
 		return false
-	case w.stored >= w.furthest+w.ahead:
+	case w.full():
 		return false
-	case w.stored >= w.headEnd && w.winBytes > w.behind+w.ahead:
-		return false
+	case w.stored < w.furthest+w.ahead:
+		return true
 	}
-	return true
+	for rd := range w.readers {
+		if rd.admitted && rd.end > w.stored {
+			return true
+		}
+	}
+	return false
 }
 
 // kick starts the reading goroutine when the stream should be read and
@@ -291,6 +440,7 @@ func (w *WindowSource) fill() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for w.wantRead() {
+		w.free(true)
 		var buf []byte
 		if n := len(w.spare); n > 0 {
 			buf, w.spare = w.spare[n-1][:w.chunk], w.spare[:n-1]
@@ -314,7 +464,7 @@ func (w *WindowSource) fill() {
 			if len(w.win) == 0 {
 				w.winBase = off / w.chunk
 			}
-			w.win = append(w.win, buf[:got])
+			w.win = append(w.win, winChunk{b: buf[:got]})
 			w.winBytes += int64(cap(buf))
 		}
 		w.stored += int64(got)
@@ -324,11 +474,58 @@ func (w *WindowSource) fill() {
 			}
 			w.err = err
 		}
-		w.free()
 		w.broadcast()
 	}
 	w.filling = false
 	w.broadcast()
+}
+
+// reach admits rd once its first byte is reachable (or the stream has
+// failed or been drained, which wait then reports); it returns
+// ErrTooFarAhead when no other admitted range has been open to move the
+// window for the alone wait, or ctx's error. It is called with w.mu held,
+// which it releases while it waits.
+func (w *WindowSource) reach(rd *windowReader) error {
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	w.farWaiting++
+	defer func() { w.farWaiting-- }()
+	for !w.reachable(rd.cur) && w.err == nil && !w.drained {
+		var alone <-chan time.Time
+		if w.othersMove(rd) {
+			if timer != nil {
+				timer.Stop()
+				timer = nil
+			}
+		} else {
+			if timer == nil {
+				timer = time.NewTimer(w.alone)
+			}
+			alone = timer.C
+		}
+		changed := w.changed
+		w.mu.Unlock()
+		select {
+		case <-changed:
+			w.mu.Lock()
+		case <-alone:
+			w.mu.Lock()
+			timer = nil
+			if !w.reachable(rd.cur) && !w.othersMove(rd) {
+				return w.tooFarError(rd.cur)
+			}
+		case <-rd.ctx.Done():
+			w.mu.Lock()
+			return fmt.Errorf("blobendpoint: waiting for the window to reach byte %d of the stream: %w", rd.cur, context.Cause(rd.ctx))
+		}
+	}
+	rd.admitted = true
+	w.broadcast() // a range too far ahead, alone until now, has company
+	return nil
 }
 
 // wait returns once rd's next byte has been read, or with the error that
@@ -419,6 +616,7 @@ type windowReader struct {
 	w        *WindowSource
 	ctx      context.Context
 	cur, end int64 // the next byte to deliver, and the range's end
+	admitted bool  // its first byte was reachable (see WindowSource.reach)
 	closed   bool
 }
 
@@ -446,7 +644,8 @@ func (rd *windowReader) Read(p []byte) (int, error) {
 	if rd.cur < w.headEnd {
 		c = w.head[k]
 	} else if i := k - w.winBase; i >= 0 && i < int64(len(w.win)) {
-		c = w.win[i]
+		c = w.win[i].b
+		w.win[i].delivered = true
 	} else {
 		// An open range's bytes are never freed; this is a bug.
 		return 0, fmt.Errorf("blobendpoint: byte %d of an open range was freed", rd.cur)
@@ -472,6 +671,7 @@ func (rd *windowReader) closeLocked() {
 	}
 	rd.closed = true
 	delete(rd.w.readers, rd)
-	rd.w.free()
+	rd.w.free(false)
 	rd.w.kick()
+	rd.w.broadcast() // a range too far ahead may be alone now
 }

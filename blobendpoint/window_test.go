@@ -151,8 +151,16 @@ func TestWindowParallel(t *testing.T) {
 	checkPeak(t, w, testWindow)
 }
 
-// An open range keeps its bytes even when the furthest offset served runs
-// past Behind; ranges further ahead wait for it.
+// An open range keeps its bytes even when the furthest byte delivered
+// runs past Behind; a range further ahead than the window can reach while
+// it holds them waits for it.
+//
+// This test used to ask for the range ahead (at 9 MiB) right away and
+// watch the furthest offset jump to its start: asking for a range moved
+// the window then. Now only bytes delivered move it, so another range
+// delivers bytes past Behind first (as a client's concurrent reads do),
+// and the range ahead sits just beyond what the window reaches while the
+// open range holds its bytes, and within it once they are read.
 func TestWindowOpenRangeHoldsBytes(t *testing.T) {
 	data := randomBytes(16<<20, 14)
 	w := NewWindowSource(bytes.NewReader(data), int64(len(data)), testWindow)
@@ -161,27 +169,27 @@ func TestWindowOpenRangeHoldsBytes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Delivered past slow + Behind: the open range's bytes stay.
+	wantWindow(t, w, data, slow+512<<10, 2<<20)
+	w.mu.Lock()
+	furthest, start := w.furthest, w.windowStart()
+	w.mu.Unlock()
+	if furthest <= slow+testWindow.Behind || start > slow {
+		t.Fatalf("furthest byte delivered %d, window from %d; want past %d, from %d at most",
+			furthest, start, slow+testWindow.Behind, slow)
+	}
+	const far = 6<<20 + 256<<10 // 3.25 MiB past the open range; 2.75 MiB past Behind before the furthest byte delivered
 	ahead := make(chan error, 1)
 	go func() {
-		got, err := readWindow(ctx, w, 9<<20, 1<<20)
-		if err == nil && !bytes.Equal(got, data[9<<20:10<<20]) {
+		got, err := readWindow(ctx, w, far, 1<<20)
+		if err == nil && !bytes.Equal(got, data[far:far+1<<20]) {
 			err = errors.New("the range ahead got wrong bytes")
 		}
 		ahead <- err
 	}()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		w.mu.Lock()
-		furthest := w.furthest
-		w.mu.Unlock()
-		if furthest >= 9<<20 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the range ahead was never admitted")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	waitWindow(t, w, "the range ahead waiting for the window", func() bool {
+		return len(w.readers) == 2 && !w.reachable(far)
+	})
 	got, err := io.ReadAll(rc)
 	rc.Close()
 	if err != nil || !bytes.Equal(got, data[slow:slow+1<<20]) {
@@ -191,6 +199,24 @@ func TestWindowOpenRangeHoldsBytes(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkPeak(t, w, testWindow)
+}
+
+// waitWindow polls cond, with w.mu held, until it holds.
+func waitWindow(t *testing.T, w *WindowSource, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		w.mu.Lock()
+		ok := cond()
+		w.mu.Unlock()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 func TestWindowBehind(t *testing.T) {
@@ -330,6 +356,283 @@ func TestWindowCancel(t *testing.T) {
 		t.Fatalf("Read after cancel: %v", err)
 	}
 	pw.CloseWithError(errBoom) // ends the reading goroutine
+}
+
+// patternStream is size bytes of block repeated, made as they are read.
+type patternStream struct {
+	block     []byte
+	off, size int64
+}
+
+func (p *patternStream) Read(b []byte) (int, error) {
+	if p.off >= p.size {
+		return 0, io.EOF
+	}
+	b = b[:min(int64(len(b)), p.size-p.off)]
+	n := 0
+	for n < len(b) {
+		n += copy(b[n:], p.block[(p.off+int64(n))%int64(len(p.block)):])
+	}
+	p.off += int64(n)
+	return n, nil
+}
+
+// isPattern reports whether got is the bytes from off of a patternStream
+// of block.
+func isPattern(block []byte, off int64, got []byte) bool {
+	for len(got) > 0 {
+		b := block[off%int64(len(block)):]
+		b = b[:min(len(b), len(got))]
+		if !bytes.Equal(got[:len(b)], b) {
+			return false
+		}
+		got, off = got[len(b):], off+int64(len(b))
+	}
+	return true
+}
+
+// passWindow reads w from 0 to size in ranges of n bytes, parallel of
+// them at a time, and checks them with ok. The ranges are asked for in
+// order when inOrder is set, else as SQL Server's restore does: from
+// parallel goroutines, in whatever order they run.
+func passWindow(w *WindowSource, size, n int64, parallel int, inOrder bool, ok func(off int64, got []byte) bool) error {
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		errs []error
+	)
+	bufs := make(chan []byte, parallel) // also the limit on ranges at once
+	for range parallel {
+		bufs <- make([]byte, n)
+	}
+	for off := int64(0); off < size; off += n {
+		cnt := min(n, size-off)
+		buf := <-bufs
+		var (
+			rc  io.ReadCloser
+			err error
+		)
+		if inOrder {
+			rc, err = w.ReadRange(ctx, off, cnt)
+		}
+		wg.Go(func() {
+			defer func() { bufs <- buf }()
+			got := buf[:cnt]
+			if !inOrder {
+				rc, err = w.ReadRange(ctx, off, cnt)
+			}
+			if err == nil {
+				_, err = io.ReadFull(rc, got)
+				rc.Close()
+			}
+			if err == nil && !ok(off, got) {
+				err = fmt.Errorf("range %d+%d: wrong bytes", off, cnt)
+			}
+			if err != nil {
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// idleWindow waits for w's reading to stop and returns the bytes read.
+func idleWindow(t *testing.T, w *WindowSource) int64 {
+	t.Helper()
+	waitWindow(t, w, "reading to stop", func() bool { return !w.filling })
+	return w.Read()
+}
+
+// The review's case, with the default window: a restore reads the head,
+// then the backup's last 64 KiB, then all of it from 0. Asking for the
+// end used to move the window there, reading and dropping everything
+// before it, so that a read at 40 MiB failed. The end is more than Head +
+// Behind + Ahead away, so it cannot be kept with the rest: asked alone it
+// fails with ErrTooFarAhead after the alone wait (shortened here) without
+// reading the stream, and it is served once the pass from 0 has come to
+// it.
+func TestWindowTrailerFirst(t *testing.T) {
+	t.Parallel()
+	block := randomBytes(1<<20+4099, 19)
+	const size = 200 << 20
+	o := WindowOptions{alone: 100 * time.Millisecond}
+	w := NewWindowSource(&patternStream{block: block, size: size}, size, o)
+	want := func(off, n int64) {
+		t.Helper()
+		got, err := readWindow(ctx, w, off, n)
+		if err != nil || int64(len(got)) != n || !isPattern(block, off, got) {
+			t.Fatalf("range %d+%d: %d bytes, %v", off, n, len(got), err)
+		}
+	}
+	for range 3 { // HEADERONLY, FILELISTONLY, the restore's start
+		want(0, 64<<10)
+	}
+	read := idleWindow(t, w)
+	const trailer = size - 64<<10
+	start := time.Now()
+	_, err := w.ReadRange(ctx, trailer, 64<<10)
+	if !errors.Is(err, ErrTooFarAhead) || errors.Is(err, ErrBehindWindow) || !strings.Contains(err.Error(), fmt.Sprint(trailer)) {
+		t.Fatalf("the trailer asked alone: %v, want ErrTooFarAhead", err)
+	}
+	if d := time.Since(start); d < o.alone {
+		t.Errorf("the trailer failed after %v, before the alone wait", d)
+	}
+	t.Log(err)
+	if now := idleWindow(t, w); now != read {
+		t.Fatalf("%d bytes read before the trailer was asked, %d after: the stream was consumed for it", read, now)
+	}
+	want(40<<20, 64<<10) // the review's failing read
+	if err := passWindow(w, size, 4<<20, 3, false, func(off int64, got []byte) bool { return isPattern(block, off, got) }); err != nil {
+		t.Fatal(err)
+	}
+	want(trailer, 64<<10)
+	checkPeak(t, w, WindowOptions{Head: DefaultWindowHead, Behind: DefaultWindowBehind, Ahead: DefaultWindowAhead, chunk: windowChunk})
+	if err := w.Drain(); err != nil || w.Read() != size {
+		t.Fatalf("Drain() = %v after %d bytes", err, w.Read())
+	}
+}
+
+// A trailer within Head + Behind + Ahead of the start is read at once,
+// and the bytes skipped to reach it are kept for the pass from 0: reading
+// ahead (Ahead past the trailer, once it is delivered) drops none of them;
+// only a range that needs the room does, behind its own next byte.
+func TestWindowTrailerFits(t *testing.T) {
+	for _, c := range []struct {
+		name          string
+		size, trailer int64
+	}{
+		{"WholeStream", 4<<20 + 32<<10, 4<<20 - 32<<10},
+		{"Probe", 8 << 20, 3<<20 + 512<<10},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			data := randomBytes(int(c.size), 23)
+			w := NewWindowSource(bytes.NewReader(data), c.size, testWindow)
+			wantWindow(t, w, data, 0, 64<<10)
+			wantWindow(t, w, data, c.trailer, 64<<10)
+			idleWindow(t, w)
+			w.mu.Lock()
+			start := w.windowStart()
+			w.mu.Unlock()
+			if start != testWindow.Head {
+				t.Fatalf("the window starts at %d after the trailer, not at the head's end", start)
+			}
+			for off := int64(0); off < c.size; off += 1 << 20 {
+				wantWindow(t, w, data, off, min(1<<20, c.size-off))
+			}
+			checkPeak(t, w, testWindow)
+		})
+	}
+}
+
+// A range too far ahead, asked while other ranges are open, waits for a
+// concurrent pass to move the window up to it, and is then served.
+func TestWindowFarAheadWaits(t *testing.T) {
+	data := randomBytes(16<<20+777, 24)
+	size := int64(len(data))
+	w := NewWindowSource(bytes.NewReader(data), size, testWindow)
+	company, err := w.ReadRange(ctx, 0, 64<<10) // in the head: holds nothing back
+	if err != nil {
+		t.Fatal(err)
+	}
+	const far = 12 << 20
+	type result struct {
+		furthest int64 // the furthest byte delivered when the range was served
+		err      error
+	}
+	done := make(chan result, 1)
+	go func() {
+		rc, err := w.ReadRange(ctx, far, 1<<20)
+		if err != nil {
+			done <- result{err: err}
+			return
+		}
+		w.mu.Lock()
+		furthest := w.furthest
+		w.mu.Unlock()
+		got, err := io.ReadAll(rc)
+		rc.Close()
+		if err == nil && !bytes.Equal(got, data[far:far+1<<20]) {
+			err = errors.New("the range ahead got wrong bytes")
+		}
+		done <- result{furthest, err}
+	}()
+	waitWindow(t, w, "the range ahead waiting", func() bool {
+		return len(w.readers) == 2 && !w.reachable(far)
+	})
+	// In order: the test window's Behind of 2 MiB does not cover 3
+	// ranges of 1 MiB asked in any order.
+	if err := passWindow(w, size, 1<<20, 3, true, func(off int64, got []byte) bool { return bytes.Equal(got, data[off:off+int64(len(got))]) }); err != nil {
+		t.Fatal(err)
+	}
+	company.Close()
+	r := <-done
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	if min := int64(far - testWindow.Behind - testWindow.Ahead); r.furthest < min {
+		t.Errorf("the range ahead was served with bytes delivered up to %d, before the window could hold it (%d)", r.furthest, min)
+	}
+	checkPeak(t, w, testWindow)
+}
+
+// Ranges too far ahead whose company leaves fail with ErrTooFarAhead after
+// the alone wait (together: none moves the window for the other), and
+// every byte before them can still be read; nothing was read for them.
+func TestWindowFarAheadAlone(t *testing.T) {
+	t.Parallel()
+	data := randomBytes(8<<20, 25)
+	size := int64(len(data))
+	o := testWindow
+	o.alone = 100 * time.Millisecond
+	w := NewWindowSource(bytes.NewReader(data), size, o)
+	company, err := w.ReadRange(ctx, 0, 64<<10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	errs := make(chan error, 3)
+	for _, off := range []int64{5 << 20, 6 << 20} {
+		go func() {
+			_, err := w.ReadRange(ctx, off, 1<<20)
+			errs <- err
+		}()
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	go func() {
+		_, err := w.ReadRange(cctx, 7<<20, 1<<20)
+		errs <- err
+	}()
+	waitWindow(t, w, "the ranges ahead waiting", func() bool { return len(w.readers) == 4 })
+	read := idleWindow(t, w)
+	cancel()
+	if err := <-errs; !errors.Is(err, context.Canceled) {
+		t.Fatalf("a range ahead whose context ended: %v", err)
+	}
+	time.Sleep(2 * o.alone) // company keeps them waiting
+	select {
+	case err := <-errs:
+		t.Fatalf("a range ahead ended with company open: %v", err)
+	default:
+	}
+	start := time.Now()
+	company.Close()
+	for range 2 {
+		if err := <-errs; !errors.Is(err, ErrTooFarAhead) {
+			t.Fatalf("a range ahead left alone: %v, want ErrTooFarAhead", err)
+		}
+	}
+	if d := time.Since(start); d < o.alone {
+		t.Errorf("the ranges ahead failed %v after they were left alone, before the alone wait", d)
+	}
+	if now := idleWindow(t, w); now != read {
+		t.Errorf("%d bytes read while the ranges ahead waited, %d after", read, now)
+	}
+	for off := int64(0); off < size; off += 1 << 20 {
+		wantWindow(t, w, data, off, 1<<20)
+	}
+	checkPeak(t, w, o)
 }
 
 // windowStore serves one WindowSource as the blob name.
