@@ -3,7 +3,6 @@ package controlplane_test
 import (
 	"bytes"
 	"context"
-	"io"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -13,10 +12,8 @@ import (
 
 	"github.com/rahatback/rahatback/agent"
 	"github.com/rahatback/rahatback/blobendpoint"
-	"github.com/rahatback/rahatback/controlplane"
 	"github.com/rahatback/rahatback/engines/mssql"
 	"github.com/rahatback/rahatback/engines/mssql/mssqlsim"
-	"github.com/rahatback/rahatback/handlers/api"
 	"github.com/rahatback/rahatback/pipeline"
 	"github.com/rahatback/rahatback/testsupport"
 )
@@ -31,40 +28,9 @@ import (
 // downloads as the server's exact backup, and restores over the changed
 // database; an incremental job dedupes an unchanged database.
 func TestSQLServerThroughAgent(t *testing.T) {
-	dbURL, pool := testsupport.NewDatabase(t)
-	n := testsupport.StartNATS(t, api.AgentAuthenticator(pool))
-	httpAddr := freeAddr(t)
-	base := "http://" + httpAddr
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	done := make(chan error, 1)
-	go func() {
-		done <- controlplane.Run(ctx, []string{"serve", "--http", httpAddr, "--data-dir", t.TempDir(), "--database-url", dbURL,
-			"--nats-url", controlPlaneURL(t, n), "--agent-offline-after", "10s"}, func(string) string { return "" }, io.Discard, testWriter{t})
-	}()
-	defer func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(30 * time.Second):
-			t.Error("serve did not stop")
-		}
-	}()
-	c := client{t, base}
-	deadline := time.Now().Add(30 * time.Second)
-	for c.callNoFail("GET", "/readyz") != 200 {
-		if time.Now().After(deadline) {
-			t.Fatal("serve not ready")
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	token := c.register("dba@example.com")
-	var et struct{ Token string }
-	c.want(c.call("POST", "/v1/agents/enrollment-tokens", token, nil), 201).decode(t, &et)
-	st, err := agent.Enroll(ctx, agent.EnrollOpts{Server: base, Token: et.Token, StateDir: filepath.Join(t.TempDir(), "a")})
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, token, st, _ := startServe(t, ctx, "dba@example.com", "--agent-offline-after", "30s")
 
 	// The agent's endpoint, and the server that trusts its certificate.
 	certPEM, certFile, keyFile, err := mssqlsim.Cert(t.TempDir())
@@ -124,8 +90,8 @@ func TestSQLServerThroughAgent(t *testing.T) {
 
 	// The download is the server's backup, compressed and encrypted.
 	file := filepath.Join(t.TempDir(), h.FileName)
-	downloadTo(t, base, token, "/v1/backups/history/"+h.ID+"/download", file)
-	key := exportedKey(t, base, token, job.ID, password)
+	downloadTo(t, c.base, token, "/v1/backups/history/"+h.ID+"/download", file)
+	key := exportedKey(t, c.base, token, job.ID, password)
 	plain, err := exec.Command("sh", "-c", `age -d -i "$1" "$2" | zstd -dc`, "sh", key, file).Output()
 	if err != nil {
 		t.Fatalf("age -d | zstd -d: %v", err)
