@@ -273,6 +273,15 @@ func (s *Server) blob(name string, create bool) *blobState {
 
 // ServeHTTP answers one Blob service request.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	reqID := startResponse(w, r)
+	if err := s.route(w, r); err != nil {
+		s.writeError(w, r, reqID, err)
+	}
+}
+
+// startResponse sets the headers every answer carries (a new request id,
+// the API version, the client's request id) and returns the request id.
+func startResponse(w http.ResponseWriter, r *http.Request) string {
 	reqID := uuid.NewString()
 	h := w.Header()
 	h.Set("x-ms-request-id", reqID)
@@ -284,9 +293,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if c := r.Header.Get("x-ms-client-request-id"); c != "" {
 		h.Set("x-ms-client-request-id", c)
 	}
-	if err := s.route(w, r); err != nil {
-		s.writeError(w, r, reqID, err)
-	}
+	return reqID
 }
 
 // route authenticates, finds the operation, checks its permission and runs

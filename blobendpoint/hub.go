@@ -11,8 +11,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-
-	"github.com/google/uuid"
 )
 
 // Timeouts of the Hub's HTTP server. There is no read or write timeout on
@@ -179,18 +177,7 @@ func (h *Hub) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		s.ServeHTTP(w, r)
 		return
 	}
-	reqID := uuid.NewString()
-	hd := w.Header()
-	hd.Set("x-ms-request-id", reqID)
-	v := r.Header.Get("x-ms-version")
-	if v == "" {
-		v = defaultAPIVersion
-	}
-	hd.Set("x-ms-version", v)
-	if c := r.Header.Get("x-ms-client-request-id"); c != "" {
-		hd.Set("x-ms-client-request-id", c)
-	}
-	h.errs.writeError(w, r, reqID, &azError{http.StatusNotFound, "ContainerNotFound", "The specified container does not exist."})
+	h.errs.writeError(w, r, startResponse(w, r), &azError{http.StatusNotFound, "ContainerNotFound", "The specified container does not exist."})
 }
 
 // certReloader is the Hub's certificate, read again from its files on the

@@ -88,6 +88,21 @@ func (e *Engine) open(c engines.Conn) (*sql.DB, error) {
 	return sql.OpenDB(mssqldb.NewConnectorConfig(cfg)), nil
 }
 
+// connect opens c's server and reads its facts; the caller closes the
+// handle, which is nil on error.
+func (e *Engine) connect(ctx context.Context, c engines.Conn) (*sql.DB, ServerFacts, error) {
+	db, err := e.open(c)
+	if err != nil {
+		return nil, ServerFacts{}, err
+	}
+	f, err := e.facts(ctx, db)
+	if err != nil {
+		db.Close()
+		return nil, ServerFacts{}, err
+	}
+	return db, f, nil
+}
+
 func (e *Engine) facts(ctx context.Context, db *sql.DB) (ServerFacts, error) {
 	var f ServerFacts
 	if err := db.QueryRowContext(ctx, ServerInfo).Scan(&f.Version, &f.Edition, &f.EngineEdition); err != nil {
@@ -100,15 +115,11 @@ func (e *Engine) facts(ctx context.Context, db *sql.DB) (ServerFacts, error) {
 
 // Test connects to c and returns the server's version and edition.
 func (e *Engine) Test(ctx context.Context, c engines.Conn) (string, error) {
-	db, err := e.open(c)
+	db, f, err := e.connect(ctx, c)
 	if err != nil {
 		return "", err
 	}
 	defer db.Close()
-	f, err := e.facts(ctx, db)
-	if err != nil {
-		return "", err
-	}
 	return f.Version + " (" + f.Edition + ")", nil
 }
 
@@ -136,15 +147,11 @@ func (e *Engine) Size(ctx context.Context, c engines.Conn) (int64, error) {
 // right after the backup: a database written to meanwhile may differ from
 // the backup by those writes.
 func (e *Engine) Dump(ctx context.Context, c engines.Conn, w io.Writer) (engines.DumpInfo, error) {
-	db, err := e.open(c)
+	db, f, err := e.connect(ctx, c)
 	if err != nil {
 		return engines.DumpInfo{}, err
 	}
 	defer db.Close()
-	f, err := e.facts(ctx, db)
-	if err != nil {
-		return engines.DumpInfo{}, err
-	}
 	// Row counts before and after: a table written to in between is left
 	// out of the manifest rather than recorded with a count the backup may
 	// not hold.
@@ -623,15 +630,11 @@ func (e *Engine) DropScratch(ctx context.Context, c engines.Conn, name string) e
 // table's rows from sys.partitions (no content hash: SQL Server computes
 // none cheaply).
 func (e *Engine) ReadBack(ctx context.Context, c engines.Conn) (engines.DumpInfo, error) {
-	db, err := e.open(c)
+	db, f, err := e.connect(ctx, c)
 	if err != nil {
 		return engines.DumpInfo{}, err
 	}
 	defer db.Close()
-	f, err := e.facts(ctx, db)
-	if err != nil {
-		return engines.DumpInfo{}, err
-	}
 	tables, err := e.rowCounts(ctx, db, c.Database)
 	if err != nil {
 		return engines.DumpInfo{}, err
